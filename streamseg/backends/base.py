@@ -1,0 +1,90 @@
+"""One interface for every inference backend: images in (BGR uint8, any size), detections out
+(boxes, scores and masks in source pixels). Pre- and post-processing are shared here, so backends
+differ only in how they run the network."""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..letterbox import Letterbox, paste_to_source
+from ..model import ModelConfig
+from ..types import Detection
+
+
+def to_tensor(image_lb: np.ndarray) -> torch.Tensor:
+    """Letterboxed H×W×3 BGR uint8 -> 3×H×W float RGB in [0, 1]."""
+    rgb = np.ascontiguousarray(image_lb[..., ::-1])
+    return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
+
+
+def ensure_bgr(image: np.ndarray) -> np.ndarray:
+    """Grey, BGR or BGRA, 8- or 16-bit -> H×W×3 uint8 BGR."""
+    img = np.asarray(image)
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = np.clip(img, 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    elif img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    elif img.shape[2] == 4:
+        img = img[..., :3]
+    return np.ascontiguousarray(img)
+
+
+def preprocess(images: Sequence[np.ndarray], size: int) -> tuple[torch.Tensor, list[Letterbox]]:
+    lbs = [Letterbox(im.shape[0], im.shape[1], size) for im in images]
+    batch = torch.stack([to_tensor(lb.image(ensure_bgr(im))) for lb, im in zip(lbs, images)])
+    return batch, lbs
+
+
+def postprocess(outputs: list[dict], lbs: list[Letterbox], mask_threshold: float = 0.5) -> list[list[Detection]]:
+    """Model outputs (letterbox-space boxes, RoI masks) -> detections in source pixels, best first."""
+    results = []
+    for out, lb in zip(outputs, lbs):
+        scores = out["scores"].float().cpu().numpy()
+        order = np.argsort(-scores, kind="stable")
+        boxes_src = lb.boxes_to_source(out["boxes"].float().cpu().numpy()[order])
+        masks = paste_to_source(out["masks"][order], boxes_src, lb.src_h, lb.src_w, mask_threshold)
+        results.append([Detection(box=b, score=float(scores[i]), mask=m) for i, b, m in zip(order, boxes_src, masks)])
+    return results
+
+
+class Backend(ABC):
+    """predict(images) -> one list of detections (best first) per image."""
+
+    name: str = "base"
+
+    def __init__(self, config: ModelConfig, device: str = "cpu", half: bool = False):
+        self.config = config
+        self.device = torch.device(device)
+        self.half = half
+        self.last_stages: dict[str, float] = {}
+
+    @abstractmethod
+    def forward(self, batch: torch.Tensor) -> list[dict]:
+        """Letterboxed batch (B×3×S×S float in [0,1], on CPU) -> per-image dicts of
+        boxes (letterbox px), labels, scores, masks (N×1×M×M probabilities)."""
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        t0 = time.perf_counter()
+        batch, lbs = preprocess(images, self.config.image_size)
+        t1 = time.perf_counter()
+        outputs = self.forward(batch)
+        t2 = time.perf_counter()
+        dets = postprocess(outputs, lbs)
+        t3 = time.perf_counter()
+        self.last_stages = {"preprocess": t1 - t0, "model": t2 - t1, "paste": t3 - t2, **getattr(self, "_inner", {})}
+        return dets
+
+    def predict_one(self, image: np.ndarray) -> list[Detection]:
+        return self.predict([image])[0]
+
+    def describe(self) -> str:
+        prec = "fp16" if self.half else "fp32"
+        return f"{self.name} ({self.device.type}, {prec}, {self.config.backbone}, mask{self.config.mask_head})"

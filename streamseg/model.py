@@ -1,0 +1,222 @@
+"""The paper's Mask R-CNN (Di Cosmo et al.): ResNet101-FPN, 5 anchor sizes × 3 ratios, RoIAlign 14,
+and a segmentation head of 4 conv + N transposed conv (N=3 -> 112×112 masks, Table I).
+
+Everything is torchvision's detection package; this file only configures it:
+- the model's own transform never resizes (images arrive letterboxed to `image_size`), and
+- the model returns RoI mask probabilities (N×1×M×M) with letterbox-space boxes, so the caller
+  pastes each mask once, straight into the source frame (`letterbox.paste_to_source`).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from functools import partial
+
+import torch
+from torch import nn
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import MultiScaleRoIAlign
+
+from .types import StreamsegError
+
+BACKBONES = ("resnet101", "resnet50", "resnet18", "mobilenet_v3_large")
+MASK_HEADS = {"28": 1, "56": 2, "112": 3}  # head name -> number of transposed convs
+NORMS = ("batch", "group", "frozen")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet101"
+    mask_head: str = "112"
+    num_classes: int = 2
+    class_names: tuple[str, ...] = ("background", "median_nerve")
+    image_size: int = 512
+    norm: str = "batch"  # trains from scratch; "frozen" only with pretrained weights
+    mask_head_width: int = 256  # Table I: 256 filters
+    box_head_width: int = 1024  # torchvision's TwoMLPHead representation size
+    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    rpn_batch_size_per_image: int = 256  # "256 anchors per image"
+    rpn_pre_nms_top_n_test: int = 200
+    rpn_post_nms_top_n_test: int = 150
+    rpn_post_nms_top_n_train: int = 1000
+    box_batch_size_per_image: int = 128
+    box_score_thresh: float = 0.05
+    max_detections: int = 3
+
+    def __post_init__(self):
+        self.mask_head = str(self.mask_head)
+        self.class_names = tuple(self.class_names)
+        self.anchor_sizes = tuple(int(a) for a in self.anchor_sizes)
+        self.aspect_ratios = tuple(float(a) for a in self.aspect_ratios)
+        if self.backbone not in BACKBONES:
+            raise StreamsegError(f"unknown backbone {self.backbone!r}: choose one of {', '.join(BACKBONES)}")
+        if self.mask_head not in MASK_HEADS:
+            raise StreamsegError(f"unknown mask head {self.mask_head!r}: choose one of {', '.join(MASK_HEADS)}")
+        if self.norm not in NORMS:
+            raise StreamsegError(f"unknown norm {self.norm!r}: choose one of {', '.join(NORMS)}")
+        if self.image_size % 32:
+            raise StreamsegError(f"image size {self.image_size} must be a multiple of 32 (FPN)")
+
+    @property
+    def mask_size(self) -> int:
+        return 14 * 2 ** MASK_HEADS[self.mask_head]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["class_names"] = list(self.class_names)
+        d["anchor_sizes"] = list(self.anchor_sizes)
+        d["aspect_ratios"] = list(self.aspect_ratios)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class PaperMaskPredictor(nn.Sequential):
+    """Table I after the 4 convs: N × (ConvTranspose 2×2 stride 2, ReLU), then 1×1 conv to logits."""
+
+    def __init__(self, in_channels: int, width: int, num_classes: int, num_upsamples: int):
+        layers: "OrderedDict[str, nn.Module]" = OrderedDict()
+        c = in_channels
+        for i in range(num_upsamples):
+            name = "conv5_mask" if i == 0 else f"conv5_mask_{i + 1}"  # first name matches torchvision
+            layers[name] = nn.ConvTranspose2d(c, width, 2, 2, 0)
+            layers[f"relu{i + 1}"] = nn.ReLU(inplace=True)
+            c = width
+        layers["mask_fcn_logits"] = nn.Conv2d(c, num_classes, 1, 1, 0)
+        super().__init__(layers)
+        for name, param in self.named_parameters():
+            if "weight" in name:
+                nn.init.kaiming_normal_(param, mode="fan_out", nonlinearity="relu")
+            elif "bias" in name:
+                nn.init.constant_(param, 0)
+
+
+class LetterboxedTransform(GeneralizedRCNNTransform):
+    """Normalise and batch only: inputs are already letterboxed, and masks stay as RoI masks."""
+
+    def resize(self, image, target=None):
+        return image, target
+
+    def postprocess(self, result, image_shapes, original_image_sizes):
+        return result
+
+
+def _norm_layer(norm: str):
+    if norm == "batch":
+        return nn.BatchNorm2d
+    if norm == "group":
+        return partial(_group_norm, 32)
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    return FrozenBatchNorm2d
+
+
+def _group_norm(groups: int, channels: int):
+    return nn.GroupNorm(min(groups, channels), channels)
+
+
+def _backbone(cfg: ModelConfig) -> tuple[nn.Module, int]:
+    """-> (backbone with FPN, number of feature maps it returns)."""
+    norm_layer = _norm_layer(cfg.norm)
+    if cfg.backbone == "mobilenet_v3_large":
+        bb = mobilenet_backbone(
+            backbone_name="mobilenet_v3_large", weights=None, fpn=True, norm_layer=norm_layer, trainable_layers=6
+        )
+        return bb, 3
+    bb = resnet_fpn_backbone(
+        backbone_name=cfg.backbone, weights=None, norm_layer=norm_layer, trainable_layers=5, returned_layers=[1, 2, 3, 4]
+    )
+    return bb, 5
+
+
+def build_model(config: ModelConfig | None = None, **overrides) -> MaskRCNN:
+    """The paper's Mask R-CNN as configured by `config` (or keyword overrides of the defaults).
+
+    >>> m = build_model(backbone="resnet18", mask_head="56")
+    """
+    if config is None:
+        config = ModelConfig(**overrides)
+    elif overrides:
+        config = ModelConfig.from_dict({**config.to_dict(), **overrides})
+    cfg = config
+    backbone, n_maps = _backbone(cfg)
+    if n_maps == len(cfg.anchor_sizes):
+        sizes = tuple((s,) for s in cfg.anchor_sizes)  # one size per FPN level, as the paper
+    else:
+        sizes = (cfg.anchor_sizes,) * n_maps  # MobileNet's 3 maps each see all sizes
+    anchors = AnchorGenerator(sizes=sizes, aspect_ratios=(cfg.aspect_ratios,) * n_maps)
+    names = ["0", "1", "2", "3"] if n_maps == 5 else ["0", "1"]
+    box_pool = MultiScaleRoIAlign(featmap_names=names, output_size=7, sampling_ratio=2)
+    mask_pool = MultiScaleRoIAlign(featmap_names=names, output_size=14, sampling_ratio=2)
+    c = backbone.out_channels
+    w = cfg.mask_head_width
+    model = MaskRCNN(
+        backbone,
+        num_classes=None,
+        rpn_anchor_generator=anchors,
+        rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
+        rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
+        rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
+        rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
+        box_roi_pool=box_pool,
+        box_head=TwoMLPHead(c * 7 * 7, cfg.box_head_width),
+        box_predictor=FastRCNNPredictor(cfg.box_head_width, cfg.num_classes),
+        box_batch_size_per_image=cfg.box_batch_size_per_image,
+        box_score_thresh=cfg.box_score_thresh,
+        box_detections_per_img=cfg.max_detections,
+        mask_roi_pool=mask_pool,
+        mask_head=MaskRCNNHeads(c, (w, w, w, w), 1),
+        mask_predictor=PaperMaskPredictor(w, w, cfg.num_classes, MASK_HEADS[cfg.mask_head]),
+    )
+    model.transform = LetterboxedTransform(cfg.image_size, cfg.image_size, IMAGENET_MEAN, IMAGENET_STD)
+    model.streamseg_config = cfg
+    return model
+
+
+# Layers whose weights are class- or resolution-specific: left fresh when initialising from a file,
+# as the paper did ("all layers except the input layers of the network heads").
+FRESH_PREFIXES = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.")
+
+
+def init_from_file(model: nn.Module, path: str) -> dict:
+    """Initialise from a user-supplied state dict (torchvision COCO Mask R-CNN, or an ImageNet ResNet).
+
+    Loads every tensor whose name (after mapping) and shape match; heads' predictors stay fresh.
+    Returns counts of loaded / skipped tensors. Never downloads anything.
+    """
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise StreamsegError(f"{path}: weights file not found") from None
+    except Exception as e:  # noqa: BLE001 - any unreadable file is one clear line
+        raise StreamsegError(f"{path}: not a readable PyTorch state dict ({type(e).__name__})") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise StreamsegError(f"{path}: not a state dict")
+    own = model.state_dict()
+    is_imagenet_resnet = any(k.startswith("layer1.") for k in sd) and "fc.weight" in sd
+    loaded, skipped = {}, []
+    for k, v in sd.items():
+        name = f"backbone.body.{k}" if is_imagenet_resnet else k
+        if name.startswith(FRESH_PREFIXES):
+            skipped.append(name)
+        elif name in own and own[name].shape == v.shape:
+            loaded[name] = v
+        else:
+            skipped.append(name)
+    if not loaded:
+        raise StreamsegError(f"{path}: no tensor matches this model ({model.streamseg_config.backbone})")
+    model.load_state_dict(loaded, strict=False)
+    return {"loaded": len(loaded), "skipped": len(skipped), "total_model": len(own)}

@@ -1,0 +1,51 @@
+"""Shared fixtures: the bundled real sample (always present), ../shared/data (when beside the repo),
+and a small untrained-but-valid checkpoint for pipeline tests."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "streamseg" / "data" / "sample"
+SHARED = Path(os.environ.get("STREAMSEG_SHARED", REPO.parent / "shared")) / "data"
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def univpm_dir() -> Path:
+    p = SHARED / "median-nerve-univpm"
+    if not (p / "images").is_dir():
+        pytest.skip(f"real data not beside the repo ({p})")
+    return p
+
+
+@pytest.fixture(scope="session")
+def video_dir() -> Path:
+    p = SHARED / "video"
+    if not p.is_dir():
+        pytest.skip(f"real clips not beside the repo ({p})")
+    return p
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory) -> Path:
+    """A small model (MobileNetV3-FPN, mask112) with BatchNorm statistics set on real images,
+    saved as a real checkpoint. Untrained: it finds boxes, not nerves. For plumbing tests."""
+    from streamseg.checkpoint import save_checkpoint
+    from streamseg.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(backbone="mobilenet_v3_large", mask_head="112", box_head_width=256, max_detections=2,
+                        rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50)
+    path = tmp_path_factory.mktemp("ckpt") / "small.pt"
+    save_checkpoint(path, model.eval(), meta={"note": "untrained test model"})
+    return path
