@@ -1,0 +1,1 @@
+"""Training and evaluation. The runtime never imports this package."""

@@ -1,0 +1,183 @@
+"""The paper's metrics, in source pixels.
+
+- TP/FP/FN (Di Cosmo et al., III-C): a predicted box is a TP if its confidence is > 0.98 and it
+  overlaps the ground-truth box with IoU >= 0.7 (one TP per ground truth, best score first); any
+  other prediction above the confidence is an FP; an FN is a ground truth for which no box is
+  predicted at all (`fn_rule="paper"`), or, with `fn_rule="strict"`, any ground truth left unmatched.
+- Dice on TPs only; HD95 and area error alongside.
+- AP as COCOeval computes it (101-point interpolated precision, greedy matching by score,
+  maxDets=100, no crowd), for boxes and masks at any IoU threshold; a test checks it against
+  pycocotools.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+CONF_THRESH = 0.98
+IOU_THRESH = 0.7
+COCO_IOUS = np.linspace(0.5, 0.95, 10)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """N×4, M×4 x1y1x2y2 -> N×M IoU (continuous areas, as COCO)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def mask_iou(a: list[np.ndarray], b: list[np.ndarray]) -> np.ndarray:
+    out = np.zeros((len(a), len(b)))
+    for i, ma in enumerate(a):
+        for j, mb in enumerate(b):
+            union = np.logical_or(ma, mb).sum()
+            out[i, j] = np.logical_and(ma, mb).sum() / union if union else 0.0
+    return out
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    s = a.sum() + b.sum()
+    return float(2.0 * np.logical_and(a, b).sum() / s) if s else 1.0
+
+
+def _boundary_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distances from each boundary pixel of a to the nearest boundary pixel of b."""
+    kernel = np.ones((3, 3), np.uint8)
+    ba = a & ~cv2.erode(a.astype(np.uint8), kernel).astype(bool)
+    bb = b & ~cv2.erode(b.astype(np.uint8), kernel).astype(bool)
+    dist_to_b = cv2.distanceTransform((~bb).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return dist_to_b[ba]
+
+
+def hd95(a: np.ndarray, b: np.ndarray) -> float:
+    """Symmetric 95th-percentile Hausdorff distance between mask boundaries (px)."""
+    if not a.any() or not b.any():
+        return float("nan")
+    d = np.concatenate([_boundary_distances(a, b), _boundary_distances(b, a)])
+    return float(np.percentile(d, 95))
+
+
+@dataclass
+class ImageResult:
+    """One image's paper-rule outcome."""
+
+    name: str
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    dice: float | None = None  # on the TP only
+    hd95: float | None = None
+    area_gt_px: float = 0.0
+    area_pred_px: float | None = None
+    top_score: float | None = None
+    top_iou: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def paper_rule(name: str, gt_box: np.ndarray, gt_mask: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+               masks: list[np.ndarray], conf: float = CONF_THRESH, iou: float = IOU_THRESH,
+               fn_rule: str = "paper") -> ImageResult:
+    """Apply the TP/FP/FN rule to one image with one ground-truth nerve."""
+    r = ImageResult(name=name, area_gt_px=float(gt_mask.sum()))
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    if len(order):
+        r.top_score = float(scores[order[0]])
+        r.top_iou = float(box_iou(boxes[order[0]], gt_box)[0, 0])
+    keep = [i for i in order if scores[i] > conf]
+    matched = False
+    for i in keep:
+        if not matched and box_iou(boxes[i], gt_box)[0, 0] >= iou:
+            matched = True
+            r.tp = 1
+            r.dice = dice(masks[i], gt_mask)
+            r.hd95 = hd95(masks[i], gt_mask)
+            r.area_pred_px = float(masks[i].sum())
+        else:
+            r.fp += 1
+    if not matched and (not keep or fn_rule == "strict"):
+        r.fn = 1
+    return r
+
+
+def coco_ap(per_image: list[tuple[list[np.ndarray], np.ndarray, list]], iou_type: str = "bbox",
+            iou_thresholds=COCO_IOUS, max_dets: int = 100) -> dict[float, float]:
+    """AP per IoU threshold as pycocotools' COCOeval computes it (one category, area 'all').
+
+    per_image: [(gts, det_scores, dets)] where gts/dets are boxes (x1y1x2y2) or bool masks.
+    """
+    rec_thrs = np.linspace(0.0, 1.0, 101)
+    n_gt = sum(len(g) for g, _, _ in per_image)
+    result = {}
+    for t in iou_thresholds:
+        all_scores, all_tp = [], []
+        for gts, scores, dets in per_image:
+            scores = np.asarray(scores, dtype=np.float64)
+            order = np.argsort(-scores, kind="mergesort")[:max_dets]
+            if iou_type == "bbox":
+                ious = box_iou(np.asarray(dets).reshape(-1, 4)[order], np.asarray(gts).reshape(-1, 4))
+            else:
+                ious = mask_iou([dets[i] for i in order], list(gts))
+            gt_used = np.zeros(len(gts), dtype=bool)
+            for d in range(len(order)):
+                best, best_g = min(t, 1 - 1e-10), -1
+                for g in range(len(gts)):
+                    if gt_used[g] or ious[d, g] < best:
+                        continue
+                    best, best_g = ious[d, g], g
+                if best_g >= 0:
+                    gt_used[best_g] = True
+                all_tp.append(best_g >= 0)
+            all_scores.extend(scores[order])
+        if n_gt == 0:
+            result[float(round(t, 2))] = float("nan")
+            continue
+        inds = np.argsort(-np.asarray(all_scores), kind="mergesort")
+        tp = np.asarray(all_tp, dtype=bool)[inds]
+        tps, fps = np.cumsum(tp).astype(float), np.cumsum(~tp).astype(float)
+        rc = tps / n_gt
+        pr = (tps / (fps + tps + np.spacing(1))).tolist()
+        for i in range(len(pr) - 1, 0, -1):
+            if pr[i] > pr[i - 1]:
+                pr[i - 1] = pr[i]
+        q = np.zeros(len(rec_thrs))
+        idx = np.searchsorted(rc, rec_thrs, side="left")
+        for ri, pi in enumerate(idx):
+            if pi < len(pr):
+                q[ri] = pr[pi]
+        result[float(round(t, 2))] = float(q.mean())
+    return result
+
+
+def summarize(results: list[ImageResult]) -> dict:
+    """Aggregate paper metrics: precision, recall, Dice median/IQR/mean/sd, HD95, area error."""
+    tp = sum(r.tp for r in results)
+    fp = sum(r.fp for r in results)
+    fn = sum(r.fn for r in results)
+    d = np.array([r.dice for r in results if r.dice is not None], dtype=float)
+    h = np.array([r.hd95 for r in results if r.hd95 is not None], dtype=float)
+    err = np.array([r.area_pred_px - r.area_gt_px for r in results if r.area_pred_px is not None], dtype=float)
+    rel = np.array([(r.area_pred_px - r.area_gt_px) / r.area_gt_px for r in results if r.area_pred_px is not None])
+
+    def q(a, p):
+        return float(np.percentile(a, p)) if len(a) else None
+
+    return {
+        "images": len(results), "tp": tp, "fp": fp, "fn": fn,
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "dice_median": q(d, 50), "dice_q1": q(d, 25), "dice_q3": q(d, 75),
+        "dice_iqr": q(d, 75) - q(d, 25) if len(d) else None,
+        "dice_mean": float(d.mean()) if len(d) else None, "dice_sd": float(d.std()) if len(d) else None,
+        "hd95_median_px": q(h, 50), "hd95_mean_px": float(np.nanmean(h)) if len(h) else None,
+        "area_error_mean_px2": float(err.mean()) if len(err) else None,
+        "area_abs_error_median_px2": q(np.abs(err), 50),
+        "area_abs_rel_error_median": q(np.abs(rel), 50),
+    }
