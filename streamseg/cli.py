@@ -13,7 +13,7 @@ from rich.console import Console
 from .types import StreamsegError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Real-time median-nerve segmentation for wrist ultrasound.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one error = one line, never wrapped
 
 
 def friendly(fn):
@@ -38,18 +38,117 @@ def not_built(issue: str):
     raise typer.Exit(3)
 
 
-@app.command()
-@friendly
-def live(device: str = typer.Option("/dev/video0", help="/dev/videoN, an index, or a URL")):
-    """Segment a live source (frame grabber or network stream)."""
-    not_built("real-time pipeline")
+# --- real-time pipeline: file, live, calibrate (issue 3) ------------------------------------------
+_OUT = typer.Option(None, "--out", "-o", help="overlay video (H.264 .mp4)")
+_CSV = typer.Option(None, "--csv", help="one CSV row per processed frame")
+_JSONL = typer.Option(None, "--jsonl", help="one JSON line per processed frame")
+_MODEL = typer.Option(None, "--model", "-m", help="checkpoint (default: the bundled model)")
+_BACKEND = typer.Option("auto", "--backend", help="inference backend")
+_COMPUTE = typer.Option("auto", "--compute", help="torch device for inference: auto, cpu, cuda, cuda:N")
+_MMPX = typer.Option(None, "--mm-per-px", help="pixel spacing in mm")
+_DEPTH = typer.Option(None, "--depth-mm", help="imaged depth (mm) spanning the crop height")
+_PROFILE = typer.Option(None, "--profile", help="saved calibration profile (streamseg calibrate)")
+_CROP = typer.Option(None, "--crop", help="x,y,w,h of the ultrasound image in the frame")
+_MAXF = typer.Option(None, "--max-frames", help="stop after N frames")
+_CUTOFF = typer.Option(10.0, "--cts-cutoff", help="CTS flag cut-off, mm²")
+_SCORE = typer.Option(0.5, "--score-thresh", help="score for 'nerve present' (display)")
+_CONF = typer.Option(0.9, "--confident", help="score for frames counted in the CSA summary")
+
+
+def _pipeline(**kw):
+    """Run file/live and report: one summary line; exit 128+signal when stopped by a signal,
+    1 when a live source was lost for good."""
+    from .runner import Options, run
+
+    s = run(Options(**kw), log=lambda msg: console.print(msg, highlight=False, markup=False))
+    if s["median"] is None:
+        csa = f"CSA: no confident frames (score >= {s['confident_threshold']:g})"
+    else:
+        unit = s["unit"] + ("" if s["calibrated"] else " (uncalibrated)")
+        csa = f"CSA median {s['median']:g} {unit}, IQR {s['q1']:g}–{s['q3']:g} over {s['confident_frames']} confident frames"
+        if s["cts_flag"] is not None:
+            csa += f"; CTS flag: {'yes' if s['cts_flag'] else 'no'} (cut-off {s['cts_cutoff_mm2']:g} mm²)"
+    console.print(f"frames seen {s['frames_seen']}, processed {s['frames_processed']}, with nerve {s['frames_with_nerve']}, "
+                  f"dropped {s['dropped']}, {s['processed_fps']:.2f} fps. {csa}", highlight=False, markup=False)
+    if s["stopped_by"] in ("SIGINT", "SIGTERM"):
+        console.print(f"[yellow]stopped by {s['stopped_by']}; outputs finalised[/]")
+        raise typer.Exit(130 if s["stopped_by"] == "SIGINT" else 143)
+    if s["source_lost"]:
+        console.print("[red]live source lost; outputs finalised[/]")
+        raise typer.Exit(1)
 
 
 @app.command()
 @friendly
-def file(input: Path = typer.Argument(..., help="video file")):
-    """Segment a recorded video file."""
-    not_built("real-time pipeline")
+def live(
+    device: str = typer.Option("/dev/video0", "--device", "-d", help="/dev/videoN, an index, or a URL (rtsp/udp/tcp/http)"),
+    out: Optional[Path] = _OUT, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,
+    model: Optional[Path] = _MODEL, backend: str = _BACKEND, compute: str = _COMPUTE,
+    show: Optional[bool] = typer.Option(None, "--show/--no-show", help="window (default: on when a display exists)"),
+    mm_per_px: Optional[float] = _MMPX, depth_mm: Optional[float] = _DEPTH, profile: Optional[str] = _PROFILE,
+    crop: Optional[str] = _CROP, max_frames: Optional[int] = _MAXF,
+    duration: Optional[float] = typer.Option(None, "--duration", help="stop after S seconds"),
+    cts_cutoff: float = _CUTOFF, score_thresh: float = _SCORE, confident: float = _CONF,
+    width: Optional[int] = typer.Option(None, "--width", help="capture width to request (V4L2)"),
+    height: Optional[int] = typer.Option(None, "--height", help="capture height to request (V4L2)"),
+    fps: Optional[float] = typer.Option(None, "--fps", help="capture frame rate to request (V4L2)"),
+    reconnect: int = typer.Option(5, "--reconnect", help="reconnect attempts after the signal is lost"),
+    backoff: float = typer.Option(0.5, "--backoff", help="first reconnect delay, s (doubles, max 8 s)"),
+    timeout: float = typer.Option(3.0, "--timeout", help="network read timeout, s"),
+):
+    """Segment a live source (frame grabber or network stream); the newest frame always wins."""
+    from .sinks import has_display
+
+    _pipeline(input=device, live=True, out=out, csv=csv, jsonl=jsonl, model=model, backend=backend, compute=compute,
+              show=has_display() if show is None else show, mm_per_px=mm_per_px, depth_mm=depth_mm, profile=profile,
+              crop=crop, max_frames=max_frames, duration_s=duration, cts_cutoff_mm2=cts_cutoff, score_thresh=score_thresh,
+              confident=confident, width=width, height=height, fps=fps, reconnect_attempts=reconnect, backoff_s=backoff,
+              read_timeout_s=timeout)
+
+
+@app.command()
+@friendly
+def file(
+    input: Path = typer.Argument(..., help="video file (any container/codec FFmpeg decodes)"),
+    out: Optional[Path] = _OUT, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,
+    model: Optional[Path] = _MODEL, backend: str = _BACKEND, compute: str = _COMPUTE,
+    show: bool = typer.Option(False, "--show/--no-show", help="show a window while processing"),
+    mm_per_px: Optional[float] = _MMPX, depth_mm: Optional[float] = _DEPTH, profile: Optional[str] = _PROFILE,
+    crop: Optional[str] = _CROP, max_frames: Optional[int] = _MAXF,
+    cts_cutoff: float = _CUTOFF, score_thresh: float = _SCORE, confident: float = _CONF,
+):
+    """Segment a recorded video file: every frame, in order, same count and timestamps."""
+    _pipeline(input=str(input), live=False, out=out, csv=csv, jsonl=jsonl, model=model, backend=backend, compute=compute,
+              show=show, mm_per_px=mm_per_px, depth_mm=depth_mm, profile=profile, crop=crop, max_frames=max_frames,
+              cts_cutoff_mm2=cts_cutoff, score_thresh=score_thresh, confident=confident)
+
+
+@app.command()
+@friendly
+def calibrate(
+    name: Optional[str] = typer.Argument(None, help="profile name, e.g. the probe and preset: l12-wrist-3cm"),
+    mm_per_px: Optional[float] = _MMPX,
+    depth_mm: Optional[float] = typer.Option(None, "--depth-mm", help="imaged depth (mm) spanning the crop height"),
+    known_mm: Optional[float] = typer.Option(None, "--known-mm", help="a distance in mm (e.g. between depth-scale ticks)..."),
+    known_px: Optional[float] = typer.Option(None, "--known-px", help="...and the same distance in pixels"),
+    crop: Optional[str] = _CROP,
+    image_from: Optional[str] = typer.Option(None, "--from", help="a video/device/image whose (cropped) height --depth-mm spans"),
+    probe: Optional[str] = typer.Option(None, "--probe"), preset: Optional[str] = typer.Option(None, "--preset"),
+    list_: bool = typer.Option(False, "--list", help="list saved profiles"),
+):
+    """Save a named calibration profile (mm/px and crop) for a probe and preset."""
+    from .calibration import calibrate_profile, config_dir, load_profiles
+
+    if list_ or name is None:
+        profiles = load_profiles()
+        console.print(f"profiles in {config_dir()}: " + (", ".join(
+            f"{k} ({v['mm_per_px']:.5g} mm/px{', crop ' + ','.join(map(str, v['crop'])) if v.get('crop') else ''})"
+            for k, v in sorted(profiles.items())) or "none"), highlight=False, markup=False)
+        return
+    path, p = calibrate_profile(name, mm_per_px=mm_per_px, depth_mm=depth_mm, known_mm=known_mm, known_px=known_px,
+                                crop=crop, image_from=image_from, probe=probe, preset=preset)
+    console.print(f"saved profile {name!r}: {p['mm_per_px']:.6g} mm/px"
+                  f"{', crop ' + ','.join(map(str, p['crop'])) if p['crop'] else ''} -> {path}", highlight=False, markup=False)
 
 
 @app.command()

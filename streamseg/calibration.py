@@ -1,0 +1,182 @@
+"""Pixel spacing (one isotropic mm/px) from a flag, from the imaged depth, or from a saved profile.
+
+Profiles live in `profiles.json` in the user config dir (`$STREAMSEG_CONFIG_DIR`, else
+`$XDG_CONFIG_HOME/streamseg`, else `~/.config/streamseg`), one entry per probe+preset:
+`{"name": {"mm_per_px": 0.05, "crop": [x, y, w, h] | null, "depth_mm": 40 | null, ...}}`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import atomic_write
+from .types import StreamsegError
+
+PROFILES_FILE = "profiles.json"
+
+
+def config_dir() -> Path:
+    env = os.environ.get("STREAMSEG_CONFIG_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "streamseg"
+
+
+def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
+    """'x,y,w,h' -> (x, y, w, h) of non-negative ints with w, h > 0."""
+    if text is None or text == "":
+        return None
+    parts = text.replace(" ", "").split(",")
+    try:
+        x, y, w, h = (int(p) for p in parts)
+    except ValueError:
+        raise StreamsegError(f"--crop {text!r}: expected x,y,w,h (four integers)") from None
+    if x < 0 or y < 0 or w <= 0 or h <= 0:
+        raise StreamsegError(f"--crop {text!r}: x, y must be >= 0 and w, h > 0")
+    return x, y, w, h
+
+
+@dataclass
+class Calibration:
+    """How the spacing is known. `mm_per_px(frame_h)` resolves it once the crop height is known."""
+
+    mm_per_px_value: float | None = None
+    depth_mm: float | None = None
+    profile: str | None = None
+    crop: tuple[int, int, int, int] | None = None  # the profile's crop, if it has one
+
+    @property
+    def calibrated(self) -> bool:
+        return self.mm_per_px_value is not None or self.depth_mm is not None
+
+    def mm_per_px(self, frame_h: int) -> float | None:
+        if self.mm_per_px_value is not None:
+            return self.mm_per_px_value
+        if self.depth_mm is not None:
+            return self.depth_mm / frame_h
+        return None
+
+    def describe(self, frame_h: int | None = None) -> str:
+        if not self.calibrated:
+            return "uncalibrated (areas in px²)"
+        how = (f"profile {self.profile!r}" if self.profile else
+               f"depth {self.depth_mm:g} mm over the crop height" if self.depth_mm is not None else "--mm-per-px")
+        v = self.mm_per_px(frame_h) if frame_h else self.mm_per_px_value
+        return f"{v:.5g} mm/px from {how}" if v is not None else f"from {how}"
+
+
+def resolve(mm_per_px: float | None = None, depth_mm: float | None = None, profile: str | None = None) -> Calibration:
+    """At most one of the three; none -> uncalibrated."""
+    given = [n for n, v in (("--mm-per-px", mm_per_px), ("--depth-mm", depth_mm), ("--profile", profile)) if v is not None]
+    if len(given) > 1:
+        raise StreamsegError(f"give one spacing source, not {' and '.join(given)}")
+    if mm_per_px is not None:
+        if not (0 < mm_per_px < 10):
+            raise StreamsegError(f"--mm-per-px {mm_per_px:g}: expected a spacing in (0, 10) mm per pixel")
+        return Calibration(mm_per_px_value=float(mm_per_px))
+    if depth_mm is not None:
+        if not (0 < depth_mm <= 500):
+            raise StreamsegError(f"--depth-mm {depth_mm:g}: expected an imaged depth in (0, 500] mm")
+        return Calibration(depth_mm=float(depth_mm))
+    if profile is not None:
+        p = load_profile(profile)
+        crop = tuple(p["crop"]) if p.get("crop") else None
+        return Calibration(mm_per_px_value=float(p["mm_per_px"]), profile=profile, crop=crop)
+    return Calibration()
+
+
+def load_profiles() -> dict:
+    path = config_dir() / PROFILES_FILE
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise StreamsegError(f"{path}: unreadable profiles file ({type(e).__name__})") from None
+    if not isinstance(data, dict):
+        raise StreamsegError(f"{path}: not a profiles file (expected a JSON object)")
+    return data
+
+
+def load_profile(name: str) -> dict:
+    profiles = load_profiles()
+    if name not in profiles:
+        known = ", ".join(sorted(profiles)) or "none saved yet (streamseg calibrate NAME ...)"
+        raise StreamsegError(f"no calibration profile {name!r} in {config_dir() / PROFILES_FILE}; known: {known}")
+    p = profiles[name]
+    try:
+        v = float(p["mm_per_px"])
+    except (KeyError, TypeError, ValueError):
+        raise StreamsegError(f"profile {name!r} has no valid mm_per_px") from None
+    if not (0 < v < 10):
+        raise StreamsegError(f"profile {name!r}: mm_per_px {v:g} out of range")
+    return p
+
+
+def save_profile(name: str, mm_per_px: float, crop=None, depth_mm: float | None = None,
+                 probe: str | None = None, preset: str | None = None, note: str | None = None) -> Path:
+    """Add or replace one profile; the file is written atomically."""
+    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise StreamsegError(f"profile name {name!r}: use letters, digits, '-', '_' or '.'")
+    if not (0 < mm_per_px < 10):
+        raise StreamsegError(f"mm/px {mm_per_px:g} out of range (0, 10)")
+    d = config_dir()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StreamsegError(f"{d}: cannot create config folder ({e.strerror})") from None
+    profiles = load_profiles()
+    profiles[name] = {
+        "mm_per_px": float(mm_per_px),
+        "crop": list(crop) if crop else None,
+        "depth_mm": depth_mm,
+        "probe": probe,
+        "preset": preset,
+        "note": note,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    path = d / PROFILES_FILE
+    text = json.dumps(profiles, indent=2, sort_keys=True) + "\n"
+
+    def write(tmp):
+        Path(tmp).write_text(text)
+
+    atomic_write(path, write)
+    return path
+
+
+def calibrate_profile(name: str, mm_per_px: float | None = None, depth_mm: float | None = None,
+                      known_mm: float | None = None, known_px: float | None = None, crop: str | None = None,
+                      image_from: str | None = None, probe: str | None = None, preset: str | None = None):
+    """Work out mm/px from exactly one of: a spacing, an imaged depth over the crop height (from
+    --crop or the first frame of --from), or a known distance in mm and px; save it as `name`."""
+    ways = [w for w, given in (("--mm-per-px", mm_per_px is not None), ("--depth-mm", depth_mm is not None),
+                               ("--known-mm/--known-px", known_mm is not None or known_px is not None)) if given]
+    if len(ways) != 1:
+        raise StreamsegError("give exactly one of --mm-per-px, --depth-mm, or --known-mm with --known-px"
+                             + (f" (got {' and '.join(ways)})" if ways else ""))
+    box = parse_crop(crop)
+    if known_mm is not None or known_px is not None:
+        if not known_mm or not known_px or known_mm <= 0 or known_px <= 0:
+            raise StreamsegError("--known-mm and --known-px go together and must both be > 0")
+        mm_per_px = known_mm / known_px
+    elif depth_mm is not None:
+        if not (0 < depth_mm <= 500):
+            raise StreamsegError(f"--depth-mm {depth_mm:g}: expected an imaged depth in (0, 500] mm")
+        if image_from is not None:
+            from .sources import open_source
+
+            src = open_source(image_from, live=False, crop=box)
+            h = src.height
+            src.close()
+        elif box is not None:
+            h = box[3]
+        else:
+            raise StreamsegError("--depth-mm needs the image height: give --crop x,y,w,h or --from VIDEO")
+        mm_per_px = depth_mm / h
+    path = save_profile(name, mm_per_px, crop=box, depth_mm=depth_mm, probe=probe, preset=preset)
+    return path, load_profiles()[name]

@@ -1,0 +1,320 @@
+"""Where results go: an H.264 MP4 (PyAV), CSV and JSONL rows, an OpenCV window, and the scan summary.
+
+Every sink has `write(result)` and `close()`; `abort()` where there is something to discard.
+The MP4 is written to a hidden temp file beside the target and renamed on close, so the target
+is either absent or a finalised, playable file. CSV/JSONL rows are flushed one per frame, so
+after Ctrl-C they hold exactly the frames that were written.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from .checkpoint import atomic_write
+from .types import Result, StreamsegError
+
+_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+
+
+def public_mode(path) -> None:
+    """Temp files are created 0600; give the finished file the mode the umask allows."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def check_writable(path) -> Path:
+    """Fail early (before any work) when an output cannot be created."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise StreamsegError(f"{p}: is a folder, expected an output file")
+    if not parent.is_dir():
+        raise StreamsegError(f"{p}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise StreamsegError(f"{p}: not writable")
+    return p
+
+
+class VideoSink:
+    """H.264 (libx264, yuv420p) at the source frame rate, keeping each frame's timestamp."""
+
+    def __init__(self, path, width: int, height: int, rate: Fraction | float | None, time_base: Fraction | None = None,
+                 use_capture_time: bool = False, crf: int = 20, preset: str = "veryfast", threads: int = 1):
+        self.path = check_writable(path)
+        fmt = _FORMATS.get(self.path.suffix.lower())
+        if fmt is None:
+            raise StreamsegError(f"{self.path}: output must end in {', '.join(sorted(_FORMATS))}")
+        rate = Fraction(rate).limit_denominator(100000) if rate else Fraction(25)
+        self.time_base = time_base or Fraction(1, 90000)
+        self.use_capture_time = use_capture_time
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
+        os.close(fd)
+        try:
+            self.container = av.open(self.tmp, mode="w", format=fmt)
+            st = self.container.add_stream("libx264", rate=rate)
+            st.width, st.height = width + width % 2, height + height % 2  # yuv420p needs even sizes
+            st.pix_fmt = "yuv420p"
+            st.time_base = self.time_base
+            st.codec_context.time_base = self.time_base
+            st.options = {"crf": str(crf), "preset": preset}
+            st.codec_context.thread_count = threads
+            self.stream = st
+        except Exception:
+            self._discard()
+            raise
+        self.frames = 0
+        self._last_pts = None
+        self._t0 = None
+        self._step = max(1, round(1 / (rate * self.time_base)))  # ticks per frame at the nominal rate
+
+    def _pts(self, r: Result) -> int:
+        if self.use_capture_time or r.frame.pts is None:
+            if self._t0 is None:
+                self._t0 = r.frame.t_capture
+            pts = round((r.frame.t_capture - self._t0) / self.time_base)
+        else:
+            pts = round(r.frame.pts / self.time_base)
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + (self._step if pts < self._last_pts - self._step else 1)
+        self._last_pts = pts
+        return pts
+
+    def write(self, r: Result) -> None:
+        img = r.overlay if r.overlay is not None else r.frame.image
+        h, w = img.shape[:2]
+        if (w, h) != (self.stream.width, self.stream.height):
+            img = cv2.copyMakeBorder(img, 0, self.stream.height - h, 0, self.stream.width - w, cv2.BORDER_REPLICATE)
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
+        vf.pts = self._pts(r)
+        vf.time_base = self.time_base
+        for packet in self.stream.encode(vf):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> Path | None:
+        """Flush and rename onto the target; None (and no file) when no frame was written."""
+        if self.container is None:
+            return self.path if self.frames else None
+        try:
+            for packet in self.stream.encode(None):
+                self.container.mux(packet)
+            self.container.close()
+            self.container = None
+            if self.frames == 0:
+                os.unlink(self.tmp)
+                return None
+            public_mode(self.tmp)
+            os.replace(self.tmp, self.path)
+            return self.path
+        except Exception:
+            self._discard()
+            raise
+
+    def abort(self) -> None:
+        self._discard()
+
+    def _discard(self):
+        try:
+            if getattr(self, "container", None) is not None:
+                self.container.close()
+        except Exception:  # noqa: BLE001 - discarding anyway
+            pass
+        self.container = None
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+
+
+FIELDS = ["frame", "pts_s", "nerve", "score", "x1", "y1", "x2", "y2", "area_px", "area_px_stable", "mm_per_px",
+          "csa_mm2", "csa_mm2_stable", "perimeter_px", "perimeter_mm", "major_axis_px", "minor_axis_px",
+          "circularity", "flattening", "model_ms", "end_to_end_ms"]
+
+
+def result_row(r: Result, mm_per_px: float | None, score_thresh: float) -> dict:
+    """One flat record per processed frame: raw score and measurements; mm fields only when calibrated."""
+    d, m, t = r.detection, r.measurement, r.timings
+    row = dict.fromkeys(FIELDS)
+    row.update(frame=r.frame.index, pts_s=None if r.frame.pts is None else round(r.frame.pts, 6),
+               nerve=int(d is not None and d.score >= score_thresh and m is not None), mm_per_px=mm_per_px,
+               model_ms=round(t.model_ms, 2), end_to_end_ms=round(t.end_to_end_ms, 2))
+    if d is not None:
+        row.update(score=round(d.score, 5), **{k: round(float(v), 2) for k, v in zip(("x1", "y1", "x2", "y2"), d.box)})
+    if m is not None:
+        row.update(area_px=m.area_px, area_px_stable=m.area_px_stable, csa_mm2=_r(m.csa_mm2), csa_mm2_stable=_r(m.csa_mm2_stable),
+                   perimeter_px=_r(m.perimeter_px), perimeter_mm=_r(m.perimeter_mm), major_axis_px=_r(m.major_axis_px),
+                   minor_axis_px=_r(m.minor_axis_px), circularity=_r(m.circularity), flattening=_r(m.flattening))
+    return row
+
+
+def _r(v, n=4):
+    return None if v is None else round(float(v), n)
+
+
+class RowSink:
+    """CSV or JSONL, one row per processed frame, flushed as it goes."""
+
+    def __init__(self, path, kind: str, mm_per_px: float | None, score_thresh: float):
+        self.path = check_writable(path)
+        self.kind, self.mm_per_px, self.score_thresh = kind, mm_per_px, score_thresh
+        try:
+            self.f = open(self.path, "w", newline="")
+        except OSError as e:
+            raise StreamsegError(f"{self.path}: cannot write ({e.strerror})") from None
+        self.rows = 0
+        if kind == "csv":
+            self.w = csv.DictWriter(self.f, fieldnames=FIELDS)
+            self.w.writeheader()
+
+    def write(self, r: Result) -> None:
+        row = result_row(r, self.mm_per_px, self.score_thresh)
+        if self.kind == "csv":
+            self.w.writerow({k: "" if v is None else v for k, v in row.items()})
+        else:
+            self.f.write(json.dumps(row) + "\n")
+        self.f.flush()
+        self.rows += 1
+
+    def close(self) -> Path:
+        if not self.f.closed:
+            self.f.close()
+        return self.path
+
+    def abort(self) -> None:
+        self.f.close()
+        if self.rows == 0 and self.path.exists():
+            self.path.unlink()
+
+
+def has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+class WindowSink:
+    """An OpenCV window. Keys: f or space freezes/unfreezes, s saves a PNG snapshot, q or Esc quits."""
+
+    def __init__(self, title: str = "streamseg", snapshot_dir=".", on_event=None):
+        if not has_display():
+            raise StreamsegError("--show needs a display (DISPLAY is not set); use --no-show")
+        self.title, self.snapshot_dir = title, Path(snapshot_dir)
+        self.on_event = on_event or (lambda kind, msg: None)
+        self.frozen = None
+        self.shown = None
+        self.quit = False
+        cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+
+    def show(self, img: np.ndarray) -> None:
+        if self.frozen is None:
+            self.shown = img
+        cv2.imshow(self.title, self.frozen if self.frozen is not None else img)
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            self.quit = True
+        elif key in (ord("f"), ord(" ")):
+            self.frozen = None if self.frozen is not None else self.shown
+            self.on_event("freeze", "frozen" if self.frozen is not None else "unfrozen")
+        elif key == ord("s") and self.shown is not None:
+            img_to_save = self.frozen if self.frozen is not None else self.shown
+            p = self.snapshot_dir / time.strftime("streamseg_%Y%m%d_%H%M%S.png")
+            if cv2.imwrite(str(p), img_to_save):
+                self.on_event("snapshot", f"snapshot saved: {p}")
+
+    def write(self, r: Result) -> None:
+        self.show(r.overlay if r.overlay is not None else r.frame.image)
+
+    def close(self) -> None:
+        cv2.destroyWindow(self.title)
+
+
+class ScanSummary:
+    """Accumulates per-frame CSA; `summary()` gives the scan's numbers, `plot()` a CSA-over-time PNG."""
+
+    def __init__(self, mm_per_px: float | None, score_thresh: float = 0.5, confident: float = 0.9, cts_cutoff_mm2: float = 10.0):
+        self.mm_per_px, self.score_thresh, self.confident, self.cutoff = mm_per_px, score_thresh, confident, cts_cutoff_mm2
+        self.t, self.value, self.stable, self.conf = [], [], [], []
+        self.processed = self.with_nerve = 0
+
+    @property
+    def unit(self) -> str:
+        return "mm²" if self.mm_per_px is not None else "px²"
+
+    def write(self, r: Result) -> None:
+        self.processed += 1
+        d, m = r.detection, r.measurement
+        present = d is not None and m is not None and d.score >= self.score_thresh
+        self.with_nerve += present
+        cal = self.mm_per_px is not None
+        t = r.frame.pts if r.frame.pts is not None else r.frame.t_capture
+        self.t.append(t)
+        self.value.append((m.csa_mm2 if cal else m.area_px) if present else math.nan)
+        self.stable.append(((m.csa_mm2_stable if cal else m.area_px_stable) or math.nan) if present else math.nan)
+        self.conf.append(bool(present and d.score >= self.confident))
+
+    def summary(self, **extra) -> dict:
+        vals = np.array([v for v, c in zip(self.value, self.conf) if c], dtype=float)
+        s = {"frames_processed": self.processed, "frames_with_nerve": self.with_nerve,
+             "confident_frames": int(len(vals)), "confident_threshold": self.confident, "unit": self.unit,
+             "mm_per_px": self.mm_per_px, "calibrated": self.mm_per_px is not None,
+             "median": None, "q1": None, "q3": None, "iqr": None, "cts_cutoff_mm2": self.cutoff, "cts_flag": None}
+        if len(vals):
+            q1, med, q3 = np.percentile(vals, [25, 50, 75])
+            s.update(median=round(float(med), 3), q1=round(float(q1), 3), q3=round(float(q3), 3), iqr=round(float(q3 - q1), 3))
+            if self.mm_per_px is not None:
+                s["cts_flag"] = bool(med >= self.cutoff)
+        s.update(extra)
+        return s
+
+    def plot(self, path, width: int = 900, height: int = 360) -> Path:
+        """CSA (or px² area) over time: raw per frame (grey dots), stabilised (line), cut-off (red)."""
+        img = np.full((height, width, 3), 255, np.uint8)
+        L, R, T, B = 70, 20, 30, 40
+        t = np.array(self.t, float)
+        v = np.array(self.value, float)
+        sv = np.array(self.stable, float)
+        finite = np.concatenate([v[np.isfinite(v)], sv[np.isfinite(sv)]])
+        hi = float(finite.max()) if finite.size else 1.0
+        if self.mm_per_px is not None:
+            hi = max(hi, self.cutoff)
+        hi = hi * 1.1 if hi > 0 else 1.0
+        t0, t1 = (float(t.min()), float(t.max())) if t.size else (0.0, 1.0)
+        t1 = t1 if t1 > t0 else t0 + 1.0
+
+        def xy(ti, vi):
+            return int(L + (ti - t0) / (t1 - t0) * (width - L - R)), int(height - B - vi / hi * (height - T - B))
+
+        cv2.rectangle(img, (L, T), (width - R, height - B), (0, 0, 0), 1)
+        for k in range(5):
+            val = hi * k / 4
+            _, y = xy(t0, val)
+            cv2.line(img, (L - 4, y), (L, y), (0, 0, 0), 1)
+            cv2.putText(img, f"{val:.3g}", (4, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        for k in range(5):
+            tv = t0 + (t1 - t0) * k / 4
+            x, _ = xy(tv, 0)
+            cv2.putText(img, f"{tv:.1f}s", (x - 12, height - B + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        if self.mm_per_px is not None:
+            y = xy(t0, self.cutoff)[1]
+            for x in range(L, width - R, 12):
+                cv2.line(img, (x, y), (min(x + 6, width - R), y), (0, 0, 220), 1)
+        for ti, vi, c in zip(t, v, self.conf):
+            if np.isfinite(vi):
+                cv2.circle(img, xy(ti, vi), 2, (90, 90, 90) if c else (190, 190, 190), -1)
+        pts = [xy(ti, vi) for ti, vi in zip(t, sv) if np.isfinite(vi)]
+        if len(pts) > 1:
+            cv2.polylines(img, [np.array(pts, np.int32)], False, (200, 120, 0), 2, cv2.LINE_AA)
+        title = f"CSA over time ({self.unit.replace('²', '^2')}{'' if self.mm_per_px is not None else ', uncalibrated'})"
+        cv2.putText(img, title, (L, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+        ok, png = cv2.imencode(".png", img)
+        if not ok:
+            raise StreamsegError(f"{path}: could not encode the CSA plot")
+        atomic_write(Path(path), lambda tmp: (Path(tmp).write_bytes(png.tobytes()), public_mode(tmp)))
+        return Path(path)

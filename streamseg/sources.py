@@ -1,0 +1,320 @@
+"""Open `--device` / a file / a URL -> an iterator of `Frame` (crop applied, BGR uint8).
+
+- `/dev/videoN` or an index: OpenCV's V4L2 backend, buffer size 1, the requested size/fps
+  (frame grabbers present as UVC devices).
+- URLs (rtsp/udp/tcp/http/...) and files: PyAV, any container/codec FFmpeg decodes, keeping the
+  presentation timestamps. Network opens and reads have timeouts, so nothing hangs.
+- Live sources reconnect with back-off when the signal drops; each loss and attempt is counted
+  and reported through `on_event(kind, message)`. Files decode what can be decoded and count
+  the rest (truncated or corrupt data).
+"""
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterator
+
+import av
+import cv2
+import numpy as np
+
+from .backends.base import ensure_bgr
+from .types import Frame, StreamsegError
+
+URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "udp://", "tcp://", "http://", "https://", "srt://", "rtp://")
+MIN_SIDE, MAX_SIDE = 32, 8192
+_AV_ERRORS = (av.error.FFmpegError, OSError, EOFError)
+
+
+@dataclass
+class SourceStats:
+    frames_read: int = 0
+    decode_errors: int = 0  # packets/frames that could not be decoded
+    signal_lost: int = 0
+    reconnect_attempts: int = 0
+    reconnects: int = 0  # successful
+    expected_frames: int | None = None  # from the container, when it says
+    notes: list[str] = field(default_factory=list)
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip().splitlines()
+    return s[0][:160] if s else type(e).__name__
+
+
+def kind_of(spec: str) -> str:
+    """'v4l2', 'url' or 'file'."""
+    s = str(spec)
+    if s.isdigit() or s.startswith("/dev/video"):
+        return "v4l2"
+    if s.lower().startswith(URL_SCHEMES):
+        return "url"
+    return "file"
+
+
+class Source:
+    """Frames from one input. `frames(stop)` yields Frame objects until the input ends, `stop`
+    is set, or (live) the reconnect attempts run out."""
+
+    def __init__(self, spec: str, live: bool, crop=None, reconnect_attempts: int = 5, backoff_s: float = 0.5,
+                 backoff_max_s: float = 8.0, on_event: Callable[[str, str], None] | None = None):
+        self.spec = str(spec)
+        self.live = live
+        self.crop = crop
+        self.reconnect_attempts = reconnect_attempts
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.on_event = on_event or (lambda kind, msg: None)
+        self.stats = SourceStats()
+        self.fps: float | None = None  # nominal frame rate of the source
+        self.rate: Fraction | None = None
+        self.time_base: Fraction | None = None
+        self.width = self.height = 0  # after crop
+        self.state = "ok"  # "ok" | "lost"
+        self._it: Iterator | None = None
+        self._pending = None
+
+    # --- what a concrete source provides -------------------------------------------------------
+    def _connect(self) -> Iterator[tuple[np.ndarray, float | None]]:
+        """Open the input -> iterator of (raw image, pts seconds). Raise StreamsegError if it cannot."""
+        raise NotImplementedError
+
+    def _disconnect(self) -> None:
+        pass
+
+    # --- shared ----------------------------------------------------------------------------------
+    def open(self) -> "Source":
+        """Connect and read the first frame, so bad input fails here with one clear line."""
+        self._it = self._connect()
+        try:
+            first = next(self._it, None)
+        except _AV_ERRORS as e:
+            self.close()
+            raise StreamsegError(f"{self.spec}: cannot decode video ({_first_line(e)})") from None
+        if first is None:
+            self.close()
+            raise StreamsegError(f"{self.spec}: no decodable video frames")
+        img = self._prepare(first[0])
+        self.height, self.width = img.shape[:2]
+        self._pending = (img, first[1])
+        return self
+
+    def _prepare(self, raw: np.ndarray) -> np.ndarray:
+        img = ensure_bgr(raw)
+        h, w = img.shape[:2]
+        if self.crop is not None:
+            x, y, cw, ch = self.crop
+            if x + cw > w or y + ch > h:
+                raise StreamsegError(f"crop {x},{y},{cw},{ch} lies outside the {w}x{h} frame of {self.spec}")
+            img = np.ascontiguousarray(img[y:y + ch, x:x + cw])
+            h, w = ch, cw
+        if min(h, w) < MIN_SIDE or max(h, w) > MAX_SIDE:
+            raise StreamsegError(f"{self.spec}: frame {w}x{h} is outside the supported {MIN_SIDE}..{MAX_SIDE} px per side")
+        return img
+
+    def frames(self, stop: threading.Event | None = None) -> Iterator[Frame]:
+        stop = stop or threading.Event()
+        index = 0
+        if self._it is None:
+            self.open()
+        while not stop.is_set():
+            reason = "stream ended"
+            try:
+                while not stop.is_set():
+                    if self._pending is not None:
+                        img, pts = self._pending
+                        self._pending = None
+                    else:
+                        item = next(self._it, None)
+                        if item is None:
+                            break
+                        img = self._prepare(item[0])
+                        pts = item[1]
+                    self.stats.frames_read += 1
+                    yield Frame(image=img, index=index, pts=pts, t_capture=time.perf_counter())
+                    index += 1
+            except StreamsegError:
+                raise
+            except _AV_ERRORS as e:
+                reason = _first_line(e)
+            if stop.is_set() or not self.live:
+                return
+            self.state = "lost"
+            self.stats.signal_lost += 1
+            self.on_event("signal_lost", f"signal lost ({reason})")
+            self._disconnect()
+            if not self._reconnect(stop):
+                return
+            self.state = "ok"
+
+    def _reconnect(self, stop: threading.Event) -> bool:
+        delay = self.backoff_s
+        for attempt in range(1, self.reconnect_attempts + 1):
+            if stop.wait(delay):
+                return False
+            self.stats.reconnect_attempts += 1
+            self.on_event("reconnecting", f"reconnecting to {self.spec} (attempt {attempt}/{self.reconnect_attempts})")
+            try:
+                self._it = self._connect()
+                self.stats.reconnects += 1
+                self.on_event("reconnected", f"reconnected to {self.spec}")
+                return True
+            except StreamsegError as e:
+                self.on_event("reconnect_failed", str(e))
+            delay = min(delay * 2, self.backoff_max_s)
+        self.on_event("gave_up", f"gave up on {self.spec} after {self.reconnect_attempts} reconnect attempts")
+        return False
+
+    def close(self) -> None:
+        self._disconnect()
+
+    def describe(self) -> str:
+        fps = f"{self.fps:.2f} fps" if self.fps else "unknown fps"
+        return f"{self.spec} ({self.width}x{self.height}, {fps})"
+
+
+class AVSource(Source):
+    """Files and network streams through PyAV (FFmpeg)."""
+
+    def __init__(self, spec: str, live: bool, open_timeout_s: float = 5.0, read_timeout_s: float = 3.0, **kw):
+        super().__init__(spec, live, **kw)
+        self.open_timeout_s = open_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self._container = None
+
+    def _connect(self):
+        url = self.spec
+        if kind_of(url) == "file":
+            p = Path(url)
+            if not p.exists():
+                raise StreamsegError(f"{url}: no such file")
+            if p.is_dir():
+                raise StreamsegError(f"{url}: is a folder, not a video")
+            if not os.access(p, os.R_OK):
+                raise StreamsegError(f"{url}: not readable")
+        opts = {}
+        if kind_of(url) == "url":
+            opts = {"fflags": "nobuffer", "probesize": "1000000", "analyzeduration": "1000000"}
+        try:
+            c = av.open(url, mode="r", options=opts, timeout=(self.open_timeout_s, self.read_timeout_s))
+        except av.error.InvalidDataError:
+            raise StreamsegError(f"{url}: not a video (FFmpeg cannot read this format)") from None
+        except av.error.ExitError:
+            raise StreamsegError(f"{url}: no answer within {self.open_timeout_s:g} s") from None
+        except _AV_ERRORS as e:
+            what = "unreachable" if kind_of(url) == "url" else "cannot open"
+            raise StreamsegError(f"{url}: {what} ({_first_line(e)})") from None
+        if not c.streams.video:
+            c.close()
+            raise StreamsegError(f"{url}: not a video (no video stream)")
+        st = c.streams.video[0]
+        if st.codec_context is None or st.codec_context.codec is None:
+            c.close()
+            raise StreamsegError(f"{url}: unsupported video codec")
+        st.thread_type = "AUTO"
+        self._container = c
+        rate = st.average_rate or st.guessed_rate or st.base_rate
+        self.rate = Fraction(rate) if rate else None
+        self.fps = float(rate) if rate else None
+        self.time_base = Fraction(st.time_base) if st.time_base else None
+        if not self.live and st.frames:
+            self.stats.expected_frames = int(st.frames)
+        return self._decode(c, st)
+
+    def _decode(self, c, st):
+        """Yield (bgr, pts seconds); corrupt packets are counted and skipped (files) or end the
+        connection (live: a read error is a lost signal)."""
+        demux = c.demux(st)
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                return
+            except av.error.InvalidDataError:
+                if self.live:
+                    raise
+                self.stats.decode_errors += 1
+                continue
+            try:
+                decoded = packet.decode()
+            except (av.error.InvalidDataError, av.error.PatchWelcomeError, av.error.UndefinedError):
+                self.stats.decode_errors += 1
+                continue
+            for f in decoded:
+                pts = float(f.pts * f.time_base) if f.pts is not None and f.time_base else None
+                yield f.to_ndarray(format="bgr24"), pts
+
+    def _disconnect(self):
+        if self._container is not None:
+            try:
+                self._container.close()
+            except _AV_ERRORS:
+                pass
+            self._container = None
+
+
+class V4L2Source(Source):
+    """UVC frame grabbers through OpenCV's V4L2 backend (buffer size 1: always the newest frame)."""
+
+    def __init__(self, spec: str, width: int | None = None, height: int | None = None, fps: float | None = None, **kw):
+        super().__init__(spec, True, **kw)
+        self.req = (width, height, fps)
+        self._cap = None
+
+    def _device_path(self) -> str:
+        return f"/dev/video{self.spec}" if self.spec.isdigit() else self.spec
+
+    def _connect(self):
+        path = self._device_path()
+        if not os.path.exists(path):
+            raise StreamsegError(f"{path}: no such capture device")
+        if not stat.S_ISCHR(os.stat(path).st_mode):
+            raise StreamsegError(f"{path}: not a capture device")
+        cap = cv2.VideoCapture(path, cv2.CAP_V4L2)
+        if not cap.isOpened():
+            cap.release()
+            raise StreamsegError(f"{path}: not a video capture device (V4L2 cannot open it)")
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        w, h, fps = self.req
+        if w:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, w)
+        if h:
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, h)
+        if fps:
+            cap.set(cv2.CAP_PROP_FPS, fps)
+        got = cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(got) if got and got > 0 else (float(fps) if fps else None)
+        self.rate = Fraction(self.fps).limit_denominator(1001) if self.fps else None
+        self._cap = cap
+        return self._read(cap)
+
+    def _read(self, cap):
+        t0 = time.perf_counter()
+        while True:
+            ok, img = cap.read()
+            if not ok or img is None:
+                raise OSError("capture device returned no frame")
+            yield img, time.perf_counter() - t0
+
+    def _disconnect(self):
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+def open_source(spec: str, live: bool, crop=None, width: int | None = None, height: int | None = None,
+                fps: float | None = None, open_timeout_s: float = 5.0, read_timeout_s: float = 3.0,
+                reconnect_attempts: int = 5, backoff_s: float = 0.5, on_event=None) -> Source:
+    """Open and validate a source (first frame read); raises StreamsegError with one clear line."""
+    kw = dict(crop=crop, reconnect_attempts=reconnect_attempts, backoff_s=backoff_s, on_event=on_event)
+    kind = kind_of(spec)
+    if kind == "v4l2":
+        src: Source = V4L2Source(spec, width=width, height=height, fps=fps, **kw)
+    else:
+        src = AVSource(spec, live, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s, **kw)
+    return src.open()
