@@ -42,7 +42,7 @@ class Letterbox:
     def mask(self, mask: np.ndarray) -> np.ndarray:
         """Binary mask -> letterboxed binary mask (nearest neighbour)."""
         h, w = self.inner_hw
-        resized = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+        resized = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
         out = np.zeros((self.size, self.size), dtype=np.uint8)
         out[:h, :w] = resized
         return out.astype(bool)
@@ -61,7 +61,7 @@ class Letterbox:
         """A full letterbox-space mask -> source resolution (nearest). Prefer `paste_to_source`."""
         h, w = self.inner_hw
         inner = mask_lb[:h, :w].astype(np.uint8)
-        return cv2.resize(inner, (self.src_w, self.src_h), interpolation=cv2.INTER_NEAREST).astype(bool)
+        return cv2.resize(inner, (self.src_w, self.src_h), interpolation=cv2.INTER_NEAREST_EXACT).astype(bool)
 
 
 def paste_to_source(

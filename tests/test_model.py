@@ -1,0 +1,69 @@
+import cv2
+import pytest
+import torch
+
+from streamseg import StreamsegError, build_model
+from streamseg.backends.base import preprocess
+from streamseg.model import ModelConfig
+
+
+@pytest.mark.parametrize("head,size", [("112", 112), ("56", 56), ("28", 28)])
+def test_mask_head_resolution_on_real_image(sample_dir, head, size):
+    torch.manual_seed(0)
+    model = build_model(backbone="mobilenet_v3_large", mask_head=head, box_head_width=128, box_score_thresh=0.0).eval()
+    img = cv2.imread(str(sample_dir / "images" / "Pz002-001.png"))
+    batch, _ = preprocess([img], 512)
+    with torch.no_grad():
+        out = model(list(batch))[0]
+    assert out["masks"].shape[1:] == (1, size, size)
+    assert 1 <= len(out["boxes"]) <= model.streamseg_config.max_detections
+    # Table I: 4 conv 3x3 (256) then N transposed 2x2 stride-2 convs then a 1x1 to the 2 classes
+    convs = [m for m in model.roi_heads.mask_head.modules() if isinstance(m, torch.nn.Conv2d)]
+    ups = [m for m in model.roi_heads.mask_predictor.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [c.kernel_size for c in convs] == [(3, 3)] * 4 and all(c.out_channels == 256 for c in convs)
+    assert len(ups) == {"112": 3, "56": 2, "28": 1}[head]
+    assert all(u.kernel_size == (2, 2) and u.stride == (2, 2) and u.out_channels == 256 for u in ups)
+    assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 2
+
+
+def test_paper_defaults():
+    cfg = ModelConfig()
+    assert cfg.backbone == "resnet101" and cfg.mask_head == "112" and cfg.mask_size == 112
+    model = build_model(cfg)
+    gen = model.rpn.anchor_generator
+    assert gen.sizes == ((32,), (64,), (128,), (256,), (512,))
+    assert all(r == (0.5, 1.0, 2.0) for r in gen.aspect_ratios)
+    assert model.rpn.fg_bg_sampler.batch_size_per_image == 256
+    assert tuple(model.roi_heads.mask_roi_pool.output_size) == (14, 14)
+    assert model.roi_heads.detections_per_img <= 5 and model.rpn._post_nms_top_n["testing"] <= 200
+    assert not any("Frozen" in type(m).__name__ for m in model.modules())  # trains from scratch
+
+
+def test_group_norm_builds():
+    model = build_model(backbone="resnet18", norm="group")
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
+
+
+@pytest.mark.parametrize("kw", [{"backbone": "vgg16"}, {"mask_head": "224"}, {"norm": "layer"}])
+def test_unknown_choices_are_clear_errors(kw):
+    with pytest.raises(StreamsegError):
+        build_model(**kw)
+
+
+def test_init_from_file_loads_matching_layers_and_keeps_predictors_fresh(tmp_path):
+    from streamseg.model import init_from_file
+
+    torch.manual_seed(1)
+    donor = build_model(backbone="resnet18", mask_head="28")
+    path = tmp_path / "coco_like.pt"
+    torch.save(donor.state_dict(), path)
+    torch.manual_seed(2)
+    model = build_model(backbone="resnet18", mask_head="112")
+    info = init_from_file(model, str(path))
+    assert info["loaded"] > 100
+    assert torch.equal(model.backbone.body.conv1.weight, donor.backbone.body.conv1.weight)
+    assert not torch.equal(model.roi_heads.box_predictor.cls_score.weight, donor.roi_heads.box_predictor.cls_score.weight)
+    bad = tmp_path / "junk.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(StreamsegError):
+        init_from_file(model, str(bad))
