@@ -153,16 +153,66 @@ def calibrate(
 
 @app.command()
 @friendly
-def bench():
+def bench(
+    model: Optional[Path] = typer.Option(None, help="checkpoint to benchmark (default: an architecture from --backbone/--mask-head)"),
+    backbone: str = typer.Option("resnet101", help="architecture when no --model: resnet101 | resnet50 | resnet18 | mobilenet_v3_large"),
+    mask_head: str = typer.Option("112", help="mask head when no --model: 112 | 56 | 28"),
+    backend: Optional[str] = typer.Option(None, help="comma list of backends (default: every available one)"),
+    precision: Optional[str] = typer.Option(None, help="comma list of fp32,fp16 (default: fp32 on CPU, both on CUDA)"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    frames: int = typer.Option(20, help="timed frames per backend"),
+    warmup: int = typer.Option(3, help="untimed frames first"),
+    images: Optional[Path] = typer.Option(None, help="folder of real .png images (default: the bundled sample)"),
+    engines: Optional[Path] = typer.Option(None, help="artefact folder (default engines/)"),
+    out: Path = typer.Option(Path("benchmarks/results"), help="folder for the JSON report"),
+    e2e: bool = typer.Option(True, help="also replay a clip at its frame rate through the live pipeline"),
+    video: Optional[Path] = typer.Option(None, help="clip for the end-to-end part (default: the bundled demo)"),
+    e2e_seconds: float = typer.Option(15.0, help="length of the end-to-end replay"),
+):
     """Benchmark the backends, stage by stage."""
-    not_built("compiled-inference")
+    from rich.console import Console as _Console
+
+    from .bench import BenchOptions, run, table
+
+    split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
+    o = BenchOptions(model=model, backbone=backbone, mask_head=mask_head, backends=split(backend),
+                     precisions=split(precision), device=device, frames=frames, warmup=warmup, images=images,
+                     engines_dir=engines, out_dir=out, e2e=e2e, e2e_video=video, e2e_seconds=e2e_seconds,
+                     command=" ".join(["streamseg", *sys.argv[1:]]))
+    report = run(o, log=lambda m: console.print(m, highlight=False, markup=False))
+    _Console(width=max(170, console.width)).print(table(report))
+    e = report.get("end_to_end") or {}
+    if "capture_to_overlay_ms" in e and e["capture_to_overlay_ms"]:
+        c = e["capture_to_overlay_ms"]
+        console.print(f"end-to-end ({e['backend']}/{e['precision']}, {e['source_fps']:g} fps source): capture->overlay "
+                      f"p50 {c['p50']:.0f} / p95 {c['p95']:.0f} / p99 {c['p99']:.0f} ms; {e['processed']} processed, "
+                      f"{e['dropped']} of {e['frames_released']} dropped", highlight=False)
+    console.print(f"wrote {report['json']}", highlight=False)
 
 
 @app.command()
 @friendly
-def export():
+def export(
+    format: str = typer.Option("onnx", "--format", help="onnx | engine (TensorRT) | compiled (AOTInductor)"),
+    half: bool = typer.Option(False, help="FP16 (engine, and onnx/compiled for CUDA)"),
+    model: Optional[Path] = typer.Option(None, help="checkpoint (default: the bundled model)"),
+    out: Path = typer.Option(Path("engines"), help="artefact folder"),
+    device: Optional[str] = typer.Option(None, help="compiled only: cpu | cuda (default: cuda when present)"),
+):
     """Export the model to ONNX / TensorRT / compiled artefacts."""
-    not_built("compiled-inference")
+    from .backends.export import FORMATS, build
+    from .checkpoint import load_model
+
+    if format not in FORMATS:
+        raise StreamsegError(f"unknown export format {format!r}: choose one of {', '.join(FORMATS)}")
+    if format == "engine":
+        from .backends.tensorrt import import_tensorrt
+
+        import_tensorrt()
+    m = load_model(model)
+    log = lambda msg: console.print(msg, highlight=False, markup=False)  # noqa: E731
+    for p in build(m, format, out, half=half, device=device, log=log):
+        console.print(f"built {p} ({p.stat().st_size / 2**20:.1f} MiB)", highlight=False, markup=False)
 
 
 @app.command()
@@ -183,6 +233,7 @@ def train(
     hflip: bool = typer.Option(False, help="random horizontal flips on top of the paper's augmentation"),
     box_head_width: int = typer.Option(1024, help="box head MLP width (1024 = torchvision)"),
     mask_head_width: int = typer.Option(256, help="mask head filters (256 = Table I)"),
+    fpn_channels: int = typer.Option(256, help="FPN width (256 = torchvision/paper)"),
     resume: bool = typer.Option(False, help="continue from OUT's *_last.pt"),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
@@ -200,7 +251,7 @@ def train(
         init=str(init) if init else None, resume=resume, device=device, workers=workers,
         max_iters_per_epoch=max_iters_per_epoch,
         model={"backbone": backbone, "mask_head": mask_head, "norm": norm, "box_head_width": box_head_width,
-               "mask_head_width": mask_head_width},
+               "mask_head_width": mask_head_width, "fpn_channels": fpn_channels},
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     with Progress(console=console, transient=True) as progress:

@@ -16,11 +16,13 @@ import torch
 from torch import nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
+from torchvision import models as tv_models
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from .types import StreamsegError
 
@@ -39,6 +41,7 @@ class ModelConfig:
     class_names: tuple[str, ...] = ("background", "median_nerve")
     image_size: int = 512
     norm: str = "batch"  # trains from scratch; "frozen" only with pretrained weights
+    fpn_channels: int = 256  # FPN width (torchvision and the paper: 256)
     mask_head_width: int = 256  # Table I: 256 filters
     box_head_width: int = 1024  # torchvision's TwoMLPHead representation size
     anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
@@ -126,18 +129,29 @@ def _group_norm(groups: int, channels: int):
     return nn.GroupNorm(min(groups, channels), channels)
 
 
-def _backbone(cfg: ModelConfig) -> tuple[nn.Module, int]:
-    """-> (backbone with FPN, number of feature maps it returns)."""
+def _backbone(cfg: ModelConfig) -> nn.Module:
+    """Backbone + FPN returning 5 maps at strides 4, 8, 16, 32 (+ max-pool 64), one anchor size each.
+
+    ResNets as torchvision's `resnet_fpn_backbone`; MobileNetV3 taps its stride-4..32 stages the
+    same way (torchvision's own MobileNet detector uses only strides 16/32, too coarse for a
+    nerve ~50 px across). `fpn_channels` may be narrowed for compact models (paper: 256).
+    """
     norm_layer = _norm_layer(cfg.norm)
     if cfg.backbone == "mobilenet_v3_large":
-        bb = mobilenet_backbone(
-            backbone_name="mobilenet_v3_large", weights=None, fpn=True, norm_layer=norm_layer, trainable_layers=6
-        )
-        return bb, 3
-    bb = resnet_fpn_backbone(
-        backbone_name=cfg.backbone, weights=None, norm_layer=norm_layer, trainable_layers=5, returned_layers=[1, 2, 3, 4]
-    )
-    return bb, 5
+        features = tv_models.mobilenet_v3_large(weights=None, norm_layer=norm_layer).features
+        stages = [0] + [i for i, b in enumerate(features) if getattr(b, "_is_cn", False)]  # 0, 2, 4, 7, 13
+        taps = stages[1:5]
+        return_layers = {str(k): str(v) for v, k in enumerate(taps)}
+        in_channels = [features[k].out_channels for k in taps]
+        body = features
+    else:
+        body = getattr(tv_models, cfg.backbone)(weights=None, norm_layer=norm_layer)
+        return_layers = {f"layer{k}": str(k - 1) for k in (1, 2, 3, 4)}
+        base = 64 if cfg.backbone == "resnet18" else 256
+        in_channels = [base * 2 ** (k - 1) for k in (1, 2, 3, 4)]
+    fpn_norm = None if cfg.norm == "frozen" else (norm_layer if cfg.norm == "group" else None)
+    return BackboneWithFPN(body, return_layers, in_channels, cfg.fpn_channels, extra_blocks=LastLevelMaxPool(),
+                           norm_layer=fpn_norm)
 
 
 def build_model(config: ModelConfig | None = None, **overrides) -> MaskRCNN:
@@ -150,13 +164,12 @@ def build_model(config: ModelConfig | None = None, **overrides) -> MaskRCNN:
     elif overrides:
         config = ModelConfig.from_dict({**config.to_dict(), **overrides})
     cfg = config
-    backbone, n_maps = _backbone(cfg)
-    if n_maps == len(cfg.anchor_sizes):
-        sizes = tuple((s,) for s in cfg.anchor_sizes)  # one size per FPN level, as the paper
-    else:
-        sizes = (cfg.anchor_sizes,) * n_maps  # MobileNet's 3 maps each see all sizes
-    anchors = AnchorGenerator(sizes=sizes, aspect_ratios=(cfg.aspect_ratios,) * n_maps)
-    names = ["0", "1", "2", "3"] if n_maps == 5 else ["0", "1"]
+    backbone = _backbone(cfg)
+    if len(cfg.anchor_sizes) != 5:
+        raise StreamsegError("anchor_sizes needs 5 sizes, one per FPN level")
+    sizes = tuple((s,) for s in cfg.anchor_sizes)  # one size per FPN level, as the paper
+    anchors = AnchorGenerator(sizes=sizes, aspect_ratios=(cfg.aspect_ratios,) * 5)
+    names = ["0", "1", "2", "3"]
     box_pool = MultiScaleRoIAlign(featmap_names=names, output_size=7, sampling_ratio=2)
     mask_pool = MultiScaleRoIAlign(featmap_names=names, output_size=14, sampling_ratio=2)
     c = backbone.out_channels
@@ -207,9 +220,12 @@ def init_from_file(model: nn.Module, path: str) -> dict:
         raise StreamsegError(f"{path}: not a state dict")
     own = model.state_dict()
     is_imagenet_resnet = any(k.startswith("layer1.") for k in sd) and "fc.weight" in sd
+    is_imagenet_mobilenet = any(k.startswith("features.") for k in sd) and any(k.startswith("classifier.") for k in sd)
     loaded, skipped = {}, []
     for k, v in sd.items():
         name = f"backbone.body.{k}" if is_imagenet_resnet else k
+        if is_imagenet_mobilenet:
+            name = "backbone.body." + k[len("features."):] if k.startswith("features.") else k
         if name.startswith(FRESH_PREFIXES):
             skipped.append(name)
         elif name in own and own[name].shape == v.shape:

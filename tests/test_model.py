@@ -67,3 +67,12 @@ def test_init_from_file_loads_matching_layers_and_keeps_predictors_fresh(tmp_pat
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(StreamsegError):
         init_from_file(model, str(bad))
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v3_large", "resnet18"])
+def test_fpn_levels_at_strides_4_to_64(backbone):
+    model = build_model(backbone=backbone, fpn_channels=64).eval()
+    with torch.no_grad():
+        feats = model.backbone(torch.zeros(1, 3, 512, 512))
+    assert {k: v.shape[-1] for k, v in feats.items()} == {"0": 128, "1": 64, "2": 32, "3": 16, "pool": 8}
+    assert all(v.shape[1] == 64 for v in feats.values())
