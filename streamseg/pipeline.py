@@ -86,7 +86,7 @@ def run(source, infer: Callable, analyse: Callable, render: Callable, sinks: Seq
     stats = RunStats()
     errors: list[BaseException] = []
     inbox = LatestSlot() if live else queue.Queue(maxsize=queue_size)
-    outbox: queue.Queue = queue.Queue(maxsize=queue_size)
+    outbox: queue.Queue = queue.Queue(maxsize=1 if live else queue_size)  # live: no backlog anywhere
     out_gone = threading.Event()  # set when the output loop has ended: nobody drains outbox any more
     arrivals = _Rate()
     src_rate = [source.fps]
@@ -202,9 +202,9 @@ def run(source, infer: Callable, analyse: Callable, render: Callable, sinks: Seq
             if any(getattr(s, "quit", False) for s in sinks) and not stop.is_set():
                 stats.stopped_by = "quit"
                 stop.set()
-            if live and max_frames is not None and stats.processed >= max_frames and not stop.is_set():
-                stats.stopped_by = "max-frames"
-                stop.set()
+            if live and max_frames is not None and stats.processed >= max_frames:
+                stats.stopped_by = stats.stopped_by or "max-frames"
+                break  # exactly N frames: what inference has in hand is not written
             if duration_s is not None and time.perf_counter() - t0 >= duration_s and not stop.is_set():
                 stats.stopped_by = "duration"
                 stop.set()

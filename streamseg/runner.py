@@ -97,14 +97,18 @@ def run(o: Options, log: Callable[[str], None] = print) -> dict:
     cal = resolve(o.mm_per_px, o.depth_mm, o.profile)
     crop = parse_crop(o.crop) if o.crop else cal.crop
 
-    from . import backends
-
-    backend = backends.load(o.backend, o.model, device=_torch_device(o.compute), half=o.half)
-    log(f"model: {backend.describe()}")
     source = open_source(o.input, live=o.live, crop=crop, width=o.width, height=o.height, fps=o.fps,
                          open_timeout_s=o.open_timeout_s, read_timeout_s=o.read_timeout_s,
                          reconnect_attempts=o.reconnect_attempts, backoff_s=o.backoff_s,
                          on_event=lambda kind, msg: log(msg))
+    try:  # the input is checked first (cheap), then the model is loaded
+        from . import backends
+
+        backend = backends.load(o.backend, o.model, device=_torch_device(o.compute), half=o.half)
+    except BaseException:
+        source.close()
+        raise
+    log(f"model: {backend.describe()}")
     mm = cal.mm_per_px(source.height)
     log(f"source: {source.describe()}; calibration: {cal.describe(source.height)}")
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import threading
 import time
@@ -275,7 +276,11 @@ class V4L2Source(Source):
             raise StreamsegError(f"{path}: no such capture device")
         if not stat.S_ISCHR(os.stat(path).st_mode):
             raise StreamsegError(f"{path}: not a capture device")
-        cap = cv2.VideoCapture(path, cv2.CAP_V4L2)
+        m = re.fullmatch(r"/dev/video(\d+)", os.path.realpath(path))
+        if m is None:  # OpenCV's V4L2 backend opens by index; by-id/by-path links resolve to /dev/videoN
+            raise StreamsegError(f"{path}: not a video capture device (not a /dev/videoN node)")
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our one line, not OpenCV's warnings
+        cap = cv2.VideoCapture(int(m.group(1)), cv2.CAP_V4L2)
         if not cap.isOpened():
             cap.release()
             raise StreamsegError(f"{path}: not a video capture device (V4L2 cannot open it)")

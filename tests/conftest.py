@@ -49,3 +49,19 @@ def small_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "small.pt"
     save_checkpoint(path, model.eval(), meta={"note": "untrained test model"})
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """The small model at a 256-px letterbox (~3x fewer pixels than 512): a real, valid checkpoint
+    for pipeline tests that must push hundreds of frames through on CPU. Untrained."""
+    from streamseg.checkpoint import save_checkpoint
+    from streamseg.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(backbone="mobilenet_v3_large", mask_head="112", box_head_width=256, max_detections=2,
+                        rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50, image_size=256)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, model.eval(), meta={"note": "untrained test model, 256-px input"})
+    return path
+
