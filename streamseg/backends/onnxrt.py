@@ -1,0 +1,103 @@
+"""ONNX Runtime for the dense part (CPU, or the CUDA provider when present); the rest is `SplitBackend`."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..types import StreamsegError
+from .export import DEFAULT_DIR, ensure_onnx, read_sidecar
+from .split import SplitBackend
+
+_NP = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16}
+_ORT_TYPES = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16}
+
+
+def available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cuda_available() -> bool:
+    if not available():
+        return False
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available()
+
+
+class OrtDense:
+    """Runs the exported dense graph. On CUDA, I/O is bound to torch tensors (no host copies)."""
+
+    kind = "onnxruntime"
+
+    def __init__(self, path: str | Path, device: torch.device, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.log_severity_level = 3
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise StreamsegError("onnxruntime has no CUDA provider here (pip install onnxruntime-gpu)")
+            providers = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
+        except Exception as e:  # noqa: BLE001 - a corrupt graph is one clear line
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise StreamsegError(f"{self.path}: onnxruntime cannot load it ({first[:160]})") from None
+        self.device = device
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_dtype = _ORT_TYPES[inp.type]
+        self.outputs = [(o.name, tuple(o.shape), _ORT_TYPES[o.type]) for o in self.session.get_outputs()]
+        self._buffers: list[torch.Tensor] | None = None
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = x.to(self.input_dtype).contiguous()
+        if not self.cuda:
+            outs = self.session.run(None, {self.input_name: x.numpy()})
+            return [torch.from_numpy(o) for o in outs]
+        return self._run_bound(x)
+
+    def _run_bound(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self._buffers is None:  # static shapes: allocate the outputs once
+            self._buffers = [torch.empty(shape, dtype=dt, device=self.device) for _, shape, dt in self.outputs]
+        binding = self.session.io_binding()
+        idx = self.device.index or 0
+        np_dt = np.float16 if self.input_dtype == torch.float16 else np.float32
+        binding.bind_input(self.input_name, "cuda", idx, np_dt, tuple(x.shape), x.data_ptr())
+        for (name, shape, dt), buf in zip(self.outputs, self._buffers):
+            out_dt = np.float16 if dt == torch.float16 else np.float32
+            binding.bind_output(name, "cuda", idx, out_dt, shape, buf.data_ptr())
+        torch.cuda.current_stream(self.device).synchronize()  # x is ready before ORT's stream reads it
+        self.session.run_with_iobinding(binding)
+        return self._buffers
+
+
+def open_onnxruntime(model: nn.Module, device: str = "cpu", half: bool = False, out_dir=DEFAULT_DIR,
+                     onnx_path: str | Path | None = None, log=None) -> SplitBackend:
+    """SplitBackend whose dense step is ONNX Runtime; exports the graph into `out_dir` if needed."""
+    if not available():
+        raise StreamsegError("onnxruntime is not installed (pip install 'streamseg[onnx]')")
+    dev = torch.device(device)
+    half = half and dev.type == "cuda"
+    if onnx_path is None:
+        onnx_path = ensure_onnx(model, out_dir, 1, half, log)
+    meta = read_sidecar(onnx_path) or {}
+    threads = int(os.environ.get("STREAMSEG_ORT_THREADS", 0)) or None
+    dense = OrtDense(onnx_path, dev, threads)
+    if meta.get("config", {}).get("backbone", model.streamseg_config.backbone) != model.streamseg_config.backbone:
+        raise StreamsegError(f"{onnx_path}: built for another architecture ({meta['config']['backbone']})")
+    return SplitBackend(model, dense, device, half, name="onnxruntime")

@@ -1,0 +1,156 @@
+"""The model split in two, so the costly dense part can be compiled and the rest stays torchvision.
+
+- `DenseNet`: normalisation + backbone + FPN + RPN head. Static shape (B×3×S×S in [0, 1]) in,
+  a flat tuple out: the FPN maps, then objectness per level, then box deltas per level. Only
+  Conv/Add/Relu/MaxPool/Resize-like ops, so it exports to ONNX and compiles cleanly.
+- `SplitBackend`: runs a pluggable dense step (eager, ONNX Runtime, TensorRT, compiled), then
+  anchor decoding, top-k and NMS with torchvision's own `RegionProposalNetwork` methods and the
+  RoI heads (`model.roi_heads`: MultiScaleRoIAlign, box and mask heads) in torch on the same
+  device. Reusing torchvision's code is what makes every backend match eager results.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.rpn import concat_box_prediction_layers
+
+from .base import Backend
+
+DenseFn = Callable[[torch.Tensor], Sequence[torch.Tensor]]
+
+
+class DenseNet(nn.Module):
+    """Normalise, backbone + FPN, RPN head -> (*features, *objectness, *box_deltas)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        t = model.transform
+        self.register_buffer("mean", torch.tensor(t.image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(t.image_std).view(1, 3, 1, 1), persistent=False)
+        self.backbone = model.backbone
+        self.head = model.rpn.head
+        self.feature_names = feature_names(model)
+
+    def forward(self, x: torch.Tensor):
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        feats = list(self.backbone(x).values())
+        objectness, deltas = self.head(feats)
+        return (*feats, *objectness, *deltas)
+
+
+@torch.no_grad()
+def feature_names(model: nn.Module) -> list[str]:
+    """Names of the FPN maps, in order, from a tiny dry run (eval mode, so BN stats stay)."""
+    was = model.backbone.training
+    model.backbone.eval()
+    p = next(model.backbone.parameters())
+    names = list(model.backbone(torch.zeros(1, 3, 64, 64, dtype=p.dtype, device=p.device)).keys())
+    model.backbone.train(was)
+    return names
+
+
+def output_names(names: Sequence[str]) -> list[str]:
+    """Graph output names for the dense part, in `DenseNet.forward`'s order."""
+    return [f"feat_{n}" for n in names] + [f"objectness_{n}" for n in names] + [f"deltas_{n}" for n in names]
+
+
+class _Clock:
+    """Stage stamps: CUDA events on a GPU (no sync until the end), perf_counter on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.marks: list[tuple[str, object]] = []
+        self.mark("start")
+
+    def mark(self, name: str):
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self.marks.append((name, ev))
+        else:
+            self.marks.append((name, time.perf_counter()))
+
+    def stages(self) -> dict[str, float]:
+        if self.cuda:
+            self.marks[-1][1].synchronize()
+            return {n: a.elapsed_time(b) / 1000.0 for (_, a), (n, b) in zip(self.marks, self.marks[1:])}
+        return {n: b - a for (_, a), (n, b) in zip(self.marks, self.marks[1:])}
+
+
+class EagerDense:
+    """The dense part in eager torch (FP16 via autocast on CUDA): the reference and the fallback."""
+
+    kind = "eager"
+
+    def __init__(self, net: DenseNet, device: torch.device, half: bool):
+        self.net = net.eval().to(device)
+        self.half = half
+        if device.type == "cuda":
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    def __call__(self, x: torch.Tensor) -> Sequence[torch.Tensor]:
+        with torch.autocast(x.device.type, dtype=torch.float16, enabled=self.half):
+            return self.net(x)
+
+
+class SplitBackend(Backend):
+    """Dense step pluggable; proposals and RoI heads are torchvision's, in torch, on `device`."""
+
+    name = "split"
+
+    def __init__(self, model: nn.Module, dense: DenseFn, device: str = "cpu", half: bool = False,
+                 name: str | None = None):
+        dev = torch.device(device)
+        super().__init__(model.streamseg_config, dev, half and dev.type == "cuda")
+        if name:
+            self.name = name
+        self.model = model.eval().to(self.device)
+        self.rpn = self.model.rpn
+        self.names = feature_names(self.model)
+        self.dense = dense
+        self._anchors: dict[tuple, list[torch.Tensor]] = {}
+        self._inner: dict[str, float] = {}
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+    def _anchors_for(self, images: ImageList, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Anchors depend only on shapes (static here): torchvision's generator, computed once."""
+        key = (tuple(images.tensors.shape), tuple(f.shape[-2:] for f in feats), feats[0].dtype)
+        if key not in self._anchors:
+            self._anchors[key] = self.rpn.anchor_generator(images, feats)
+        return self._anchors[key]
+
+    def proposals(self, x: torch.Tensor, outs: Sequence[torch.Tensor]):
+        """torchvision's RegionProposalNetwork.forward after its head, at inference."""
+        n = len(self.names)
+        feats = [o.float() for o in outs[:n]] if not self.half else list(outs[:n])
+        objectness = [o.float() for o in outs[n:2 * n]]
+        deltas = [o.float() for o in outs[2 * n:3 * n]]
+        size = self.config.image_size
+        images = ImageList(x, [(size, size)] * x.shape[0])
+        anchors = self._anchors_for(images, objectness)  # same grids as the features, float32
+        num_anchors_per_level = [o[0].shape[0] * o[0].shape[1] * o[0].shape[2] for o in objectness]
+        obj, pred = concat_box_prediction_layers(objectness, deltas)
+        boxes = self.rpn.box_coder.decode(pred, anchors).view(x.shape[0], -1, 4)
+        proposals, _ = self.rpn.filter_proposals(boxes, obj, images.image_sizes, num_anchors_per_level)
+        features = OrderedDict(zip(self.names, feats))
+        return features, proposals, images.image_sizes
+
+    @torch.inference_mode()
+    def forward(self, batch: torch.Tensor) -> list[dict]:
+        clock = _Clock(self.device)
+        x = batch.to(self.device, non_blocking=True)
+        outs = self.dense(x)
+        clock.mark("dense")
+        features, proposals, sizes = self.proposals(x, outs)
+        clock.mark("proposals")
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
+            detections, _ = self.model.roi_heads(features, proposals, sizes)
+        clock.mark("heads")
+        self._inner = clock.stages()
+        return detections

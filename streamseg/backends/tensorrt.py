@@ -1,0 +1,144 @@
+"""TensorRT 10 engines for the dense part, built from the same ONNX graph (FP16 when asked).
+
+`tensorrt` is an optional extra, imported lazily. Each engine has a sidecar JSON (TensorRT
+version, GPU name, compute capability, input shape, precision, checkpoint sha256, ONNX sha256);
+any mismatch, or an engine that does not deserialise, rebuilds it. Never run on this project's
+CPU-only development machine: written against the TensorRT 10 Python API (named I/O tensors,
+build_serialized_network, execute_async_v3).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoint import atomic_write, file_sha256
+from ..types import StreamsegError
+from .export import DEFAULT_DIR, artefact_path, base_meta, ensure_onnx, mismatch, read_sidecar, write_sidecar
+from .split import SplitBackend
+
+WORKSPACE_BYTES = 4 << 30
+
+
+def import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise StreamsegError("TensorRT is not installed (pip install 'streamseg[tensorrt]' on a CUDA machine)") from None
+    except Exception as e:  # noqa: BLE001 - a broken install (e.g. missing libnvinfer) is one line too
+        raise StreamsegError(f"TensorRT cannot be imported here ({type(e).__name__}: {str(e)[:120]})") from None
+    if int(trt.__version__.split(".")[0]) < 10:
+        raise StreamsegError(f"TensorRT {trt.__version__} is too old: streamseg needs TensorRT 10 or newer")
+    return trt
+
+
+def available() -> bool:
+    try:
+        import_tensorrt()
+    except StreamsegError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _expected(trt, model: nn.Module, onnx_path: Path, batch: int, half: bool) -> dict:
+    dev = torch.cuda.current_device()
+    return {"format": "streamseg-dense-tensorrt", **base_meta(model, batch, half), "tensorrt": trt.__version__,
+            "gpu": torch.cuda.get_device_name(dev), "compute_capability": "%d.%d" % torch.cuda.get_device_capability(dev),
+            "onnx_sha256": file_sha256(onnx_path)}
+
+
+def build_engine(trt, onnx_path: Path, engine_path: Path, half: bool, log=None) -> None:
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise StreamsegError(f"{onnx_path}: TensorRT cannot parse it ({errs[:200]})")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    if half:
+        if not builder.platform_has_fast_fp16:
+            raise StreamsegError("this GPU has no fast FP16: build the engine without --half")
+        config.set_flag(trt.BuilderFlag.FP16)
+    if log:
+        log(f"building TensorRT engine {engine_path.name} (a few minutes the first time)")
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise StreamsegError(f"TensorRT failed to build an engine from {onnx_path}")
+    atomic_write(engine_path, lambda tmp: Path(tmp).write_bytes(bytes(serialized)))
+
+
+def ensure_engine(model: nn.Module, onnx_path: Path, out_dir=DEFAULT_DIR, batch: int = 1, half: bool = False,
+                  force: bool = False, log=None) -> Path:
+    trt = import_tensorrt()
+    if not torch.cuda.is_available():
+        raise StreamsegError("TensorRT engines need a CUDA GPU, and none is visible")
+    path = artefact_path(model, out_dir, "engine", batch, half)
+    expected = _expected(trt, model, Path(onnx_path), batch, half)
+    why = "forced" if force else mismatch(path, expected)
+    if why:
+        if log and why not in ("missing", "forced"):
+            log(f"rebuilding {path.name}: {why}")
+        build_engine(trt, Path(onnx_path), path, half, log)
+        write_sidecar(path, expected)
+    return path
+
+
+class TrtDense:
+    """Deserialised engine + one execution context; outputs are preallocated torch tensors."""
+
+    kind = "tensorrt"
+
+    def __init__(self, trt, path: Path, device: torch.device, order: list[str] | None = None):
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise StreamsegError(f"{path}: TensorRT cannot deserialise this engine")
+        self.context = self.engine.create_execution_context()
+        self.device = device
+        self.inputs, outputs = [], {}
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            dtype = torch.from_numpy(np.empty(0, trt.nptype(self.engine.get_tensor_dtype(name)))).dtype
+            shape = tuple(self.engine.get_tensor_shape(name))
+            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                self.inputs.append((name, dtype))
+            else:
+                buf = torch.empty(shape, dtype=dtype, device=device)
+                self.context.set_tensor_address(name, buf.data_ptr())
+                outputs[name] = buf
+        # the dense part's order (features, objectness, deltas), as the ONNX graph names it
+        self.outputs = [outputs[n] for n in (order or list(outputs))]
+        self._x = None  # keeps the bound input alive
+
+    def __call__(self, x: torch.Tensor):
+        name, dtype = self.inputs[0]
+        self._x = x.to(dtype).contiguous()
+        self.context.set_tensor_address(name, self._x.data_ptr())
+        stream = torch.cuda.current_stream(self.device)
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise StreamsegError("TensorRT execution failed")
+        return self.outputs
+
+
+def open_tensorrt(model: nn.Module, device: str = "cuda", half: bool = True, out_dir=DEFAULT_DIR,
+                  log=None) -> SplitBackend:
+    trt = import_tensorrt()
+    dev = torch.device(device)
+    if dev.type != "cuda" or not torch.cuda.is_available():
+        raise StreamsegError("the tensorrt backend needs a CUDA device (--device cuda)")
+    onnx_path = ensure_onnx(model, out_dir, 1, False, log)
+    path = ensure_engine(model, onnx_path, out_dir, 1, half, log=log)
+    order = (read_sidecar(onnx_path) or {}).get("outputs")
+    try:
+        dense = TrtDense(trt, path, dev, order)
+    except StreamsegError:
+        if log:
+            log(f"rebuilding {path.name}: it does not deserialise")
+        path = ensure_engine(model, onnx_path, out_dir, 1, half, force=True, log=log)
+        dense = TrtDense(trt, path, dev, order)
+    return SplitBackend(model, dense, device, half, name="tensorrt")
