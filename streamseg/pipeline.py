@@ -70,6 +70,7 @@ class RunStats:
     processed: int = 0
     dropped: int = 0
     wall_s: float = 0.0
+    cpu_s: float = 0.0  # process CPU time (all threads) over the run: robust to other load on the machine
     stopped_by: str | None = None  # "SIGINT", "SIGTERM", "quit", "max-frames", "duration" or None (input ended)
     model_ms: list[float] = field(default_factory=list)
     end_to_end_ms: list[float] = field(default_factory=list)
@@ -166,7 +167,7 @@ def run(source, infer: Callable, analyse: Callable, render: Callable, sinks: Seq
             old[s] = signal.signal(s, on_signal)
     threads = [threading.Thread(target=capture, name="capture", daemon=True),
                threading.Thread(target=inference, name="inference", daemon=True)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     outputs = _Rate()
     hud = Hud(source_fps=source.fps)
     try:
@@ -216,6 +217,7 @@ def run(source, infer: Callable, analyse: Callable, render: Callable, sinks: Seq
         for s, h in old.items():
             signal.signal(s, h)
         stats.wall_s = time.perf_counter() - t0
+        stats.cpu_s = time.process_time() - c0
         stats.frames_read = getattr(getattr(source, "stats", None), "frames_read", stats.processed)
         stats.dropped = inbox.dropped if live else 0
     if errors:

@@ -155,7 +155,7 @@ def run(o: Options, log: Callable[[str], None] = print) -> dict:
         log(f"warning: decoded {st.frames_read}{exp} frames; {st.decode_errors} packet(s) could not be decoded")
     result = summary.summary(
         input=str(o.input), frames_seen=st.frames_read, dropped=stats.dropped, stopped_by=stats.stopped_by,
-        wall_s=round(stats.wall_s, 3), processed_fps=round(stats.processed_fps, 3),
+        wall_s=round(stats.wall_s, 3), cpu_s=round(stats.cpu_s, 3), processed_fps=round(stats.processed_fps, 3),
         model_ms_median=_median(stats.model_ms), end_to_end_ms_median=_median(stats.end_to_end_ms),
         source_fps=source.fps, decode_errors=st.decode_errors, expected_frames=st.expected_frames,
         signal_lost=st.signal_lost, reconnect_attempts=st.reconnect_attempts, reconnects=st.reconnects,

@@ -77,6 +77,7 @@ class Source:
         self.time_base: Fraction | None = None
         self.width = self.height = 0  # after crop
         self.state = "ok"  # "ok" | "lost"
+        self.finite = kind_of(self.spec) == "file"
         self._it: Iterator | None = None
         self._pending = None
 
@@ -143,8 +144,8 @@ class Source:
                 raise
             except _AV_ERRORS as e:
                 reason = _first_line(e)
-            if stop.is_set() or not self.live:
-                return
+            if stop.is_set() or not self.live or (self.finite and reason == "stream ended"):
+                return  # a file played as a live source ends at its end; streams and devices reconnect
             self.state = "lost"
             self.stats.signal_lost += 1
             self.on_event("signal_lost", f"signal lost ({reason})")

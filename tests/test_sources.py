@@ -122,3 +122,10 @@ def test_truncated_and_corrupt_video_decode_what_they_can(tmp_path, sample_dir):
     frames = list(src.frames())
     assert 200 < len(frames) <= 350  # most of it survives; no exception escapes
     assert all(f.image.shape == (468, 606, 3) for f in frames)
+
+
+def test_a_file_played_live_ends_at_its_end(sample_dir):
+    events = []
+    src = open_source(str(sample_dir / "demo.mp4"), live=True, on_event=lambda kind, msg: events.append(kind))
+    assert sum(1 for _ in src.frames()) == 350
+    assert events == [] and src.stats.signal_lost == 0
