@@ -151,6 +151,20 @@ def calibrate(
                   f"{', crop ' + ','.join(map(str, p['crop'])) if p['crop'] else ''} -> {path}", highlight=False, markup=False)
 
 
+def _command_line(fn, values: dict) -> str:
+    """`streamseg <command>` with the options the user changed from their defaults (for reports)."""
+    import inspect
+
+    args = []
+    for name, p in inspect.signature(fn).parameters.items():
+        default = getattr(p.default, "default", p.default)
+        if name in values and values[name] != default:
+            v = values[name]
+            args.append(f"--{name.replace('_', '-')}" if v is True else
+                        f"--no-{name.replace('_', '-')}" if v is False else f"--{name.replace('_', '-')} {v}")
+    return " ".join(["streamseg", fn.__name__, *args])
+
+
 @app.command()
 @friendly
 def bench(
@@ -170,6 +184,7 @@ def bench(
     e2e_seconds: float = typer.Option(15.0, help="length of the end-to-end replay"),
 ):
     """Benchmark the backends, stage by stage."""
+    values = dict(locals())
     from rich.console import Console as _Console
 
     from .bench import BenchOptions, run, table
@@ -178,7 +193,7 @@ def bench(
     o = BenchOptions(model=model, backbone=backbone, mask_head=mask_head, backends=split(backend),
                      precisions=split(precision), device=device, frames=frames, warmup=warmup, images=images,
                      engines_dir=engines, out_dir=out, e2e=e2e, e2e_video=video, e2e_seconds=e2e_seconds,
-                     command=" ".join(["streamseg", *sys.argv[1:]]))
+                     command=_command_line(bench, values))
     report = run(o, log=lambda m: console.print(m, highlight=False, markup=False))
     _Console(width=max(170, console.width)).print(table(report))
     e = report.get("end_to_end") or {}

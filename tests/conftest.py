@@ -65,3 +65,23 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     save_checkpoint(path, model.eval(), meta={"note": "untrained test model, 256-px input"})
     return path
 
+
+@pytest.fixture(scope="session")
+def calibrated_checkpoint(tmp_path_factory) -> Path:
+    """A small model (MobileNetV3-FPN, mask112) whose BatchNorm statistics are set on the bundled
+    real images and whose score threshold is 0, so every frame has its 2 detections: what parity
+    and export tests compare. Untrained heads: it finds boxes, not nerves."""
+    from streamseg.backends.calibrate import bench_model
+    from streamseg.checkpoint import save_checkpoint
+
+    model = bench_model("mobilenet_v3_large", "112", box_head_width=256, max_detections=2, fpn_channels=128,
+                        mask_head_width=128, rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50)
+    path = tmp_path_factory.mktemp("calibrated") / "small-calibrated.pt"
+    save_checkpoint(path, model, meta={"note": "untrained, BN calibrated on the bundled sample"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def engines_dir(tmp_path_factory) -> Path:
+    """One artefact folder per test session: each graph is exported once and reused."""
+    return tmp_path_factory.mktemp("engines")

@@ -45,6 +45,8 @@ class OrtDense:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.log_severity_level = 3
+        # no busy-waiting after a run: the proposals and heads run next in torch on the same cores
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.cuda = device.type == "cuda"
         if self.cuda:
             if "CUDAExecutionProvider" not in ort.get_available_providers():

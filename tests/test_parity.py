@@ -1,0 +1,82 @@
+"""Every backend gives eager FP32 torch's result on real images: same detection count, mask Dice
+>= 0.99 and box IoU >= 0.99 (FP16: >= 0.98). onnxruntime is checked on CPU here; the CUDA
+backends (compiled, onnxruntime-gpu, TensorRT) run the same checks where a GPU is present
+(benchmarks/gpu_check.sh) and skip with their reason elsewhere."""
+from __future__ import annotations
+
+import cv2
+import pytest
+import torch
+
+from streamseg import backends
+from streamseg.backends.parity import compare
+from streamseg.checkpoint import load_model
+
+
+@pytest.fixture(scope="module")
+def parity_images(sample_dir):
+    from conftest import SHARED
+
+    paths = sorted((sample_dir / "images").glob("*.png"))
+    extra = SHARED / "median-nerve-univpm" / "images"
+    if extra.is_dir():
+        paths += sorted(extra.glob("*.png"))[:2]
+    return [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
+
+
+@pytest.fixture(scope="module")
+def eager(calibrated_checkpoint):
+    return backends.load("torch", calibrated_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def reference(eager, parity_images):
+    return [eager.predict_one(im) for im in parity_images]
+
+
+def test_reference_has_detections(reference):
+    assert all(len(r) == 2 for r in reference), "BN calibration should leave every frame its 2 detections"
+
+
+def test_split_eager_is_the_torch_backend(calibrated_checkpoint, parity_images, reference):
+    """The split path (dense part + torchvision's proposal/heads code) reproduces the whole model."""
+    from streamseg.backends.split import DenseNet, EagerDense, SplitBackend
+
+    model = load_model(calibrated_checkpoint)
+    split = SplitBackend(model, EagerDense(DenseNet(model), torch.device("cpu"), False))
+    for im, ref in list(zip(parity_images, reference))[:3]:
+        got = split.predict_one(im)
+        d, iou = compare(ref, got)
+        assert d == 1.0 and iou > 0.9999
+        assert set(split.last_stages) >= {"preprocess", "dense", "proposals", "heads", "paste"}
+
+
+def test_onnxruntime_cpu_matches_eager(calibrated_checkpoint, engines_dir, parity_images, reference):
+    ort = backends.load("onnxruntime", calibrated_checkpoint, engines_dir=engines_dir)
+    worst_d, worst_iou = 1.0, 1.0
+    for im, ref in zip(parity_images, reference):
+        got = ort.predict_one(im)
+        d, iou = compare(ref, got)
+        worst_d, worst_iou = min(worst_d, d), min(worst_iou, iou)
+        assert max(abs(a.score - b.score) for a, b in zip(sorted(ref, key=lambda x: x.score),
+                                                           sorted(got, key=lambda x: x.score))) < 1e-3
+    assert worst_d >= 0.99 and worst_iou >= 0.99, (worst_d, worst_iou)
+
+
+CUDA_CASES = [(n, p) for n in ("torch", "compiled", "onnxruntime", "tensorrt") for p in ("fp32", "fp16")]
+
+
+@pytest.mark.parametrize("name,precision", CUDA_CASES, ids=[f"{n}-{p}" for n, p in CUDA_CASES])
+def test_cuda_backend_matches_eager(name, precision, calibrated_checkpoint, engines_dir, parity_images, reference):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU on this machine: run benchmarks/gpu_check.sh on one")
+    if name not in backends.available("cuda"):
+        pytest.skip(f"{name} is not available with CUDA here (TensorRT / onnxruntime-gpu not installed?)")
+    be = backends.load(name, calibrated_checkpoint, device="cuda", half=precision == "fp16", engines_dir=engines_dir)
+    floor = 0.98 if precision == "fp16" else 0.99
+    worst = [1.0, 1.0]
+    for im, ref in zip(parity_images, reference):
+        d, iou = compare(ref, be.predict_one(im))
+        worst = [min(worst[0], d), min(worst[1], iou)]
+    print(f"parity {name}/{precision}: min Dice {worst[0]:.4f}, min box IoU {worst[1]:.4f}")
+    assert worst[0] >= floor and worst[1] >= floor, worst
