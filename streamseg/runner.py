@@ -91,8 +91,10 @@ def _torch_device(name: str) -> str:
     return name
 
 
-def run(o: Options, log: Callable[[str], None] = print) -> dict:
-    """Run one file or live session; returns the scan summary (also written beside the outputs)."""
+def run(o: Options, log: Callable[[str], None] = print, backend=None) -> dict:
+    """Run one file or live session; returns the scan summary (also written beside the outputs).
+
+    `backend`: an already loaded Backend to reuse (then `o.model`/`o.backend` are not read)."""
     _check(o)
     cal = resolve(o.mm_per_px, o.depth_mm, o.profile)
     crop = parse_crop(o.crop) if o.crop else cal.crop
@@ -104,7 +106,8 @@ def run(o: Options, log: Callable[[str], None] = print) -> dict:
     try:  # the input is checked first (cheap), then the model is loaded
         from . import backends
 
-        backend = backends.load(o.backend, o.model, device=_torch_device(o.compute), half=o.half)
+        if backend is None:
+            backend = backends.load(o.backend, o.model, device=_torch_device(o.compute), half=o.half)
     except BaseException:
         source.close()
         raise
