@@ -154,3 +154,18 @@ def test_source_reconnects_when_the_stream_comes_back(clip):
     assert events[:3] == ["signal_lost", "reconnecting", "reconnected"]
     assert src.stats.signal_lost == 1 and src.stats.reconnects == 1
     assert more[-1].index > 4 and all(f.image.shape == (468, 606, 3) for f in more)
+
+
+def test_live_duration_stops_the_run(clip, tiny_checkpoint, tmp_path):
+    port = free_port()
+    server = Server(clip, port)
+    try:
+        out = tmp_path / "d.mp4"
+        r = subprocess.run(cli("--device", f"tcp://127.0.0.1:{port}", "--duration", 3, "--out", out,
+                               "--model", tiny_checkpoint), capture_output=True, text=True, timeout=300)
+    finally:
+        server.stop()
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "d.summary.json").read_text())
+    assert s["stopped_by"] == "duration" and 3.0 <= s["wall_s"] < 3.0 + 15
+    assert s["frames_processed"] >= 1 and frames_in(out) == s["frames_processed"]
