@@ -243,7 +243,7 @@ def train(
     batch_size: int = typer.Option(2),
     norm: str = typer.Option("batch", help="batch | group | frozen (frozen only with --init)"),
     split: Optional[Path] = typer.Option(None, help="patient split JSON (written if missing)"),
-    init: Optional[Path] = typer.Option(None, help="initialise from a COCO Mask R-CNN or ImageNet ResNet state dict"),
+    init: Optional[Path] = typer.Option(None, help="initialise from a COCO Mask R-CNN or ImageNet ResNet state dict, or fine-tune a streamseg checkpoint"),
     intensity_aug: bool = typer.Option(False, help="gain/gamma/speckle augmentation on top of the paper's"),
     hflip: bool = typer.Option(False, help="random horizontal flips on top of the paper's augmentation"),
     box_head_width: int = typer.Option(1024, help="box head MLP width (1024 = torchvision)"),
@@ -288,6 +288,7 @@ def eval_(
     conf: float = typer.Option(0.98, help="confidence a TP must exceed (paper: 0.98)"),
     iou: float = typer.Option(0.7, help="box IoU a TP must reach (paper: 0.7)"),
     fn_rule: str = typer.Option("paper", help="paper: FN only when no box at all | strict: any unmatched nerve"),
+    box: str = typer.Option("mask", help="box scored: mask (tight box of the mask, the default) | regressed (box head)"),
     device: str = typer.Option("cpu"),
 ):
     """Evaluate a checkpoint with the paper's metrics (Prec/Rec, mAP, Dice median+IQR, HD95, area error)."""
@@ -299,9 +300,11 @@ def eval_(
 
     if fn_rule not in ("paper", "strict"):
         raise StreamsegError(f"unknown --fn-rule {fn_rule!r}: paper or strict")
+    if box not in ("mask", "regressed"):
+        raise StreamsegError(f"unknown --box {box!r}: mask or regressed")
     with Progress(console=console, transient=True) as progress:
         summary, _ = run_eval(data, model, split, subset, json_out, out_dir, mm_per_px, conf, iou, fn_rule, device,
-                              progress)
+                              progress, box=box)
     table = Table(title=f"{summary['model']} on {summary['data']} ({summary['subset']})")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -53,6 +53,9 @@ class ModelConfig:
     box_batch_size_per_image: int = 128
     box_score_thresh: float = 0.05
     max_detections: int = 3
+    # the reported box: the tight box of the mask pasted at source resolution (True), or the box
+    # head's regression (False, as torchvision). The mask is pasted into the regressed box either way.
+    box_from_mask: bool = True
 
     def __post_init__(self):
         self.mask_head = str(self.mask_head)
@@ -214,6 +217,9 @@ def init_from_file(model: nn.Module, path: str) -> dict:
         raise StreamsegError(f"{path}: weights file not found") from None
     except Exception as e:  # noqa: BLE001 - any unreadable file is one clear line
         raise StreamsegError(f"{path}: not a readable PyTorch state dict ({type(e).__name__})") from None
+    # a streamseg checkpoint (fine-tuning, e.g. the bundled model on your own scans): same classes,
+    # so its predictors are kept too
+    own_ckpt = isinstance(sd, dict) and sd.get("format") == "streamseg-checkpoint"
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
@@ -226,10 +232,10 @@ def init_from_file(model: nn.Module, path: str) -> dict:
         name = f"backbone.body.{k}" if is_imagenet_resnet else k
         if is_imagenet_mobilenet:
             name = "backbone.body." + k[len("features."):] if k.startswith("features.") else k
-        if name.startswith(FRESH_PREFIXES):
+        if name.startswith(FRESH_PREFIXES) and not own_ckpt:
             skipped.append(name)
         elif name in own and own[name].shape == v.shape:
-            loaded[name] = v
+            loaded[name] = v.float() if v.is_floating_point() else v
         else:
             skipped.append(name)
     if not loaded:

@@ -56,3 +56,23 @@ def test_two_component_mask_gives_union_box(sample_dir):
     for k in (1, 2):
         ys, xs = np.nonzero(labels == k)
         assert box[0] <= xs.min() and box[2] >= xs.max() + 1 and box[1] <= ys.min() and box[3] >= ys.max() + 1
+
+
+def test_reported_box_is_the_pasted_masks_tight_box(sample_dir):
+    """box_from_mask: the box a detection reports is the tight box of its mask at source resolution;
+    off, it is the box head's regression mapped back to source pixels."""
+    from streamseg.backends.base import postprocess
+
+    img, mask = _real(sample_dir)
+    lb = Letterbox(*img.shape[:2], 512)
+    gt = mask_box(mask)
+    loose = gt + np.array([-12, -9, 15, 11], dtype=np.float32)  # a regressed box larger than the nerve
+    roi = cv2.resize(mask[int(loose[1]):int(loose[3]), int(loose[0]):int(loose[2])].astype(np.float32), (112, 112))
+    out = [{"boxes": torch.from_numpy(lb.boxes_to_letterbox(loose[None])), "scores": torch.tensor([0.99]),
+            "labels": torch.tensor([1]), "masks": torch.from_numpy(roi)[None, None]}]
+    tight = postprocess(out, [lb], box_from_mask=True)[0][0]
+    raw = postprocess(out, [lb], box_from_mask=False)[0][0]
+    assert np.allclose(tight.box, mask_box(tight.mask))
+    assert ops.box_iou(torch.from_numpy(tight.box[None]), torch.from_numpy(gt[None])).item() > 0.95
+    assert np.allclose(raw.box, loose, atol=0.5)
+    assert np.array_equal(tight.mask, raw.mask)

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..letterbox import Letterbox, paste_to_source
+from ..letterbox import Letterbox, mask_box, paste_to_source
 from ..model import ModelConfig
 from ..types import Detection
 
@@ -43,15 +43,23 @@ def preprocess(images: Sequence[np.ndarray], size: int) -> tuple[torch.Tensor, l
     return batch, lbs
 
 
-def postprocess(outputs: list[dict], lbs: list[Letterbox], mask_threshold: float = 0.5) -> list[list[Detection]]:
-    """Model outputs (letterbox-space boxes, RoI masks) -> detections in source pixels, best first."""
+def postprocess(outputs: list[dict], lbs: list[Letterbox], mask_threshold: float = 0.5,
+                box_from_mask: bool = True) -> list[list[Detection]]:
+    """Model outputs (letterbox-space boxes, RoI masks) -> detections in source pixels, best first.
+
+    With `box_from_mask` the reported box is the tight box of the pasted mask (the regressed box
+    when the mask is empty): the outline the user sees and the box the metrics score agree."""
     results = []
     for out, lb in zip(outputs, lbs):
         scores = out["scores"].float().cpu().numpy()
         order = np.argsort(-scores, kind="stable")
         boxes_src = lb.boxes_to_source(out["boxes"].float().cpu().numpy()[order])
         masks = paste_to_source(out["masks"][order], boxes_src, lb.src_h, lb.src_w, mask_threshold)
-        results.append([Detection(box=b, score=float(scores[i]), mask=m) for i, b, m in zip(order, boxes_src, masks)])
+        dets = []
+        for i, b, m in zip(order, boxes_src, masks):
+            tight = mask_box(m) if box_from_mask else None
+            dets.append(Detection(box=b if tight is None else tight, score=float(scores[i]), mask=m))
+        results.append(dets)
     return results
 
 
@@ -77,7 +85,7 @@ class Backend(ABC):
         t1 = time.perf_counter()
         outputs = self.forward(batch)
         t2 = time.perf_counter()
-        dets = postprocess(outputs, lbs)
+        dets = postprocess(outputs, lbs, box_from_mask=self.config.box_from_mask)
         t3 = time.perf_counter()
         self.last_stages = {"preprocess": t1 - t0, "model": t2 - t1, "paste": t3 - t2, **getattr(self, "_inner", {})}
         return dets

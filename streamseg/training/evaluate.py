@@ -68,7 +68,8 @@ def evaluate_model(model, samples, device="cpu", progress=None, **kw):
 
 
 def run_eval(data, model_path=None, split=None, subset="test", json_out=None, out_dir=None, mm_per_px=None,
-             conf=CONF_THRESH, iou=IOU_THRESH, fn_rule="paper", device="cpu", progress=None) -> tuple[dict, list]:
+             conf=CONF_THRESH, iou=IOU_THRESH, fn_rule="paper", device="cpu", progress=None,
+             box: str = "mask") -> tuple[dict, list]:
     """`streamseg eval`: evaluate a checkpoint (default: the bundled one) on a data folder and write
     the JSON, per-image CSV, Dice boxplot and worst-case sheet."""
     from pathlib import Path
@@ -89,12 +90,13 @@ def run_eval(data, model_path=None, split=None, subset="test", json_out=None, ou
     for target in (json_out, out_dir):
         if target is not None and not Path(target).parent.exists():
             raise StreamsegError(f"{target}: folder {Path(target).parent} does not exist")
-    model = load_model(model_path, device=device)
+    model = load_model(model_path, device=device, box_from_mask=(box == "mask"))
     preds = predict_samples(model, samples, device, progress)
     summary, per_image = score_predictions(preds, conf, iou, fn_rule, mm_per_px)
     summary["model"] = getattr(model, "streamseg_source", str(model_path))
     summary["data"] = str(data)
     summary["subset"] = subset if split is not None else "all"
+    summary["box"] = box
     if json_out:
         report.write_json(json_out, {"summary": summary, "per_image": [vars(r) for r in per_image]})
     if out_dir:
