@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from .types import StreamsegError
+from .types import CONFIDENT_SCORE, NERVE_SCORE, StreamsegError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Real-time median-nerve segmentation for wrist ultrasound.")
 console = Console(stderr=True, soft_wrap=True)  # one error = one line, never wrapped
@@ -51,8 +51,8 @@ _PROFILE = typer.Option(None, "--profile", help="saved calibration profile (stre
 _CROP = typer.Option(None, "--crop", help="x,y,w,h of the ultrasound image in the frame")
 _MAXF = typer.Option(None, "--max-frames", help="stop after N frames")
 _CUTOFF = typer.Option(10.0, "--cts-cutoff", help="CTS flag cut-off, mm²")
-_SCORE = typer.Option(0.5, "--score-thresh", help="score for 'nerve present' (display)")
-_CONF = typer.Option(0.9, "--confident", help="score for frames counted in the CSA summary")
+_SCORE = typer.Option(NERVE_SCORE, "--score-thresh", help="score at which a detection is shown as the nerve")
+_CONF = typer.Option(CONFIDENT_SCORE, "--confident", help="score for frames counted in the CSA summary")
 
 
 def _pipeline(**kw):

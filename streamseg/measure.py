@@ -12,7 +12,7 @@ from collections import deque
 import cv2
 import numpy as np
 
-from .types import Measurement
+from .types import CONFIDENT_SCORE, Measurement
 
 
 def measure(mask: np.ndarray, mm_per_px: float | None = None) -> Measurement | None:
@@ -55,7 +55,7 @@ class Stabiliser:
     below the confidence threshold do not enter the window but still show the current median.
     """
 
-    def __init__(self, window: int = 9, confident: float = 0.9):
+    def __init__(self, window: int = 9, confident: float = CONFIDENT_SCORE):
         if window < 1:
             raise ValueError("window must be >= 1")
         self.confident = confident

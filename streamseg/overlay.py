@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .types import Result
+from .types import NERVE_SCORE, Result
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 GREEN, RED, YELLOW, WHITE, CYAN = (80, 220, 80), (60, 60, 255), (0, 220, 255), (255, 255, 255), (255, 200, 0)
@@ -20,7 +20,7 @@ GREEN, RED, YELLOW, WHITE, CYAN = (80, 220, 80), (60, 60, 255), (0, 220, 255), (
 @dataclass
 class Style:
     calibrated: bool
-    score_thresh: float = 0.5
+    score_thresh: float = NERVE_SCORE
     cts_cutoff_mm2: float = 10.0
     alpha: float = 0.35
     colour: tuple[int, int, int] = (0, 200, 255)  # BGR mask fill

@@ -17,7 +17,7 @@ from .measure import Stabiliser, measure
 from .overlay import Style, draw, lost_screen
 from .sinks import RowSink, ScanSummary, VideoSink, WindowSink, check_writable, public_mode
 from .sources import open_source
-from .types import StreamsegError
+from .types import CONFIDENT_SCORE, NERVE_SCORE, StreamsegError
 
 
 @dataclass
@@ -39,8 +39,8 @@ class Options:
     max_frames: int | None = None
     duration_s: float | None = None
     cts_cutoff_mm2: float = 10.0
-    score_thresh: float = 0.5
-    confident: float = 0.9
+    score_thresh: float = NERVE_SCORE
+    confident: float = CONFIDENT_SCORE
     stable_window: int = 9
     width: int | None = None  # capture request (V4L2)
     height: int | None = None

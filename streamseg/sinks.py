@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from .checkpoint import atomic_write
-from .types import Result, StreamsegError
+from .types import CONFIDENT_SCORE, NERVE_SCORE, Result, StreamsegError
 
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
@@ -238,7 +238,7 @@ class WindowSink:
 class ScanSummary:
     """Accumulates per-frame CSA; `summary()` gives the scan's numbers, `plot()` a CSA-over-time PNG."""
 
-    def __init__(self, mm_per_px: float | None, score_thresh: float = 0.5, confident: float = 0.9, cts_cutoff_mm2: float = 10.0):
+    def __init__(self, mm_per_px: float | None, score_thresh: float = NERVE_SCORE, confident: float = CONFIDENT_SCORE, cts_cutoff_mm2: float = 10.0):
         self.mm_per_px, self.score_thresh, self.confident, self.cutoff = mm_per_px, score_thresh, confident, cts_cutoff_mm2
         self.t, self.value, self.stable, self.conf = [], [], [], []
         self.processed = self.with_nerve = 0

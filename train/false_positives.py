@@ -1,6 +1,7 @@
 """No nerve where there is none: run a model over clips that contain no median nerve (the lung
-clips in ../shared/data/video) and report the share of frames with a detection above the paper's
-confidence (0.98), and above the display threshold (0.5). Every frame is decoded (PyAV) and run
+clips in ../shared/data/video) and report the share of frames with a detection above each of
+THRESHOLDS: the paper's confidence (0.98), the runtime's display threshold and the score that counts
+a frame in the CSA summary (`--score-thresh`, `--confident`), and points in between. Every frame is decoded (PyAV) and run
 through the runtime backend, as `streamseg file` does.
 
     python train/false_positives.py [--model CKPT] [--json OUT] CLIP [CLIP ...]
@@ -16,6 +17,8 @@ import numpy as np
 from streamseg import backends
 from streamseg.sources import open_source
 
+THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.98)
+
 
 def scan(backend, clip: str) -> dict:
     scores = []
@@ -27,10 +30,11 @@ def scan(backend, clip: str) -> dict:
     finally:
         src.close()
     s = np.asarray(scores)
-    return {"clip": clip, "frames": int(s.size), "frames_over_0.98": int((s > 0.98).sum()),
-            "share_over_0.98": float((s > 0.98).mean()) if s.size else None,
-            "frames_over_0.5": int((s > 0.5).sum()), "share_over_0.5": float((s > 0.5).mean()) if s.size else None,
-            "max_score": float(s.max()) if s.size else None}
+    row = {"clip": clip, "frames": int(s.size), "max_score": float(s.max()) if s.size else None}
+    for t in THRESHOLDS:
+        row[f"frames_over_{t:g}"] = int((s > t).sum())
+        row[f"share_over_{t:g}"] = float((s > t).mean()) if s.size else None
+    return row
 
 
 def main() -> None:
@@ -49,8 +53,8 @@ def main() -> None:
               "frames": total, "frames_over_0.98": over, "share_over_0.98": over / total if total else None,
               "seconds": round(time.time() - t0, 1)}
     for r in rows:
-        print(f"{r['clip']}: {r['frames']} frames, > 0.98: {r['frames_over_0.98']} ({100 * r['share_over_0.98']:.1f} %), "
-              f"> 0.5: {r['frames_over_0.5']} ({100 * r['share_over_0.5']:.1f} %), max score {r['max_score']:.3f}")
+        shares = ", ".join(f"> {t:g}: {r[f'frames_over_{t:g}']} ({100 * r[f'share_over_{t:g}']:.1f} %)" for t in THRESHOLDS)
+        print(f"{r['clip']}: {r['frames']} frames, {shares}, max score {r['max_score']:.3f}")
     print(f"all: {over}/{total} frames over 0.98 ({100 * report['share_over_0.98']:.2f} %)")
     if a.json:
         with open(a.json, "w") as f:
