@@ -13,6 +13,7 @@ from streamseg.checkpoint import file_sha256, load_model, read_checkpoint, save_
 
 def main(src: str, dst: str) -> None:
     meta = dict(read_checkpoint(src).get("meta", {}))
+    meta.pop("train_state", None)  # optimiser/scheduler state of a *_last.pt: only --resume needs it
     meta["bundled_from"] = {"file": str(src), "sha256": file_sha256(src), "storage": "fp16"}
     model = load_model(src)
     Path(dst).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,58 @@
+"""The bundled default model works out of the box: every command uses it when no --model is given,
+and it finds the nerve on the bundled real scans. (Pz002 is a validation patient and Pz074 a test
+patient of train/split.json; Pz004 and Pz008 were trained on, so this is a smoke test of the
+shipped weights, not a measure of accuracy: that is `streamseg eval` on unseen patients.)"""
+import csv
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from streamseg.checkpoint import DEFAULT_WEIGHTS, load_model, read_checkpoint
+from streamseg.cli import app
+from streamseg.training.dataset import scan_folder
+from streamseg.training.evaluate import predict_samples
+from streamseg.training.metrics import dice
+
+
+def test_bundled_weights_are_small_fp16_and_describe_their_training():
+    assert DEFAULT_WEIGHTS.is_file()
+    assert DEFAULT_WEIGHTS.stat().st_size <= 30 * 2**20
+    blob = read_checkpoint(DEFAULT_WEIGHTS)
+    assert blob["config"]["mask_head"] == "112"
+    assert {t.dtype for t in blob["state_dict"].values() if t.is_floating_point()} == {__import__("torch").float16}
+    meta = blob["meta"]
+    assert meta["data"]["patients"] >= 50 and set(meta["split"]) == {"train", "val", "test"}
+    assert not set(meta["split"]["train"]) & set(meta["split"]["test"])
+    assert "train_state" not in meta  # no optimiser state shipped
+
+
+def test_bundled_model_finds_the_nerve_on_the_bundled_scans(sample_dir):
+    model = load_model()  # no path: the bundled default
+    preds = predict_samples(model, scan_folder(sample_dir))
+    dices = [dice(d[0].mask, gt) if d else 0.0 for _s, _img, gt, d in preds]
+    scores = [d[0].score if d else 0.0 for *_x, d in preds]
+    assert len(dices) == 7
+    assert min(scores) > 0.5, scores
+    assert float(np.median(dices)) >= 0.85, dices
+    assert min(dices) >= 0.6, dices
+
+
+def test_eval_without_model_uses_the_bundled_one(sample_dir, tmp_path):
+    out = tmp_path / "eval.json"
+    r = CliRunner().invoke(app, ["eval", "--data", str(sample_dir), "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["model"].endswith("default.pt")
+    assert summary["images"] == 7 and summary["dice_median"] > 0.85 and summary["box"] == "mask"
+
+
+def test_file_without_model_uses_the_bundled_one(sample_dir, tmp_path):
+    out, table = tmp_path / "o.mp4", tmp_path / "o.csv"
+    r = CliRunner().invoke(app, ["file", str(sample_dir / "demo.mp4"), "--out", str(out), "--csv", str(table),
+                                 "--max-frames", "6", "--backend", "torch", "--no-show"])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(table.open()))
+    assert len(rows) == 6 and out.stat().st_size > 0
+    assert sum(int(row["nerve"]) for row in rows) >= 5  # the demo's first scan shows the nerve throughout
+    assert all(row["csa_mm2"] == "" for row in rows)  # uncalibrated: never a made-up mm²
