@@ -42,6 +42,7 @@ class BenchOptions:
     e2e: bool = True
     e2e_video: Path | None = None
     e2e_seconds: float = 15.0
+    max_detections: int = 1  # as `file` and `live` run; 3 was the fixed setting of earlier runs
     command: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -70,11 +71,12 @@ def make_model(o: BenchOptions):
     if o.model is not None:
         from .checkpoint import load_model
 
-        model = load_model(o.model)
-        return model, f"checkpoint {o.model}"
+        model = load_model(o.model, max_detections=o.max_detections)
+        return model, f"checkpoint {o.model}, at most {o.max_detections} detection(s)"
     images = sample_images(o.images) if o.images else sample_images()
-    model = bench_model(o.backbone, o.mask_head, images=images)
-    return model, f"{o.backbone} mask{o.mask_head}, untrained, BN calibrated on {len(images)} real images, score threshold 0"
+    model = bench_model(o.backbone, o.mask_head, images=images, max_detections=o.max_detections)
+    return model, (f"{o.backbone} mask{o.mask_head}, untrained, BN calibrated on {len(images)} real images, "
+                   f"score threshold 0, {o.max_detections} detection(s)")
 
 
 def open_backend(name: str, model, device: str, half: bool, engines_dir, log):

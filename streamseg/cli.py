@@ -182,6 +182,7 @@ def bench(
     e2e: bool = typer.Option(True, help="also replay a clip at its frame rate through the live pipeline"),
     video: Optional[Path] = typer.Option(None, help="clip for the end-to-end part (default: the bundled demo)"),
     e2e_seconds: float = typer.Option(15.0, help="length of the end-to-end replay"),
+    max_detections: int = typer.Option(1, min=1, help="detections per frame (1: as file/live run; each costs one mask-head pass)"),
 ):
     """Benchmark the backends, stage by stage."""
     values = dict(locals())
@@ -193,7 +194,7 @@ def bench(
     o = BenchOptions(model=model, backbone=backbone, mask_head=mask_head, backends=split(backend),
                      precisions=split(precision), device=device, frames=frames, warmup=warmup, images=images,
                      engines_dir=engines, out_dir=out, e2e=e2e, e2e_video=video, e2e_seconds=e2e_seconds,
-                     command=_command_line(bench, values))
+                     max_detections=max_detections, command=_command_line(bench, values))
     report = run(o, log=lambda m: console.print(m, highlight=False, markup=False))
     _Console(width=max(170, console.width)).print(table(report))
     e = report.get("end_to_end") or {}

@@ -29,6 +29,9 @@ from .types import StreamsegError
 BACKBONES = ("resnet101", "resnet50", "resnet18", "mobilenet_v3_large")
 MASK_HEADS = {"28": 1, "56": 2, "112": 3}  # head name -> number of transposed convs
 NORMS = ("batch", "group", "frozen")
+# Test-time settings: they change what is kept after the dense part (proposals, detections, the
+# reported box), never the weights or the dense graph, so they may differ between runs of one model.
+RUNTIME_KEYS = ("rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "box_score_thresh", "max_detections", "box_from_mask")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

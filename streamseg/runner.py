@@ -40,6 +40,9 @@ class Options:
     duration_s: float | None = None
     cts_cutoff_mm2: float = 10.0
     score_thresh: float = NERVE_SCORE
+    # the pipeline shows one nerve, the best detection: more would only cost mask-head time (the
+    # 112² head runs once per detection). Evaluation keeps the checkpoint's cap for the PR curve.
+    max_detections: int = 1
     confident: float = CONFIDENT_SCORE
     stable_window: int = 9
     width: int | None = None  # capture request (V4L2)
@@ -107,7 +110,8 @@ def run(o: Options, log: Callable[[str], None] = print, backend=None) -> dict:
         from . import backends
 
         if backend is None:
-            backend = backends.load(o.backend, o.model, device=_torch_device(o.compute), half=o.half)
+            backend = backends.load(o.backend, o.model, device=_torch_device(o.compute), half=o.half,
+                                    max_detections=o.max_detections)
     except BaseException:
         source.close()
         raise

@@ -22,18 +22,20 @@ def test_percentiles_are_in_ms():
 
 def test_bench_cli_on_cpu(calibrated_checkpoint, engines_dir, tmp_path):
     res = CliRunner().invoke(app, ["bench", "--model", str(calibrated_checkpoint), "--frames", "2", "--warmup", "1",
-                                   "--no-e2e", "--engines", str(engines_dir), "--out", str(tmp_path), "--device", "cpu"])
+                                   "--no-e2e", "--engines", str(engines_dir), "--out", str(tmp_path), "--device", "cpu",
+                                   "--max-detections", "2"])
     assert res.exit_code == 0, res.output
     [path] = tmp_path.glob("bench-*.json")
     report = json.loads(path.read_text())
     rows = {r["backend"]: r for r in report["results"]}
     assert set(rows) == {"torch", "onnxruntime"}
     for r in rows.values():
-        assert r["detections_min"] == 2, "the bench must run with the configured detections"
+        assert r["detections_min"] == 2, "the bench must run with the asked-for detections"
         for s in set(STAGES) - {"encode"}:
             assert r["stages"][s]["n"] == 2 and r["stages"][s]["p50"] > 0
     assert rows["torch"]["speedup_frame_p50"] == pytest.approx(1.0)
     assert report["command"].startswith("streamseg bench") and "--frames 2" in report["command"]
+    assert report["model"]["max_detections"] == 2
 
 
 def test_bench_unknown_backend_is_one_line(tmp_path):

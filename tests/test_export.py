@@ -79,6 +79,11 @@ def test_corrupt_or_stale_onnx_is_rebuilt(calibrated_checkpoint, tmp_path):
     mtime = path.stat().st_mtime_ns
     ensure_onnx(model, tmp_path)  # matching and valid: reused
     assert path.stat().st_mtime_ns == mtime
+    # test-time settings (the runtime shows one detection) do not change the graph: still reused
+    for overrides in ({"max_detections": 1}, {"box_score_thresh": 0.5, "rpn_post_nms_top_n_test": 50}):
+        notes.clear()
+        assert ensure_onnx(load_model(calibrated_checkpoint, **overrides), tmp_path, log=notes.append) == path
+        assert not notes and path.stat().st_mtime_ns == mtime
 
 
 def test_corrupt_onnx_given_to_onnxruntime_is_one_line(calibrated_checkpoint, tmp_path):

@@ -79,6 +79,28 @@ def test_uncalibrated_run_never_reports_mm(sample_dir, small_checkpoint, tmp_pat
     assert s["unit"] == "px²" and s["cts_flag"] is None and s["calibrated"] is False
 
 
+def test_the_pipeline_runs_one_detection_the_best(sample_dir, small_checkpoint, tmp_path, monkeypatch):
+    """The pipeline shows one nerve, so it asks the backend for one detection (each extra one costs a
+    112² mask-head pass); it is the checkpoint's best, the same one a higher cap puts first."""
+    from streamseg import backends
+    from streamseg.checkpoint import load_model
+
+    opened = []
+    real = backends.load
+    monkeypatch.setattr(backends, "load", lambda *a, **k: opened.append(real(*a, **k)) or opened[-1])
+    out, lines = tmp_path / "o.mp4", tmp_path / "o.jsonl"
+    code, text = invoke(["file", sample_dir / "demo.mp4", "--out", out, "--jsonl", lines, "--no-show",
+                         "--model", small_checkpoint, "--max-frames", "2", "--score-thresh", "0"])
+    assert code == 0, text
+    [be] = opened
+    assert be.config.max_detections == 1 and load_model(small_checkpoint).streamseg_config.max_detections == 2
+    with av.open(str(sample_dir / "demo.mp4")) as c:
+        first = next(c.decode(video=0)).to_ndarray(format="bgr24")
+    both = backends.load("torch", small_checkpoint).predict_one(first)
+    got = json.loads(lines.read_text().splitlines()[0])
+    assert len(both) == 2 and got["score"] == pytest.approx(both[0].score, abs=1e-5)
+
+
 def test_depth_calibration_and_crop(sample_dir, small_checkpoint, tmp_path):
     out, table = tmp_path / "c.mp4", tmp_path / "c.csv"
     code, text = invoke(["file", sample_dir / "demo.mp4", "--out", out, "--csv", table, "--no-show", "--model",

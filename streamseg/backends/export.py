@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import atomic_write, file_sha256
+from ..model import RUNTIME_KEYS
 from ..types import StreamsegError
 from .split import DenseNet, output_names
 
@@ -58,7 +59,7 @@ def base_meta(model: nn.Module, batch: int, half: bool) -> dict:
     cfg = model.streamseg_config
     return {
         "checkpoint_sha256": weights_sha256(model),
-        "config": cfg.to_dict(),
+        "config": {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_KEYS},  # what shapes the graph
         "input_shape": [batch, 3, cfg.image_size, cfg.image_size],
         "precision": "fp16" if half else "fp32",
     }
