@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .types import Result, StreamsegError
+from .types import SHOWN_DETECTIONS, Result, StreamsegError
 
 STAGES = ("preprocess", "dense", "proposals", "heads", "paste", "measure", "overlay", "encode")
 
@@ -42,7 +42,7 @@ class BenchOptions:
     e2e: bool = True
     e2e_video: Path | None = None
     e2e_seconds: float = 15.0
-    max_detections: int = 1  # as `file` and `live` run; 3 was the fixed setting of earlier runs
+    max_detections: int = SHOWN_DETECTIONS  # as `file` and `live` run; 3 was the fixed setting of earlier runs
     command: str = ""
     extra: dict = field(default_factory=dict)
 

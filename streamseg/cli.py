@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from .types import CONFIDENT_SCORE, NERVE_SCORE, StreamsegError
+from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, StreamsegError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Real-time median-nerve segmentation for wrist ultrasound.")
 console = Console(stderr=True, soft_wrap=True)  # one error = one line, never wrapped
@@ -182,7 +182,7 @@ def bench(
     e2e: bool = typer.Option(True, help="also replay a clip at its frame rate through the live pipeline"),
     video: Optional[Path] = typer.Option(None, help="clip for the end-to-end part (default: the bundled demo)"),
     e2e_seconds: float = typer.Option(15.0, help="length of the end-to-end replay"),
-    max_detections: int = typer.Option(1, min=1, help="detections per frame (1: as file/live run; each costs one mask-head pass)"),
+    max_detections: int = typer.Option(SHOWN_DETECTIONS, min=1, help="detections per frame (default: as file/live run; each costs one mask-head pass)"),
 ):
     """Benchmark the backends, stage by stage."""
     values = dict(locals())

@@ -17,7 +17,7 @@ from .measure import Stabiliser, measure
 from .overlay import Style, draw, lost_screen
 from .sinks import RowSink, ScanSummary, VideoSink, WindowSink, check_writable, public_mode
 from .sources import open_source
-from .types import CONFIDENT_SCORE, NERVE_SCORE, StreamsegError
+from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, StreamsegError
 
 
 @dataclass
@@ -40,9 +40,7 @@ class Options:
     duration_s: float | None = None
     cts_cutoff_mm2: float = 10.0
     score_thresh: float = NERVE_SCORE
-    # the pipeline shows one nerve, the best detection: more would only cost mask-head time (the
-    # 112² head runs once per detection). Evaluation keeps the checkpoint's cap for the PR curve.
-    max_detections: int = 1
+    max_detections: int = SHOWN_DETECTIONS  # evaluation keeps the checkpoint's cap for the PR curve
     confident: float = CONFIDENT_SCORE
     stable_window: int = 9
     width: int | None = None  # capture request (V4L2)

@@ -6,6 +6,7 @@ import csv
 import json
 
 import numpy as np
+import torch
 from typer.testing import CliRunner
 
 from streamseg.checkpoint import DEFAULT_WEIGHTS, load_model, read_checkpoint
@@ -20,7 +21,7 @@ def test_bundled_weights_are_small_fp16_and_describe_their_training():
     assert DEFAULT_WEIGHTS.stat().st_size <= 30 * 2**20
     blob = read_checkpoint(DEFAULT_WEIGHTS)
     assert blob["config"]["mask_head"] == "112"
-    assert {t.dtype for t in blob["state_dict"].values() if t.is_floating_point()} == {__import__("torch").float16}
+    assert {t.dtype for t in blob["state_dict"].values() if t.is_floating_point()} == {torch.float16}
     meta = blob["meta"]
     assert meta["data"]["patients"] >= 50 and set(meta["split"]) == {"train", "val", "test"}
     assert not set(meta["split"]["train"]) & set(meta["split"]["test"])

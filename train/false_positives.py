@@ -1,7 +1,7 @@
 """No nerve where there is none: run a model over clips that contain no median nerve (the lung
 clips in ../shared/data/video) and report the share of frames with a detection above each of
-THRESHOLDS: the paper's confidence (0.98), the runtime's display threshold and the score that counts
-a frame in the CSA summary (`--score-thresh`, `--confident`), and points in between. Every frame is decoded (PyAV) and run
+THRESHOLDS: the paper's confidence (0.98), the runtime's display and summary thresholds
+(`--score-thresh`, `--confident`), and points in between. Every frame is decoded (PyAV) and run
 through the runtime backend, as `streamseg file` does.
 
     python train/false_positives.py [--model CKPT] [--json OUT] CLIP [CLIP ...]
