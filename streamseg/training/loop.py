@@ -21,6 +21,7 @@ from ..model import ModelConfig, build_model, init_from_file
 from ..types import StreamsegError
 from .augment import PaperAugment
 from .dataset import NerveDataset, collate, load_split, patient_split, save_split, scan_folder, select
+from .negatives import MixedDataset, scan_negatives, split_negatives, top_scores
 
 
 @dataclass
@@ -45,6 +46,9 @@ class TrainConfig:
     max_iters_per_epoch: int | None = None  # for quick tests
     val_every: int = 1
     grad_clip: float = 10.0
+    negatives: str | None = None  # folder of nerve-free scans (split by group; train part used)
+    negative_share: float = 0.5  # nerve-free draws per epoch, as a share of the wrist scans
+    keep_epochs: bool = False  # also keep every epoch's checkpoint (OUT_eNNN.pt) for choosing later
     model: dict = field(default_factory=dict)  # ModelConfig fields
 
 
@@ -110,6 +114,12 @@ def train(cfg: TrainConfig, progress=None, log=print) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     ds = NerveDataset(train_s, mcfg.image_size, PaperAugment(cfg.intensity_aug, cfg.hflip))
+    neg_split = None
+    if cfg.negatives:
+        neg_split = split_negatives(scan_negatives(cfg.negatives), seed=cfg.seed)
+        ds = MixedDataset(ds, neg_split["train"], per_epoch=round(cfg.negative_share * len(ds)))
+        log(f"negatives: {len(neg_split['train'])} train / {len(neg_split['val'])} val / "
+            f"{len(neg_split['test'])} test images; {ds.per_epoch} nerve-free draws per epoch")
     sampler = torch.utils.data.DistributedSampler(ds, shuffle=True, seed=cfg.seed) if world > 1 else None
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
@@ -171,9 +181,13 @@ def train(cfg: TrainConfig, progress=None, log=print) -> dict:
             if val_s and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
                 model.eval()
                 summary, _ = evaluate_model(model, val_s, device=device)
-                model.train()
                 row.update({f"val_{k}": summary[k] for k in ("dice_median", "dice_mean", "precision", "recall",
-                                                             "top1_dice_mean")})
+                                                             "top1_dice_mean", "map")})
+                if neg_split and neg_split["val"]:
+                    tops = np.array(top_scores(model, neg_split["val"], device=device))
+                    row.update({"val_neg_over_098": float((tops > 0.98).mean()),
+                                "val_neg_over_095": float((tops > 0.95).mean())})
+                model.train()
             history.append(row)
             _append_logs(log_csv, log_jsonl, row)
             score = row.get("val_top1_dice_mean", -row["loss"])
@@ -181,6 +195,8 @@ def train(cfg: TrainConfig, progress=None, log=print) -> dict:
             if score is not None and score > best:
                 best = score
                 save_checkpoint(out, model, {**meta, "best_val_top1_dice_mean": score})
+            if cfg.keep_epochs:
+                save_checkpoint(out.with_name(f"{out.stem}_e{epoch + 1:03d}{out.suffix}"), model, meta)
             save_checkpoint(last_path, model, {**meta, "train_state": {"epoch": epoch, "best": best,
                                                                         "optimizer": opt.state_dict()}})
             log(json.dumps(row))
