@@ -263,7 +263,7 @@ def run(o: BenchOptions, log=print) -> dict:
 
 
 def write_report(report: dict, out_dir: Path) -> Path:
-    from .checkpoint import atomic_write
+    from .files import atomic_write
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

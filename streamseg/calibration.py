@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 from .types import StreamsegError
 
 PROFILES_FILE = "profiles.json"

@@ -4,36 +4,17 @@ Loaded with `weights_only=True`; written to a temp file and renamed, so it is ne
 """
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from .files import atomic_write, first_line
 from .model import ModelConfig, build_model
 from .types import StreamsegError
 
 FORMAT = "streamseg-checkpoint"
 VERSION = 1
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.pt"
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call write(tmp_path) then rename onto `path`; the target never exists half-written."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise StreamsegError(f"{path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except PermissionError:
-        raise StreamsegError(f"{path}: not writable") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_checkpoint(path, model: torch.nn.Module, meta: dict | None = None, half: bool = False) -> None:
@@ -73,8 +54,7 @@ def load_model(path=None, device: str | torch.device = "cpu", **overrides) -> to
     except StreamsegError:
         raise
     except (RuntimeError, KeyError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StreamsegError(f"{path}: weights do not fit the architecture it names ({first[:160]})") from None
+        raise StreamsegError(f"{path}: weights do not fit the architecture it names ({first_line(e)})") from None
     model.streamseg_meta = blob.get("meta", {})
     model.streamseg_source = str(path)
     return model.eval().to(device)
@@ -85,10 +65,3 @@ def default_weights() -> Path:
         raise StreamsegError(f"no bundled default model at {DEFAULT_WEIGHTS}; pass --model CKPT")
     return DEFAULT_WEIGHTS
 
-
-def file_sha256(path, limit: int | None = None) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:limit] if limit else h.hexdigest()

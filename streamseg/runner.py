@@ -15,7 +15,8 @@ from . import pipeline
 from .calibration import parse_crop, resolve
 from .measure import Stabiliser, measure
 from .overlay import Style, draw, lost_screen
-from .sinks import RowSink, ScanSummary, VideoSink, WindowSink, check_writable, public_mode
+from .files import check_writable, public_mode
+from .sinks import RowSink, ScanSummary, VideoSink, WindowSink
 from .sources import open_source
 from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, StreamsegError
 
@@ -168,7 +169,7 @@ def run(o: Options, log: Callable[[str], None] = print, backend=None) -> dict:
         video_frames=video.frames if video is not None else None)
     paths = summary_paths(o)
     if paths and stats.processed:
-        from .checkpoint import atomic_write
+        from .files import atomic_write
 
         text = json.dumps(result, indent=2) + "\n"
         atomic_write(paths[0], lambda tmp: (Path(tmp).write_text(text), public_mode(tmp)))

@@ -20,30 +20,10 @@ import av
 import cv2
 import numpy as np
 
-from .checkpoint import atomic_write
+from .files import atomic_write, check_writable, public_mode
 from .types import CONFIDENT_SCORE, NERVE_SCORE, Result, StreamsegError
 
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
-
-
-def public_mode(path) -> None:
-    """Temp files are created 0600; give the finished file the mode the umask allows."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def check_writable(path) -> Path:
-    """Fail early (before any work) when an output cannot be created."""
-    p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
-    if p.is_dir():
-        raise StreamsegError(f"{p}: is a folder, expected an output file")
-    if not parent.is_dir():
-        raise StreamsegError(f"{p}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
-        raise StreamsegError(f"{p}: not writable")
-    return p
 
 
 class VideoSink:

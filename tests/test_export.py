@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from streamseg import backends
 from streamseg.backends.export import artefact_path, ensure_onnx, export_onnx, read_sidecar, sidecar_path
 from streamseg.backends.split import DenseNet
-from streamseg.checkpoint import file_sha256, load_model, save_checkpoint
+from streamseg.checkpoint import load_model, save_checkpoint
+from streamseg.files import file_sha256
 from streamseg.cli import app
 from streamseg.types import StreamsegError
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from streamseg.checkpoint import file_sha256, load_model, read_checkpoint, save_checkpoint
+from streamseg.checkpoint import load_model, read_checkpoint, save_checkpoint
+from streamseg.files import file_sha256
 
 
 def main(src: str, dst: str) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import atomic_write, file_sha256
+from ..files import atomic_write, file_sha256
 from ..model import RUNTIME_KEYS
 from ..types import StreamsegError
 from .split import DenseNet, output_names

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import atomic_write, file_sha256
+from ..files import atomic_write, file_sha256
 from ..types import StreamsegError
 from .export import DEFAULT_DIR, artefact_path, base_meta, ensure_onnx, mismatch, read_sidecar, write_sidecar
 from .split import SplitBackend

@@ -137,7 +137,7 @@ def patient_split(samples: list[Sample], fractions=(0.7, 0.15, 0.15), seed: int 
 
 
 def save_split(path: str | Path, split: dict, samples: list[Sample], seed: int, source: str) -> None:
-    from ..checkpoint import atomic_write
+    from ..files import atomic_write
 
     by_patient = {}
     for s in samples:

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..checkpoint import atomic_write
+from ..files import atomic_write
 from .metrics import ImageResult
 
 PAPER = {"mask112": {"map": 0.903, "recall": 0.903, "precision": 0.903, "dice_median": 0.931, "dice_iqr": 0.027},

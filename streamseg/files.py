@@ -1,0 +1,62 @@
+"""Generic file helpers, torch-free: atomic writes, hashing, file modes, writability checks, and
+one-line error text. Every output of streamseg is written through `atomic_write`."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from .types import StreamsegError
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call write(tmp_path) then rename onto `path`; the target never exists half-written."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise StreamsegError(f"{path}: folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except PermissionError:
+        raise StreamsegError(f"{path}: not writable") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def file_sha256(path, hex_digits: int | None = None) -> str:
+    """SHA-256 of the whole file; `hex_digits` shortens the hex digest (never the bytes read)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:hex_digits] if hex_digits else h.hexdigest()
+
+
+def public_mode(path) -> None:
+    """Temp files are created 0600; give the finished file the mode the umask allows."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def check_writable(path) -> Path:
+    """Fail early (before any work) when an output cannot be created."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise StreamsegError(f"{p}: is a folder, expected an output file")
+    if not parent.is_dir():
+        raise StreamsegError(f"{p}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise StreamsegError(f"{p}: not writable")
+    return p
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """An exception as one short line: its first line of text, else its type name."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
