@@ -1,6 +1,9 @@
 """Training: SGD (paper: lr 1e-3, momentum 0.9, 150 epochs), L = Lcls + Lbbox + Lmask as torchvision
 computes it (plus the RPN's losses), AMP on CUDA, DistributedDataParallel under torchrun,
-per-epoch validation logged to CSV/JSONL, best (val Dice) and last checkpoints, resume."""
+per-epoch validation logged to CSV/JSONL, best (val Dice) and last checkpoints, resume.
+
+Laid out like torchvision's reference scripts: `train` is the flat main (`setup`, `resume`, then
+per epoch `train_one_epoch`, `validate` on rank 0, `save_epoch`)."""
 from __future__ import annotations
 
 import csv
@@ -75,6 +78,11 @@ def _distributed() -> tuple[int, int, int]:
     return world, rank, local
 
 
+def _device(name: str, world: int, local: int) -> torch.device:
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    return torch.device("cuda", local) if device.type == "cuda" and world > 1 else device
+
+
 def prepare_split(cfg: TrainConfig, samples) -> dict:
     if cfg.split and Path(cfg.split).is_file():
         split = load_split(cfg.split)
@@ -82,29 +90,77 @@ def prepare_split(cfg: TrainConfig, samples) -> dict:
         split = patient_split(samples, seed=cfg.seed)
         if cfg.split:
             save_split(cfg.split, split, samples, cfg.seed, source=str(cfg.data))
-    unknown = {s.patient for s in samples} - set(split["train"]) - set(split["val"]) - set(split["test"])
+    unknown = {s.patient for s in samples} - {p for part in ("train", "val", "test") for p in split[part]}
     if unknown:
         raise StreamsegError(f"{cfg.split}: patients {sorted(unknown)[:5]} are in the data but not in the split")
     return split
 
 
-def train(cfg: TrainConfig, progress=None, log=print) -> dict:
-    """Train and return a summary (paths, best val metrics, seconds)."""
-    from .evaluate import evaluate_model  # late: evaluate imports the runtime backends
+@dataclass
+class Run:
+    """What one training run holds between its steps (torchvision references keep these in main)."""
 
+    cfg: TrainConfig
+    mcfg: ModelConfig  # the architecture `model` was built from
+    device: torch.device
+    world: int
+    rank: int
+    model: torch.nn.Module
+    params: list
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loader: torch.utils.data.DataLoader
+    sampler: torch.utils.data.DistributedSampler | None
+    iters_per_epoch: int
+    val_s: list
+    neg_val: list[Path]  # nerve-free validation images (empty without --negatives)
+    meta_base: dict  # checkpoint meta shared by every epoch
+    ddp: torch.nn.Module | None = None  # the model, wrapped for DistributedDataParallel under torchrun
+
+    @property
+    def total_iters(self) -> int:
+        return self.iters_per_epoch * self.cfg.epochs
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    @property
+    def last_path(self) -> Path:
+        return self.out.with_name(self.out.stem + "_last" + self.out.suffix)
+
+
+def _train_set(cfg: TrainConfig, mcfg: ModelConfig, train_s, log) -> tuple[torch.utils.data.Dataset, list[Path]]:
+    """The augmented wrist scans (+ nerve-free draws with --negatives) and the validation negatives."""
+    ds = NerveDataset(train_s, mcfg.image_size, PaperAugment(cfg.intensity_aug, cfg.hflip))
+    if not cfg.negatives:
+        return ds, []
+    neg_split = split_negatives(scan_negatives(cfg.negatives), seed=cfg.seed)
+    ds = MixedDataset(ds, neg_split["train"], per_epoch=round(cfg.negative_share * len(ds)))
+    log(f"negatives: {len(neg_split['train'])} train / {len(neg_split['val'])} val / "
+        f"{len(neg_split['test'])} test images; {ds.per_epoch} nerve-free draws per epoch")
+    return ds, neg_split["val"]
+
+
+def _loader(cfg: TrainConfig, ds, world: int):
+    sampler = torch.utils.data.DistributedSampler(ds, shuffle=True, seed=cfg.seed) if world > 1 else None
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+                                         num_workers=cfg.workers, collate_fn=collate, drop_last=len(ds) > cfg.batch_size,
+                                         generator=gen, persistent_workers=cfg.workers > 0)
+    return loader, sampler
+
+
+def setup(cfg: TrainConfig, log=print) -> Run:
+    """Device, seed, patient split, model (+ --init), optimizer and data loader of a run."""
     world, rank, local = _distributed()
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", local)
+    device = _device(cfg.device, world, local)
     _seed_all(cfg.seed + rank)
     samples = scan_folder(cfg.data)
     split = prepare_split(cfg, samples)
     train_s, val_s = select(samples, split["train"]), select(samples, split["val"])
     if not train_s:
         raise StreamsegError(f"{cfg.data}: the split leaves no training images")
-
-    out = Path(cfg.out)
-    last_path = out.with_name(out.stem + "_last" + out.suffix)
     mcfg = ModelConfig.from_dict(cfg.model)
     model = build_model(mcfg)
     if cfg.init:
@@ -113,117 +169,160 @@ def train(cfg: TrainConfig, progress=None, log=print) -> dict:
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    ds = NerveDataset(train_s, mcfg.image_size, PaperAugment(cfg.intensity_aug, cfg.hflip))
-    neg_split = None
-    if cfg.negatives:
-        neg_split = split_negatives(scan_negatives(cfg.negatives), seed=cfg.seed)
-        ds = MixedDataset(ds, neg_split["train"], per_epoch=round(cfg.negative_share * len(ds)))
-        log(f"negatives: {len(neg_split['train'])} train / {len(neg_split['val'])} val / "
-            f"{len(neg_split['test'])} test images; {ds.per_epoch} nerve-free draws per epoch")
-    sampler = torch.utils.data.DistributedSampler(ds, shuffle=True, seed=cfg.seed) if world > 1 else None
-    gen = torch.Generator().manual_seed(cfg.seed)
-    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-                                         num_workers=cfg.workers, collate_fn=collate, drop_last=len(ds) > cfg.batch_size,
-                                         generator=gen, persistent_workers=cfg.workers > 0)
-    iters_per_epoch = min(len(loader), cfg.max_iters_per_epoch or len(loader))
-    total_iters = iters_per_epoch * cfg.epochs
-    start_epoch, best, history = 0, -1.0, []
-    if cfg.resume and last_path.is_file():
-        blob = read_checkpoint(last_path)
-        model.load_state_dict(blob["state_dict"])
-        state = blob["meta"]["train_state"]
-        opt.load_state_dict(state["optimizer"])
-        start_epoch, best = state["epoch"] + 1, state["best"]
-        log(f"resumed from {last_path} at epoch {start_epoch}")
-    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
-        if world > 1 else model
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
-    log_csv, log_jsonl = out.with_suffix(".csv"), out.with_suffix(".jsonl")
-    t_start = time.time()
-    task = progress.add_task("train", total=total_iters, completed=start_epoch * iters_per_epoch) if progress and rank == 0 else None
+    ds, neg_val = _train_set(cfg, mcfg, train_s, log)
+    loader, sampler = _loader(cfg, ds, world)
     meta_base = {"train": {k: v for k, v in asdict(cfg).items() if k != "model"},
                  "data": {"source": str(cfg.data), "images": len(samples), "patients": len({s.patient for s in samples}),
                           "train_images": len(train_s), "val_images": len(val_s)}, "split": split}
+    return Run(cfg, mcfg, device, world, rank, model, params, opt,
+               scaler=torch.amp.GradScaler("cuda", enabled=device.type == "cuda"), loader=loader, sampler=sampler,
+               iters_per_epoch=min(len(loader), cfg.max_iters_per_epoch or len(loader)), val_s=val_s,
+               neg_val=neg_val, meta_base=meta_base)
+
+
+def resume(run: Run, log=print) -> tuple[int, float]:
+    """(first epoch, best score so far): from OUT_last.pt with --resume, else (0, -1)."""
+    if not (run.cfg.resume and run.last_path.is_file()):
+        return 0, -1.0
+    blob = read_checkpoint(run.last_path)
+    run.model.load_state_dict(blob["state_dict"])
+    state = blob["meta"]["train_state"]
+    run.opt.load_state_dict(state["optimizer"])
+    log(f"resumed from {run.last_path} at epoch {state['epoch'] + 1}")
+    return state["epoch"] + 1, state["best"]
+
+
+def _wrap(run: Run) -> torch.nn.Module:
+    if run.world == 1:
+        return run.model
+    device_ids = [run.device] if run.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(run.model, device_ids=device_ids)
+
+
+def _step(run: Run, images, targets, epoch: int, i: int) -> tuple[dict, torch.Tensor]:
+    """One optimizer step (AMP on CUDA, gradient clipping); the losses it took."""
+    images = [im.to(run.device, non_blocking=True) for im in images]
+    targets = [{k: v.to(run.device) for k, v in t.items()} for t in targets]
+    with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.device.type == "cuda"):
+        losses = run.ddp(images, targets)
+    loss = sum(losses.values())
+    if not torch.isfinite(loss):
+        raise StreamsegError(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}: lower --lr")
+    run.opt.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.unscale_(run.opt)
+    torch.nn.utils.clip_grad_norm_(run.params, run.cfg.grad_clip)
+    run.scaler.step(run.opt)
+    run.scaler.update()
+    return losses, loss
+
+
+def train_one_epoch(run: Run, epoch: int, progress=None, task=None) -> dict[str, float]:
+    """One pass (at most --max-iters-per-epoch steps); the mean of each loss and of their sum."""
+    cfg = run.cfg
+    if run.sampler is not None:
+        run.sampler.set_epoch(epoch)
+    run.ddp.train()
+    sums: dict[str, float] = {}
+    n = 0
+    for i, (images, targets) in enumerate(run.loader):
+        if i >= run.iters_per_epoch:
+            break
+        for g in run.opt.param_groups:
+            g["lr"] = cfg.lr * _lr_factor(cfg, epoch * run.iters_per_epoch + i, run.total_iters)
+        losses, loss = _step(run, images, targets, epoch, i)
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+        n += 1
+        if task is not None:
+            progress.update(task, advance=1, description=f"epoch {epoch + 1}/{cfg.epochs} loss {sums['loss'] / n:.3f}")
+    return {k: round(v / max(n, 1), 5) for k, v in sums.items()}
+
+
+VAL_KEYS = ("dice_median", "dice_mean", "precision", "recall", "top1_dice_mean", "map")
+
+
+def validate(model: torch.nn.Module, samples, negatives: list[Path], device) -> dict[str, float]:
+    """The validation columns of a log row: paper metrics on the validation patients (val_*) and the
+    share of nerve-free validation images whose top detection scores above 0.98 / 0.95."""
+    from .evaluate import evaluate_model  # late: evaluate imports the runtime backends
+
+    model.eval()
+    summary, _ = evaluate_model(model, samples, device=device)
+    cols = {f"val_{k}": summary[k] for k in VAL_KEYS}
+    if negatives:
+        tops = np.array(top_scores(model, negatives, device=device))
+        cols.update({"val_neg_over_098": float((tops > 0.98).mean()), "val_neg_over_095": float((tops > 0.95).mean())})
+    model.train()
+    return cols
+
+
+def save_epoch(run: Run, epoch: int, row: dict, history: list[dict], best: float, log=print) -> float:
+    """Log the epoch's row (CSV, JSONL, `log`) and write OUT (when the score is the best so far),
+    OUT_eNNN (--keep-epochs) and OUT_last (with the state --resume needs); returns the best score."""
+    history.append(row)
+    _append_logs(run.out.with_suffix(".csv"), run.out.with_suffix(".jsonl"), row)
+    score = row.get("val_top1_dice_mean", -row["loss"])
+    meta = {**run.meta_base, "epoch": epoch + 1, "history_tail": history[-3:]}
+    if score is not None and score > best:
+        best = score
+        save_checkpoint(run.out, run.model, {**meta, "best_val_top1_dice_mean": score})
+    if run.cfg.keep_epochs:
+        save_checkpoint(run.out.with_name(f"{run.out.stem}_e{epoch + 1:03d}{run.out.suffix}"), run.model, meta)
+    save_checkpoint(run.last_path, run.model, {**meta, "train_state": {"epoch": epoch, "best": best,
+                                                                        "optimizer": run.opt.state_dict()}})
+    log(json.dumps(row))
+    return best
+
+
+def train(cfg: TrainConfig, progress=None, log=print) -> dict:
+    """Train and return a summary (paths, best val metrics, seconds)."""
+    run = setup(cfg, log)
+    start_epoch, best = resume(run, log)
+    run.ddp = _wrap(run)
+    history: list[dict] = []
+    t_start = time.time()
+    task = progress.add_task("train", total=run.total_iters, completed=start_epoch * run.iters_per_epoch) \
+        if progress and run.rank == 0 else None
     for epoch in range(start_epoch, cfg.epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        ddp.train()
-        sums: dict[str, float] = {}
-        n = 0
-        for i, (images, targets) in enumerate(loader):
-            if i >= iters_per_epoch:
-                break
-            it = epoch * iters_per_epoch + i
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * _lr_factor(cfg, it, total_iters)
-            images = [im.to(device, non_blocking=True) for im in images]
-            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-            with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-                losses = ddp(images, targets)
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise StreamsegError(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}: lower --lr")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-            n += 1
-            if task is not None:
-                progress.update(task, advance=1, description=f"epoch {epoch + 1}/{cfg.epochs} loss {sums['loss'] / n:.3f}")
-        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t_start, 1),
-               **{k: round(v / max(n, 1), 5) for k, v in sums.items()}}
-        if rank == 0:
-            if val_s and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
-                model.eval()
-                summary, _ = evaluate_model(model, val_s, device=device)
-                row.update({f"val_{k}": summary[k] for k in ("dice_median", "dice_mean", "precision", "recall",
-                                                             "top1_dice_mean", "map")})
-                if neg_split and neg_split["val"]:
-                    tops = np.array(top_scores(model, neg_split["val"], device=device))
-                    row.update({"val_neg_over_098": float((tops > 0.98).mean()),
-                                "val_neg_over_095": float((tops > 0.95).mean())})
-                model.train()
-            history.append(row)
-            _append_logs(log_csv, log_jsonl, row)
-            score = row.get("val_top1_dice_mean", -row["loss"])
-            meta = {**meta_base, "epoch": epoch + 1, "history_tail": history[-3:]}
-            if score is not None and score > best:
-                best = score
-                save_checkpoint(out, model, {**meta, "best_val_top1_dice_mean": score})
-            if cfg.keep_epochs:
-                save_checkpoint(out.with_name(f"{out.stem}_e{epoch + 1:03d}{out.suffix}"), model, meta)
-            save_checkpoint(last_path, model, {**meta, "train_state": {"epoch": epoch, "best": best,
-                                                                        "optimizer": opt.state_dict()}})
-            log(json.dumps(row))
-    if world > 1:
+        losses = train_one_epoch(run, epoch, progress, task)
+        row = {"epoch": epoch + 1, "lr": run.opt.param_groups[0]["lr"], "seconds": round(time.time() - t_start, 1),
+               **losses}
+        if run.rank == 0:
+            if run.val_s and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
+                row.update(validate(run.model, run.val_s, run.neg_val, run.device))
+            best = save_epoch(run, epoch, row, history, best, log)
+    if run.world > 1:
         dist.barrier()
         dist.destroy_process_group()
-    return {"best": str(out), "last": str(last_path), "best_score": best, "seconds": time.time() - t_start,
+    return {"best": str(run.out), "last": str(run.last_path), "best_score": best, "seconds": time.time() - t_start,
             "history": history}
 
 
 def _append_logs(csv_path: Path, jsonl_path: Path, row: dict) -> None:
     with open(jsonl_path, "a") as f:
         f.write(json.dumps(row) + "\n")
-    new = not csv_path.exists()
-    if not new:  # a later epoch may add validation columns: rewrite from the JSONL when the header grows
-        with open(csv_path, newline="") as f:
-            header = next(csv.reader(f), [])
-        if set(row) - set(header):
-            rows = [json.loads(line) for line in open(jsonl_path)]
-            keys = list(dict.fromkeys(k for r in rows for k in r))
-            with open(csv_path, "w", newline="") as f:
-                w = csv.DictWriter(f, keys)
-                w.writeheader()
-                w.writerows(rows)
-            return
-    with open(csv_path, "a", newline="") as f:
-        w = csv.DictWriter(f, list(row) if new else header)
-        if new:
+    header = _csv_header(csv_path)
+    if header is None:
+        _write_csv(csv_path, "a", list(row), [row], with_header=True)
+    elif set(row) <= set(header):
+        _write_csv(csv_path, "a", header, [row], with_header=False)
+    else:  # a later epoch may add validation columns: rewrite from the JSONL when the header grows
+        rows = [json.loads(line) for line in open(jsonl_path)]
+        _write_csv(csv_path, "w", list(dict.fromkeys(k for r in rows for k in r)), rows, with_header=True)
+
+
+def _csv_header(path: Path) -> list[str] | None:
+    if not path.exists():
+        return None
+    with open(path, newline="") as f:
+        return next(csv.reader(f), [])
+
+
+def _write_csv(path: Path, mode: str, keys: list[str], rows: list[dict], with_header: bool) -> None:
+    with open(path, mode, newline="") as f:
+        w = csv.DictWriter(f, keys)
+        if with_header:
             w.writeheader()
-        w.writerow(row)
+        w.writerows(rows)
