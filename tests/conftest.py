@@ -38,14 +38,17 @@ def video_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def small_checkpoint(tmp_path_factory) -> Path:
-    """A small model (MobileNetV3-FPN, mask112) with BatchNorm statistics set on real images,
-    saved as a real checkpoint. Untrained: it finds boxes, not nerves. For plumbing tests."""
+    """A small model (MobileNetV3-FPN, mask112) with BatchNorm statistics set on real images (the
+    bundled sample, run through the backbone in train-mode BN under no_grad), saved as a real
+    checkpoint. Untrained heads: it finds boxes, not nerves. For plumbing tests."""
+    from streamseg.backends.calibrate import calibrate_batchnorm, sample_images
     from streamseg.checkpoint import save_checkpoint
     from streamseg.model import build_model
 
     torch.manual_seed(0)
     model = build_model(backbone="mobilenet_v3_large", mask_head="112", box_head_width=256, max_detections=2,
                         rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50)
+    assert calibrate_batchnorm(model, sample_images()) > 0
     path = tmp_path_factory.mktemp("ckpt") / "small.pt"
     save_checkpoint(path, model.eval(), meta={"note": "untrained test model"})
     return path

@@ -104,14 +104,18 @@ def test_the_pipeline_runs_one_detection_the_best(sample_dir, small_checkpoint, 
 def test_depth_calibration_and_crop(sample_dir, small_checkpoint, tmp_path):
     out, table = tmp_path / "c.mp4", tmp_path / "c.csv"
     code, text = invoke(["file", sample_dir / "demo.mp4", "--out", out, "--csv", table, "--no-show", "--model",
-                         small_checkpoint, "--max-frames", "3", "--crop", "100,50,400,300", "--depth-mm", "30"])
+                         small_checkpoint, "--max-frames", "3", "--crop", "100,50,400,300", "--depth-mm", "30",
+                         "--score-thresh", "0"])  # untrained: show its best box, so that every frame has an area
     assert code == 0, text
     with av.open(str(out)) as c:
         assert (c.streams.video[0].width, c.streams.video[0].height) == (400, 300)
+    checked = 0
     for x in rows(table):
         assert float(x["mm_per_px"]) == pytest.approx(0.1)
         if x["area_px"]:
             assert float(x["csa_mm2"]) == pytest.approx(float(x["area_px"]) * 0.01, rel=1e-3)
+            checked += 1
+    assert checked > 0, "no frame had a mask: the CSA check never ran"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
