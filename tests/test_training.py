@@ -1,4 +1,5 @@
 """Training on real scans: the loss goes down, checkpoints round-trip, resume, eval outputs, DDP."""
+import csv
 import json
 import os
 import subprocess
@@ -81,11 +82,19 @@ def test_train_resume_and_eval_cli(sample_dir, tmp_path):
                             "--out-dir", str(tmp_path / "ev"), "--mm-per-px", "0.05"])
     assert r.exit_code == 0, r.output
     doc = json.loads((tmp_path / "e.json").read_text())
-    s = doc["summary"]
-    assert s["images"] == 7 and s["tp"] + s["fn"] >= 0 and "dice_median" in s and "map" in s
+    s, per_image = doc["summary"], doc["per_image"]
+    assert s["images"] == len(per_image) == 7 and "dice_median" in s and "map" in s
+    for r in per_image:  # paper rule: each nerve is a TP, an FN (no confident box), or neither behind confident FPs
+        assert r["tp"] + r["fn"] == (0 if r["fp"] and not r["tp"] else 1), r
+    only_fp = sum(1 for r in per_image if r["fp"] and not r["tp"])
+    assert s["tp"] + s["fn"] == s["images"] - only_fp
+    with open(tmp_path / "ev" / "per_image.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 7
+    for k in ("tp", "fp", "fn"):
+        assert s[k] == sum(r[k] for r in per_image) == sum(int(r[k]) for r in table), k
     for f in ("per_image.csv", "dice_boxplot.png", "worst_cases.png"):
         assert (tmp_path / "ev" / f).stat().st_size > 100
-    assert (tmp_path / "ev" / "per_image.csv").read_text().count("\n") == 8
 
 
 def test_cli_bad_input_is_one_line(sample_dir, tmp_path):
