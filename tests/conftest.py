@@ -1,5 +1,5 @@
-"""Shared fixtures: the bundled real sample (always present), ../shared/data (when beside the repo),
-and a small untrained-but-valid checkpoint for pipeline tests."""
+"""Shared fixtures: the bundled real sample (always present), ../shared/data (when beside the repo;
+required under CI=true, see `shared_data`), and small untrained-but-valid checkpoints for pipeline tests."""
 from __future__ import annotations
 
 import os
@@ -20,20 +20,40 @@ def sample_dir() -> Path:
     return SAMPLE
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1")
+
+
+def shared_data(name: str, needs: str = "") -> Path:
+    """The folder ../shared/data/NAME (STREAMSEG_SHARED replaces ../shared), which must hold `needs`.
+
+    Missing: the test skips on a developer's machine without the data, but fails under CI=true,
+    where the data is promised and a skip would hide that it is gone. Every test that reads
+    ../shared/data goes through here."""
+    p = SHARED / name
+    if not (p / needs).is_dir():
+        msg = f"real data not beside the repo ({p / needs})"
+        if in_ci():
+            pytest.fail(f"{msg}: CI=true promises ../shared/data; put it back or set STREAMSEG_SHARED",
+                        pytrace=False)
+        pytest.skip(msg)
+    return p
+
+
 @pytest.fixture(scope="session")
 def univpm_dir() -> Path:
-    p = SHARED / "median-nerve-univpm"
-    if not (p / "images").is_dir():
-        pytest.skip(f"real data not beside the repo ({p})")
-    return p
+    return shared_data("median-nerve-univpm", needs="images")
 
 
 @pytest.fixture(scope="session")
 def video_dir() -> Path:
-    p = SHARED / "video"
-    if not p.is_dir():
-        pytest.skip(f"real clips not beside the repo ({p})")
-    return p
+    return shared_data("video")
+
+
+@pytest.fixture(scope="session")
+def negatives_dir() -> Path:
+    """Nerve-free scans of other anatomy (muscle, fetal head), listed in manifest.csv."""
+    return shared_data("negatives")
 
 
 @pytest.fixture(scope="session")
