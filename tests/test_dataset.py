@@ -17,9 +17,7 @@ def test_scan_bundled_sample_reads_patients_from_manifest(sample_dir):
 
 
 def test_patient_from_prefix_without_manifest(sample_dir, tmp_path):
-    shutil.copytree(sample_dir / "images", tmp_path / "images")
-    shutil.copytree(sample_dir / "masks", tmp_path / "masks")
-    samples = scan_folder(tmp_path)
+    samples = scan_folder(_copy(sample_dir, tmp_path))
     assert {s.name: s.patient for s in samples}["Pz074-001"] == "Pz074"
 
 
