@@ -56,14 +56,6 @@ def pct(xs_s: list[float]) -> dict:
             "p99": float(np.percentile(a, 99)), "max": float(a.max()), "mean": float(a.mean()), "n": int(a.size)}
 
 
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise StreamsegError(f"--device {name}: no CUDA device available")
-    return name
-
-
 def make_model(o: BenchOptions):
     """-> (model, description). A checkpoint as trained, or an architecture with calibrated BN."""
     from .backends.calibrate import bench_model, sample_images
@@ -221,9 +213,10 @@ def machine() -> dict:
 
 
 def run(o: BenchOptions, log=print) -> dict:
+    from .backends import select_device
     from .backends.calibrate import sample_images
 
-    device = resolve_device(o.device)
+    device = select_device(o.device, "--device")
     if o.frames < 1 or o.warmup < 0:
         raise StreamsegError("--frames must be >= 1 and --warmup >= 0")
     plan = default_plan(device, o.backends, o.precisions)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .base import Backend, ensure_bgr, postprocess, preprocess, to_tensor
+from .device import select_device
 from ..types import StreamsegError
 
 BACKENDS = ("auto", "torch", "compiled", "onnxruntime", "tensorrt")
@@ -29,18 +30,15 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = 
          engines_dir=None, log=None, **overrides) -> Backend:
     """Open a backend by name for a checkpoint (None = the bundled default) or an in-memory `model`.
 
-    Compiled backends build their artefacts into `engines_dir` (default `engines/`) on first use
+    `device`: "cpu", "cuda[:N]" or "auto" (`select_device`). Compiled backends build their
+    artefacts into `engines_dir` (default `engines/`) on first use
     and reuse them while their sidecar matches. `auto` picks the fastest available on `device`.
     """
     from .export import DEFAULT_DIR
 
     if name not in BACKENDS:
         raise StreamsegError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
-    if str(device).startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise StreamsegError(f"device {device!r} asked for, but no CUDA GPU is visible")
+    device = select_device(device, "device")
     if name == "tensorrt":
         from .tensorrt import import_tensorrt
 
@@ -69,4 +67,5 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = 
     return open_tensorrt(model, device, half, out, log=log)
 
 
-__all__ = ["Backend", "load", "available", "BACKENDS", "ensure_bgr", "postprocess", "preprocess", "to_tensor"]
+__all__ = ["Backend", "load", "available", "select_device", "BACKENDS", "ensure_bgr", "postprocess", "preprocess",
+           "to_tensor"]

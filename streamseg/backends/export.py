@@ -22,6 +22,7 @@ from torch import nn
 from ..files import atomic_write, file_sha256
 from ..model import RUNTIME_KEYS
 from ..types import StreamsegError
+from .device import select_device
 from .split import DenseNet, output_names
 
 DEFAULT_DIR = Path(os.environ.get("STREAMSEG_ENGINES", "engines"))
@@ -186,6 +187,5 @@ def build(model: nn.Module, fmt: str, out_dir: str | Path = DEFAULT_DIR, half: b
         return [onnx_path, path, sidecar_path(path)]
     from .compiled import ensure_compiled
 
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    path = ensure_compiled(model, out, dev, batch, half, force=True, log=log)
+    path = ensure_compiled(model, out, select_device(device or "auto"), batch, half, force=True, log=log)
     return [path, sidecar_path(path)]

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..files import atomic_write, file_sha256
 from ..types import StreamsegError
+from .device import select_device
 from .export import DEFAULT_DIR, artefact_path, base_meta, ensure_onnx, mismatch, read_sidecar, write_sidecar
 from .split import SplitBackend
 
@@ -74,8 +75,7 @@ def build_engine(trt, onnx_path: Path, engine_path: Path, half: bool, log=None) 
 def ensure_engine(model: nn.Module, onnx_path: Path, out_dir=DEFAULT_DIR, batch: int = 1, half: bool = False,
                   force: bool = False, log=None) -> Path:
     trt = import_tensorrt()
-    if not torch.cuda.is_available():
-        raise StreamsegError("TensorRT engines need a CUDA GPU, and none is visible")
+    select_device("cuda", "TensorRT engines need")
     path = artefact_path(model, out_dir, "engine", batch, half)
     expected = _expected(trt, model, Path(onnx_path), batch, half)
     why = "forced" if force else mismatch(path, expected)
@@ -128,8 +128,8 @@ class TrtDense:
 def open_tensorrt(model: nn.Module, device: str = "cuda", half: bool = True, out_dir=DEFAULT_DIR,
                   log=None) -> SplitBackend:
     trt = import_tensorrt()
-    dev = torch.device(device)
-    if dev.type != "cuda" or not torch.cuda.is_available():
+    dev = torch.device(select_device(device, "device"))
+    if dev.type != "cuda":
         raise StreamsegError("the tensorrt backend needs a CUDA device (--device cuda)")
     onnx_path = ensure_onnx(model, out_dir, 1, False, log)
     path = ensure_engine(model, onnx_path, out_dir, 1, half, log=log)

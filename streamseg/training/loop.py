@@ -90,10 +90,11 @@ def prepare_split(cfg: TrainConfig, samples) -> dict:
 
 def train(cfg: TrainConfig, progress=None, log=print) -> dict:
     """Train and return a summary (paths, best val metrics, seconds)."""
+    from ..backends.device import select_device
     from .evaluate import evaluate_model  # late: evaluate imports the runtime backends
 
     world, rank, local = _distributed()
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    device = torch.device(select_device(cfg.device))
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local)
     _seed_all(cfg.seed + rank)
