@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from streamseg import backends  # noqa: E402
-from streamseg.backends.calibrate import bench_model  # noqa: E402
+from streamseg.backends.bn_warmup import bench_model  # noqa: E402
 from streamseg.backends.parity import compare  # noqa: E402
 from streamseg.bench import BenchOptions, machine, open_backend, run_backend  # noqa: E402
 from streamseg.types import StreamsegError  # noqa: E402

@@ -57,8 +57,9 @@ def pct(xs_s: list[float]) -> dict:
 
 
 def make_model(o: BenchOptions):
-    """-> (model, description). A checkpoint as trained, or an architecture with calibrated BN."""
-    from .backends.calibrate import bench_model, sample_images
+    """-> (model, description). A checkpoint as trained, or an architecture with BatchNorm warmed up
+    on real images."""
+    from .backends.bn_warmup import bench_model, sample_images
 
     if o.model is not None:
         from .checkpoint import load_model
@@ -67,7 +68,7 @@ def make_model(o: BenchOptions):
         return model, f"checkpoint {o.model}, at most {o.max_detections} detection(s)"
     images = sample_images(o.images) if o.images else sample_images()
     model = bench_model(o.backbone, o.mask_head, images=images, max_detections=o.max_detections)
-    return model, (f"{o.backbone} mask{o.mask_head}, untrained, BN calibrated on {len(images)} real images, "
+    return model, (f"{o.backbone} mask{o.mask_head}, untrained, BN warmed up on {len(images)} real images, "
                    f"score threshold 0, {o.max_detections} detection(s)")
 
 
@@ -214,7 +215,7 @@ def machine() -> dict:
 
 def run(o: BenchOptions, log=print) -> dict:
     from .backends import select_device
-    from .backends.calibrate import sample_images
+    from .backends.bn_warmup import sample_images
 
     device = select_device(o.device, "--device")
     if o.frames < 1 or o.warmup < 0:

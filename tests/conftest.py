@@ -71,7 +71,7 @@ def calibrated_checkpoint(tmp_path_factory) -> Path:
     """A small model (MobileNetV3-FPN, mask112) whose BatchNorm statistics are set on the bundled
     real images and whose score threshold is 0, so every frame has its 2 detections: what parity
     and export tests compare. Untrained heads: it finds boxes, not nerves."""
-    from streamseg.backends.calibrate import bench_model
+    from streamseg.backends.bn_warmup import bench_model
     from streamseg.checkpoint import save_checkpoint
 
     model = bench_model("mobilenet_v3_large", "112", box_head_width=256, max_detections=2, fpn_channels=128,
