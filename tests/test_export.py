@@ -10,7 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from streamseg import backends
-from streamseg.backends.export import artefact_path, ensure_onnx, export_onnx, read_sidecar, sidecar_path
+from streamseg.backends.artefacts import artefact_path, read_sidecar, sidecar_path
+from streamseg.backends.onnx_export import ensure_onnx, export_onnx
 from streamseg.backends.split import DenseNet
 from streamseg.checkpoint import load_model, save_checkpoint
 from streamseg.files import file_sha256

@@ -34,7 +34,7 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = 
     artefacts into `engines_dir` (default `engines/`) on first use
     and reuse them while their sidecar matches. `auto` picks the fastest available on `device`.
     """
-    from .export import DEFAULT_DIR
+    from .artefacts import DEFAULT_DIR
 
     if name not in BACKENDS:
         raise StreamsegError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")

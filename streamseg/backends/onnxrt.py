@@ -8,8 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..files import first_line
 from ..types import StreamsegError
-from .export import DEFAULT_DIR, ensure_onnx, read_sidecar
+from .artefacts import DEFAULT_DIR, read_sidecar
+from .onnx_export import ensure_onnx
 from .split import SplitBackend
 
 _NP = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16}
@@ -57,8 +59,7 @@ class OrtDense:
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
         except Exception as e:  # noqa: BLE001 - a corrupt graph is one clear line
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise StreamsegError(f"{self.path}: onnxruntime cannot load it ({first[:160]})") from None
+            raise StreamsegError(f"{self.path}: onnxruntime cannot load it ({first_line(e, 160)})") from None
         self.device = device
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -100,6 +101,7 @@ def open_onnxruntime(model: nn.Module, device: str = "cpu", half: bool = False, 
     meta = read_sidecar(onnx_path) or {}
     threads = int(os.environ.get("STREAMSEG_ORT_THREADS", 0)) or None
     dense = OrtDense(onnx_path, dev, threads)
-    if meta.get("config", {}).get("backbone", model.streamseg_config.backbone) != model.streamseg_config.backbone:
+    backbone = model.streamseg_config.backbone
+    if meta.get("config", {}).get("backbone", backbone) != backbone:
         raise StreamsegError(f"{onnx_path}: built for another architecture ({meta['config']['backbone']})")
     return SplitBackend(model, dense, device, half, name="onnxruntime")

@@ -16,8 +16,9 @@ from torch import nn
 
 from ..files import atomic_write, file_sha256
 from ..types import StreamsegError
+from .artefacts import DEFAULT_DIR, artefact_path, base_meta, ensure_artefact, load_or_rebuild, read_sidecar
 from .device import select_device
-from .export import DEFAULT_DIR, artefact_path, base_meta, ensure_onnx, mismatch, read_sidecar, write_sidecar
+from .onnx_export import ensure_onnx
 from .split import SplitBackend
 
 WORKSPACE_BYTES = 4 << 30
@@ -76,15 +77,10 @@ def ensure_engine(model: nn.Module, onnx_path: Path, out_dir=DEFAULT_DIR, batch:
                   force: bool = False, log=None) -> Path:
     trt = import_tensorrt()
     select_device("cuda", "TensorRT engines need")
+    onnx_path = Path(onnx_path)
     path = artefact_path(model, out_dir, "engine", batch, half)
-    expected = _expected(trt, model, Path(onnx_path), batch, half)
-    why = "forced" if force else mismatch(path, expected)
-    if why:
-        if log and why not in ("missing", "forced"):
-            log(f"rebuilding {path.name}: {why}")
-        build_engine(trt, Path(onnx_path), path, half, log)
-        write_sidecar(path, expected)
-    return path
+    return ensure_artefact(path, _expected(trt, model, onnx_path, batch, half),
+                           lambda p: build_engine(trt, onnx_path, p, half, log), force=force, log=log)
 
 
 class TrtDense:
@@ -132,13 +128,7 @@ def open_tensorrt(model: nn.Module, device: str = "cuda", half: bool = True, out
     if dev.type != "cuda":
         raise StreamsegError("the tensorrt backend needs a CUDA device (--device cuda)")
     onnx_path = ensure_onnx(model, out_dir, 1, False, log)
-    path = ensure_engine(model, onnx_path, out_dir, 1, half, log=log)
     order = (read_sidecar(onnx_path) or {}).get("outputs")
-    try:
-        dense = TrtDense(trt, path, dev, order)
-    except StreamsegError:
-        if log:
-            log(f"rebuilding {path.name}: it does not deserialise")
-        path = ensure_engine(model, onnx_path, out_dir, 1, half, force=True, log=log)
-        dense = TrtDense(trt, path, dev, order)
+    dense = load_or_rebuild(lambda force: ensure_engine(model, onnx_path, out_dir, 1, half, force, log),
+                            lambda path: TrtDense(trt, path, dev, order), log)
     return SplitBackend(model, dense, device, half, name="tensorrt")
