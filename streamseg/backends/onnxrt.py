@@ -90,7 +90,7 @@ class OrtDense:
 
 
 def open_onnxruntime(model: nn.Module, device: str = "cpu", half: bool = False, out_dir=DEFAULT_DIR,
-                     onnx_path: str | Path | None = None, log=None) -> SplitBackend:
+                     log=None, onnx_path: str | Path | None = None) -> SplitBackend:
     """SplitBackend whose dense step is ONNX Runtime; exports the graph into `out_dir` if needed."""
     if not available():
         raise StreamsegError("onnxruntime is not installed (pip install 'streamseg[onnx]')")

@@ -154,3 +154,6 @@ class SplitBackend(Backend):
         clock.mark("heads")
         self._inner = clock.stages()
         return detections
+
+    def forward_stages(self) -> dict[str, float]:
+        return self._inner
