@@ -43,18 +43,18 @@ def images() -> list:
     return [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
 
 
-def open_on_cuda(name: str, prec: str, model, engines: Path):
+def open_on_cuda(name: str, prec: str, model, info, engines: Path):
     """As `streamseg bench` opens them: eager torch through the split path (stage times)."""
-    return backends.load(name, model=model, device="cuda", half=prec == "fp16", split=name == "torch",
+    return backends.load(name, model=model, info=info, device="cuda", half=prec == "fp16", split=name == "torch",
                          engines_dir=engines, log=print)
 
 
-def check_backend(row: dict, model, imgs: list, reference: list, engines: Path) -> bool:
+def check_backend(row: dict, model, info, imgs: list, reference: list, engines: Path) -> bool:
     """Parity against the eager FP32 reference, then stage timings, into `row`; False on an error."""
     label, name, prec = row["model"], row["backend"], row["precision"]
     try:
         t = time.perf_counter()
-        be = open_on_cuda(name, prec, model, engines)
+        be = open_on_cuda(name, prec, model, info, engines)
         row["setup_s"] = time.perf_counter() - t
         worst = [1.0, 1.0]
         for im, ref in zip(imgs, reference):
@@ -86,8 +86,8 @@ def main() -> int:
     report = {"machine": machine(), "available": avail, "images": len(imgs), "frames": FRAMES, "rows": []}
     print(f"gpu_check on {report['machine'].get('gpu')}: backends {avail}; {len(imgs)} images", flush=True)
     for label, kw in MODELS.items():
-        model = bench_model(**kw)
-        ref_be = open_on_cuda("torch", "fp32", model, engines)
+        model, info = bench_model(**kw)
+        ref_be = open_on_cuda("torch", "fp32", model, info, engines)
         reference = [ref_be.predict_one(im) for im in imgs]
         for name, prec in PLAN:
             row = {"model": label, "backend": name, "precision": prec}
@@ -98,10 +98,10 @@ def main() -> int:
             if time.perf_counter() - t_start > BUDGET_S:
                 row["skipped"] = "time budget spent"
                 continue
-            if check_backend(row, model, imgs, reference, engines):
+            if check_backend(row, model, info, imgs, reference, engines):
                 save(report, out)
         if label == "paper":
-            report["end_to_end"] = end_to_end(model, report, engines)
+            report["end_to_end"] = end_to_end(model, info, report, engines)
         del model, ref_be
         torch.cuda.empty_cache()
     report["wall_s"] = time.perf_counter() - t_start
@@ -120,7 +120,7 @@ def save(report: dict, out: Path) -> Path:
     return path
 
 
-def end_to_end(model, report, engines) -> dict:
+def end_to_end(model, info, report, engines) -> dict:
     done = [r for r in report["rows"] if r["model"] == "paper" and "stages" in r and r.get("parity")]
     if not done:
         return {"skipped": "no backend passed"}
@@ -129,7 +129,7 @@ def end_to_end(model, report, engines) -> dict:
     try:
         from streamseg.bench_live import run_live
 
-        return run_live(open_on_cuda(best["backend"], best["precision"], model, engines), o, print)
+        return run_live(open_on_cuda(best["backend"], best["precision"], model, info, engines), o, print)
     except Exception as e:  # noqa: BLE001 - e.g. no PyAV on this box: recorded, not fatal
         return {"skipped": f"{type(e).__name__}: {str(e)[:200]}"}
 

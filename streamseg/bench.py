@@ -57,19 +57,19 @@ def pct(xs_s: list[float]) -> dict:
 
 
 def make_model(o: BenchOptions):
-    """-> (model, description). A checkpoint as trained, or an architecture with BatchNorm warmed up
-    on real images."""
+    """-> (model, its ModelInfo, description). A checkpoint as trained, or an architecture with
+    BatchNorm warmed up on real images."""
     from .backends.bn_warmup import bench_model, sample_images
 
     if o.model is not None:
-        from .checkpoint import load_model
+        from .checkpoint import load_checkpoint
 
-        model = load_model(o.model, max_detections=o.max_detections)
-        return model, f"checkpoint {o.model}, at most {o.max_detections} detection(s)"
+        model, info = load_checkpoint(o.model, max_detections=o.max_detections)
+        return model, info, f"checkpoint {o.model}, at most {o.max_detections} detection(s)"
     images = sample_images(o.images) if o.images else sample_images()
-    model = bench_model(o.backbone, o.mask_head, images=images, max_detections=o.max_detections)
-    return model, (f"{o.backbone} mask{o.mask_head}, untrained, BN warmed up on {len(images)} real images, "
-                   f"score threshold 0, {o.max_detections} detection(s)")
+    model, info = bench_model(o.backbone, o.mask_head, images=images, max_detections=o.max_detections)
+    return model, info, (f"{o.backbone} mask{o.mask_head}, untrained, BN warmed up on {len(images)} real images, "
+                         f"score threshold 0, {o.max_detections} detection(s)")
 
 
 class _Encoder:
@@ -200,7 +200,7 @@ def machine() -> dict:
     return info
 
 
-def run_plan(plan: list[tuple[str, str]], model, device: str, images: list[np.ndarray], o: BenchOptions,
+def run_plan(plan: list[tuple[str, str]], model, info, device: str, images: list[np.ndarray], o: BenchOptions,
              log=print) -> list[dict]:
     """One row per (backend, precision): its stage timings, or why it was skipped; ratios to eager FP32."""
     from . import backends
@@ -209,7 +209,7 @@ def run_plan(plan: list[tuple[str, str]], model, device: str, images: list[np.nd
     for name, prec in plan:
         t = time.perf_counter()
         try:  # eager torch through the split path, so its stage columns compare with the compiled ones
-            be = backends.load(name, model=model, device=device, half=prec == "fp16", split=name == "torch",
+            be = backends.load(name, model=model, info=info, device=device, half=prec == "fp16", split=name == "torch",
                                engines_dir=o.engines_dir, log=log)
         except StreamsegError as e:
             log(f"skipped {name}/{prec}: {e}")
@@ -228,13 +228,13 @@ def run_plan(plan: list[tuple[str, str]], model, device: str, images: list[np.nd
     return rows
 
 
-def end_to_end(rows: list[dict], model, device: str, o: BenchOptions, log=print) -> dict:
+def end_to_end(rows: list[dict], model, info, device: str, o: BenchOptions, log=print) -> dict:
     """The fastest backend of `rows` (frame p50) through the live pipeline (`bench_live.run_live`)."""
     from . import backends
     from .bench_live import run_live
 
     best = min((r for r in rows if "stages" in r), key=lambda r: r["stages"]["frame"]["p50"])
-    be = backends.load(best["backend"], model=model, device=device, half=best["precision"] == "fp16",
+    be = backends.load(best["backend"], model=model, info=info, device=device, half=best["precision"] == "fp16",
                        split=best["backend"] == "torch", engines_dir=o.engines_dir, log=log)
     return run_live(be, o, log)
 
@@ -247,16 +247,16 @@ def run(o: BenchOptions, log=print) -> dict:
     if o.frames < 1 or o.warmup < 0:
         raise StreamsegError("--frames must be >= 1 and --warmup >= 0")
     plan = default_plan(device, o.backends, o.precisions)
-    model, desc = make_model(o)
+    model, info, desc = make_model(o)
     images = sample_images(o.images) if o.images else sample_images()
     log(f"model: {desc}; device {device}; {o.frames} frames after {o.warmup} warm-up; plan: "
         + ", ".join(f"{n}/{p}" for n, p in plan))
-    rows = run_plan(plan, model, device, images, o, log)
+    rows = run_plan(plan, model, info, device, images, o, log)
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": o.command,
-              "machine": machine(), "model": {"description": desc, **model.streamseg_config.to_dict()},
+              "machine": machine(), "model": {"description": desc, **info.config.to_dict()},
               "frames": o.frames, "warmup": o.warmup, "images": str(o.images or "bundled sample"), "results": rows}
     if o.e2e:
-        report["end_to_end"] = end_to_end(rows, model, device, o, log)
+        report["end_to_end"] = end_to_end(rows, model, info, device, o, log)
     report["json"] = str(write_report(report, o.out_dir))
     return report
 

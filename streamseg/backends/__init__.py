@@ -1,11 +1,11 @@
 """Inference backends. `load` is the only door to a concrete one; every backend keeps one contract
-(`base.Backend`: name, half, describe, predict_one, infer).
+(`base.Backend`: name, half, info, describe, predict_one, infer).
 
 Modules, each importing only those below it (no circles):
     __init__ (load, available) -> torch_eager, onnxrt, compiled, tensorrt   one module per backend
     export (`streamseg export`) -> onnx_export, compiled, tensorrt
     onnx_export -> artefacts, split;  split -> base;  artefacts, device, bn_warmup, parity: leaves
-A new backend is a module with `open_<name>(model, device, half, out_dir, log) -> Backend`
+A new backend is a module with `open_<name>(model, info, device, half, out_dir, log) -> Backend`
 (its artefacts through `artefacts.ensure_artefact` / `load_or_rebuild`), an entry in `_OPENERS`
 and `BACKENDS`, and a line in `available`.
 """
@@ -45,10 +45,10 @@ def available(device: str = "cpu") -> list[str]:
     return names
 
 
-def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = False, *, model=None,
+def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = False, *, model=None, info=None,
          split: bool = False, engines_dir=None, log=None, **overrides) -> Backend:
     """Open a backend by name for a checkpoint (None = the bundled default), or for an in-memory
-    `model` (`overrides` then do not apply).
+    `model` with its `info` (a ModelInfo; `overrides` then do not apply).
 
     `device`: "cpu", "cuda[:N]" or "auto" (`select_device`). `split` (torch only) runs eager torch
     through the split path, as the compiled backends run, so it reports dense/proposals/heads stage
@@ -64,15 +64,19 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = 
 
         import_tensorrt()  # one clear line where TensorRT is missing, before any model work
     if model is None:
-        from ..checkpoint import load_model
+        from ..checkpoint import load_checkpoint
 
-        model = load_model(model_path, device="cpu", **overrides)
+        model, info = load_checkpoint(model_path, device="cpu", **overrides)
+    elif info is None:
+        raise TypeError("backends.load(model=...) needs the model's info (a ModelInfo) too")
     if name == "auto":
         name = available(device)[0]
+    if name != "torch":
+        info = info.with_sha256(model)  # artefacts are named by it
     module, opener = _OPENERS[name]
     kw = {"split": split} if name == "torch" else {}
     out = engines_dir if engines_dir is not None else DEFAULT_DIR
-    return getattr(importlib.import_module(f".{module}", __name__), opener)(model, device, half, out, log, **kw)
+    return getattr(importlib.import_module(f".{module}", __name__), opener)(model, info, device, half, out, log, **kw)
 
 
 __all__ = ["Backend", "load", "available", "select_device", "BACKENDS", "ensure_bgr", "postprocess", "preprocess",

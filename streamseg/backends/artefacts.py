@@ -11,41 +11,29 @@ Files are written to a temp name and renamed, so a half-written artefact never e
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from torch import nn
-
-from ..files import atomic_write, file_sha256, first_line
-from ..model import RUNTIME_KEYS
+from ..files import atomic_write, first_line
+from ..model import RUNTIME_KEYS, ModelInfo
 from ..types import StreamsegError
 
 DEFAULT_DIR = Path(os.environ.get("STREAMSEG_ENGINES", "engines"))
 T = TypeVar("T")
 
 
-def weights_sha256(model: nn.Module) -> str:
-    """sha256 of the checkpoint file the model came from, else of its weights (config-built models)."""
-    src = getattr(model, "streamseg_source", None)
-    if src and Path(src).is_file():
-        return file_sha256(src)
-    if getattr(model, "_streamseg_sha", None):
-        return model._streamseg_sha
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    model._streamseg_sha = h.hexdigest()
-    return model._streamseg_sha
+def _sha(info: ModelInfo) -> str:
+    if not info.sha256:
+        raise ValueError("artefacts are named by the weights' sha256: fill it in first (ModelInfo.with_sha256)")
+    return info.sha256
 
 
-def artefact_path(model: nn.Module, out_dir: str | Path, suffix: str, batch: int = 1, half: bool = False) -> Path:
-    cfg = model.streamseg_config
+def artefact_path(info: ModelInfo, out_dir: str | Path, suffix: str, batch: int = 1, half: bool = False) -> Path:
+    cfg = info.config
     prec = "fp16" if half else "fp32"
-    stem = f"{cfg.backbone}-mask{cfg.mask_head}-{weights_sha256(model)[:12]}-dense-b{batch}-{cfg.image_size}-{prec}"
+    stem = f"{cfg.backbone}-mask{cfg.mask_head}-{_sha(info)[:12]}-dense-b{batch}-{cfg.image_size}-{prec}"
     return Path(out_dir) / f"{stem}.{suffix}"
 
 
@@ -53,11 +41,11 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(str(path) + ".json")
 
 
-def base_meta(model: nn.Module, batch: int, half: bool) -> dict:
+def base_meta(info: ModelInfo, batch: int, half: bool) -> dict:
     """What every sidecar records: the weights, what shapes the graph, input shape, precision."""
-    cfg = model.streamseg_config
+    cfg = info.config
     return {
-        "checkpoint_sha256": weights_sha256(model),
+        "checkpoint_sha256": _sha(info),
         "config": {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_KEYS},  # what shapes the graph
         "input_shape": [batch, 3, cfg.image_size, cfg.image_size],
         "precision": "fp16" if half else "fp32",

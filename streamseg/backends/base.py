@@ -3,7 +3,8 @@
 differ only in how they run the network (`forward`).
 
 The contract every backend keeps (`types.Backend`): `name`, `half`, `describe()`,
-`predict_one(image)`, and `infer(image)` -> (detections, seconds per stage of that call)."""
+`predict_one(image)`, and `infer(image)` -> (detections, seconds per stage of that call). A
+backend also holds its model's identity, `info` (a `ModelInfo`: config, source, sha256, meta)."""
 from __future__ import annotations
 
 import time
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 from ..letterbox import Letterbox, mask_box, paste_to_source
-from ..model import ModelConfig
+from ..model import ModelInfo
 from ..types import Detection
 
 
@@ -72,8 +73,9 @@ class Backend(ABC):
 
     name: str = "base"
 
-    def __init__(self, config: ModelConfig, device: str | torch.device = "cpu", half: bool = False):
-        self.config = config
+    def __init__(self, info: ModelInfo, device: str | torch.device = "cpu", half: bool = False):
+        self.info = info
+        self.config = info.config
         self.device = torch.device(device)
         self.half = half
         self.last_stages: dict[str, float] = {}

@@ -12,13 +12,14 @@ import torch
 from torch import nn
 
 from ..files import first_line
+from ..model import ModelInfo
 from ..types import StreamsegError
 from .artefacts import DEFAULT_DIR, artefact_path, base_meta, ensure_artefact, load_or_rebuild
 from .split import DenseNet, SplitBackend
 
 
-def _expected(model: nn.Module, dev: torch.device, batch: int, half: bool) -> dict:
-    meta = {"format": "streamseg-dense-aoti", **base_meta(model, batch, half), "torch": torch.__version__,
+def _expected(info: ModelInfo, dev: torch.device, batch: int, half: bool) -> dict:
+    meta = {"format": "streamseg-dense-aoti", **base_meta(info, batch, half), "torch": torch.__version__,
             "device": dev.type}
     if dev.type == "cuda":
         meta["gpu"] = torch.cuda.get_device_name(dev)
@@ -26,11 +27,11 @@ def _expected(model: nn.Module, dev: torch.device, batch: int, half: bool) -> di
     return meta
 
 
-def _compile(model: nn.Module, path: Path, dev: torch.device, batch: int, half: bool) -> None:
+def _compile(model: nn.Module, info: ModelInfo, path: Path, dev: torch.device, batch: int, half: bool) -> None:
     net = copy.deepcopy(DenseNet(model)).eval().to(dev)
     dtype = torch.float16 if half else torch.float32
     net = net.to(dtype)
-    size = model.streamseg_config.image_size
+    size = info.config.image_size
     x = torch.rand(batch, 3, size, size, dtype=dtype, device=dev)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.building.pt2")  # AOTInductor wants a .pt2 name
     try:
@@ -49,12 +50,12 @@ def _compile(model: nn.Module, path: Path, dev: torch.device, batch: int, half: 
             tmp.unlink()
 
 
-def ensure_compiled(model: nn.Module, out_dir=DEFAULT_DIR, device: str = "cpu", batch: int = 1, half: bool = False,
-                    force: bool = False, log=None) -> Path:
+def ensure_compiled(model: nn.Module, info: ModelInfo, out_dir=DEFAULT_DIR, device: str = "cpu", batch: int = 1,
+                    half: bool = False, force: bool = False, log=None) -> Path:
     dev = torch.device(device)
     half = half and dev.type == "cuda"
-    path = artefact_path(model, out_dir, f"{dev.type}.pt2", batch, half)
-    return ensure_artefact(path, _expected(model, dev, batch, half), lambda p: _compile(model, p, dev, batch, half),
+    path = artefact_path(info, out_dir, f"{dev.type}.pt2", batch, half)
+    return ensure_artefact(path, _expected(info, dev, batch, half), lambda p: _compile(model, info, p, dev, batch, half),
                            force=force, log=log)
 
 
@@ -70,9 +71,9 @@ class CompiledDense:
         return self.runner(x.half() if self.half else x)
 
 
-def open_compiled(model: nn.Module, device: str = "cpu", half: bool = False, out_dir=DEFAULT_DIR,
+def open_compiled(model: nn.Module, info: ModelInfo, device: str = "cpu", half: bool = False, out_dir=DEFAULT_DIR,
                   log=None) -> SplitBackend:
     half = half and torch.device(device).type == "cuda"
-    dense = load_or_rebuild(lambda force: ensure_compiled(model, out_dir, device, 1, half, force, log),
+    dense = load_or_rebuild(lambda force: ensure_compiled(model, info, out_dir, device, 1, half, force, log),
                             lambda path: CompiledDense(path, half), log)
-    return SplitBackend(model, dense, device, half, name="compiled")
+    return SplitBackend(model, info, dense, device, half, name="compiled")

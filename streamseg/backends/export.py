@@ -6,6 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
+from ..model import ModelInfo
 from ..types import StreamsegError
 from .artefacts import DEFAULT_DIR, artefact_path, ensure_dir, sidecar_path
 from .compiled import ensure_compiled
@@ -16,18 +17,19 @@ from .tensorrt import ensure_engine
 FORMATS = ("onnx", "engine", "compiled")
 
 
-def build(model: nn.Module, fmt: str, out_dir: str | Path = DEFAULT_DIR, half: bool = False,
+def build(model: nn.Module, info: ModelInfo, fmt: str, out_dir: str | Path = DEFAULT_DIR, half: bool = False,
           batch: int = 1, device: str | None = None, log=None) -> list[Path]:
     """Build one artefact format for `model`; returns the files written (sidecars included)."""
     if fmt not in FORMATS:
         raise StreamsegError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    info = info.with_sha256(model)
     out = ensure_dir(out_dir)
     if fmt == "onnx":
-        path = export_onnx(model, artefact_path(model, out, "onnx", batch, half), batch, half)
+        path = export_onnx(model, info, artefact_path(info, out, "onnx", batch, half), batch, half)
         return [path, sidecar_path(path)]
     if fmt == "engine":
-        onnx_path = ensure_onnx(model, out, batch, False, log)  # TensorRT sets FP16 itself
-        path = ensure_engine(model, onnx_path, out, batch, half, force=True, log=log)
+        onnx_path = ensure_onnx(model, info, out, batch, False, log)  # TensorRT sets FP16 itself
+        path = ensure_engine(info, onnx_path, out, batch, half, force=True, log=log)
         return [onnx_path, path, sidecar_path(path)]
-    path = ensure_compiled(model, out, select_device(device or "auto"), batch, half, force=True, log=log)
+    path = ensure_compiled(model, info, out, select_device(device or "auto"), batch, half, force=True, log=log)
     return [path, sidecar_path(path)]

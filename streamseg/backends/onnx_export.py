@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..files import atomic_write, first_line
+from ..model import ModelInfo
 from ..types import StreamsegError
 from .artefacts import DEFAULT_DIR, artefact_path, base_meta, ensure_artefact
 from .split import DenseNet, output_names
@@ -16,18 +17,18 @@ from .split import DenseNet, output_names
 OPSET = 17
 
 
-def onnx_meta(model: nn.Module, batch: int, half: bool) -> dict:
-    return {"format": "streamseg-dense-onnx", "opset": OPSET, **base_meta(model, batch, half)}
+def onnx_meta(info: ModelInfo, batch: int, half: bool) -> dict:
+    return {"format": "streamseg-dense-onnx", "opset": OPSET, **base_meta(info, batch, half)}
 
 
-def _write_onnx(model: nn.Module, path: Path, batch: int, half: bool, dynamo: bool) -> dict:
+def _write_onnx(model: nn.Module, info: ModelInfo, path: Path, batch: int, half: bool, dynamo: bool) -> dict:
     """Export to `path` (atomically); returns the sidecar's format-specific fields."""
     import onnx
 
     net = copy.deepcopy(DenseNet(model)).eval().cpu()
     dtype = torch.float16 if half else torch.float32
     net = net.to(dtype)
-    size = model.streamseg_config.image_size
+    size = info.config.image_size
     x = torch.rand(batch, 3, size, size, dtype=dtype)
     names = output_names(net.feature_names)
 
@@ -51,14 +52,15 @@ def _write_onnx(model: nn.Module, path: Path, batch: int, half: bool, dynamo: bo
             "exporter": "dynamo" if dynamo else "torchscript"}
 
 
-def export_onnx(model: nn.Module, path: str | Path, batch: int = 1, half: bool = False, dynamo: bool = False) -> Path:
+def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path, batch: int = 1, half: bool = False,
+                dynamo: bool = False) -> Path:
     """Export the dense part (static B×3×S×S) to `path`, with its sidecar; FP16 weights and I/O when `half`.
 
     The legacy TorchScript exporter is the default (no extra dependency, clean Conv/Resize graph);
     `dynamo=True` uses torch.export (needs `onnxscript`).
     """
-    return ensure_artefact(Path(path), onnx_meta(model, batch, half),
-                           lambda p: _write_onnx(model, p, batch, half, dynamo), force=True)
+    return ensure_artefact(Path(path), onnx_meta(info, batch, half),
+                           lambda p: _write_onnx(model, info, p, batch, half, dynamo), force=True)
 
 
 def check_onnx(path: str | Path) -> str | None:
@@ -72,8 +74,8 @@ def check_onnx(path: str | Path) -> str | None:
     return None
 
 
-def ensure_onnx(model: nn.Module, out_dir: str | Path = DEFAULT_DIR, batch: int = 1, half: bool = False,
-                log=None) -> Path:
+def ensure_onnx(model: nn.Module, info: ModelInfo, out_dir: str | Path = DEFAULT_DIR, batch: int = 1,
+                half: bool = False, log=None) -> Path:
     """The dense ONNX for this model, exported now unless a matching, valid one is there."""
-    return ensure_artefact(artefact_path(model, out_dir, "onnx", batch, half), onnx_meta(model, batch, half),
-                           lambda p: _write_onnx(model, p, batch, half, False), check=check_onnx, log=log)
+    return ensure_artefact(artefact_path(info, out_dir, "onnx", batch, half), onnx_meta(info, batch, half),
+                           lambda p: _write_onnx(model, info, p, batch, half, False), check=check_onnx, log=log)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..files import first_line
+from ..model import ModelInfo
 from ..types import StreamsegError
 from .artefacts import DEFAULT_DIR, read_sidecar
 from .onnx_export import ensure_onnx
@@ -89,7 +90,7 @@ class OrtDense:
         return self._buffers
 
 
-def open_onnxruntime(model: nn.Module, device: str = "cpu", half: bool = False, out_dir=DEFAULT_DIR,
+def open_onnxruntime(model: nn.Module, info: ModelInfo, device: str = "cpu", half: bool = False, out_dir=DEFAULT_DIR,
                      log=None, onnx_path: str | Path | None = None) -> SplitBackend:
     """SplitBackend whose dense step is ONNX Runtime; exports the graph into `out_dir` if needed."""
     if not available():
@@ -97,11 +98,11 @@ def open_onnxruntime(model: nn.Module, device: str = "cpu", half: bool = False, 
     dev = torch.device(device)
     half = half and dev.type == "cuda"
     if onnx_path is None:
-        onnx_path = ensure_onnx(model, out_dir, 1, half, log)
+        onnx_path = ensure_onnx(model, info, out_dir, 1, half, log)
     meta = read_sidecar(onnx_path) or {}
     threads = int(os.environ.get("STREAMSEG_ORT_THREADS", 0)) or None
     dense = OrtDense(onnx_path, dev, threads)
-    backbone = model.streamseg_config.backbone
+    backbone = info.config.backbone
     if meta.get("config", {}).get("backbone", backbone) != backbone:
         raise StreamsegError(f"{onnx_path}: built for another architecture ({meta['config']['backbone']})")
-    return SplitBackend(model, dense, device, half, name="onnxruntime")
+    return SplitBackend(model, info, dense, device, half, name="onnxruntime")

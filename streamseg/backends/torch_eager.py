@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..model import ModelInfo
 from .base import Backend
 from .split import DenseNet, EagerDense, SplitBackend
 
@@ -15,8 +16,8 @@ from .split import DenseNet, EagerDense, SplitBackend
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, model: nn.Module, device: str = "cpu", half: bool = False):
-        super().__init__(model.streamseg_config, device, half and torch.device(device).type == "cuda")
+    def __init__(self, model: nn.Module, info: ModelInfo, device: str = "cpu", half: bool = False):
+        super().__init__(info, device, half and torch.device(device).type == "cuda")
         self.model = model.eval().to(self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -29,11 +30,11 @@ class TorchBackend(Backend):
             return self.model(list(x))
 
 
-def open_torch(model: nn.Module, device: str = "cpu", half: bool = False, out_dir=None, log=None,
+def open_torch(model: nn.Module, info: ModelInfo, device: str = "cpu", half: bool = False, out_dir=None, log=None,
                split: bool = False) -> Backend:
     """Eager torch (no artefacts: `out_dir` and `log` are unused); `split` as the module says."""
     if not split:
-        return TorchBackend(model, device, half)
+        return TorchBackend(model, info, device, half)
     dev = torch.device(device)
     half = half and dev.type == "cuda"
-    return SplitBackend(model, EagerDense(DenseNet(model), dev, half), device, half, name="torch")
+    return SplitBackend(model, info, EagerDense(DenseNet(model), dev, half), device, half, name="torch")

@@ -181,11 +181,11 @@ def train(cfg: TrainConfig, progress=None, log=print) -> dict:
         if rank == 0:
             if val_s and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
                 model.eval()
-                summary, _ = evaluate_model(model, val_s, device=device)
+                summary, _ = evaluate_model(model, val_s, device=device, config=mcfg)
                 row.update({f"val_{k}": summary[k] for k in ("dice_median", "dice_mean", "precision", "recall",
                                                              "top1_dice_mean", "map")})
                 if neg_split and neg_split["val"]:
-                    tops = np.array(top_scores(model, neg_split["val"], device=device))
+                    tops = np.array(top_scores(model, neg_split["val"], device=device, config=mcfg))
                     row.update({"val_neg_over_098": float((tops > 0.98).mean()),
                                 "val_neg_over_095": float((tops > 0.95).mean())})
                 model.train()
@@ -195,11 +195,11 @@ def train(cfg: TrainConfig, progress=None, log=print) -> dict:
             meta = {**meta_base, "epoch": epoch + 1, "history_tail": history[-3:]}
             if score is not None and score > best:
                 best = score
-                save_checkpoint(out, model, {**meta, "best_val_top1_dice_mean": score})
+                save_checkpoint(out, model, {**meta, "best_val_top1_dice_mean": score}, config=mcfg)
             if cfg.keep_epochs:
-                save_checkpoint(out.with_name(f"{out.stem}_e{epoch + 1:03d}{out.suffix}"), model, meta)
+                save_checkpoint(out.with_name(f"{out.stem}_e{epoch + 1:03d}{out.suffix}"), model, meta, config=mcfg)
             save_checkpoint(last_path, model, {**meta, "train_state": {"epoch": epoch, "best": best,
-                                                                        "optimizer": opt.state_dict()}})
+                                                                        "optimizer": opt.state_dict()}}, config=mcfg)
             log(json.dumps(row))
     if world > 1:
         dist.barrier()
