@@ -18,9 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from streamseg import backends  # noqa: E402
-from streamseg.backends.calibrate import bench_model  # noqa: E402
+from streamseg.backends.bn_warmup import bench_model  # noqa: E402
 from streamseg.backends.parity import compare  # noqa: E402
-from streamseg.bench import BenchOptions, machine, open_backend, run_backend  # noqa: E402
+from streamseg.bench import BenchOptions, machine, run_backend  # noqa: E402
 from streamseg.types import StreamsegError  # noqa: E402
 
 BUDGET_S = float(os.environ.get("GPU_CHECK_BUDGET_S", 330))  # steps start only before this; the shell caps at 470 s
@@ -43,6 +43,36 @@ def images() -> list:
     return [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
 
 
+def open_on_cuda(name: str, prec: str, model, info, engines: Path):
+    """As `streamseg bench` opens them: eager torch through the split path (stage times)."""
+    return backends.load(name, model=model, info=info, device="cuda", half=prec == "fp16", split=name == "torch",
+                         engines_dir=engines, log=print)
+
+
+def check_backend(row: dict, model, info, imgs: list, reference: list, engines: Path) -> bool:
+    """Parity against the eager FP32 reference, then stage timings, into `row`; False on an error."""
+    label, name, prec = row["model"], row["backend"], row["precision"]
+    try:
+        t = time.perf_counter()
+        be = open_on_cuda(name, prec, model, info, engines)
+        row["setup_s"] = time.perf_counter() - t
+        worst = [1.0, 1.0]
+        for im, ref in zip(imgs, reference):
+            d, iou = compare(ref, be.predict_one(im))
+            worst = [min(worst[0], d), min(worst[1], iou)]
+        floor = 0.98 if prec == "fp16" else 0.99
+        row.update(min_dice=worst[0], min_box_iou=worst[1], parity=worst[0] >= floor and worst[1] >= floor)
+    except (StreamsegError, AssertionError) as e:
+        row.update(parity=False, error=str(e)[:300])
+        print(f"{label} {name}/{prec}: {e}", flush=True)
+        return False
+    row.update(run_backend(be, imgs, FRAMES, WARMUP))
+    st = row["stages"]
+    print(f"{label} {name}/{prec}: Dice {worst[0]:.4f} IoU {worst[1]:.4f} dense p50 {st['dense']['p50']:.2f} ms "
+          f"model p50 {st['model']['p50']:.2f} ms", flush=True)
+    return True
+
+
 def main() -> int:
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA GPU visible; nothing to check", file=sys.stderr)
@@ -56,8 +86,8 @@ def main() -> int:
     report = {"machine": machine(), "available": avail, "images": len(imgs), "frames": FRAMES, "rows": []}
     print(f"gpu_check on {report['machine'].get('gpu')}: backends {avail}; {len(imgs)} images", flush=True)
     for label, kw in MODELS.items():
-        model = bench_model(**kw)
-        ref_be = open_backend("torch", model, "cuda", False, engines, print)
+        model, info = bench_model(**kw)
+        ref_be = open_on_cuda("torch", "fp32", model, info, engines)
         reference = [ref_be.predict_one(im) for im in imgs]
         for name, prec in PLAN:
             row = {"model": label, "backend": name, "precision": prec}
@@ -68,28 +98,10 @@ def main() -> int:
             if time.perf_counter() - t_start > BUDGET_S:
                 row["skipped"] = "time budget spent"
                 continue
-            try:
-                t = time.perf_counter()
-                be = open_backend(name, model, "cuda", prec == "fp16", engines, print)
-                row["setup_s"] = time.perf_counter() - t
-                worst = [1.0, 1.0]
-                for im, ref in zip(imgs, reference):
-                    d, iou = compare(ref, be.predict_one(im))
-                    worst = [min(worst[0], d), min(worst[1], iou)]
-                floor = 0.98 if prec == "fp16" else 0.99
-                row.update(min_dice=worst[0], min_box_iou=worst[1], parity=worst[0] >= floor and worst[1] >= floor)
-            except (StreamsegError, AssertionError) as e:
-                row.update(parity=False, error=str(e)[:300])
-                print(f"{label} {name}/{prec}: {e}", flush=True)
-                continue
-            row.update(run_backend(be, imgs, FRAMES, WARMUP))
-            st = row["stages"]
-            print(f"{label} {name}/{prec}: Dice {worst[0]:.4f} IoU {worst[1]:.4f} dense p50 {st['dense']['p50']:.2f} ms "
-                  f"model p50 {st['model']['p50']:.2f} ms", flush=True)
-            del be
-            save(report, out)
+            if check_backend(row, model, info, imgs, reference, engines):
+                save(report, out)
         if label == "paper":
-            report["end_to_end"] = end_to_end(model, report, engines)
+            report["end_to_end"] = end_to_end(model, info, report, engines)
         del model, ref_be
         torch.cuda.empty_cache()
     report["wall_s"] = time.perf_counter() - t_start
@@ -108,7 +120,7 @@ def save(report: dict, out: Path) -> Path:
     return path
 
 
-def end_to_end(model, report, engines) -> dict:
+def end_to_end(model, info, report, engines) -> dict:
     done = [r for r in report["rows"] if r["model"] == "paper" and "stages" in r and r.get("parity")]
     if not done:
         return {"skipped": "no backend passed"}
@@ -117,7 +129,7 @@ def end_to_end(model, report, engines) -> dict:
     try:
         from streamseg.bench_live import run_live
 
-        return run_live(model, best["backend"], best["precision"] == "fp16", "cuda", o, print)
+        return run_live(open_on_cuda(best["backend"], best["precision"], model, info, engines), o, print)
     except Exception as e:  # noqa: BLE001 - e.g. no PyAV on this box: recorded, not fatal
         return {"skipped": f"{type(e).__name__}: {str(e)[:200]}"}
 

@@ -41,13 +41,14 @@ from streamseg.runner import Options, run  # noqa: E402
 
 def small_checkpoint(folder: Path) -> Path:
     from streamseg.checkpoint import save_checkpoint
-    from streamseg.model import build_model
+    from streamseg.model import ModelConfig, build_model
 
     torch.manual_seed(0)
-    model = build_model(backbone="mobilenet_v3_large", mask_head="112", box_head_width=256, max_detections=2,
-                        rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50)
+    cfg = ModelConfig(backbone="mobilenet_v3_large", mask_head="112", box_head_width=256, max_detections=2,
+                      rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50)
+    model = build_model(cfg)
     path = folder / "small.pt"
-    save_checkpoint(path, model.eval())
+    save_checkpoint(path, model.eval(), config=cfg)
     return path
 
 

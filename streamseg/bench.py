@@ -4,8 +4,8 @@ Stages per frame: preprocess (letterbox), dense (backbone+FPN+RPN head), proposa
 NMS), heads (RoIAlign, box and mask heads), paste (masks into the source frame), measure, overlay,
 encode (H.264). Each as p50/p95/p99/max in ms over N frames after warm-up; throughput; peak
 memory; ratios to eager FP32 torch. CUDA stages are timed with CUDA events. The eager baseline
-runs through the same split path as the compiled backends (identical outputs to `TorchBackend`,
-tests/test_parity.py), so the stage columns compare like with like.
+runs through the same split path as the compiled backends (`backends.load("torch", split=True)`:
+identical outputs to `TorchBackend`, tests/test_parity.py), so the stage columns compare like with like.
 """
 from __future__ import annotations
 
@@ -56,39 +56,20 @@ def pct(xs_s: list[float]) -> dict:
             "p99": float(np.percentile(a, 99)), "max": float(a.max()), "mean": float(a.mean()), "n": int(a.size)}
 
 
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise StreamsegError(f"--device {name}: no CUDA device available")
-    return name
-
-
 def make_model(o: BenchOptions):
-    """-> (model, description). A checkpoint as trained, or an architecture with calibrated BN."""
-    from .backends.calibrate import bench_model, sample_images
+    """-> (model, its ModelInfo, description). A checkpoint as trained, or an architecture with
+    BatchNorm warmed up on real images."""
+    from .backends.bn_warmup import bench_model, sample_images
 
     if o.model is not None:
-        from .checkpoint import load_model
+        from .checkpoint import load_checkpoint
 
-        model = load_model(o.model, max_detections=o.max_detections)
-        return model, f"checkpoint {o.model}, at most {o.max_detections} detection(s)"
+        model, info = load_checkpoint(o.model, max_detections=o.max_detections)
+        return model, info, f"checkpoint {o.model}, at most {o.max_detections} detection(s)"
     images = sample_images(o.images) if o.images else sample_images()
-    model = bench_model(o.backbone, o.mask_head, images=images, max_detections=o.max_detections)
-    return model, (f"{o.backbone} mask{o.mask_head}, untrained, BN calibrated on {len(images)} real images, "
-                   f"score threshold 0, {o.max_detections} detection(s)")
-
-
-def open_backend(name: str, model, device: str, half: bool, engines_dir, log):
-    from . import backends
-
-    if name == "torch":
-        from .backends.split import DenseNet, EagerDense, SplitBackend
-
-        dev = torch.device(device)
-        half = half and dev.type == "cuda"
-        return SplitBackend(model, EagerDense(DenseNet(model), dev, half), device, half, name="torch")
-    return backends.load(name, model=model, device=device, half=half, engines_dir=engines_dir, log=log)
+    model, info = bench_model(o.backbone, o.mask_head, images=images, max_detections=o.max_detections)
+    return model, info, (f"{o.backbone} mask{o.mask_head}, untrained, BN warmed up on {len(images)} real images, "
+                         f"score threshold 0, {o.max_detections} detection(s)")
 
 
 class _Encoder:
@@ -147,7 +128,7 @@ def run_backend(be, images: list[np.ndarray], frames: int, warmup: int) -> dict:
     for i in range(warmup + frames):
         img = images[i % len(images)]
         t0 = time.perf_counter()
-        dets = be.predict([img])[0]
+        dets, st = be.infer(img)
         t1 = time.perf_counter()
         m = measure(dets[0].mask) if dets else None
         t2 = time.perf_counter()
@@ -159,7 +140,6 @@ def run_backend(be, images: list[np.ndarray], frames: int, warmup: int) -> dict:
         t4 = time.perf_counter()
         if i < warmup:
             continue
-        st = be.last_stages
         for s in ("preprocess", "dense", "proposals", "heads", "paste", "model"):
             samples[s].append(st[s])
         samples["measure"].append(t2 - t1)
@@ -220,22 +200,17 @@ def machine() -> dict:
     return info
 
 
-def run(o: BenchOptions, log=print) -> dict:
-    from .backends.calibrate import sample_images
+def run_plan(plan: list[tuple[str, str]], model, info, device: str, images: list[np.ndarray], o: BenchOptions,
+             log=print) -> list[dict]:
+    """One row per (backend, precision): its stage timings, or why it was skipped; ratios to eager FP32."""
+    from . import backends
 
-    device = resolve_device(o.device)
-    if o.frames < 1 or o.warmup < 0:
-        raise StreamsegError("--frames must be >= 1 and --warmup >= 0")
-    plan = default_plan(device, o.backends, o.precisions)
-    model, desc = make_model(o)
-    images = sample_images(o.images) if o.images else sample_images()
-    log(f"model: {desc}; device {device}; {o.frames} frames after {o.warmup} warm-up; plan: "
-        + ", ".join(f"{n}/{p}" for n, p in plan))
     rows = []
     for name, prec in plan:
         t = time.perf_counter()
-        try:
-            be = open_backend(name, model, device, prec == "fp16", o.engines_dir, log)
+        try:  # eager torch through the split path, so its stage columns compare with the compiled ones
+            be = backends.load(name, model=model, info=info, device=device, half=prec == "fp16", split=name == "torch",
+                               engines_dir=o.engines_dir, log=log)
         except StreamsegError as e:
             log(f"skipped {name}/{prec}: {e}")
             rows.append({"backend": name, "precision": prec, "skipped": str(e)})
@@ -250,14 +225,38 @@ def run(o: BenchOptions, log=print) -> dict:
         if base and "stages" in r:
             r["speedup_frame_p50"] = base["stages"]["frame"]["p50"] / r["stages"]["frame"]["p50"]
             r["speedup_dense_p50"] = base["stages"]["dense"]["p50"] / r["stages"]["dense"]["p50"]
+    return rows
+
+
+def end_to_end(rows: list[dict], model, info, device: str, o: BenchOptions, log=print) -> dict:
+    """The fastest backend of `rows` (frame p50) through the live pipeline (`bench_live.run_live`)."""
+    from . import backends
+    from .bench_live import run_live
+
+    best = min((r for r in rows if "stages" in r), key=lambda r: r["stages"]["frame"]["p50"])
+    be = backends.load(best["backend"], model=model, info=info, device=device, half=best["precision"] == "fp16",
+                       split=best["backend"] == "torch", engines_dir=o.engines_dir, log=log)
+    return run_live(be, o, log)
+
+
+def run(o: BenchOptions, log=print) -> dict:
+    from .backends import select_device
+    from .backends.bn_warmup import sample_images
+
+    device = select_device(o.device, "--device")
+    if o.frames < 1 or o.warmup < 0:
+        raise StreamsegError("--frames must be >= 1 and --warmup >= 0")
+    plan = default_plan(device, o.backends, o.precisions)
+    model, info, desc = make_model(o)
+    images = sample_images(o.images) if o.images else sample_images()
+    log(f"model: {desc}; device {device}; {o.frames} frames after {o.warmup} warm-up; plan: "
+        + ", ".join(f"{n}/{p}" for n, p in plan))
+    rows = run_plan(plan, model, info, device, images, o, log)
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": o.command,
-              "machine": machine(), "model": {"description": desc, **model.streamseg_config.to_dict()},
+              "machine": machine(), "model": {"description": desc, **info.config.to_dict()},
               "frames": o.frames, "warmup": o.warmup, "images": str(o.images or "bundled sample"), "results": rows}
     if o.e2e:
-        from .bench_live import run_live
-
-        best = min((r for r in rows if "stages" in r), key=lambda r: r["stages"]["frame"]["p50"])
-        report["end_to_end"] = run_live(model, best["backend"], best["precision"] == "fp16", device, o, log)
+        report["end_to_end"] = end_to_end(rows, model, info, device, o, log)
     report["json"] = str(write_report(report, o.out_dir))
     return report
 

@@ -1,6 +1,8 @@
 """One checkpoint file = weights + the full model config (+ training summary).
 
 Loaded with `weights_only=True`; written to a temp file and renamed, so it is never half-written.
+`load_checkpoint` -> (model, ModelInfo): the module and its identity (config, source, sha256, meta);
+`load_model` when only the module is wanted.
 """
 from __future__ import annotations
 
@@ -8,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from .files import atomic_write, first_line
-from .model import ModelConfig, build_model
+from .files import atomic_write, file_sha256, first_line
+from .model import ModelConfig, ModelInfo, build_model
 from .types import StreamsegError
 
 FORMAT = "streamseg-checkpoint"
@@ -17,11 +19,12 @@ VERSION = 1
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.pt"
 
 
-def save_checkpoint(path, model: torch.nn.Module, meta: dict | None = None, half: bool = False) -> None:
-    cfg: ModelConfig = model.streamseg_config
+def save_checkpoint(path, model: torch.nn.Module, meta: dict | None = None, half: bool = False, *,
+                    config: ModelConfig) -> None:
+    """Write `model`'s weights with the `config` it was built from (FP16 storage when `half`)."""
     sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
           for k, v in model.state_dict().items()}
-    blob = {"format": FORMAT, "version": VERSION, "config": cfg.to_dict(), "meta": meta or {}, "state_dict": sd}
+    blob = {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "meta": meta or {}, "state_dict": sd}
     atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
 
@@ -38,8 +41,8 @@ def read_checkpoint(path) -> dict:
     return blob
 
 
-def load_model(path=None, device: str | torch.device = "cpu", **overrides) -> torch.nn.Module:
-    """Build the model a checkpoint describes and load its weights (eval mode).
+def load_checkpoint(path=None, device: str | torch.device = "cpu", **overrides) -> tuple[torch.nn.Module, ModelInfo]:
+    """Build the model a checkpoint describes and load its weights (eval mode) -> (model, its ModelInfo).
 
     `path=None` loads the bundled default. `overrides` change test-time settings only
     (e.g. max_detections, rpn_post_nms_top_n_test).
@@ -55,9 +58,13 @@ def load_model(path=None, device: str | torch.device = "cpu", **overrides) -> to
         raise
     except (RuntimeError, KeyError, TypeError) as e:
         raise StreamsegError(f"{path}: weights do not fit the architecture it names ({first_line(e)})") from None
-    model.streamseg_meta = blob.get("meta", {})
-    model.streamseg_source = str(path)
-    return model.eval().to(device)
+    info = ModelInfo(cfg, source=str(path), sha256=file_sha256(path), meta=blob.get("meta", {}))
+    return model.eval().to(device), info
+
+
+def load_model(path=None, device: str | torch.device = "cpu", **overrides) -> torch.nn.Module:
+    """The module alone of `load_checkpoint` (its config and source are in the ModelInfo that gives)."""
+    return load_checkpoint(path, device, **overrides)[0]
 
 
 def default_weights() -> Path:

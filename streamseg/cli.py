@@ -217,7 +217,7 @@ def export(
 ):
     """Export the model to ONNX / TensorRT / compiled artefacts."""
     from .backends.export import FORMATS, build
-    from .checkpoint import load_model
+    from .checkpoint import load_checkpoint
 
     if format not in FORMATS:
         raise StreamsegError(f"unknown export format {format!r}: choose one of {', '.join(FORMATS)}")
@@ -225,9 +225,9 @@ def export(
         from .backends.tensorrt import import_tensorrt
 
         import_tensorrt()
-    m = load_model(model)
+    m, info = load_checkpoint(model)
     log = lambda msg: console.print(msg, highlight=False, markup=False)  # noqa: E731
-    for p in build(m, format, out, half=half, device=device, log=log):
+    for p in build(m, info, format, out, half=half, device=device, log=log):
         console.print(f"built {p} ({p.stat().st_size / 2**20:.1f} MiB)", highlight=False, markup=False)
 
 

@@ -8,8 +8,9 @@ Everything is torchvision's detection package; this file only configures it:
 """
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 
 import torch
@@ -91,6 +92,32 @@ class ModelConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """Who a model is, held beside its nn.Module (a backend's `info`; `checkpoint.load_checkpoint`
+    returns it): the `config` it was built from, its `source` (the checkpoint path, or how an
+    in-memory model was made), `sha256` (of the checkpoint file, or of the weights of a model never
+    saved; "" while not computed) and the checkpoint's `meta` (training summary)."""
+
+    config: ModelConfig
+    source: str = "in memory"
+    sha256: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def with_sha256(self, model: nn.Module) -> "ModelInfo":
+        """This record with `sha256` filled in from `model`'s weights where it is still unknown."""
+        return self if self.sha256 else replace(self, sha256=weights_sha256(model))
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """sha256 over the state dict's names and tensor bytes: the identity of a model never saved."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 class PaperMaskPredictor(nn.Sequential):
     """Table I after the 4 convs: N × (ConvTranspose 2×2 stride 2, ReLU), then 1×1 conv to logits."""
 
@@ -162,6 +189,7 @@ def _backbone(cfg: ModelConfig) -> nn.Module:
 
 def build_model(config: ModelConfig | None = None, **overrides) -> MaskRCNN:
     """The paper's Mask R-CNN as configured by `config` (or keyword overrides of the defaults).
+    The module carries no identity: keep the config beside it (or a `ModelInfo`).
 
     >>> m = build_model(backbone="resnet18", mask_head="56")
     """
@@ -199,7 +227,6 @@ def build_model(config: ModelConfig | None = None, **overrides) -> MaskRCNN:
         mask_predictor=PaperMaskPredictor(w, w, cfg.num_classes, MASK_HEADS[cfg.mask_head]),
     )
     model.transform = LetterboxedTransform(cfg.image_size, cfg.image_size, IMAGENET_MEAN, IMAGENET_STD)
-    model.streamseg_config = cfg
     return model
 
 
@@ -242,6 +269,6 @@ def init_from_file(model: nn.Module, path: str) -> dict:
         else:
             skipped.append(name)
     if not loaded:
-        raise StreamsegError(f"{path}: no tensor matches this model ({model.streamseg_config.backbone})")
+        raise StreamsegError(f"{path}: no tensor matches this model's {len(own)} (names or shapes differ)")
     model.load_state_dict(loaded, strict=False)
     return {"loaded": len(loaded), "skipped": len(skipped), "total_model": len(own)}

@@ -83,16 +83,6 @@ def summary_paths(o: Options) -> list[Path]:
     return [base.with_name(base.stem + ".summary.json"), base.with_name(base.stem + ".csa.png")]
 
 
-def _torch_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise StreamsegError(f"--compute {name}: no CUDA device available")
-    return name
-
-
 def run(o: Options, log: Callable[[str], None] = print, backend=None) -> dict:
     """Run one file or live session; returns the scan summary (also written beside the outputs).
 
@@ -109,8 +99,8 @@ def run(o: Options, log: Callable[[str], None] = print, backend=None) -> dict:
         from . import backends
 
         if backend is None:
-            backend = backends.load(o.backend, o.model, device=_torch_device(o.compute), half=o.half,
-                                    max_detections=o.max_detections)
+            backend = backends.load(o.backend, o.model, device=backends.select_device(o.compute, "--compute"),
+                                    half=o.half, max_detections=o.max_detections)
     except BaseException:
         source.close()
         raise

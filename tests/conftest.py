@@ -61,16 +61,17 @@ def small_checkpoint(tmp_path_factory) -> Path:
     """A small model (MobileNetV3-FPN, mask112) with BatchNorm statistics set on real images (the
     bundled sample, run through the backbone in train-mode BN under no_grad), saved as a real
     checkpoint. Untrained heads: it finds boxes, not nerves. For plumbing tests."""
-    from streamseg.backends.calibrate import calibrate_batchnorm, sample_images
+    from streamseg.backends.bn_warmup import sample_images, warm_up_batchnorm
     from streamseg.checkpoint import save_checkpoint
-    from streamseg.model import build_model
+    from streamseg.model import ModelConfig, build_model
 
     torch.manual_seed(0)
-    model = build_model(backbone="mobilenet_v3_large", mask_head="112", box_head_width=256, max_detections=2,
-                        rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50)
-    assert calibrate_batchnorm(model, sample_images()) > 0
+    cfg = ModelConfig(backbone="mobilenet_v3_large", mask_head="112", box_head_width=256, max_detections=2,
+                      rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50)
+    model = build_model(cfg)
+    assert warm_up_batchnorm(model, cfg.image_size, sample_images()) > 0
     path = tmp_path_factory.mktemp("ckpt") / "small.pt"
-    save_checkpoint(path, model.eval(), meta={"note": "untrained test model"})
+    save_checkpoint(path, model.eval(), meta={"note": "untrained test model"}, config=cfg)
     return path
 
 
@@ -79,13 +80,14 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     """The small model at a 256-px letterbox (~3x fewer pixels than 512): a real, valid checkpoint
     for pipeline tests that must push hundreds of frames through on CPU. Untrained."""
     from streamseg.checkpoint import save_checkpoint
-    from streamseg.model import build_model
+    from streamseg.model import ModelConfig, build_model
 
     torch.manual_seed(0)
-    model = build_model(backbone="mobilenet_v3_large", mask_head="112", box_head_width=256, max_detections=2,
-                        rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50, image_size=256)
+    cfg = ModelConfig(backbone="mobilenet_v3_large", mask_head="112", box_head_width=256, max_detections=2,
+                      rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50, image_size=256)
+    model = build_model(cfg)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, model.eval(), meta={"note": "untrained test model, 256-px input"})
+    save_checkpoint(path, model.eval(), meta={"note": "untrained test model, 256-px input"}, config=cfg)
     return path
 
 
@@ -94,13 +96,13 @@ def calibrated_checkpoint(tmp_path_factory) -> Path:
     """A small model (MobileNetV3-FPN, mask112) whose BatchNorm statistics are set on the bundled
     real images and whose score threshold is 0, so every frame has its 2 detections: what parity
     and export tests compare. Untrained heads: it finds boxes, not nerves."""
-    from streamseg.backends.calibrate import bench_model
+    from streamseg.backends.bn_warmup import bench_model
     from streamseg.checkpoint import save_checkpoint
 
-    model = bench_model("mobilenet_v3_large", "112", box_head_width=256, max_detections=2, fpn_channels=128,
-                        mask_head_width=128, rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50)
+    model, info = bench_model("mobilenet_v3_large", "112", box_head_width=256, max_detections=2, fpn_channels=128,
+                              mask_head_width=128, rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50)
     path = tmp_path_factory.mktemp("calibrated") / "small-calibrated.pt"
-    save_checkpoint(path, model, meta={"note": "untrained, BN calibrated on the bundled sample"})
+    save_checkpoint(path, model, meta={"note": "untrained, BN calibrated on the bundled sample"}, config=info.config)
     return path
 
 

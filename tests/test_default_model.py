@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from typer.testing import CliRunner
 
-from streamseg.checkpoint import DEFAULT_WEIGHTS, load_model, read_checkpoint
+from streamseg.checkpoint import DEFAULT_WEIGHTS, load_checkpoint, read_checkpoint
 from streamseg.cli import app
 from streamseg.training.dataset import scan_folder
 from streamseg.training.evaluate import predict_samples
@@ -29,8 +29,8 @@ def test_bundled_weights_are_small_fp16_and_describe_their_training():
 
 
 def test_bundled_model_finds_the_nerve_on_the_bundled_scans(sample_dir):
-    model = load_model()  # no path: the bundled default
-    preds = predict_samples(model, scan_folder(sample_dir))
+    model, info = load_checkpoint()  # no path: the bundled default
+    preds = predict_samples(model, scan_folder(sample_dir), config=info.config)
     dices = [dice(d[0].mask, gt) if d else 0.0 for _s, _img, gt, d in preds]
     scores = [d[0].score if d else 0.0 for *_x, d in preds]
     assert len(dices) == 7

@@ -10,9 +10,10 @@ import torch
 from typer.testing import CliRunner
 
 from streamseg import backends
-from streamseg.backends.export import artefact_path, ensure_onnx, export_onnx, read_sidecar, sidecar_path
+from streamseg.backends.artefacts import artefact_path, read_sidecar, sidecar_path
+from streamseg.backends.onnx_export import ensure_onnx, export_onnx
 from streamseg.backends.split import DenseNet
-from streamseg.checkpoint import load_model, save_checkpoint
+from streamseg.checkpoint import load_checkpoint, load_model
 from streamseg.files import file_sha256
 from streamseg.cli import app
 from streamseg.types import StreamsegError
@@ -64,26 +65,26 @@ def test_onnxruntime_runs_the_graph_like_eager(exported, calibrated_checkpoint):
 
 
 def test_corrupt_or_stale_onnx_is_rebuilt(calibrated_checkpoint, tmp_path):
-    model = load_model(calibrated_checkpoint)
-    path = artefact_path(model, tmp_path, "onnx")
+    model, info = load_checkpoint(calibrated_checkpoint)
+    path = artefact_path(info, tmp_path, "onnx")
     path.write_bytes(b"not an onnx file")
     notes = []
-    assert ensure_onnx(model, tmp_path, log=notes.append) == path
+    assert ensure_onnx(model, info, tmp_path, log=notes.append) == path
     assert notes and "rebuilding" in notes[0] and path.stat().st_size > 1e6
     meta = read_sidecar(path)
     meta["checkpoint_sha256"] = "0" * 64  # as if built from other weights
     sidecar_path(path).write_text(json.dumps(meta))
     notes.clear()
-    ensure_onnx(model, tmp_path, log=notes.append)
+    ensure_onnx(model, info, tmp_path, log=notes.append)
     assert notes and "checkpoint_sha256 differs" in notes[0]
     assert read_sidecar(path)["checkpoint_sha256"] == file_sha256(calibrated_checkpoint)
     mtime = path.stat().st_mtime_ns
-    ensure_onnx(model, tmp_path)  # matching and valid: reused
+    ensure_onnx(model, info, tmp_path)  # matching and valid: reused
     assert path.stat().st_mtime_ns == mtime
     # test-time settings (the runtime shows one detection) do not change the graph: still reused
     for overrides in ({"max_detections": 1}, {"box_score_thresh": 0.5, "rpn_post_nms_top_n_test": 50}):
         notes.clear()
-        assert ensure_onnx(load_model(calibrated_checkpoint, **overrides), tmp_path, log=notes.append) == path
+        assert ensure_onnx(*load_checkpoint(calibrated_checkpoint, **overrides), tmp_path, log=notes.append) == path
         assert not notes and path.stat().st_mtime_ns == mtime
 
 
@@ -93,7 +94,7 @@ def test_corrupt_onnx_given_to_onnxruntime_is_one_line(calibrated_checkpoint, tm
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07garbage")
     with pytest.raises(StreamsegError, match="onnxruntime cannot load it"):
-        open_onnxruntime(load_model(calibrated_checkpoint), onnx_path=bad)
+        open_onnxruntime(*load_checkpoint(calibrated_checkpoint), onnx_path=bad)
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -142,6 +143,6 @@ def test_dynamo_exporter_also_gives_a_clean_graph(calibrated_checkpoint, tmp_pat
     pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscript (not a dependency)")
     import onnx
 
-    path = export_onnx(load_model(calibrated_checkpoint), tmp_path / "dyn.onnx", dynamo=True)
+    path = export_onnx(*load_checkpoint(calibrated_checkpoint), tmp_path / "dyn.onnx", dynamo=True)
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert "Loop" not in ops and "If" not in ops and "NonMaxSuppression" not in ops

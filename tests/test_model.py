@@ -10,13 +10,14 @@ from streamseg.model import ModelConfig
 @pytest.mark.parametrize("head,size", [("112", 112), ("56", 56), ("28", 28)])
 def test_mask_head_resolution_on_real_image(sample_dir, head, size):
     torch.manual_seed(0)
-    model = build_model(backbone="mobilenet_v3_large", mask_head=head, box_head_width=128, box_score_thresh=0.0).eval()
+    cfg = ModelConfig(backbone="mobilenet_v3_large", mask_head=head, box_head_width=128, box_score_thresh=0.0)
+    model = build_model(cfg).eval()
     img = cv2.imread(str(sample_dir / "images" / "Pz002-001.png"))
     batch, _ = preprocess([img], 512)
     with torch.no_grad():
         out = model(list(batch))[0]
     assert out["masks"].shape[1:] == (1, size, size)
-    assert 1 <= len(out["boxes"]) <= model.streamseg_config.max_detections
+    assert 1 <= len(out["boxes"]) <= cfg.max_detections
     # Table I: 4 conv 3x3 (256) then N transposed 2x2 stride-2 convs then a 1x1 to the 2 classes
     convs = [m for m in model.roi_heads.mask_head.modules() if isinstance(m, torch.nn.Conv2d)]
     ups = [m for m in model.roi_heads.mask_predictor.modules() if isinstance(m, torch.nn.ConvTranspose2d)]

@@ -10,7 +10,6 @@ import torch
 
 from streamseg import backends
 from streamseg.backends.parity import compare
-from streamseg.checkpoint import load_model
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +39,10 @@ def test_reference_has_detections(reference):
 
 def test_split_eager_is_the_torch_backend(calibrated_checkpoint, parity_images, reference):
     """The split path (dense part + torchvision's proposal/heads code) reproduces the whole model."""
-    from streamseg.backends.split import DenseNet, EagerDense, SplitBackend
+    from streamseg.backends.split import SplitBackend
 
-    model = load_model(calibrated_checkpoint)
-    split = SplitBackend(model, EagerDense(DenseNet(model), torch.device("cpu"), False))
+    split = backends.load("torch", calibrated_checkpoint, split=True)
+    assert isinstance(split, SplitBackend)
     for im, ref in list(zip(parity_images, reference))[:3]:
         got = split.predict_one(im)
         d, iou = compare(ref, got)

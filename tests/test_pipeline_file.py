@@ -83,7 +83,7 @@ def test_the_pipeline_runs_one_detection_the_best(sample_dir, small_checkpoint, 
     """The pipeline shows one nerve, so it asks the backend for one detection (each extra one costs a
     112² mask-head pass); it is the checkpoint's best, the same one a higher cap puts first."""
     from streamseg import backends
-    from streamseg.checkpoint import load_model
+    from streamseg.checkpoint import load_checkpoint
 
     opened = []
     real = backends.load
@@ -93,7 +93,7 @@ def test_the_pipeline_runs_one_detection_the_best(sample_dir, small_checkpoint, 
                          "--model", small_checkpoint, "--max-frames", "2", "--score-thresh", "0"])
     assert code == 0, text
     [be] = opened
-    assert be.config.max_detections == 1 and load_model(small_checkpoint).streamseg_config.max_detections == 2
+    assert be.config.max_detections == 1 and load_checkpoint(small_checkpoint)[1].config.max_detections == 2
     with av.open(str(sample_dir / "demo.mp4")) as c:
         first = next(c.decode(video=0)).to_ndarray(format="bgr24")
     both = backends.load("torch", small_checkpoint).predict_one(first)

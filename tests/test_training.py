@@ -10,7 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from streamseg import build_model
-from streamseg.checkpoint import load_model, save_checkpoint
+from streamseg.checkpoint import load_checkpoint, load_model, save_checkpoint
+from streamseg.model import ModelConfig
 from streamseg.cli import app
 from streamseg.training.dataset import NerveDataset, collate, scan_folder
 
@@ -42,10 +43,11 @@ def test_checkpoint_round_trip_and_bad_files(tmp_path):
     from streamseg import StreamsegError
 
     torch.manual_seed(0)
-    model = build_model(backbone="resnet18", mask_head="56", box_head_width=128)
-    save_checkpoint(tmp_path / "m.pt", model, meta={"k": 1}, half=True)
-    loaded = load_model(tmp_path / "m.pt", max_detections=1)
-    assert loaded.streamseg_config.mask_head == "56" and loaded.streamseg_config.max_detections == 1
+    cfg = ModelConfig(backbone="resnet18", mask_head="56", box_head_width=128)
+    model = build_model(cfg)
+    save_checkpoint(tmp_path / "m.pt", model, meta={"k": 1}, half=True, config=cfg)
+    loaded, info = load_checkpoint(tmp_path / "m.pt", max_detections=1)
+    assert info.config.mask_head == "56" and info.config.max_detections == 1
     w0, w1 = model.backbone.body.conv1.weight, loaded.backbone.body.conv1.weight
     assert torch.allclose(w0, w1, atol=1e-3) and w1.dtype == torch.float32
     (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
@@ -125,5 +127,5 @@ def test_ablation_one_command_prints_table_ii(sample_dir, tmp_path):
     assert r.exit_code == 0, r.output
     for head in ("mask28", "mask56", "mask112"):
         assert head in r.output and (tmp_path / f"{head}.pt").exists()
-    assert load_model(tmp_path / "mask56.pt").streamseg_config.mask_size == 56
+    assert load_checkpoint(tmp_path / "mask56.pt")[1].config.mask_size == 56
     assert "0.903" in r.output  # the paper's column beside ours

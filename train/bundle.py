@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from streamseg.checkpoint import load_model, read_checkpoint, save_checkpoint
+from streamseg.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from streamseg.files import file_sha256
 
 
@@ -16,9 +16,9 @@ def main(src: str, dst: str) -> None:
     meta = dict(read_checkpoint(src).get("meta", {}))
     meta.pop("train_state", None)  # optimiser/scheduler state of a *_last.pt: only --resume needs it
     meta["bundled_from"] = {"file": str(src), "sha256": file_sha256(src), "storage": "fp16"}
-    model = load_model(src)
+    model, info = load_checkpoint(src)
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(dst, model, meta=meta, half=True)
+    save_checkpoint(dst, model, meta=meta, half=True, config=info.config)
     print(f"{dst}: {Path(dst).stat().st_size / 2**20:.1f} MiB (fp16) from {src}")
 
 

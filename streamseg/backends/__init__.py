@@ -1,10 +1,30 @@
-"""Backends share one interface (`Backend.predict`); `load` is the only door to a concrete one."""
+"""Inference backends. `load` is the only door to a concrete one; every backend keeps one contract
+(`base.Backend`: name, half, info, describe, predict_one, infer).
+
+Modules, each importing only those below it (no circles):
+    __init__ (load, available) -> torch_eager, onnxrt, compiled, tensorrt   one module per backend
+    export (`streamseg export`) -> onnx_export, compiled, tensorrt
+    onnx_export -> artefacts, split;  split -> base;  artefacts, device, bn_warmup, parity: leaves
+A new backend is a module with `open_<name>(model, info, device, half, out_dir, log) -> Backend`
+(its artefacts through `artefacts.ensure_artefact` / `load_or_rebuild`), an entry in `_OPENERS`
+and `BACKENDS`, and a line in `available`.
+"""
 from __future__ import annotations
 
+import importlib
+
+from .artefacts import DEFAULT_DIR
 from .base import Backend, ensure_bgr, postprocess, preprocess, to_tensor
+from .device import select_device
 from ..types import StreamsegError
 
 BACKENDS = ("auto", "torch", "compiled", "onnxruntime", "tensorrt")
+_OPENERS = {  # name -> (module, opener), imported only when asked for
+    "torch": ("torch_eager", "open_torch"),
+    "onnxruntime": ("onnxrt", "open_onnxruntime"),
+    "compiled": ("compiled", "open_compiled"),
+    "tensorrt": ("tensorrt", "open_tensorrt"),
+}
 
 
 def available(device: str = "cpu") -> list[str]:
@@ -25,48 +45,39 @@ def available(device: str = "cpu") -> list[str]:
     return names
 
 
-def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = False, *, model=None,
-         engines_dir=None, log=None, **overrides) -> Backend:
-    """Open a backend by name for a checkpoint (None = the bundled default) or an in-memory `model`.
+def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = False, *, model=None, info=None,
+         split: bool = False, engines_dir=None, log=None, **overrides) -> Backend:
+    """Open a backend by name for a checkpoint (None = the bundled default), or for an in-memory
+    `model` with its `info` (a ModelInfo; `overrides` then do not apply).
 
-    Compiled backends build their artefacts into `engines_dir` (default `engines/`) on first use
-    and reuse them while their sidecar matches. `auto` picks the fastest available on `device`.
+    `device`: "cpu", "cuda[:N]" or "auto" (`select_device`). `split` (torch only) runs eager torch
+    through the split path, as the compiled backends run, so it reports dense/proposals/heads stage
+    times (the bench's baseline); the detections are the same. Compiled backends build their
+    artefacts into `engines_dir` (default `engines/`) on first use and reuse them while their
+    sidecar matches. `auto` picks the fastest available on `device`.
     """
-    from .export import DEFAULT_DIR
-
     if name not in BACKENDS:
         raise StreamsegError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
-    if str(device).startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise StreamsegError(f"device {device!r} asked for, but no CUDA GPU is visible")
+    device = select_device(device, "device")
     if name == "tensorrt":
         from .tensorrt import import_tensorrt
 
         import_tensorrt()  # one clear line where TensorRT is missing, before any model work
     if model is None:
-        from ..checkpoint import load_model
+        from ..checkpoint import load_checkpoint
 
-        model = load_model(model_path, device="cpu", **overrides)
-    out = engines_dir if engines_dir is not None else DEFAULT_DIR
+        model, info = load_checkpoint(model_path, device="cpu", **overrides)
+    elif info is None:
+        raise TypeError("backends.load(model=...) needs the model's info (a ModelInfo) too")
     if name == "auto":
         name = available(device)[0]
-    if name == "torch":
-        from .torch_eager import TorchBackend
-
-        return TorchBackend(model, device=device, half=half)
-    if name == "onnxruntime":
-        from .onnxrt import open_onnxruntime
-
-        return open_onnxruntime(model, device, half, out, log=log)
-    if name == "compiled":
-        from .compiled import open_compiled
-
-        return open_compiled(model, device, half, out, log=log)
-    from .tensorrt import open_tensorrt
-
-    return open_tensorrt(model, device, half, out, log=log)
+    if name != "torch":
+        info = info.with_sha256(model)  # artefacts are named by it
+    module, opener = _OPENERS[name]
+    kw = {"split": split} if name == "torch" else {}
+    out = engines_dir if engines_dir is not None else DEFAULT_DIR
+    return getattr(importlib.import_module(f".{module}", __name__), opener)(model, info, device, half, out, log, **kw)
 
 
-__all__ = ["Backend", "load", "available", "BACKENDS", "ensure_bgr", "postprocess", "preprocess", "to_tensor"]
+__all__ = ["Backend", "load", "available", "select_device", "BACKENDS", "ensure_bgr", "postprocess", "preprocess",
+           "to_tensor"]

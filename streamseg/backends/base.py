@@ -1,6 +1,10 @@
 """One interface for every inference backend: images in (BGR uint8, any size), detections out
 (boxes, scores and masks in source pixels). Pre- and post-processing are shared here, so backends
-differ only in how they run the network."""
+differ only in how they run the network (`forward`).
+
+The contract every backend keeps (`types.Backend`): `name`, `half`, `describe()`,
+`predict_one(image)`, and `infer(image)` -> (detections, seconds per stage of that call). A
+backend also holds its model's identity, `info` (a `ModelInfo`: config, source, sha256, meta)."""
 from __future__ import annotations
 
 import time
@@ -11,7 +15,7 @@ import numpy as np
 import torch
 
 from ..letterbox import Letterbox, mask_box, paste_to_source
-from ..model import ModelConfig
+from ..model import ModelInfo
 from ..types import Detection
 
 
@@ -64,12 +68,14 @@ def postprocess(outputs: list[dict], lbs: list[Letterbox], mask_threshold: float
 
 
 class Backend(ABC):
-    """predict(images) -> one list of detections (best first) per image."""
+    """predict(images) -> one list of detections (best first) per image; infer(image) -> (detections,
+    stage seconds). Concrete backends implement `forward` (and may report inner stages)."""
 
     name: str = "base"
 
-    def __init__(self, config: ModelConfig, device: str = "cpu", half: bool = False):
-        self.config = config
+    def __init__(self, info: ModelInfo, device: str | torch.device = "cpu", half: bool = False):
+        self.info = info
+        self.config = info.config
         self.device = torch.device(device)
         self.half = half
         self.last_stages: dict[str, float] = {}
@@ -79,7 +85,11 @@ class Backend(ABC):
         """Letterboxed batch (B×3×S×S float in [0,1], on CPU) -> per-image dicts of
         boxes (letterbox px), labels, scores, masks (N×1×M×M probabilities)."""
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+    def forward_stages(self) -> dict[str, float]:
+        """Seconds per stage inside the last `forward` (e.g. dense, proposals, heads); none by default."""
+        return {}
+
+    def _run(self, images: Sequence[np.ndarray]) -> tuple[list[list[Detection]], dict[str, float]]:
         t0 = time.perf_counter()
         batch, lbs = preprocess(images, self.config.image_size)
         t1 = time.perf_counter()
@@ -87,11 +97,20 @@ class Backend(ABC):
         t2 = time.perf_counter()
         dets = postprocess(outputs, lbs, box_from_mask=self.config.box_from_mask)
         t3 = time.perf_counter()
-        self.last_stages = {"preprocess": t1 - t0, "model": t2 - t1, "paste": t3 - t2, **getattr(self, "_inner", {})}
+        return dets, {"preprocess": t1 - t0, "model": t2 - t1, "paste": t3 - t2, **self.forward_stages()}
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        dets, self.last_stages = self._run(images)
         return dets
 
     def predict_one(self, image: np.ndarray) -> list[Detection]:
         return self.predict([image])[0]
+
+    def infer(self, image: np.ndarray) -> tuple[list[Detection], dict[str, float]]:
+        """One image -> (its detections, best first; seconds per stage of this call)."""
+        dets, stages = self._run([image])
+        self.last_stages = stages
+        return dets[0], dict(stages)
 
     def describe(self) -> str:
         prec = "fp16" if self.half else "fp32"

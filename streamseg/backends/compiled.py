@@ -11,13 +11,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..files import first_line
+from ..model import ModelInfo
 from ..types import StreamsegError
-from .export import DEFAULT_DIR, artefact_path, base_meta, ensure_dir, mismatch, write_sidecar
+from .artefacts import DEFAULT_DIR, artefact_path, base_meta, ensure_artefact, load_or_rebuild
 from .split import DenseNet, SplitBackend
 
 
-def _expected(model: nn.Module, dev: torch.device, batch: int, half: bool) -> dict:
-    meta = {"format": "streamseg-dense-aoti", **base_meta(model, batch, half), "torch": torch.__version__,
+def _expected(info: ModelInfo, dev: torch.device, batch: int, half: bool) -> dict:
+    meta = {"format": "streamseg-dense-aoti", **base_meta(info, batch, half), "torch": torch.__version__,
             "device": dev.type}
     if dev.type == "cuda":
         meta["gpu"] = torch.cuda.get_device_name(dev)
@@ -25,22 +27,11 @@ def _expected(model: nn.Module, dev: torch.device, batch: int, half: bool) -> di
     return meta
 
 
-def ensure_compiled(model: nn.Module, out_dir=DEFAULT_DIR, device: str = "cpu", batch: int = 1, half: bool = False,
-                    force: bool = False, log=None) -> Path:
-    dev = torch.device(device)
-    half = half and dev.type == "cuda"
-    out = ensure_dir(out_dir)
-    path = artefact_path(model, out, f"{dev.type}.pt2", batch, half)
-    expected = _expected(model, dev, batch, half)
-    why = "forced" if force else mismatch(path, expected)
-    if not why:
-        return path
-    if log and why not in ("missing", "forced"):
-        log(f"rebuilding {path.name}: {why}")
+def _compile(model: nn.Module, info: ModelInfo, path: Path, dev: torch.device, batch: int, half: bool) -> None:
     net = copy.deepcopy(DenseNet(model)).eval().to(dev)
     dtype = torch.float16 if half else torch.float32
     net = net.to(dtype)
-    size = model.streamseg_config.image_size
+    size = info.config.image_size
     x = torch.rand(batch, 3, size, size, dtype=dtype, device=dev)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.building.pt2")  # AOTInductor wants a .pt2 name
     try:
@@ -52,13 +43,20 @@ def ensure_compiled(model: nn.Module, out_dir=DEFAULT_DIR, device: str = "cpu", 
     except StreamsegError:
         raise
     except Exception as e:  # noqa: BLE001 - compiler failures (no C++ toolchain, ...) are one line
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise StreamsegError(f"AOTInductor could not compile the dense part on {dev.type}: {first[:200]}") from None
+        why = first_line(e, 200)
+        raise StreamsegError(f"AOTInductor could not compile the dense part on {dev.type}: {why}") from None
     finally:
         if tmp.exists():
             tmp.unlink()
-    write_sidecar(path, expected)
-    return path
+
+
+def ensure_compiled(model: nn.Module, info: ModelInfo, out_dir=DEFAULT_DIR, device: str = "cpu", batch: int = 1,
+                    half: bool = False, force: bool = False, log=None) -> Path:
+    dev = torch.device(device)
+    half = half and dev.type == "cuda"
+    path = artefact_path(info, out_dir, f"{dev.type}.pt2", batch, half)
+    return ensure_artefact(path, _expected(info, dev, batch, half), lambda p: _compile(model, info, p, dev, batch, half),
+                           force=force, log=log)
 
 
 class CompiledDense:
@@ -73,16 +71,9 @@ class CompiledDense:
         return self.runner(x.half() if self.half else x)
 
 
-def open_compiled(model: nn.Module, device: str = "cpu", half: bool = False, out_dir=DEFAULT_DIR,
+def open_compiled(model: nn.Module, info: ModelInfo, device: str = "cpu", half: bool = False, out_dir=DEFAULT_DIR,
                   log=None) -> SplitBackend:
-    dev = torch.device(device)
-    half = half and dev.type == "cuda"
-    path = ensure_compiled(model, out_dir, device, 1, half, log=log)
-    try:
-        dense = CompiledDense(path, half)
-    except Exception as e:  # noqa: BLE001 - a stale or corrupt package: rebuild once
-        if log:
-            log(f"rebuilding {path.name}: it does not load ({type(e).__name__})")
-        path = ensure_compiled(model, out_dir, device, 1, half, force=True, log=log)
-        dense = CompiledDense(path, half)
-    return SplitBackend(model, dense, device, half, name="compiled")
+    half = half and torch.device(device).type == "cuda"
+    dense = load_or_rebuild(lambda force: ensure_compiled(model, info, out_dir, device, 1, half, force, log),
+                            lambda path: CompiledDense(path, half), log)
+    return SplitBackend(model, info, dense, device, half, name="compiled")

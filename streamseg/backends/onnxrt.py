@@ -8,8 +8,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..files import first_line
+from ..model import ModelInfo
 from ..types import StreamsegError
-from .export import DEFAULT_DIR, ensure_onnx, read_sidecar
+from .artefacts import DEFAULT_DIR, read_sidecar
+from .onnx_export import ensure_onnx
 from .split import SplitBackend
 
 _NP = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16}
@@ -57,8 +60,7 @@ class OrtDense:
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
         except Exception as e:  # noqa: BLE001 - a corrupt graph is one clear line
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise StreamsegError(f"{self.path}: onnxruntime cannot load it ({first[:160]})") from None
+            raise StreamsegError(f"{self.path}: onnxruntime cannot load it ({first_line(e, 160)})") from None
         self.device = device
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -88,18 +90,19 @@ class OrtDense:
         return self._buffers
 
 
-def open_onnxruntime(model: nn.Module, device: str = "cpu", half: bool = False, out_dir=DEFAULT_DIR,
-                     onnx_path: str | Path | None = None, log=None) -> SplitBackend:
+def open_onnxruntime(model: nn.Module, info: ModelInfo, device: str = "cpu", half: bool = False, out_dir=DEFAULT_DIR,
+                     log=None, onnx_path: str | Path | None = None) -> SplitBackend:
     """SplitBackend whose dense step is ONNX Runtime; exports the graph into `out_dir` if needed."""
     if not available():
         raise StreamsegError("onnxruntime is not installed (pip install 'streamseg[onnx]')")
     dev = torch.device(device)
     half = half and dev.type == "cuda"
     if onnx_path is None:
-        onnx_path = ensure_onnx(model, out_dir, 1, half, log)
+        onnx_path = ensure_onnx(model, info, out_dir, 1, half, log)
     meta = read_sidecar(onnx_path) or {}
     threads = int(os.environ.get("STREAMSEG_ORT_THREADS", 0)) or None
     dense = OrtDense(onnx_path, dev, threads)
-    if meta.get("config", {}).get("backbone", model.streamseg_config.backbone) != model.streamseg_config.backbone:
+    backbone = info.config.backbone
+    if meta.get("config", {}).get("backbone", backbone) != backbone:
         raise StreamsegError(f"{onnx_path}: built for another architecture ({meta['config']['backbone']})")
-    return SplitBackend(model, dense, device, half, name="onnxruntime")
+    return SplitBackend(model, info, dense, device, half, name="onnxruntime")

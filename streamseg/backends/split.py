@@ -19,6 +19,7 @@ from torch import nn
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 
+from ..model import ModelInfo
 from .base import Backend
 
 DenseFn = Callable[[torch.Tensor], Sequence[torch.Tensor]]
@@ -103,10 +104,10 @@ class SplitBackend(Backend):
 
     name = "split"
 
-    def __init__(self, model: nn.Module, dense: DenseFn, device: str = "cpu", half: bool = False,
+    def __init__(self, model: nn.Module, info: ModelInfo, dense: DenseFn, device: str = "cpu", half: bool = False,
                  name: str | None = None):
         dev = torch.device(device)
-        super().__init__(model.streamseg_config, dev, half and dev.type == "cuda")
+        super().__init__(info, dev, half and dev.type == "cuda")
         if name:
             self.name = name
         self.model = model.eval().to(self.device)
@@ -154,3 +155,6 @@ class SplitBackend(Backend):
         clock.mark("heads")
         self._inner = clock.stages()
         return detections
+
+    def forward_stages(self) -> dict[str, float]:
+        return self._inner

@@ -15,8 +15,11 @@ import torch
 from torch import nn
 
 from ..files import atomic_write, file_sha256
+from ..model import ModelInfo
 from ..types import StreamsegError
-from .export import DEFAULT_DIR, artefact_path, base_meta, ensure_onnx, mismatch, read_sidecar, write_sidecar
+from .artefacts import DEFAULT_DIR, artefact_path, base_meta, ensure_artefact, load_or_rebuild, read_sidecar
+from .device import select_device
+from .onnx_export import ensure_onnx
 from .split import SplitBackend
 
 WORKSPACE_BYTES = 4 << 30
@@ -42,9 +45,9 @@ def available() -> bool:
     return torch.cuda.is_available()
 
 
-def _expected(trt, model: nn.Module, onnx_path: Path, batch: int, half: bool) -> dict:
+def _expected(trt, info: ModelInfo, onnx_path: Path, batch: int, half: bool) -> dict:
     dev = torch.cuda.current_device()
-    return {"format": "streamseg-dense-tensorrt", **base_meta(model, batch, half), "tensorrt": trt.__version__,
+    return {"format": "streamseg-dense-tensorrt", **base_meta(info, batch, half), "tensorrt": trt.__version__,
             "gpu": torch.cuda.get_device_name(dev), "compute_capability": "%d.%d" % torch.cuda.get_device_capability(dev),
             "onnx_sha256": file_sha256(onnx_path)}
 
@@ -71,20 +74,14 @@ def build_engine(trt, onnx_path: Path, engine_path: Path, half: bool, log=None) 
     atomic_write(engine_path, lambda tmp: Path(tmp).write_bytes(bytes(serialized)))
 
 
-def ensure_engine(model: nn.Module, onnx_path: Path, out_dir=DEFAULT_DIR, batch: int = 1, half: bool = False,
+def ensure_engine(info: ModelInfo, onnx_path: Path, out_dir=DEFAULT_DIR, batch: int = 1, half: bool = False,
                   force: bool = False, log=None) -> Path:
     trt = import_tensorrt()
-    if not torch.cuda.is_available():
-        raise StreamsegError("TensorRT engines need a CUDA GPU, and none is visible")
-    path = artefact_path(model, out_dir, "engine", batch, half)
-    expected = _expected(trt, model, Path(onnx_path), batch, half)
-    why = "forced" if force else mismatch(path, expected)
-    if why:
-        if log and why not in ("missing", "forced"):
-            log(f"rebuilding {path.name}: {why}")
-        build_engine(trt, Path(onnx_path), path, half, log)
-        write_sidecar(path, expected)
-    return path
+    select_device("cuda", "TensorRT engines need")
+    onnx_path = Path(onnx_path)
+    path = artefact_path(info, out_dir, "engine", batch, half)
+    return ensure_artefact(path, _expected(trt, info, onnx_path, batch, half),
+                           lambda p: build_engine(trt, onnx_path, p, half, log), force=force, log=log)
 
 
 class TrtDense:
@@ -125,20 +122,14 @@ class TrtDense:
         return self.outputs
 
 
-def open_tensorrt(model: nn.Module, device: str = "cuda", half: bool = True, out_dir=DEFAULT_DIR,
+def open_tensorrt(model: nn.Module, info: ModelInfo, device: str = "cuda", half: bool = True, out_dir=DEFAULT_DIR,
                   log=None) -> SplitBackend:
     trt = import_tensorrt()
-    dev = torch.device(device)
-    if dev.type != "cuda" or not torch.cuda.is_available():
+    dev = torch.device(select_device(device, "device"))
+    if dev.type != "cuda":
         raise StreamsegError("the tensorrt backend needs a CUDA device (--device cuda)")
-    onnx_path = ensure_onnx(model, out_dir, 1, False, log)
-    path = ensure_engine(model, onnx_path, out_dir, 1, half, log=log)
+    onnx_path = ensure_onnx(model, info, out_dir, 1, False, log)
     order = (read_sidecar(onnx_path) or {}).get("outputs")
-    try:
-        dense = TrtDense(trt, path, dev, order)
-    except StreamsegError:
-        if log:
-            log(f"rebuilding {path.name}: it does not deserialise")
-        path = ensure_engine(model, onnx_path, out_dir, 1, half, force=True, log=log)
-        dense = TrtDense(trt, path, dev, order)
-    return SplitBackend(model, dense, device, half, name="tensorrt")
+    dense = load_or_rebuild(lambda force: ensure_engine(info, onnx_path, out_dir, 1, half, force, log),
+                            lambda path: TrtDense(trt, path, dev, order), log)
+    return SplitBackend(model, info, dense, device, half, name="tensorrt")

@@ -1,16 +1,23 @@
-"""Eager PyTorch: CPU or CUDA, FP32 or FP16 (autocast), channels_last, cudnn benchmark."""
+"""Eager PyTorch: CPU or CUDA, FP32 or FP16 (autocast), channels_last, cudnn benchmark.
+
+`open_torch(..., split=True)` runs the same eager network through the split path (dense part, then
+torchvision's proposals and heads): identical detections, plus the dense/proposals/heads stage
+times the compiled backends report; `streamseg bench` uses it as its baseline."""
 from __future__ import annotations
 
 import torch
+from torch import nn
 
+from ..model import ModelInfo
 from .base import Backend
+from .split import DenseNet, EagerDense, SplitBackend
 
 
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, model: torch.nn.Module, device: str = "cpu", half: bool = False):
-        super().__init__(model.streamseg_config, device, half and torch.device(device).type == "cuda")
+    def __init__(self, model: nn.Module, info: ModelInfo, device: str = "cpu", half: bool = False):
+        super().__init__(info, device, half and torch.device(device).type == "cuda")
         self.model = model.eval().to(self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -21,3 +28,13 @@ class TorchBackend(Backend):
         x = batch.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
             return self.model(list(x))
+
+
+def open_torch(model: nn.Module, info: ModelInfo, device: str = "cpu", half: bool = False, out_dir=None, log=None,
+               split: bool = False) -> Backend:
+    """Eager torch (no artefacts: `out_dir` and `log` are unused); `split` as the module says."""
+    if not split:
+        return TorchBackend(model, info, device, half)
+    dev = torch.device(device)
+    half = half and dev.type == "cuda"
+    return SplitBackend(model, info, EagerDense(DenseNet(model), dev, half), device, half, name="torch")

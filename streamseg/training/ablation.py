@@ -20,10 +20,10 @@ def run_ablation(base: TrainConfig, out_dir: str, progress=None, log=print) -> d
     for head in HEADS:
         cfg = replace(base, out=str(out / f"mask{head}.pt"), split=split_path, model={**base.model, "mask_head": head})
         train(cfg, progress=progress, log=log)
-        from ..checkpoint import load_model
+        from ..checkpoint import load_checkpoint
 
-        model = load_model(cfg.out)
+        model, info = load_checkpoint(cfg.out)
         test = select(scan_folder(base.data), load_split(split_path)["test"])
-        summary, _ = evaluate_model(model, test, device="cpu", progress=progress)
+        summary, _ = evaluate_model(model, test, device="cpu", progress=progress, config=info.config)
         results[f"mask{head}"] = summary
     return results

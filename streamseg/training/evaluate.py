@@ -7,13 +7,15 @@ import torch
 
 from ..backends.torch_eager import TorchBackend
 from ..letterbox import mask_box
+from ..model import ModelConfig, ModelInfo
 from .dataset import Sample, load_pair
 from .metrics import CONF_THRESH, IOU_THRESH, ImageResult, coco_ap, dice, paper_rule, summarize
 
 
-def predict_samples(model: torch.nn.Module, samples: list[Sample], device="cpu", progress=None):
-    """-> list of (sample, image, gt_mask, detections)."""
-    backend = TorchBackend(model, device=str(device))
+def predict_samples(model: torch.nn.Module, samples: list[Sample], device="cpu", progress=None, *,
+                    config: ModelConfig):
+    """-> list of (sample, image, gt_mask, detections); `config` is the one `model` was built from."""
+    backend = TorchBackend(model, ModelInfo(config), device=str(device))
     task = progress.add_task("eval", total=len(samples)) if progress else None
     out = []
     for s in samples:
@@ -58,10 +60,10 @@ def score_predictions(preds, conf: float = CONF_THRESH, iou: float = IOU_THRESH,
     return summary, per_image
 
 
-def evaluate_model(model, samples, device="cpu", progress=None, **kw):
+def evaluate_model(model, samples, device="cpu", progress=None, *, config: ModelConfig, **kw):
     was_training = model.training
     model.eval()
-    preds = predict_samples(model, samples, device, progress)
+    preds = predict_samples(model, samples, device, progress, config=config)
     if was_training:
         model.train()
     return score_predictions(preds, **kw)
@@ -74,7 +76,7 @@ def run_eval(data, model_path=None, split=None, subset="test", json_out=None, ou
     the JSON, per-image CSV, Dice boxplot and worst-case sheet."""
     from pathlib import Path
 
-    from ..checkpoint import load_model
+    from ..checkpoint import load_checkpoint
     from ..types import StreamsegError
     from . import report
     from .dataset import load_split, scan_folder, select
@@ -90,10 +92,10 @@ def run_eval(data, model_path=None, split=None, subset="test", json_out=None, ou
     for target in (json_out, out_dir):
         if target is not None and not Path(target).parent.exists():
             raise StreamsegError(f"{target}: folder {Path(target).parent} does not exist")
-    model = load_model(model_path, device=device, box_from_mask=(box == "mask"))
-    preds = predict_samples(model, samples, device, progress)
+    model, info = load_checkpoint(model_path, device=device, box_from_mask=(box == "mask"))
+    preds = predict_samples(model, samples, device, progress, config=info.config)
     summary, per_image = score_predictions(preds, conf, iou, fn_rule, mm_per_px)
-    summary["model"] = getattr(model, "streamseg_source", str(model_path))
+    summary["model"] = info.source
     summary["data"] = str(data)
     summary["subset"] = subset if split is not None else "all"
     summary["box"] = box
@@ -104,6 +106,6 @@ def run_eval(data, model_path=None, split=None, subset="test", json_out=None, ou
         out.mkdir(parents=True, exist_ok=True)
         report.write_per_image_csv(out / "per_image.csv", per_image, mm_per_px)
         report.dice_boxplot(out / "dice_boxplot.png",
-                            {f"mask{model.streamseg_config.mask_head}": [r.dice for r in per_image if r.dice is not None]})
+                            {f"mask{info.config.mask_head}": [r.dice for r in per_image if r.dice is not None]})
         report.worst_cases_sheet(out / "worst_cases.png", preds, per_image)
     return summary, per_image

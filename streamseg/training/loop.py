@@ -79,7 +79,9 @@ def _distributed() -> tuple[int, int, int]:
 
 
 def _device(name: str, world: int, local: int) -> torch.device:
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    from ..backends.device import select_device
+
+    device = torch.device(select_device(name))
     return torch.device("cuda", local) if device.type == "cuda" and world > 1 else device
 
 
@@ -243,16 +245,16 @@ def train_one_epoch(run: Run, epoch: int, progress=None, task=None) -> dict[str,
 VAL_KEYS = ("dice_median", "dice_mean", "precision", "recall", "top1_dice_mean", "map")
 
 
-def validate(model: torch.nn.Module, samples, negatives: list[Path], device) -> dict[str, float]:
+def validate(model: torch.nn.Module, mcfg: ModelConfig, samples, negatives: list[Path], device) -> dict[str, float]:
     """The validation columns of a log row: paper metrics on the validation patients (val_*) and the
     share of nerve-free validation images whose top detection scores above 0.98 / 0.95."""
     from .evaluate import evaluate_model  # late: evaluate imports the runtime backends
 
     model.eval()
-    summary, _ = evaluate_model(model, samples, device=device)
+    summary, _ = evaluate_model(model, samples, device=device, config=mcfg)
     cols = {f"val_{k}": summary[k] for k in VAL_KEYS}
     if negatives:
-        tops = np.array(top_scores(model, negatives, device=device))
+        tops = np.array(top_scores(model, negatives, device=device, config=mcfg))
         cols.update({"val_neg_over_098": float((tops > 0.98).mean()), "val_neg_over_095": float((tops > 0.95).mean())})
     model.train()
     return cols
@@ -267,11 +269,13 @@ def save_epoch(run: Run, epoch: int, row: dict, history: list[dict], best: float
     meta = {**run.meta_base, "epoch": epoch + 1, "history_tail": history[-3:]}
     if score is not None and score > best:
         best = score
-        save_checkpoint(run.out, run.model, {**meta, "best_val_top1_dice_mean": score})
+        save_checkpoint(run.out, run.model, {**meta, "best_val_top1_dice_mean": score}, config=run.mcfg)
     if run.cfg.keep_epochs:
-        save_checkpoint(run.out.with_name(f"{run.out.stem}_e{epoch + 1:03d}{run.out.suffix}"), run.model, meta)
+        epoch_path = run.out.with_name(f"{run.out.stem}_e{epoch + 1:03d}{run.out.suffix}")
+        save_checkpoint(epoch_path, run.model, meta, config=run.mcfg)
     save_checkpoint(run.last_path, run.model, {**meta, "train_state": {"epoch": epoch, "best": best,
-                                                                        "optimizer": run.opt.state_dict()}})
+                                                                        "optimizer": run.opt.state_dict()}},
+                    config=run.mcfg)
     log(json.dumps(row))
     return best
 
@@ -291,7 +295,7 @@ def train(cfg: TrainConfig, progress=None, log=print) -> dict:
                **losses}
         if run.rank == 0:
             if run.val_s and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
-                row.update(validate(run.model, run.val_s, run.neg_val, run.device))
+                row.update(validate(run.model, run.mcfg, run.val_s, run.neg_val, run.device))
             best = save_epoch(run, epoch, row, history, best, log)
     if run.world > 1:
         dist.barrier()

@@ -107,9 +107,10 @@ class MixedDataset(torch.utils.data.Dataset):
 
 
 @torch.no_grad()
-def top_scores(model: torch.nn.Module, paths: list[Path], device="cpu") -> list[float]:
+def top_scores(model: torch.nn.Module, paths: list[Path], device="cpu", *, config) -> list[float]:
     """The highest detection score on each nerve-free image (0 when nothing is detected)."""
     from ..backends.torch_eager import TorchBackend
+    from ..model import ModelInfo
 
-    backend = TorchBackend(model, device=str(device))
+    backend = TorchBackend(model, ModelInfo(config), device=str(device))
     return [max((d.score for d in backend.predict_one(read_image(p))), default=0.0) for p in paths]

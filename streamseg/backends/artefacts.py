@@ -1,0 +1,113 @@
+"""Compiled artefacts in `engines/`: their names, their sidecars, and the one way each is built,
+checked and opened.
+
+Every artefact is named after what it was built from and carries a sidecar JSON (`<file>.json`):
+    <backbone>-mask<M>-<sha12>-dense-b<B>-<S>-<fp32|fp16>.<onnx|engine|pt2>
+The sidecar records the checkpoint's (or, for a model built from a config, the weights') sha256,
+the model config, input shape, precision and the versions that matter. `ensure_artefact` reuses an
+artefact only while its sidecar matches what is asked for (and an optional check passes), else
+rebuilds it and writes the sidecar; `load_or_rebuild` opens it and rebuilds once if that fails.
+Files are written to a temp name and renamed, so a half-written artefact never exists.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from ..files import atomic_write, first_line
+from ..model import RUNTIME_KEYS, ModelInfo
+from ..types import StreamsegError
+
+DEFAULT_DIR = Path(os.environ.get("STREAMSEG_ENGINES", "engines"))
+T = TypeVar("T")
+
+
+def _sha(info: ModelInfo) -> str:
+    if not info.sha256:
+        raise ValueError("artefacts are named by the weights' sha256: fill it in first (ModelInfo.with_sha256)")
+    return info.sha256
+
+
+def artefact_path(info: ModelInfo, out_dir: str | Path, suffix: str, batch: int = 1, half: bool = False) -> Path:
+    cfg = info.config
+    prec = "fp16" if half else "fp32"
+    stem = f"{cfg.backbone}-mask{cfg.mask_head}-{_sha(info)[:12]}-dense-b{batch}-{cfg.image_size}-{prec}"
+    return Path(out_dir) / f"{stem}.{suffix}"
+
+
+def sidecar_path(path: str | Path) -> Path:
+    return Path(str(path) + ".json")
+
+
+def base_meta(info: ModelInfo, batch: int, half: bool) -> dict:
+    """What every sidecar records: the weights, what shapes the graph, input shape, precision."""
+    cfg = info.config
+    return {
+        "checkpoint_sha256": _sha(info),
+        "config": {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_KEYS},  # what shapes the graph
+        "input_shape": [batch, 3, cfg.image_size, cfg.image_size],
+        "precision": "fp16" if half else "fp32",
+    }
+
+
+def read_sidecar(path: str | Path) -> dict | None:
+    try:
+        return json.loads(sidecar_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_sidecar(path: str | Path, meta: dict) -> None:
+    atomic_write(sidecar_path(path), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True)))
+
+
+def mismatch(path: str | Path, expected: dict) -> str | None:
+    """Why the artefact at `path` cannot be reused for `expected` (None when it can)."""
+    if not Path(path).is_file():
+        return "missing"
+    meta = read_sidecar(path)
+    if meta is None:
+        return "no readable sidecar"
+    for k, v in expected.items():
+        if meta.get(k) != v:
+            return f"{k} differs ({meta.get(k)!r} != {v!r})"
+    return None
+
+
+def ensure_dir(out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StreamsegError(f"{out}: cannot create the artefact folder ({e.strerror})") from None
+    return out
+
+
+def ensure_artefact(path: Path, expected: dict, build: Callable[[Path], dict | None], *, force: bool = False,
+                    check: Callable[[Path], str | None] | None = None, log=None) -> Path:
+    """The artefact at `path`, reused while its sidecar matches `expected` and `check(path)` finds
+    nothing wrong; otherwise (or when `force`) `build(path)` writes it, with one log line saying why
+    a stale one is rebuilt. The sidecar is `expected` plus what `build` returns (e.g. output names)."""
+    why = "forced" if force else (mismatch(path, expected) or (check(path) if check else None))
+    if not why:
+        return path
+    if log and why not in ("missing", "forced"):
+        log(f"rebuilding {path.name}: {why}")
+    ensure_dir(path.parent)
+    extra = build(path)
+    write_sidecar(path, {**expected, **(extra or {})})
+    return path
+
+
+def load_or_rebuild(ensure: Callable[[bool], Path], open_: Callable[[Path], T], log=None) -> T:
+    """open_(ensure(False)); where the artefact does not load (stale, corrupt), rebuild it once
+    (ensure(True)) and open that."""
+    path = ensure(False)
+    try:
+        return open_(path)
+    except Exception as e:  # noqa: BLE001 - any failure to load a cached artefact means: rebuild it
+        if log:
+            log(f"rebuilding {path.name}: it does not load ({first_line(e, 120)})")
+    return open_(ensure(True))

@@ -1,0 +1,81 @@
+"""The dense part as an ONNX graph (static B×3×S×S): what onnxruntime runs and TensorRT builds from."""
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..files import atomic_write, first_line
+from ..model import ModelInfo
+from ..types import StreamsegError
+from .artefacts import DEFAULT_DIR, artefact_path, base_meta, ensure_artefact
+from .split import DenseNet, output_names
+
+OPSET = 17
+
+
+def onnx_meta(info: ModelInfo, batch: int, half: bool) -> dict:
+    return {"format": "streamseg-dense-onnx", "opset": OPSET, **base_meta(info, batch, half)}
+
+
+def _write_onnx(model: nn.Module, info: ModelInfo, path: Path, batch: int, half: bool, dynamo: bool) -> dict:
+    """Export to `path` (atomically); returns the sidecar's format-specific fields."""
+    import onnx
+
+    net = copy.deepcopy(DenseNet(model)).eval().cpu()
+    dtype = torch.float16 if half else torch.float32
+    net = net.to(dtype)
+    size = info.config.image_size
+    x = torch.rand(batch, 3, size, size, dtype=dtype)
+    names = output_names(net.feature_names)
+
+    def write(tmp):
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            try:
+                if dynamo:
+                    prog = torch.onnx.export(net, (x,), None, input_names=["images"], output_names=names,
+                                             opset_version=max(OPSET, 18), dynamo=True, external_data=False)
+                    prog.save(tmp)
+                else:
+                    torch.onnx.export(net, (x,), tmp, input_names=["images"], output_names=names,
+                                      opset_version=OPSET, do_constant_folding=True, dynamo=False)
+            except ImportError as e:
+                raise StreamsegError(f"ONNX export needs {e.name or 'a missing package'} (pip install onnxscript)") from None
+        onnx.checker.check_model(tmp)
+
+    atomic_write(path, write)
+    return {"torch": torch.__version__, "outputs": names, "feature_names": net.feature_names,
+            "exporter": "dynamo" if dynamo else "torchscript"}
+
+
+def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path, batch: int = 1, half: bool = False,
+                dynamo: bool = False) -> Path:
+    """Export the dense part (static B×3×S×S) to `path`, with its sidecar; FP16 weights and I/O when `half`.
+
+    The legacy TorchScript exporter is the default (no extra dependency, clean Conv/Resize graph);
+    `dynamo=True` uses torch.export (needs `onnxscript`).
+    """
+    return ensure_artefact(Path(path), onnx_meta(info, batch, half),
+                           lambda p: _write_onnx(model, info, p, batch, half, dynamo), force=True)
+
+
+def check_onnx(path: str | Path) -> str | None:
+    """None when `path` is a well-formed ONNX model, else the reason in a few words."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as e:  # noqa: BLE001 - any broken file is one reason, not a traceback
+        return f"not a valid ONNX model ({first_line(e, 120)})"
+    return None
+
+
+def ensure_onnx(model: nn.Module, info: ModelInfo, out_dir: str | Path = DEFAULT_DIR, batch: int = 1,
+                half: bool = False, log=None) -> Path:
+    """The dense ONNX for this model, exported now unless a matching, valid one is there."""
+    return ensure_artefact(artefact_path(info, out_dir, "onnx", batch, half), onnx_meta(info, batch, half),
+                           lambda p: _write_onnx(model, info, p, batch, half, False), check=check_onnx, log=log)
