@@ -20,8 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from .overlay import Hud
-from .types import Result, Timings
+from .types import Hud, Result, Timings
 
 _END = object()
 

@@ -24,7 +24,7 @@ import av
 import cv2
 import numpy as np
 
-from .backends.base import ensure_bgr
+from .letterbox import ensure_bgr
 from .types import Frame, StreamsegError
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "udp://", "tcp://", "http://", "https://", "srt://", "rtp://")

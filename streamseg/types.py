@@ -75,6 +75,19 @@ class Timings:
 
 
 @dataclass
+class Hud:
+    """The figures the overlay prints along the bottom of every frame (filled by the pipeline)."""
+
+    source_fps: float | None = None
+    processed_fps: float | None = None
+    model_ms: float | None = None
+    end_to_end_ms: float | None = None
+    dropped: int = 0
+    signal_lost: int = 0
+    lost_now: bool = False
+
+
+@dataclass
 class Result:
     frame: Frame
     detection: Detection | None
