@@ -117,7 +117,8 @@ def end_to_end(model, report, engines) -> dict:
     try:
         from streamseg.bench_live import run_live
 
-        return run_live(model, best["backend"], best["precision"] == "fp16", "cuda", o, print)
+        be = open_backend(best["backend"], model, "cuda", best["precision"] == "fp16", engines, print)
+        return run_live(be, o, print)
     except Exception as e:  # noqa: BLE001 - e.g. no PyAV on this box: recorded, not fatal
         return {"skipped": f"{type(e).__name__}: {str(e)[:200]}"}
 

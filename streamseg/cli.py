@@ -60,20 +60,21 @@ def _pipeline(**kw):
     1 when a live source was lost for good."""
     from .runner import Options, run
 
-    s = run(Options(**kw), log=lambda msg: console.print(msg, highlight=False, markup=False))
-    if s["median"] is None:
-        csa = f"CSA: no confident frames (score >= {s['confident_threshold']:g})"
+    r = run(Options(**kw), log=lambda msg: console.print(msg, highlight=False, markup=False))
+    c = r.csa
+    if c.median is None:
+        csa = f"CSA: no confident frames (score >= {c.confident_threshold:g})"
     else:
-        unit = s["unit"] + ("" if s["calibrated"] else " (uncalibrated)")
-        csa = f"CSA median {s['median']:g} {unit}, IQR {s['q1']:g}–{s['q3']:g} over {s['confident_frames']} confident frames"
-        if s["cts_flag"] is not None:
-            csa += f"; CTS flag: {'yes' if s['cts_flag'] else 'no'} (cut-off {s['cts_cutoff_mm2']:g} mm²)"
-    console.print(f"frames seen {s['frames_seen']}, processed {s['frames_processed']}, with nerve {s['frames_with_nerve']}, "
-                  f"dropped {s['dropped']}, {s['processed_fps']:.2f} fps. {csa}", highlight=False, markup=False)
-    if s["stopped_by"] in ("SIGINT", "SIGTERM"):
-        console.print(f"[yellow]stopped by {s['stopped_by']}; outputs finalised[/]")
-        raise typer.Exit(130 if s["stopped_by"] == "SIGINT" else 143)
-    if s["source_lost"]:
+        unit = c.unit + ("" if c.calibrated else " (uncalibrated)")
+        csa = f"CSA median {c.median:g} {unit}, IQR {c.q1:g}–{c.q3:g} over {c.confident_frames} confident frames"
+        if c.cts_flag is not None:
+            csa += f"; CTS flag: {'yes' if c.cts_flag else 'no'} (cut-off {c.cts_cutoff_mm2:g} mm²)"
+    console.print(f"frames seen {r.frames_seen}, processed {c.frames_processed}, with nerve {c.frames_with_nerve}, "
+                  f"dropped {r.dropped}, {r.processed_fps:.2f} fps. {csa}", highlight=False, markup=False)
+    if r.stopped_by in ("SIGINT", "SIGTERM"):
+        console.print(f"[yellow]stopped by {r.stopped_by}; outputs finalised[/]")
+        raise typer.Exit(130 if r.stopped_by == "SIGINT" else 143)
+    if r.source_lost:
         console.print("[red]live source lost; outputs finalised[/]")
         raise typer.Exit(1)
 

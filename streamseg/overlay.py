@@ -43,7 +43,7 @@ def draw(r: Result, style: Style, hud: Hud | None = None) -> np.ndarray:
     H, W = img.shape[:2]
     scale = max(0.3, min(1.0, W / 1000))
     thick = 1 if scale < 0.6 else 2
-    d, m = r.detection, r.measurement
+    d, m = r.best, r.measurement
     present = d is not None and m is not None and d.score >= style.score_thresh
 
     if present:
