@@ -100,9 +100,9 @@ def run(source: Source, infer: Infer, analyse: Analyse, render: Render, sinks: S
 def infer_of(backend: Backend) -> Infer:
     """The backend's `infer(image) -> (detections, seconds per stage)`.
 
-    TRANSITIONAL: `Backend.infer` (the agreed contract, `types.Backend`) arrives in backends/base.py
-    with engineer B's change; until then this reads `predict_one` and `last_stages`. Once it is
-    merged, callers pass `backend.infer` and this function goes."""
+    TRANSITIONAL: `Backend.infer` (the contract in `types.Backend`) arrives in backends/base.py with
+    the backends' own refactor; until then this reads `predict_one` and `last_stages`. Once it is
+    there, callers pass `backend.infer` and this function goes."""
     if hasattr(backend, "infer"):
         return backend.infer
 

@@ -44,6 +44,7 @@ class VideoSink:
         self.use_capture_time = use_capture_time
         fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
         os.close(fd)
+        self.container = None
         try:
             self.container = av.open(self.tmp, mode="w", format=fmt)
             st = self.container.add_stream("libx264", rate=rate)
@@ -110,7 +111,7 @@ class VideoSink:
 
     def _discard(self):
         try:
-            if getattr(self, "container", None) is not None:
+            if self.container is not None:
                 self.container.close()
         except Exception:  # noqa: BLE001 - discarding anyway
             pass
