@@ -144,8 +144,10 @@ class Source(Protocol):
     fps: float | None  # nominal frame rate; None when the input does not say
     width: int  # after crop
     height: int
-    state: SourceState
     stats: SourceStats
+
+    @property
+    def state(self) -> SourceState: ...
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]: ...
 
@@ -175,7 +177,8 @@ class Sink(Protocol):
     was given no frame leaves no file). `quit_requested` turns True when the user asks to stop
     (the window's q or Esc); it stays False for sinks that cannot ask."""
 
-    quit_requested: bool
+    @property
+    def quit_requested(self) -> bool: ...
 
     def write(self, result: Result) -> None: ...
 
