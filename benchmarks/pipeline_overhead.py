@@ -85,8 +85,8 @@ def pipeline(clip: Path, backend, n: int, folder: Path) -> tuple[float, float]:
     """The same warmed-up backend object as the bare runs, so only the pipeline differs."""
     s = run(Options(input=str(clip), live=False, out=folder / "o.mp4", csv=folder / "o.csv", compute="cpu",
                     max_frames=n, summary=False), log=lambda msg: None, backend=backend)
-    assert s["frames_processed"] == n and s["video_frames"] == n, s
-    return n / s["wall_s"], s["cpu_s"] / n
+    assert s.csa.frames_processed == n and s.video_frames == n, s
+    return n / s.wall_s, s.cpu_s / n
 
 
 def main():

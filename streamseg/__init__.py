@@ -1,6 +1,18 @@
-"""streamseg: real-time median-nerve segmentation (Mask R-CNN, Di Cosmo et al.) for wrist ultrasound."""
-from .model import ModelConfig, build_model
+"""streamseg: real-time median-nerve segmentation (Mask R-CNN, Di Cosmo et al.) for wrist ultrasound.
+
+Importing the package is cheap and torch-free: `build_model` and `ModelConfig` (torch) are loaded on
+first use, so the runtime stages (sources, measure, overlay, sinks, pipeline) never pull in torch."""
 from .types import Detection, Frame, Measurement, Result, StreamsegError, Timings
 
 __version__ = "0.1.0"
 __all__ = ["build_model", "ModelConfig", "Frame", "Detection", "Measurement", "Result", "Timings", "StreamsegError"]
+
+_FROM_MODEL = ("ModelConfig", "build_model")
+
+
+def __getattr__(name: str):
+    if name in _FROM_MODEL:
+        from . import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

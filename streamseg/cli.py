@@ -12,6 +12,7 @@ from rich.console import Console
 
 from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, StreamsegError
 
+COMPUTE_HELP = "cpu | cuda | cuda:N | auto"  # the compute device, one flag name on every command
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Real-time median-nerve segmentation for wrist ultrasound.")
 console = Console(stderr=True, soft_wrap=True)  # one error = one line, never wrapped
 
@@ -44,7 +45,6 @@ _CSV = typer.Option(None, "--csv", help="one CSV row per processed frame")
 _JSONL = typer.Option(None, "--jsonl", help="one JSON line per processed frame")
 _MODEL = typer.Option(None, "--model", "-m", help="checkpoint (default: the bundled model)")
 _BACKEND = typer.Option("auto", "--backend", help="inference backend")
-_COMPUTE = typer.Option("auto", "--compute", help="torch device for inference: auto, cpu, cuda, cuda:N")
 _MMPX = typer.Option(None, "--mm-per-px", help="pixel spacing in mm")
 _DEPTH = typer.Option(None, "--depth-mm", help="imaged depth (mm) spanning the crop height")
 _PROFILE = typer.Option(None, "--profile", help="saved calibration profile (streamseg calibrate)")
@@ -55,25 +55,36 @@ _SCORE = typer.Option(NERVE_SCORE, "--score-thresh", help="score at which a dete
 _CONF = typer.Option(CONFIDENT_SCORE, "--confident", help="score for frames counted in the CSA summary")
 
 
+def _compute(default: str = "auto"):
+    """The compute device flag: one name and one help text on every command."""
+    return typer.Option(default, "--compute", help=COMPUTE_HELP)
+
+
+# TRANSITIONAL: the old name of --compute on train, eval, export and bench, hidden from --help; it goes
+# once nothing calls it (tests/test_bench.py and tests/test_training.py still pass --device).
+_OLD_DEVICE = typer.Option(None, "--device", hidden=True)
+
+
 def _pipeline(**kw):
     """Run file/live and report: one summary line; exit 128+signal when stopped by a signal,
     1 when a live source was lost for good."""
     from .runner import Options, run
 
-    s = run(Options(**kw), log=lambda msg: console.print(msg, highlight=False, markup=False))
-    if s["median"] is None:
-        csa = f"CSA: no confident frames (score >= {s['confident_threshold']:g})"
+    r = run(Options(**kw), log=lambda msg: console.print(msg, highlight=False, markup=False))
+    c = r.csa
+    if c.median is None:
+        csa = f"CSA: no confident frames (score >= {c.confident_threshold:g})"
     else:
-        unit = s["unit"] + ("" if s["calibrated"] else " (uncalibrated)")
-        csa = f"CSA median {s['median']:g} {unit}, IQR {s['q1']:g}–{s['q3']:g} over {s['confident_frames']} confident frames"
-        if s["cts_flag"] is not None:
-            csa += f"; CTS flag: {'yes' if s['cts_flag'] else 'no'} (cut-off {s['cts_cutoff_mm2']:g} mm²)"
-    console.print(f"frames seen {s['frames_seen']}, processed {s['frames_processed']}, with nerve {s['frames_with_nerve']}, "
-                  f"dropped {s['dropped']}, {s['processed_fps']:.2f} fps. {csa}", highlight=False, markup=False)
-    if s["stopped_by"] in ("SIGINT", "SIGTERM"):
-        console.print(f"[yellow]stopped by {s['stopped_by']}; outputs finalised[/]")
-        raise typer.Exit(130 if s["stopped_by"] == "SIGINT" else 143)
-    if s["source_lost"]:
+        unit = c.unit + ("" if c.calibrated else " (uncalibrated)")
+        csa = f"CSA median {c.median:g} {unit}, IQR {c.q1:g}–{c.q3:g} over {c.confident_frames} confident frames"
+        if c.cts_flag is not None:
+            csa += f"; CTS flag: {'yes' if c.cts_flag else 'no'} (cut-off {c.cts_cutoff_mm2:g} mm²)"
+    console.print(f"frames seen {r.frames_seen}, processed {c.frames_processed}, with nerve {c.frames_with_nerve}, "
+                  f"dropped {r.dropped}, {r.processed_fps:.2f} fps. {csa}", highlight=False, markup=False)
+    if r.stopped_by in ("SIGINT", "SIGTERM"):
+        console.print(f"[yellow]stopped by {r.stopped_by}; outputs finalised[/]")
+        raise typer.Exit(130 if r.stopped_by == "SIGINT" else 143)
+    if r.source_lost:
         console.print("[red]live source lost; outputs finalised[/]")
         raise typer.Exit(1)
 
@@ -83,7 +94,7 @@ def _pipeline(**kw):
 def live(
     device: str = typer.Option("/dev/video0", "--device", "-d", help="/dev/videoN, an index, or a URL (rtsp/udp/tcp/http)"),
     out: Optional[Path] = _OUT, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,
-    model: Optional[Path] = _MODEL, backend: str = _BACKEND, compute: str = _COMPUTE,
+    model: Optional[Path] = _MODEL, backend: str = _BACKEND, compute: str = _compute(),
     show: Optional[bool] = typer.Option(None, "--show/--no-show", help="window (default: on when a display exists)"),
     mm_per_px: Optional[float] = _MMPX, depth_mm: Optional[float] = _DEPTH, profile: Optional[str] = _PROFILE,
     crop: Optional[str] = _CROP, max_frames: Optional[int] = _MAXF,
@@ -111,7 +122,7 @@ def live(
 def file(
     input: Path = typer.Argument(..., help="video file (any container/codec FFmpeg decodes)"),
     out: Optional[Path] = _OUT, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,
-    model: Optional[Path] = _MODEL, backend: str = _BACKEND, compute: str = _COMPUTE,
+    model: Optional[Path] = _MODEL, backend: str = _BACKEND, compute: str = _compute(),
     show: bool = typer.Option(False, "--show/--no-show", help="show a window while processing"),
     mm_per_px: Optional[float] = _MMPX, depth_mm: Optional[float] = _DEPTH, profile: Optional[str] = _PROFILE,
     crop: Optional[str] = _CROP, max_frames: Optional[int] = _MAXF,
@@ -173,7 +184,7 @@ def bench(
     mask_head: str = typer.Option("112", help="mask head when no --model: 112 | 56 | 28"),
     backend: Optional[str] = typer.Option(None, help="comma list of backends (default: every available one)"),
     precision: Optional[str] = typer.Option(None, help="comma list of fp32,fp16 (default: fp32 on CPU, both on CUDA)"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    compute: str = _compute(),
     frames: int = typer.Option(20, help="timed frames per backend"),
     warmup: int = typer.Option(3, help="untimed frames first"),
     images: Optional[Path] = typer.Option(None, help="folder of real .png images (default: the bundled sample)"),
@@ -183,16 +194,18 @@ def bench(
     video: Optional[Path] = typer.Option(None, help="clip for the end-to-end part (default: the bundled demo)"),
     e2e_seconds: float = typer.Option(15.0, help="length of the end-to-end replay"),
     max_detections: int = typer.Option(SHOWN_DETECTIONS, min=1, help="detections per frame (default: as file/live run; each costs one mask-head pass)"),
+    old_device: Optional[str] = _OLD_DEVICE,
 ):
     """Benchmark the backends, stage by stage."""
-    values = dict(locals())
+    compute = old_device or compute
+    values = dict(locals(), old_device=None)  # for the report's command line
     from rich.console import Console as _Console
 
     from .bench import BenchOptions, run, table
 
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
     o = BenchOptions(model=model, backbone=backbone, mask_head=mask_head, backends=split(backend),
-                     precisions=split(precision), device=device, frames=frames, warmup=warmup, images=images,
+                     precisions=split(precision), device=compute, frames=frames, warmup=warmup, images=images,
                      engines_dir=engines, out_dir=out, e2e=e2e, e2e_video=video, e2e_seconds=e2e_seconds,
                      max_detections=max_detections, command=_command_line(bench, values))
     report = run(o, log=lambda m: console.print(m, highlight=False, markup=False))
@@ -213,9 +226,11 @@ def export(
     half: bool = typer.Option(False, help="FP16 (engine, and onnx/compiled for CUDA)"),
     model: Optional[Path] = typer.Option(None, help="checkpoint (default: the bundled model)"),
     out: Path = typer.Option(Path("engines"), help="artefact folder"),
-    device: Optional[str] = typer.Option(None, help="compiled only: cpu | cuda (default: cuda when present)"),
+    compute: str = _compute(),
+    old_device: Optional[str] = _OLD_DEVICE,
 ):
-    """Export the model to ONNX / TensorRT / compiled artefacts."""
+    """Export the model to ONNX / TensorRT / compiled artefacts (--compute matters for compiled only)."""
+    compute = old_device or compute
     from .backends.export import FORMATS, build
     from .checkpoint import load_checkpoint
 
@@ -227,7 +242,7 @@ def export(
         import_tensorrt()
     m, info = load_checkpoint(model)
     log = lambda msg: console.print(msg, highlight=False, markup=False)  # noqa: E731
-    for p in build(m, info, format, out, half=half, device=device, log=log):
+    for p in build(m, info, format, out, half=half, device=None if compute == "auto" else compute, log=log):
         console.print(f"built {p} ({p.stat().st_size / 2**20:.1f} MiB)", highlight=False, markup=False)
 
 
@@ -255,9 +270,10 @@ def train(
     fpn_channels: int = typer.Option(256, help="FPN width (256 = torchvision/paper)"),
     resume: bool = typer.Option(False, help="continue from OUT's *_last.pt"),
     seed: int = typer.Option(0),
-    device: str = typer.Option("auto"),
+    compute: str = _compute(),
     workers: int = typer.Option(0),
     max_iters_per_epoch: Optional[int] = typer.Option(None, hidden=True),
+    old_device: Optional[str] = _OLD_DEVICE,
 ):
     """Train the paper's Mask R-CNN on labelled scans (patient-wise split)."""
     from rich.progress import Progress
@@ -267,7 +283,7 @@ def train(
     cfg = TrainConfig(
         data=str(data), out=str(out), epochs=epochs, lr=lr, schedule=schedule, batch_size=batch_size,
         seed=seed, split=str(split) if split else None, intensity_aug=intensity_aug, hflip=hflip,
-        init=str(init) if init else None, resume=resume, device=device, workers=workers,
+        init=str(init) if init else None, resume=resume, device=old_device or compute, workers=workers,
         max_iters_per_epoch=max_iters_per_epoch, negatives=str(negatives) if negatives else None,
         negative_share=negative_share, keep_epochs=keep_epochs,
         model={"backbone": backbone, "mask_head": mask_head, "norm": norm, "box_head_width": box_head_width,
@@ -294,12 +310,14 @@ def eval_(
     iou: float = typer.Option(0.7, help="box IoU a TP must reach (paper: 0.7)"),
     fn_rule: str = typer.Option("paper", help="paper: FN only when no box at all | strict: any unmatched nerve"),
     box: str = typer.Option("mask", help="box scored: mask (tight box of the mask, the default) | regressed (box head)"),
-    device: str = typer.Option("cpu"),
+    compute: str = _compute("cpu"),
+    old_device: Optional[str] = _OLD_DEVICE,
 ):
     """Evaluate a checkpoint with the paper's metrics (Prec/Rec, mAP, Dice median+IQR, HD95, area error)."""
     from rich.progress import Progress
     from rich.table import Table
 
+    from .backends.device import select_device
     from .training.evaluate import run_eval
     from .training.report import summary_rows
 
@@ -307,9 +325,10 @@ def eval_(
         raise StreamsegError(f"unknown --fn-rule {fn_rule!r}: paper or strict")
     if box not in ("mask", "regressed"):
         raise StreamsegError(f"unknown --box {box!r}: mask or regressed")
+    device = select_device(old_device or compute, "--compute")
     with Progress(console=console, transient=True) as progress:
-        summary, _ = run_eval(data, model, split, subset, json_out, out_dir, mm_per_px, conf, iou, fn_rule, device,
-                              progress, box=box)
+        summary, _ = run_eval(data, model, split, subset, json_out, out_dir, mm_per_px, conf, iou, fn_rule,
+                              device, progress, box=box)
     table = Table(title=f"{summary['model']} on {summary['data']} ({summary['subset']})")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -2,7 +2,8 @@
 
 `Letterbox` holds the exact forward affine (a scale, no offset) so boxes map back to source
 pixels exactly; masks go back by pasting the model's RoI mask into the source frame at the
-source-space box (`paste_to_source`), so a mask is resampled once, never twice.
+source-space box (`backends.base.paste_to_source`), so a mask is resampled once, never twice.
+numpy and OpenCV only: sources and training share `ensure_bgr` without importing torch.
 """
 from __future__ import annotations
 
@@ -10,8 +11,22 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
-from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+
+def ensure_bgr(image: np.ndarray) -> np.ndarray:
+    """Grey, BGR or BGRA, 8- or 16-bit -> H×W×3 uint8 BGR."""
+    img = np.asarray(image)
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = np.clip(img, 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    elif img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    elif img.shape[2] == 4:
+        img = img[..., :3]
+    return np.ascontiguousarray(img)
 
 
 @dataclass(frozen=True)
@@ -58,21 +73,10 @@ class Letterbox:
         return (np.asarray(boxes, dtype=np.float64) * self.scale).astype(np.float32)
 
     def mask_to_source(self, mask_lb: np.ndarray) -> np.ndarray:
-        """A full letterbox-space mask -> source resolution (nearest). Prefer `paste_to_source`."""
+        """A full letterbox-space mask -> source resolution (nearest). Prefer `backends.base.paste_to_source`."""
         h, w = self.inner_hw
         inner = mask_lb[:h, :w].astype(np.uint8)
         return cv2.resize(inner, (self.src_w, self.src_h), interpolation=cv2.INTER_NEAREST_EXACT).astype(bool)
-
-
-def paste_to_source(
-    roi_masks: torch.Tensor, boxes_src: np.ndarray, src_h: int, src_w: int, threshold: float = 0.5
-) -> np.ndarray:
-    """Paste N×1×M×M RoI mask probabilities at their source-space boxes -> N×H×W bool."""
-    if roi_masks.numel() == 0:
-        return np.zeros((0, src_h, src_w), dtype=bool)
-    boxes = torch.as_tensor(boxes_src, dtype=torch.float32, device=roi_masks.device)
-    full = paste_masks_in_image(roi_masks.float(), boxes, (src_h, src_w), padding=1)
-    return (full[:, 0] > threshold).cpu().numpy()
 
 
 def mask_box(mask: np.ndarray) -> np.ndarray | None:

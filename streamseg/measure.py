@@ -1,4 +1,5 @@
-"""A binary mask at source resolution -> a Measurement; and the stabiliser for the displayed CSA.
+"""A binary mask at source resolution -> a Measurement; the stabiliser for the displayed CSA; and
+`Analyser`, the analyse step (best detection -> stabilised measurement) of every pipeline run.
 
 Areas are pixel counts of the mask pasted back at source resolution (so a 1-px spacing error
 is the only calibration term); perimeter and ellipse come from the largest outer contour.
@@ -8,11 +9,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Sequence
 
 import cv2
 import numpy as np
 
-from .types import CONFIDENT_SCORE, Measurement
+from .types import CONFIDENT_SCORE, Detection, Measurement
 
 
 def measure(mask: np.ndarray, mm_per_px: float | None = None) -> Measurement | None:
@@ -72,3 +74,18 @@ class Stabiliser:
         m.area_px_stable = float(np.median(self._area)) if self._area else None
         m.csa_mm2_stable = float(np.median(self._csa)) if (self._csa and m.csa_mm2 is not None) else None
         return m
+
+
+class Analyser:
+    """The analyse step of `file`, `live` and the live benchmark: measure the best detection's mask
+    (in mm when `mm_per_px` is known) and stabilise the displayed area over confident frames."""
+
+    def __init__(self, mm_per_px: float | None = None, window: int = 9, confident: float = CONFIDENT_SCORE):
+        self.mm_per_px = mm_per_px
+        self.stabiliser = Stabiliser(window, confident)
+
+    def __call__(self, detections: Sequence[Detection]) -> Measurement | None:
+        if not detections:
+            return None
+        best = detections[0]  # backends return the best first
+        return self.stabiliser.update(best.score, measure(best.mask, self.mm_per_px))

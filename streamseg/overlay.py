@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .types import NERVE_SCORE, Result
+from .types import NERVE_SCORE, Hud, Result
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 GREEN, RED, YELLOW, WHITE, CYAN = (80, 220, 80), (60, 60, 255), (0, 220, 255), (255, 255, 255), (255, 200, 0)
@@ -24,17 +24,6 @@ class Style:
     cts_cutoff_mm2: float = 10.0
     alpha: float = 0.35
     colour: tuple[int, int, int] = (0, 200, 255)  # BGR mask fill
-
-
-@dataclass
-class Hud:
-    source_fps: float | None = None
-    processed_fps: float | None = None
-    model_ms: float | None = None
-    end_to_end_ms: float | None = None
-    dropped: int = 0
-    signal_lost: int = 0
-    lost_now: bool = False
 
 
 def _text(img, s, org, scale, colour, thick=1):
@@ -54,7 +43,7 @@ def draw(r: Result, style: Style, hud: Hud | None = None) -> np.ndarray:
     H, W = img.shape[:2]
     scale = max(0.3, min(1.0, W / 1000))
     thick = 1 if scale < 0.6 else 2
-    d, m = r.detection, r.measurement
+    d, m = r.best, r.measurement
     present = d is not None and m is not None and d.score >= style.score_thresh
 
     if present:

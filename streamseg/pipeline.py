@@ -3,13 +3,14 @@
 - Live: the newest frame wins. The capture->inference slot holds one frame; a newer frame
   replaces an unprocessed one (counted as dropped), so lag never grows.
 - File: lossless and ordered. Bounded blocking queues; every frame read is processed and written.
-- Each Result carries perf_counter stamps at capture, inference start/end and overlay end.
-- SIGINT/SIGTERM (and a sink asking to quit) stop capture; what was already inferred is
-  written, then the caller closes the sinks, so outputs are finalised.
+- Each Result carries perf_counter stamps at capture, inference start/end and overlay end, and the
+  backend's time per stage for that frame (`Result.speed`, ms).
+- SIGINT/SIGTERM (and a sink whose `quit_requested` turns True) stop capture; what was already
+  inferred is written, then the caller closes the sinks, so outputs are finalised.
 
-The pipeline knows none of the stages' insides: it is handed a source (`frames(stop)`, `fps`,
-`state`, `stats`), an `infer(image) -> detections`, an `analyse(frame, detections) -> (detection,
-measurement)`, a `render(result, hud) -> image`, and sinks with `write(result)`.
+The pipeline knows none of the stages' insides: it is handed a `types.Source`, an `infer(image) ->
+(detections, seconds per stage)` (a backend's `infer`), an `analyse(detections) -> measurement`
+(`measure.Analyser`), a `render(result, hud) -> image` and `types.Sink`s.
 """
 from __future__ import annotations
 
@@ -17,11 +18,17 @@ import queue
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
-from .overlay import Hud
-from .types import Result, Timings
+import numpy as np
+
+from .types import Backend, Detection, Frame, Hud, Measurement, Result, Sink, Source, Timings
+
+Infer = Callable[[np.ndarray], tuple[list[Detection], dict[str, float]]]  # detections, seconds per stage
+Analyse = Callable[[Sequence[Detection]], Measurement | None]
+Render = Callable[[Result, Hud], np.ndarray]
 
 _END = object()
 
@@ -80,146 +87,219 @@ class RunStats:
         return self.processed / self.wall_s if self.wall_s > 0 else 0.0
 
 
-def run(source, infer: Callable, analyse: Callable, render: Callable, sinks: Sequence, live: bool,
+def run(source: Source, infer: Infer, analyse: Analyse, render: Render, sinks: Sequence[Sink], live: bool,
         max_frames: int | None = None, duration_s: float | None = None, queue_size: int = 4,
         on_tick: Callable[[bool], None] | None = None) -> RunStats:
-    stop = threading.Event()
-    stats = RunStats()
-    errors: list[BaseException] = []
-    inbox = LatestSlot() if live else queue.Queue(maxsize=queue_size)
-    outbox: queue.Queue = queue.Queue(maxsize=1 if live else queue_size)  # live: no backlog anywhere
-    out_gone = threading.Event()  # set when the output loop has ended: nobody drains outbox any more
-    arrivals = _Rate()
-    src_rate = [source.fps]
+    """Run until the source ends, a limit or a signal stops it, or a sink asks to quit.
 
-    def put_blocking(q, item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                pass
-        return False
+    `on_tick(lost)` is called while no result is ready (about every 0.1 s), with whether the source
+    has lost its signal. A stage's error stops the run and is raised here."""
+    return _Run(source, infer, analyse, render, sinks, live, max_frames, duration_s, queue_size, on_tick).go()
 
-    def hand_on(item) -> bool:
-        """Inference -> output: blocks while the output loop lives (results already inferred are kept)."""
-        while not out_gone.is_set():
-            try:
-                outbox.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                pass
-        return False
 
-    def capture():
+def infer_of(backend: Backend) -> Infer:
+    """The backend's `infer(image) -> (detections, seconds per stage)`.
+
+    TRANSITIONAL: `Backend.infer` (the contract in `types.Backend`) arrives in backends/base.py with
+    the backends' own refactor; until then this reads `predict_one` and `last_stages`. Once it is
+    there, callers pass `backend.infer` and this function goes."""
+    if hasattr(backend, "infer"):
+        return backend.infer
+
+    def infer(image: np.ndarray) -> tuple[list[Detection], dict[str, float]]:
+        detections = backend.predict_one(image)
+        return detections, dict(backend.last_stages)
+
+    return infer
+
+
+def _put_until(q, item, done: threading.Event) -> bool:
+    """Put `item` on `q`, waiting while it is full, until `done` is set; False when it gave up."""
+    while not done.is_set():
         try:
-            n = 0
-            for frame in source.frames(stop):
-                if live:
-                    src_rate[0] = arrivals.tick(frame.t_capture) or source.fps
-                    inbox.put(frame)
-                elif not put_blocking(inbox, frame):
-                    break
-                n += 1
-                if not live and max_frames is not None and n >= max_frames:
-                    stats.stopped_by = stats.stopped_by or "max-frames"
-                    break
-        except BaseException as e:  # noqa: BLE001 - handed to the main thread
-            errors.append(e)
-            stop.set()
-        finally:
-            if live:
-                inbox.put(_END)
-            else:
-                put_blocking(inbox, _END)
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            pass
+    return False
 
-    def inference():
-        try:
-            while True:
-                try:
-                    frame = inbox.get(timeout=0.1)
-                except queue.Empty:
-                    if stop.is_set():
-                        break
-                    continue
-                if frame is _END or stop.is_set():
-                    break
-                t = Timings(t_capture=frame.t_capture, t_infer_start=time.perf_counter())
-                dets = infer(frame.image)
-                t.t_infer_end = time.perf_counter()
-                stages = getattr(infer, "__self__", None)
-                t.stages = dict(getattr(stages, "last_stages", {}) or {})
-                if not hand_on(Result(frame=frame, detection=dets, measurement=None, timings=t)):
-                    break
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
-            stop.set()
-        finally:
-            hand_on(_END)
 
-    def on_signal(signum, _frame):
-        stats.stopped_by = signal.Signals(signum).name
-        stop.set()
-
+@contextmanager
+def _signals_to(handler) -> Iterator[None]:
+    """SIGINT and SIGTERM call `handler` within the block (from the main thread only), then are restored."""
     old = {}
     if threading.current_thread() is threading.main_thread():
         for s in (signal.SIGINT, signal.SIGTERM):
-            old[s] = signal.signal(s, on_signal)
-    threads = [threading.Thread(target=capture, name="capture", daemon=True),
-               threading.Thread(target=inference, name="inference", daemon=True)]
-    t0, c0 = time.perf_counter(), time.process_time()
-    outputs = _Rate()
-    hud = Hud(source_fps=source.fps)
+            old[s] = signal.signal(s, handler)
     try:
-        for th in threads:
-            th.start()
-        while True:
-            try:
-                r = outbox.get(timeout=0.1)
-            except queue.Empty:
-                if on_tick is not None:
-                    on_tick(getattr(source, "state", "ok") == "lost")
-                if duration_s is not None and time.perf_counter() - t0 >= duration_s and not stop.is_set():
-                    stats.stopped_by = "duration"
-                    stop.set()
-                continue
-            if r is _END:
-                break
-            r.detection, r.measurement = analyse(r.frame, r.detection)
-            hud.source_fps = src_rate[0]
-            hud.model_ms = r.timings.model_ms
-            hud.dropped = inbox.dropped if live else 0
-            hud.signal_lost = getattr(getattr(source, "stats", None), "signal_lost", 0)
-            r.timings.t_overlay_end = time.perf_counter()  # provisional, for the HUD's end-to-end figure
-            hud.end_to_end_ms = r.timings.end_to_end_ms
-            hud.processed_fps = outputs.tick(r.timings.t_infer_end)
-            r.overlay = render(r, hud)
-            r.timings.t_overlay_end = time.perf_counter()
-            for s in sinks:
-                s.write(r)
-            stats.processed += 1
-            stats.model_ms.append(r.timings.model_ms)
-            stats.end_to_end_ms.append(r.timings.end_to_end_ms)
-            if any(getattr(s, "quit", False) for s in sinks) and not stop.is_set():
-                stats.stopped_by = "quit"
-                stop.set()
-            if live and max_frames is not None and stats.processed >= max_frames:
-                stats.stopped_by = stats.stopped_by or "max-frames"
-                break  # exactly N frames: what inference has in hand is not written
-            if duration_s is not None and time.perf_counter() - t0 >= duration_s and not stop.is_set():
-                stats.stopped_by = "duration"
-                stop.set()
+        yield
     finally:
-        stop.set()
-        out_gone.set()
-        for th in threads:
-            th.join(timeout=10)
         for s, h in old.items():
             signal.signal(s, h)
-        stats.wall_s = time.perf_counter() - t0
-        stats.cpu_s = time.process_time() - c0
-        stats.frames_read = getattr(getattr(source, "stats", None), "frames_read", stats.processed)
-        stats.dropped = inbox.dropped if live else 0
-    if errors:
-        raise errors[0]
-    return stats
+
+
+@dataclass
+class _Run:
+    """One run: the capture and inference threads, and the output loop in the calling thread."""
+
+    source: Source
+    infer: Infer
+    analyse: Analyse
+    render: Render
+    sinks: Sequence[Sink]
+    live: bool
+    max_frames: int | None
+    duration_s: float | None
+    queue_size: int
+    on_tick: Callable[[bool], None] | None
+
+    def __post_init__(self):
+        self.stop = threading.Event()
+        self.out_gone = threading.Event()  # set when the output loop has ended: nobody drains outbox any more
+        self.stats = RunStats()
+        self.errors: list[BaseException] = []
+        self.inbox = LatestSlot() if self.live else queue.Queue(maxsize=self.queue_size)
+        self.outbox: queue.Queue = queue.Queue(maxsize=1 if self.live else self.queue_size)  # live: no backlog anywhere
+        self.arrivals = _Rate()
+        self.source_fps = self.source.fps  # live: measured from the arrivals
+        self.t0 = time.perf_counter()
+
+    def go(self) -> RunStats:
+        threads = [threading.Thread(target=self.capture, name="capture", daemon=True),
+                   threading.Thread(target=self.inference, name="inference", daemon=True)]
+        with _signals_to(self.on_signal):
+            self.t0, c0 = time.perf_counter(), time.process_time()
+            try:
+                for th in threads:
+                    th.start()
+                self.output()
+            finally:
+                self.stop.set()
+                self.out_gone.set()
+                for th in threads:
+                    th.join(timeout=10)
+        self.stats.wall_s = time.perf_counter() - self.t0
+        self.stats.cpu_s = time.process_time() - c0
+        self.stats.frames_read = self.source.stats.frames_read
+        self.stats.dropped = self.dropped
+        if self.errors:
+            raise self.errors[0]
+        return self.stats
+
+    @property
+    def dropped(self) -> int:
+        return self.inbox.dropped if self.live else 0
+
+    # --- stopping ------------------------------------------------------------------------------
+    def on_signal(self, signum, _frame) -> None:
+        self.stats.stopped_by = signal.Signals(signum).name
+        self.stop.set()
+
+    def halt(self, why: str) -> None:
+        """Stop capture for `why`, unless something stopped it already."""
+        if not self.stop.is_set():
+            self.stats.stopped_by = why
+            self.stop.set()
+
+    def note(self, why: str) -> None:
+        """Record why the run ends without stopping it (what is in flight is still processed)."""
+        self.stats.stopped_by = self.stats.stopped_by or why
+
+    def fail(self, e: BaseException) -> None:
+        self.errors.append(e)  # raised to the caller by go()
+        self.stop.set()
+
+    def check_duration(self) -> None:
+        if self.duration_s is not None and time.perf_counter() - self.t0 >= self.duration_s:
+            self.halt("duration")
+
+    # --- capture thread ------------------------------------------------------------------------
+    def capture(self) -> None:
+        try:
+            for n, frame in enumerate(self.source.frames(self.stop), 1):
+                if not self.hand_to_inference(frame):
+                    break
+                if not self.live and self.max_frames is not None and n >= self.max_frames:
+                    self.note("max-frames")
+                    break
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            self.fail(e)
+        finally:
+            self.hand_to_inference(_END)
+
+    def hand_to_inference(self, item) -> bool:
+        if not self.live:
+            return _put_until(self.inbox, item, self.stop)
+        if item is not _END:
+            self.source_fps = self.arrivals.tick(item.t_capture) or self.source.fps
+        self.inbox.put(item)
+        return True
+
+    # --- inference thread ----------------------------------------------------------------------
+    def inference(self) -> None:
+        try:
+            while (frame := self.next_frame()) is not None:
+                # blocks while the output loop lives: results already inferred are kept
+                if not _put_until(self.outbox, self.infer_one(frame), self.out_gone):
+                    break
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            self.fail(e)
+        finally:
+            _put_until(self.outbox, _END, self.out_gone)
+
+    def next_frame(self) -> Frame | None:
+        """The next frame to infer; None when capture has ended or the run is stopping."""
+        while True:
+            try:
+                frame = self.inbox.get(timeout=0.1)
+            except queue.Empty:
+                if self.stop.is_set():
+                    return None
+                continue
+            return None if frame is _END or self.stop.is_set() else frame
+
+    def infer_one(self, frame: Frame) -> Result:
+        t = Timings(t_capture=frame.t_capture, t_infer_start=time.perf_counter())
+        detections, seconds = self.infer(frame.image)
+        t.t_infer_end = time.perf_counter()
+        return Result(frame=frame, detections=list(detections), timings=t,
+                      speed={stage: 1000.0 * s for stage, s in seconds.items()})
+
+    # --- output loop (calling thread) -----------------------------------------------------------
+    def output(self) -> None:
+        hud, outputs = Hud(source_fps=self.source.fps), _Rate()
+        while True:
+            try:
+                r = self.outbox.get(timeout=0.1)
+            except queue.Empty:
+                if self.on_tick is not None:
+                    self.on_tick(self.source.state == "lost")
+                self.check_duration()
+                continue
+            if r is _END:
+                return
+            self.finish(r, hud, outputs)
+            if any(s.quit_requested for s in self.sinks):
+                self.halt("quit")
+            if self.live and self.max_frames is not None and self.stats.processed >= self.max_frames:
+                self.note("max-frames")
+                return  # exactly N frames: what inference has in hand is not written
+            self.check_duration()
+
+    def finish(self, r: Result, hud: Hud, outputs: _Rate) -> None:
+        """Analyse, draw and write one result."""
+        r.measurement = self.analyse(r.detections)
+        hud.source_fps = self.source_fps
+        hud.model_ms = r.timings.model_ms
+        hud.dropped = self.dropped
+        hud.signal_lost = self.source.stats.signal_lost
+        r.timings.t_overlay_end = time.perf_counter()  # provisional, for the HUD's end-to-end figure
+        hud.end_to_end_ms = r.timings.end_to_end_ms
+        hud.processed_fps = outputs.tick(r.timings.t_infer_end)
+        r.overlay = self.render(r, hud)
+        r.timings.t_overlay_end = time.perf_counter()
+        for s in self.sinks:
+            s.write(r)
+        self.stats.processed += 1
+        self.stats.model_ms.append(r.timings.model_ms)
+        self.stats.end_to_end_ms.append(r.timings.end_to_end_ms)

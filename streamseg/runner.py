@@ -1,28 +1,34 @@
-"""The app file: connects source -> backend -> measure -> overlay -> sinks for `streamseg file` and
+"""The app file: connects source -> backend -> analyse -> overlay -> sinks for `streamseg file` and
 `streamseg live`, and closes everything so outputs are finalised (or never created).
 
-Order matters for "nothing half-written": flags, output paths, model and source are all checked
-before the first output file is created.
+Order matters for "nothing half-written": flags and output paths are checked when the `Options`
+are built, then the calibration, the source and the model, all before the first output file is
+created.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
 from . import pipeline
-from .calibration import parse_crop, resolve
-from .measure import Stabiliser, measure
+from .calibration import Calibration, parse_crop, resolve
+from .files import atomic_write, check_writable, public_mode
+from .measure import Analyser
 from .overlay import Style, draw, lost_screen
-from .files import check_writable, public_mode
-from .sinks import RowSink, ScanSummary, VideoSink, WindowSink
-from .sources import open_source
-from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, StreamsegError
+from .sinks import CsaSummary, RowSink, ScanSummary, VideoSink, WindowSink
+from .sources import BaseSource, open_source
+from .stats import percentiles
+from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, Backend, Sink, StreamsegError
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 
 
 @dataclass
 class Options:
+    """One `file` or `live` run. Checked once, when built: a bad value raises StreamsegError."""
+
     input: str
     live: bool
     out: Path | None = None
@@ -30,7 +36,7 @@ class Options:
     jsonl: Path | None = None
     model: Path | None = None
     backend: str = "auto"
-    compute: str = "auto"  # torch device for inference: auto, cpu, cuda, cuda:N
+    compute: str = "auto"  # torch device for inference: cpu | cuda | cuda:N | auto
     half: bool = False
     show: bool = False
     mm_per_px: float | None = None
@@ -53,52 +59,79 @@ class Options:
     read_timeout_s: float = 3.0
     summary: bool = True
 
+    def __post_init__(self):
+        for name, v in (("--score-thresh", self.score_thresh), ("--confident", self.confident)):
+            if not 0.0 <= v <= 1.0:
+                raise StreamsegError(f"{name} {v:g}: must be within [0, 1]")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise StreamsegError(f"--max-frames {self.max_frames}: must be >= 1")
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise StreamsegError(f"--duration {self.duration_s:g}: must be > 0")
+        if self.cts_cutoff_mm2 <= 0:
+            raise StreamsegError(f"--cts-cutoff {self.cts_cutoff_mm2:g}: must be > 0 mm²")
+        outs = self.outputs()
+        if len({Path(p).resolve() for p in outs}) < len(outs):
+            raise StreamsegError("--out, --csv and --jsonl must be different files")
+        if self.out is not None and Path(self.out).suffix.lower() not in VIDEO_SUFFIXES:
+            raise StreamsegError(f"{self.out}: --out must end in .mp4, .mov, .m4v or .mkv")
+        if not self.live and Path(self.input).resolve() in {Path(p).resolve() for p in outs}:
+            raise StreamsegError(f"{self.input}: an output would overwrite the input")
+        for p in outs + self.summary_paths():
+            check_writable(p)
 
-def _check(o: Options) -> None:
-    for name, v in (("--score-thresh", o.score_thresh), ("--confident", o.confident)):
-        if not 0.0 <= v <= 1.0:
-            raise StreamsegError(f"{name} {v:g}: must be within [0, 1]")
-    if o.max_frames is not None and o.max_frames < 1:
-        raise StreamsegError(f"--max-frames {o.max_frames}: must be >= 1")
-    if o.duration_s is not None and o.duration_s <= 0:
-        raise StreamsegError(f"--duration {o.duration_s:g}: must be > 0")
-    if o.cts_cutoff_mm2 <= 0:
-        raise StreamsegError(f"--cts-cutoff {o.cts_cutoff_mm2:g}: must be > 0 mm²")
-    outs = [p for p in (o.out, o.csv, o.jsonl) if p is not None]
-    if len({Path(p).resolve() for p in outs}) < len(outs):
-        raise StreamsegError("--out, --csv and --jsonl must be different files")
-    if o.out is not None and Path(o.out).suffix.lower() not in (".mp4", ".m4v", ".mov", ".mkv"):
-        raise StreamsegError(f"{o.out}: --out must end in .mp4, .mov, .m4v or .mkv")
-    if not o.live and Path(o.input).resolve() in {Path(p).resolve() for p in outs}:
-        raise StreamsegError(f"{o.input}: an output would overwrite the input")
-    for p in outs + summary_paths(o):
-        check_writable(p)
+    def outputs(self) -> list[Path]:
+        return [Path(p) for p in (self.out, self.csv, self.jsonl) if p is not None]
+
+    def summary_paths(self) -> list[Path]:
+        """`<stem>.summary.json` and `<stem>.csa.png` beside the first output given (none without outputs)."""
+        outs = self.outputs()
+        if not outs or not self.summary:
+            return []
+        base = outs[0]
+        return [base.with_name(base.stem + ".summary.json"), base.with_name(base.stem + ".csa.png")]
 
 
-def summary_paths(o: Options) -> list[Path]:
-    """`<stem>.summary.json` and `<stem>.csa.png` beside the first output given (none without outputs)."""
-    base = next((Path(p) for p in (o.out, o.csv, o.jsonl) if p is not None), None)
-    if base is None or not o.summary:
-        return []
-    return [base.with_name(base.stem + ".summary.json"), base.with_name(base.stem + ".csa.png")]
+@dataclass
+class ScanReport:
+    """What one run reports: the CSA summary and the run's counts and speeds. `to_dict()` is the
+    flat summary JSON written beside the outputs."""
+
+    csa: CsaSummary
+    input: str
+    frames_seen: int
+    dropped: int
+    stopped_by: str | None  # "SIGINT", "SIGTERM", "quit", "max-frames", "duration" or None (input ended)
+    wall_s: float
+    cpu_s: float
+    processed_fps: float
+    model_ms_median: float | None
+    end_to_end_ms_median: float | None
+    source_fps: float | None
+    decode_errors: int
+    expected_frames: int | None
+    signal_lost: int
+    reconnect_attempts: int
+    reconnects: int
+    source_lost: bool  # live: the signal was lost and never came back
+    video_frames: int | None  # frames in the overlay video (None without --out)
+    summary_json: str | None = None  # the files written beside the outputs (not in the JSON)
+    csa_png: str | None = None
+
+    def to_dict(self) -> dict:
+        run = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("csa", "summary_json", "csa_png")}
+        return {**asdict(self.csa), **run}
 
 
-def run(o: Options, log: Callable[[str], None] = print, backend=None) -> dict:
-    """Run one file or live session; returns the scan summary (also written beside the outputs).
+def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None = None) -> ScanReport:
+    """Run one file or live session; returns its report (also written beside the outputs).
 
     `backend`: an already loaded Backend to reuse (then `o.model`/`o.backend` are not read)."""
-    _check(o)
     cal = resolve(o.mm_per_px, o.depth_mm, o.profile)
-    crop = parse_crop(o.crop) if o.crop else cal.crop
-
-    source = open_source(o.input, live=o.live, crop=crop, width=o.width, height=o.height, fps=o.fps,
-                         open_timeout_s=o.open_timeout_s, read_timeout_s=o.read_timeout_s,
-                         reconnect_attempts=o.reconnect_attempts, backoff_s=o.backoff_s,
-                         on_event=lambda kind, msg: log(msg))
+    source = _open_source(o, cal, log)
     try:  # the input is checked first (cheap), then the model is loaded
-        from . import backends
-
         if backend is None:
+            from . import backends
+
             backend = backends.load(o.backend, o.model, device=backends.select_device(o.compute, "--compute"),
                                     half=o.half, max_detections=o.max_detections)
     except BaseException:
@@ -107,77 +140,89 @@ def run(o: Options, log: Callable[[str], None] = print, backend=None) -> dict:
     log(f"model: {backend.describe()}")
     mm = cal.mm_per_px(source.height)
     log(f"source: {source.describe()}; calibration: {cal.describe(source.height)}")
-
-    stab = Stabiliser(o.stable_window, o.confident)
-    style = Style(calibrated=mm is not None, score_thresh=o.score_thresh, cts_cutoff_mm2=o.cts_cutoff_mm2)
     summary = ScanSummary(mm, o.score_thresh, o.confident, o.cts_cutoff_mm2)
-    sinks: list = []
-    video = window = None
-    stats = None
-    try:
-        if o.out is not None:
-            video = VideoSink(o.out, source.width, source.height, source.rate, None if o.live else source.time_base,
-                              use_capture_time=o.live)
-            sinks.append(video)
-        for path, kind in ((o.csv, "csv"), (o.jsonl, "jsonl")):
-            if path is not None:
-                sinks.append(RowSink(path, kind, mm, o.score_thresh))
-        sinks.append(summary)
-        if o.show:
-            window = WindowSink(snapshot_dir=Path(o.out).parent if o.out else ".", on_event=lambda k, m: log(m))
-            sinks.append(window)
-
-        def analyse(frame, dets):
-            det = dets[0] if dets else None  # backends return best first
-            m = measure(det.mask, mm) if det is not None else None
-            return det, stab.update(det.score if det is not None else None, m)
-
-        def on_tick(lost: bool):
-            if window is not None and lost:
-                window.show(lost_screen(window.shown, source.width, source.height))
-
-        stats = pipeline.run(source, backend.predict_one, analyse, lambda r, hud: draw(r, style, hud), sinks,
-                             live=o.live, max_frames=o.max_frames, duration_s=o.duration_s, on_tick=on_tick)
-    finally:
-        written = _close(sinks)
-        source.close()
-
-    for p in written:
-        log(f"wrote {p}")
+    stats, video_frames = _stream(o, source, backend, mm, summary, log)
     st = source.stats
     if st.decode_errors or (st.expected_frames and not o.max_frames and stats.stopped_by is None
                             and st.frames_read < st.expected_frames):
         exp = f" of {st.expected_frames}" if st.expected_frames else ""
         log(f"warning: decoded {st.frames_read}{exp} frames; {st.decode_errors} packet(s) could not be decoded")
-    result = summary.summary(
-        input=str(o.input), frames_seen=st.frames_read, dropped=stats.dropped, stopped_by=stats.stopped_by,
-        wall_s=round(stats.wall_s, 3), cpu_s=round(stats.cpu_s, 3), processed_fps=round(stats.processed_fps, 3),
-        model_ms_median=_median(stats.model_ms), end_to_end_ms_median=_median(stats.end_to_end_ms),
-        source_fps=source.fps, decode_errors=st.decode_errors, expected_frames=st.expected_frames,
-        signal_lost=st.signal_lost, reconnect_attempts=st.reconnect_attempts, reconnects=st.reconnects,
-        source_lost=bool(o.live and st.signal_lost and stats.stopped_by is None),
-        video_frames=video.frames if video is not None else None)
-    paths = summary_paths(o)
+    report = _report(o, source, stats, summary.summary(), video_frames)
+    paths = o.summary_paths()
     if paths and stats.processed:
-        from .files import atomic_write
-
-        text = json.dumps(result, indent=2) + "\n"
+        text = json.dumps(report.to_dict(), indent=2) + "\n"
         atomic_write(paths[0], lambda tmp: (Path(tmp).write_text(text), public_mode(tmp)))
         summary.plot(paths[1])
-        result["summary_json"], result["csa_png"] = str(paths[0]), str(paths[1])
-    return result
+        report.summary_json, report.csa_png = str(paths[0]), str(paths[1])
+    return report
 
 
-def _close(sinks) -> list:
+def _open_source(o: Options, cal: Calibration, log: Callable[[str], None]) -> BaseSource:
+    return open_source(o.input, live=o.live, crop=parse_crop(o.crop) if o.crop else cal.crop, width=o.width,
+                       height=o.height, fps=o.fps, open_timeout_s=o.open_timeout_s, read_timeout_s=o.read_timeout_s,
+                       reconnect_attempts=o.reconnect_attempts, backoff_s=o.backoff_s,
+                       on_event=lambda kind, msg: log(msg))
+
+
+def _stream(o: Options, source: BaseSource, backend: Backend, mm: float | None, summary: ScanSummary,
+            log: Callable[[str], None]) -> tuple[pipeline.RunStats, int | None]:
+    """Open the sinks, run the pipeline, close the sinks and the source -> (stats, overlay video frames)."""
+    style = Style(calibrated=mm is not None, score_thresh=o.score_thresh, cts_cutoff_mm2=o.cts_cutoff_mm2)
+    sinks: list[Sink] = []
+    try:
+        sinks = _open_sinks(o, source, mm, summary, log)
+        window = next((s for s in sinks if isinstance(s, WindowSink)), None)
+        stats = pipeline.run(source, pipeline.infer_of(backend), Analyser(mm, o.stable_window, o.confident),
+                             lambda r, hud: draw(r, style, hud), sinks, live=o.live, max_frames=o.max_frames,
+                             duration_s=o.duration_s, on_tick=_show_lost(window, source))
+    finally:
+        written = _close(sinks)
+        source.close()
+    for p in written:
+        log(f"wrote {p}")
+    video = next((s for s in sinks if isinstance(s, VideoSink)), None)
+    return stats, (video.frames if video is not None else None)
+
+
+def _show_lost(window: WindowSink | None, source: BaseSource) -> Callable[[bool], None] | None:
+    """While the source is lost, the window shows its last image dimmed, with SIGNAL LOST."""
+    if window is None:
+        return None
+
+    def on_tick(lost: bool) -> None:
+        if lost:
+            window.show(lost_screen(window.shown, source.width, source.height))
+
+    return on_tick
+
+
+def _open_sinks(o: Options, source: BaseSource, mm: float | None, summary: ScanSummary,
+                log: Callable[[str], None]) -> list[Sink]:
+    """The sinks the options ask for, and the scan summary; on a failure, those already opened are closed."""
+    sinks: list[Sink] = []
+    try:
+        if o.out is not None:
+            sinks.append(VideoSink(o.out, source.width, source.height, source.rate,
+                                   None if o.live else source.time_base, use_capture_time=o.live))
+        for path, kind in ((o.csv, "csv"), (o.jsonl, "jsonl")):
+            if path is not None:
+                sinks.append(RowSink(path, kind, mm, o.score_thresh))
+        sinks.append(summary)
+        if o.show:
+            sinks.append(WindowSink(snapshot_dir=Path(o.out).parent if o.out else ".", on_event=lambda k, m: log(m)))
+    except BaseException:
+        _close(sinks)
+        raise
+    return sinks
+
+
+def _close(sinks: list[Sink]) -> list[Path]:
     """Finalise every sink (a sink with nothing written leaves no file); return the files written."""
     written, first_error = [], None
     for s in sinks:
         try:
-            if isinstance(s, RowSink) and s.rows == 0:
-                s.abort()
-                continue
-            p = s.close() if hasattr(s, "close") else None
-            if isinstance(p, Path):
+            p = s.close()
+            if p is not None:
                 written.append(p)
         except Exception as e:  # noqa: BLE001 - close the others, then report the first
             first_error = first_error or e
@@ -186,8 +231,18 @@ def _close(sinks) -> list:
     return written
 
 
-def _median(xs):
-    if not xs:
-        return None
-    s = sorted(xs)
-    return round(s[len(s) // 2], 2)
+def _report(o: Options, source: BaseSource, stats: pipeline.RunStats, csa: CsaSummary,
+            video_frames: int | None) -> ScanReport:
+    st = source.stats
+    return ScanReport(
+        csa=csa, input=str(o.input), frames_seen=st.frames_read, dropped=stats.dropped, stopped_by=stats.stopped_by,
+        wall_s=round(stats.wall_s, 3), cpu_s=round(stats.cpu_s, 3), processed_fps=round(stats.processed_fps, 3),
+        model_ms_median=_median(stats.model_ms), end_to_end_ms_median=_median(stats.end_to_end_ms),
+        source_fps=source.fps, decode_errors=st.decode_errors, expected_frames=st.expected_frames,
+        signal_lost=st.signal_lost, reconnect_attempts=st.reconnect_attempts, reconnects=st.reconnects,
+        source_lost=bool(o.live and st.signal_lost and stats.stopped_by is None), video_frames=video_frames)
+
+
+def _median(ms: list[float]) -> float | None:
+    p = percentiles(ms)
+    return round(p["p50"], 2) if p else None

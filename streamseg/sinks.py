@@ -1,6 +1,7 @@
 """Where results go: an H.264 MP4 (PyAV), CSV and JSONL rows, an OpenCV window, and the scan summary.
 
-Every sink has `write(result)` and `close()`; `abort()` where there is something to discard.
+Every sink implements `types.Sink`: `write(result)`, `close()` (the file written, or None and no
+file when nothing was written) and `quit_requested`; `abort()` where there is something to discard.
 The MP4 is written to a hidden temp file beside the target and renamed on close, so the target
 is either absent or a finalised, playable file. CSV/JSONL rows are flushed one per frame, so
 after Ctrl-C they hold exactly the frames that were written.
@@ -13,6 +14,7 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -29,6 +31,8 @@ _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 class VideoSink:
     """H.264 (libx264, yuv420p) at the source frame rate, keeping each frame's timestamp."""
 
+    quit_requested = False  # a file never asks to stop
+
     def __init__(self, path, width: int, height: int, rate: Fraction | float | None, time_base: Fraction | None = None,
                  use_capture_time: bool = False, crf: int = 20, preset: str = "veryfast", threads: int = 1):
         self.path = check_writable(path)
@@ -40,6 +44,7 @@ class VideoSink:
         self.use_capture_time = use_capture_time
         fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
         os.close(fd)
+        self.container = None
         try:
             self.container = av.open(self.tmp, mode="w", format=fmt)
             st = self.container.add_stream("libx264", rate=rate)
@@ -106,7 +111,7 @@ class VideoSink:
 
     def _discard(self):
         try:
-            if getattr(self, "container", None) is not None:
+            if self.container is not None:
                 self.container.close()
         except Exception:  # noqa: BLE001 - discarding anyway
             pass
@@ -122,7 +127,7 @@ FIELDS = ["frame", "pts_s", "nerve", "score", "x1", "y1", "x2", "y2", "area_px",
 
 def result_row(r: Result, mm_per_px: float | None, score_thresh: float) -> dict:
     """One flat record per processed frame: raw score and measurements; mm fields only when calibrated."""
-    d, m, t = r.detection, r.measurement, r.timings
+    d, m, t = r.best, r.measurement, r.timings
     row = dict.fromkeys(FIELDS)
     row.update(frame=r.frame.index, pts_s=None if r.frame.pts is None else round(r.frame.pts, 6),
                nerve=int(d is not None and d.score >= score_thresh and m is not None), mm_per_px=mm_per_px,
@@ -142,6 +147,8 @@ def _r(v, n=4):
 
 class RowSink:
     """CSV or JSONL, one row per processed frame, flushed as it goes."""
+
+    quit_requested = False  # a file never asks to stop
 
     def __init__(self, path, kind: str, mm_per_px: float | None, score_thresh: float):
         self.path = check_writable(path)
@@ -164,7 +171,11 @@ class RowSink:
         self.f.flush()
         self.rows += 1
 
-    def close(self) -> Path:
+    def close(self) -> Path | None:
+        """The file, or None (and no file) when no row was written."""
+        if self.rows == 0:
+            self.abort()
+            return None
         if not self.f.closed:
             self.f.close()
         return self.path
@@ -189,7 +200,7 @@ class WindowSink:
         self.on_event = on_event or (lambda kind, msg: None)
         self.frozen = None
         self.shown = None
-        self.quit = False
+        self.quit_requested = False
         cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
 
     def show(self, img: np.ndarray) -> None:
@@ -198,7 +209,7 @@ class WindowSink:
         cv2.imshow(self.title, self.frozen if self.frozen is not None else img)
         key = cv2.waitKey(1) & 0xFF
         if key in (ord("q"), 27):
-            self.quit = True
+            self.quit_requested = True
         elif key in (ord("f"), ord(" ")):
             self.frozen = None if self.frozen is not None else self.shown
             self.on_event("freeze", "frozen" if self.frozen is not None else "unfrozen")
@@ -215,8 +226,30 @@ class WindowSink:
         cv2.destroyWindow(self.title)
 
 
+@dataclass
+class CsaSummary:
+    """The scan's numbers: CSA (or px² area) median and IQR over confident frames, and the CTS flag
+    (None when uncalibrated or without confident frames)."""
+
+    frames_processed: int
+    frames_with_nerve: int
+    confident_frames: int
+    confident_threshold: float
+    unit: str  # "mm²" or "px²"
+    mm_per_px: float | None
+    calibrated: bool
+    median: float | None = None
+    q1: float | None = None
+    q3: float | None = None
+    iqr: float | None = None
+    cts_cutoff_mm2: float = 10.0
+    cts_flag: bool | None = None
+
+
 class ScanSummary:
     """Accumulates per-frame CSA; `summary()` gives the scan's numbers, `plot()` a CSA-over-time PNG."""
+
+    quit_requested = False
 
     def __init__(self, mm_per_px: float | None, score_thresh: float = NERVE_SCORE, confident: float = CONFIDENT_SCORE, cts_cutoff_mm2: float = 10.0):
         self.mm_per_px, self.score_thresh, self.confident, self.cutoff = mm_per_px, score_thresh, confident, cts_cutoff_mm2
@@ -229,7 +262,7 @@ class ScanSummary:
 
     def write(self, r: Result) -> None:
         self.processed += 1
-        d, m = r.detection, r.measurement
+        d, m = r.best, r.measurement
         present = d is not None and m is not None and d.score >= self.score_thresh
         self.with_nerve += present
         cal = self.mm_per_px is not None
@@ -239,18 +272,19 @@ class ScanSummary:
         self.stable.append(((m.csa_mm2_stable if cal else m.area_px_stable) or math.nan) if present else math.nan)
         self.conf.append(bool(present and d.score >= self.confident))
 
-    def summary(self, **extra) -> dict:
+    def close(self) -> None:
+        """Nothing to finalise: the runner writes `summary()` and `plot()` once the run is over."""
+
+    def summary(self) -> CsaSummary:
         vals = np.array([v for v, c in zip(self.value, self.conf) if c], dtype=float)
-        s = {"frames_processed": self.processed, "frames_with_nerve": self.with_nerve,
-             "confident_frames": int(len(vals)), "confident_threshold": self.confident, "unit": self.unit,
-             "mm_per_px": self.mm_per_px, "calibrated": self.mm_per_px is not None,
-             "median": None, "q1": None, "q3": None, "iqr": None, "cts_cutoff_mm2": self.cutoff, "cts_flag": None}
+        s = CsaSummary(frames_processed=self.processed, frames_with_nerve=self.with_nerve, confident_frames=int(len(vals)),
+                       confident_threshold=self.confident, unit=self.unit, mm_per_px=self.mm_per_px,
+                       calibrated=self.mm_per_px is not None, cts_cutoff_mm2=self.cutoff)
         if len(vals):
             q1, med, q3 = np.percentile(vals, [25, 50, 75])
-            s.update(median=round(float(med), 3), q1=round(float(q1), 3), q3=round(float(q3), 3), iqr=round(float(q3 - q1), 3))
+            s.median, s.q1, s.q3, s.iqr = round(float(med), 3), round(float(q1), 3), round(float(q3), 3), round(float(q3 - q1), 3)
             if self.mm_per_px is not None:
-                s["cts_flag"] = bool(med >= self.cutoff)
-        s.update(extra)
+                s.cts_flag = bool(med >= self.cutoff)
         return s
 
     def plot(self, path, width: int = 900, height: int = 360) -> Path:

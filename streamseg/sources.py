@@ -15,7 +15,6 @@ import re
 import stat
 import threading
 import time
-from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
@@ -24,28 +23,13 @@ import av
 import cv2
 import numpy as np
 
-from .backends.base import ensure_bgr
-from .types import Frame, StreamsegError
+from .files import first_line
+from .letterbox import ensure_bgr
+from .types import Frame, SourceState, SourceStats, StreamsegError
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "udp://", "tcp://", "http://", "https://", "srt://", "rtp://")
 MIN_SIDE, MAX_SIDE = 32, 8192
 _AV_ERRORS = (av.error.FFmpegError, OSError, EOFError)
-
-
-@dataclass
-class SourceStats:
-    frames_read: int = 0
-    decode_errors: int = 0  # packets/frames that could not be decoded
-    signal_lost: int = 0
-    reconnect_attempts: int = 0
-    reconnects: int = 0  # successful
-    expected_frames: int | None = None  # from the container, when it says
-    notes: list[str] = field(default_factory=list)
-
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip().splitlines()
-    return s[0][:160] if s else type(e).__name__
 
 
 def kind_of(spec: str) -> str:
@@ -58,9 +42,10 @@ def kind_of(spec: str) -> str:
     return "file"
 
 
-class Source:
-    """Frames from one input. `frames(stop)` yields Frame objects until the input ends, `stop`
-    is set, or (live) the reconnect attempts run out."""
+class BaseSource:
+    """Frames from one input (implements `types.Source`). `frames(stop)` yields Frame objects until
+    the input ends, `stop` is set, or (live) the reconnect attempts run out. Subclasses provide
+    `_connect` (and `_disconnect`); opening, cropping, counting and reconnecting are shared."""
 
     def __init__(self, spec: str, live: bool, crop=None, reconnect_attempts: int = 5, backoff_s: float = 0.5,
                  backoff_max_s: float = 8.0, on_event: Callable[[str, str], None] | None = None):
@@ -76,7 +61,7 @@ class Source:
         self.rate: Fraction | None = None
         self.time_base: Fraction | None = None
         self.width = self.height = 0  # after crop
-        self.state = "ok"  # "ok" | "lost"
+        self.state: SourceState = "ok"
         self.finite = kind_of(self.spec) == "file"
         self._it: Iterator | None = None
         self._pending = None
@@ -90,14 +75,14 @@ class Source:
         pass
 
     # --- shared ----------------------------------------------------------------------------------
-    def open(self) -> "Source":
+    def open(self) -> "BaseSource":
         """Connect and read the first frame, so bad input fails here with one clear line."""
         self._it = self._connect()
         try:
             first = next(self._it, None)
         except _AV_ERRORS as e:
             self.close()
-            raise StreamsegError(f"{self.spec}: cannot decode video ({_first_line(e)})") from None
+            raise StreamsegError(f"{self.spec}: cannot decode video ({first_line(e)})") from None
         if first is None:
             self.close()
             raise StreamsegError(f"{self.spec}: no decodable video frames")
@@ -143,7 +128,7 @@ class Source:
             except StreamsegError:
                 raise
             except _AV_ERRORS as e:
-                reason = _first_line(e)
+                reason = first_line(e)
             if stop.is_set() or not self.live or (self.finite and reason == "stream ended"):
                 return  # a file played as a live source ends at its end; streams and devices reconnect
             self.state = "lost"
@@ -180,7 +165,7 @@ class Source:
         return f"{self.spec} ({self.width}x{self.height}, {fps})"
 
 
-class AVSource(Source):
+class AVSource(BaseSource):
     """Files and network streams through PyAV (FFmpeg)."""
 
     def __init__(self, spec: str, live: bool, open_timeout_s: float = 5.0, read_timeout_s: float = 3.0, **kw):
@@ -210,7 +195,7 @@ class AVSource(Source):
             raise StreamsegError(f"{url}: no answer within {self.open_timeout_s:g} s") from None
         except _AV_ERRORS as e:
             what = "unreachable" if kind_of(url) == "url" else "cannot open"
-            raise StreamsegError(f"{url}: {what} ({_first_line(e)})") from None
+            raise StreamsegError(f"{url}: {what} ({first_line(e)})") from None
         if not c.streams.video:
             c.close()
             raise StreamsegError(f"{url}: not a video (no video stream)")
@@ -260,7 +245,7 @@ class AVSource(Source):
             self._container = None
 
 
-class V4L2Source(Source):
+class V4L2Source(BaseSource):
     """UVC frame grabbers through OpenCV's V4L2 backend (buffer size 1: always the newest frame)."""
 
     def __init__(self, spec: str, width: int | None = None, height: int | None = None, fps: float | None = None, **kw):
@@ -315,12 +300,12 @@ class V4L2Source(Source):
 
 def open_source(spec: str, live: bool, crop=None, width: int | None = None, height: int | None = None,
                 fps: float | None = None, open_timeout_s: float = 5.0, read_timeout_s: float = 3.0,
-                reconnect_attempts: int = 5, backoff_s: float = 0.5, on_event=None) -> Source:
+                reconnect_attempts: int = 5, backoff_s: float = 0.5, on_event=None) -> BaseSource:
     """Open and validate a source (first frame read); raises StreamsegError with one clear line."""
     kw = dict(crop=crop, reconnect_attempts=reconnect_attempts, backoff_s=backoff_s, on_event=on_event)
     kind = kind_of(spec)
     if kind == "v4l2":
-        src: Source = V4L2Source(spec, width=width, height=height, fps=fps, **kw)
+        src: BaseSource = V4L2Source(spec, width=width, height=height, fps=fps, **kw)
     else:
         src = AVSource(spec, live, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s, **kw)
     return src.open()

@@ -1,7 +1,12 @@
-"""Plain data passed between the pipeline stages. Imports nothing of ours."""
+"""Plain data passed between the pipeline stages, and the contracts of the stages (`Source`,
+`Backend`, `Sink`: typing Protocols, so an implementation needs no base class). Imports nothing
+of ours, and no torch."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import threading
+from dataclasses import InitVar, dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal, Protocol
 
 import numpy as np
 
@@ -63,7 +68,6 @@ class Timings:
     t_infer_start: float = 0.0
     t_infer_end: float = 0.0
     t_overlay_end: float = 0.0
-    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage, filled by backends
 
     @property
     def model_ms(self) -> float:
@@ -75,9 +79,107 @@ class Timings:
 
 
 @dataclass
+class Hud:
+    """The figures the overlay prints along the bottom of every frame (filled by the pipeline)."""
+
+    source_fps: float | None = None
+    processed_fps: float | None = None
+    model_ms: float | None = None
+    end_to_end_ms: float | None = None
+    dropped: int = 0
+    signal_lost: int = 0
+    lost_now: bool = False
+
+
+@dataclass
 class Result:
+    """One frame on its way through the pipeline: inference fills `detections`, `timings` and
+    `speed`; the analyse step `measurement`; the overlay stage `overlay`; then the sinks read it."""
+
     frame: Frame
-    detection: Detection | None
-    measurement: Measurement | None
+    detections: list[Detection] = field(default_factory=list)  # best first, as the backend returns them
+    measurement: Measurement | None = None  # of the best detection (None: no detection, or an empty mask)
     timings: Timings = field(default_factory=Timings)
+    speed: dict[str, float] = field(default_factory=dict)  # ms per backend stage for this frame (preprocess, model, paste, ...)
     overlay: np.ndarray | None = None  # BGR image drawn by the overlay stage
+    # TRANSITIONAL: the old one-detection keyword, still used by bench.py's run_backend; it becomes
+    # detections=[detection]. Remove once bench.py passes detections=.
+    detection: InitVar[Detection | None] = None
+
+    def __post_init__(self, detection: Detection | None) -> None:
+        if detection is not None:
+            self.detections = [detection, *self.detections]
+
+    @property
+    def best(self) -> Detection | None:
+        """The detection the runtime shows and measures: the backend's best (None when there is none)."""
+        return self.detections[0] if self.detections else None
+
+
+del Result.detection  # the InitVar's class default; reading `result.detection` must fail, not give None
+
+
+SourceState = Literal["ok", "lost"]
+
+
+@dataclass
+class SourceStats:
+    """What a source counts while it runs (reported in the scan summary)."""
+
+    frames_read: int = 0
+    decode_errors: int = 0  # packets/frames that could not be decoded
+    signal_lost: int = 0
+    reconnect_attempts: int = 0
+    reconnects: int = 0  # successful
+    expected_frames: int | None = None  # from the container, when it says
+    notes: list[str] = field(default_factory=list)
+
+
+class Source(Protocol):
+    """Frames from one input (`sources.py`: files, streams, V4L2 grabbers).
+
+    `frames(stop)` yields cropped BGR frames until the input ends or `stop` is set; `state` says
+    whether the signal is there now (a live source reconnecting is "lost"); `stats` counts."""
+
+    fps: float | None  # nominal frame rate; None when the input does not say
+    width: int  # after crop
+    height: int
+    stats: SourceStats
+
+    @property
+    def state(self) -> SourceState: ...
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]: ...
+
+    def describe(self) -> str: ...
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """How the network runs (`backends/`): a BGR image of any size in, detections in source pixels
+    out, best first. `infer` also returns the seconds each stage took for that call."""
+
+    name: str
+    half: bool
+
+    def describe(self) -> str: ...
+
+    def predict_one(self, image: np.ndarray) -> list[Detection]: ...
+
+    def infer(self, image: np.ndarray) -> tuple[list[Detection], dict[str, float]]: ...
+
+
+class Sink(Protocol):
+    """Where results go (`sinks.py`: video, CSV/JSONL rows, window, scan summary).
+
+    `close()` finalises and returns the file written, or None when there is none (a sink that
+    was given no frame leaves no file). `quit_requested` turns True when the user asks to stop
+    (the window's q or Esc); it stays False for sinks that cannot ask."""
+
+    @property
+    def quit_requested(self) -> bool: ...
+
+    def write(self, result: Result) -> None: ...
+
+    def close(self) -> Path | None: ...

@@ -3,7 +3,8 @@ import numpy as np
 import torch
 import torchvision.ops as ops
 
-from streamseg.letterbox import Letterbox, mask_box, paste_to_source
+from streamseg.backends.base import paste_to_source
+from streamseg.letterbox import Letterbox, mask_box
 
 
 def _real(sample_dir, name="Pz004-001"):

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from streamseg import pipeline
-from streamseg.types import Frame
+from streamseg.types import Frame, SourceStats
 
 
 class Ticker:
@@ -15,7 +15,8 @@ class Ticker:
 
     def __init__(self, n, period):
         self.n, self.period, self.fps, self.state = n, period, (1 / period if period else None), "ok"
-        self.stats = type("S", (), {"frames_read": 0, "signal_lost": 0})()
+        self.width, self.height = 64, 48
+        self.stats = SourceStats()
 
     def frames(self, stop):
         img = np.zeros((48, 64, 3), np.uint8)
@@ -27,25 +28,36 @@ class Ticker:
             self.stats.frames_read += 1
             yield Frame(image=img, index=i, pts=i * 0.02, t_capture=time.perf_counter())
 
+    def describe(self):
+        return "ticker"
+
+    def close(self):
+        pass
+
 
 class Sink:
+    quit_requested = False
+
     def __init__(self):
         self.results = []
 
     def write(self, r):
         self.results.append(r)
 
+    def close(self):
+        return None
+
 
 def slow_model(seconds):
     def infer(image):
         time.sleep(seconds)
-        return []
+        return [], {"model": seconds}
     return infer
 
 
 def run(src, live, infer, **kw):
     sink = Sink()
-    stats = pipeline.run(src, infer, lambda f, d: (None, None), lambda r, hud: r.frame.image, [sink], live=live, **kw)
+    stats = pipeline.run(src, infer, lambda dets: None, lambda r, hud: r.frame.image, [sink], live=live, **kw)
     return stats, sink.results
 
 
@@ -86,3 +98,33 @@ def test_stage_error_reaches_the_caller():
         assert "exploded" in str(e)
     else:
         raise AssertionError("the error was swallowed")
+
+
+def test_stage_times_and_detections_travel_on_the_result():
+    """What `infer` returns reaches the sinks: the detections (best first) and the backend's stage
+    times, converted to ms (`Result.speed`); the analyse step sees the same detections."""
+    from streamseg.types import Detection
+
+    dets = [Detection(box=np.zeros(4, np.float32), score=s, mask=np.zeros((48, 64), bool)) for s in (0.9, 0.4)]
+    seen = []
+
+    def infer(image):
+        return dets, {"preprocess": 0.001, "model": 0.002}
+
+    sink = Sink()
+    pipeline.run(Ticker(3, 0.0), infer, lambda d: seen.append(d) or None, lambda r, hud: r.frame.image, [sink],
+                 live=False)
+    assert [r.speed for r in sink.results] == [{"preprocess": 1.0, "model": 2.0}] * 3
+    assert all(r.detections == dets and r.best is dets[0] for r in sink.results) and seen == [dets] * 3
+
+
+def test_a_sink_asking_to_quit_stops_the_run():
+    class Quitter(Sink):
+        def write(self, r):
+            super().write(r)
+            self.quit_requested = len(self.results) >= 2
+
+    sink = Quitter()
+    stats = pipeline.run(Ticker(1000, 0.001), slow_model(0.0), lambda d: None, lambda r, hud: r.frame.image, [sink],
+                         live=False)
+    assert stats.stopped_by == "quit" and 2 <= len(sink.results) < 1000

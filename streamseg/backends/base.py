@@ -13,8 +13,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-from ..letterbox import Letterbox, mask_box, paste_to_source
+from ..letterbox import Letterbox, ensure_bgr, mask_box
 from ..model import ModelInfo
 from ..types import Detection
 
@@ -25,20 +26,15 @@ def to_tensor(image_lb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
 
 
-def ensure_bgr(image: np.ndarray) -> np.ndarray:
-    """Grey, BGR or BGRA, 8- or 16-bit -> H×W×3 uint8 BGR."""
-    img = np.asarray(image)
-    if img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        img = np.clip(img, 0, 255).astype(np.uint8)
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    elif img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    elif img.shape[2] == 4:
-        img = img[..., :3]
-    return np.ascontiguousarray(img)
+def paste_to_source(
+    roi_masks: torch.Tensor, boxes_src: np.ndarray, src_h: int, src_w: int, threshold: float = 0.5
+) -> np.ndarray:
+    """Paste N×1×M×M RoI mask probabilities at their source-space boxes -> N×H×W bool."""
+    if roi_masks.numel() == 0:
+        return np.zeros((0, src_h, src_w), dtype=bool)
+    boxes = torch.as_tensor(boxes_src, dtype=torch.float32, device=roi_masks.device)
+    full = paste_masks_in_image(roi_masks.float(), boxes, (src_h, src_w), padding=1)
+    return (full[:, 0] > threshold).cpu().numpy()
 
 
 def preprocess(images: Sequence[np.ndarray], size: int) -> tuple[torch.Tensor, list[Letterbox]]:

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..backends.base import ensure_bgr, to_tensor
-from ..letterbox import Letterbox, mask_box
+from ..backends.base import to_tensor
+from ..letterbox import Letterbox, ensure_bgr, mask_box
 from ..types import StreamsegError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")

@@ -1,0 +1,38 @@
+"""The runtime stages are torch-free: importing them (and the package) pulls in neither torch nor
+torchvision, so capture, measurement, overlay and sinks start without the model's weight; and the
+live benchmark does not import the benchmark that calls it."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+TORCH_FREE = ["streamseg", "streamseg.types", "streamseg.files", "streamseg.stats", "streamseg.compute", "streamseg.letterbox",
+              "streamseg.sources", "streamseg.measure", "streamseg.calibration", "streamseg.overlay",
+              "streamseg.sinks", "streamseg.pipeline", "streamseg.runner", "streamseg.bench_live", "streamseg.cli"]
+FORBIDDEN = ("torch", "torchvision", "streamseg.bench", "streamseg.model", "streamseg.backends")
+
+# Imports the modules one by one in a fresh interpreter; prints the first one after which a forbidden
+# module is loaded, with what it loaded.
+PROBE = """
+import importlib, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+    bad = [m for m in {forbidden!r} if m in sys.modules]
+    if bad:
+        print(name, 'imports', ' '.join(bad))
+        break
+"""
+
+
+def test_runtime_stages_import_no_torch():
+    r = subprocess.run([sys.executable, "-c", PROBE.format(forbidden=FORBIDDEN), *TORCH_FREE],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ""
+
+
+def test_the_package_still_offers_the_model_on_first_use():
+    code = "import streamseg; from streamseg import ModelConfig, build_model; print(build_model.__module__)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "streamseg.model"
