@@ -146,3 +146,31 @@ def test_dynamo_exporter_also_gives_a_clean_graph(calibrated_checkpoint, tmp_pat
     path = export_onnx(*load_checkpoint(calibrated_checkpoint), tmp_path / "dyn.onnx", dynamo=True)
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert "Loop" not in ops and "If" not in ops and "NonMaxSuppression" not in ops
+
+
+def test_one_artefact_helper_rebuilds_stale_and_unloadable_files(tmp_path):
+    """What compiled and TensorRT share (no GPU needed): a matching sidecar is reused, a stale one
+    rebuilt with one line saying why, and an artefact that does not load is rebuilt once."""
+    from streamseg.backends.artefacts import ensure_artefact, load_or_rebuild
+
+    path, builds, notes = tmp_path / "x.bin", [], []
+
+    def build(p):
+        builds.append(p)
+        p.write_bytes(b"ok%d" % len(builds))
+        return {"extra": 1}
+
+    assert ensure_artefact(path, {"v": 1}, build, log=notes.append) == path and len(builds) == 1 and not notes
+    assert read_sidecar(path) == {"v": 1, "extra": 1}
+    ensure_artefact(path, {"v": 1}, build, log=notes.append)
+    assert len(builds) == 1, "a matching artefact is reused"
+    ensure_artefact(path, {"v": 2}, build, log=notes.append)
+    assert len(builds) == 2 and "v differs" in notes[-1]
+
+    def open_(p):
+        if p.read_bytes() == b"ok2":
+            raise RuntimeError("stale package")
+        return p.read_bytes()
+
+    got = load_or_rebuild(lambda force: ensure_artefact(path, {"v": 2}, build, force=force), open_, notes.append)
+    assert got == b"ok3" and len(builds) == 3 and "does not load (stale package)" in notes[-1]

@@ -79,3 +79,16 @@ def test_cuda_backend_matches_eager(name, precision, calibrated_checkpoint, engi
         worst = [min(worst[0], d), min(worst[1], iou)]
     print(f"parity {name}/{precision}: min Dice {worst[0]:.4f}, min box IoU {worst[1]:.4f}")
     assert worst[0] >= floor and worst[1] >= floor, worst
+
+
+def test_infer_gives_the_detections_and_the_stages_of_that_call(eager, calibrated_checkpoint, parity_images, reference):
+    """The Backend contract: infer(image) -> (predict_one's detections, seconds per stage); the
+    backend holds its model's identity (ModelInfo), not the module."""
+    from streamseg.files import file_sha256
+
+    dets, stages = eager.infer(parity_images[0])
+    d, iou = compare(reference[0], dets)
+    assert d == 1.0 and iou == 1.0
+    assert set(stages) >= {"preprocess", "model", "paste"} and all(v >= 0 for v in stages.values())
+    assert eager.info.source == str(calibrated_checkpoint) and eager.info.sha256 == file_sha256(calibrated_checkpoint)
+    assert eager.info.config is eager.config and eager.config.max_detections == 2
