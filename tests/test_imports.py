@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-TORCH_FREE = ["streamseg", "streamseg.types", "streamseg.files", "streamseg.stats", "streamseg.compute", "streamseg.letterbox",
+TORCH_FREE = ["streamseg", "streamseg.types", "streamseg.files", "streamseg.stats", "streamseg.letterbox",
               "streamseg.sources", "streamseg.measure", "streamseg.calibration", "streamseg.overlay",
               "streamseg.sinks", "streamseg.pipeline", "streamseg.runner", "streamseg.bench_live", "streamseg.cli"]
 FORBIDDEN = ("torch", "torchvision", "streamseg.bench", "streamseg.model", "streamseg.backends")

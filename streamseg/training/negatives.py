@@ -18,6 +18,7 @@ from ..letterbox import Letterbox
 from .dataset import IMAGE_EXTS, NerveDataset, read_image
 
 GROUP_RE = re.compile(r"^(dataset\d+_S\d+)", re.IGNORECASE)
+SEQUENCE_RE = re.compile(r"_\d+$")
 
 
 def scan_negatives(root: str | Path) -> list[Path]:
@@ -31,8 +32,10 @@ def scan_negatives(root: str | Path) -> list[Path]:
 
 
 def group_of(path: Path) -> str:
+    """The acquisition group: a dataset1 subject (both legs), else the sequence (name less its frame
+    number), so frames of one sequence never land in two parts."""
     m = GROUP_RE.match(path.name)
-    return f"{path.parent.name}/{m.group(1) if m else path.stem}"
+    return f"{path.parent.name}/{m.group(1) if m else SEQUENCE_RE.sub('', path.stem)}"
 
 
 def split_negatives(paths: list[Path], seed: int = 0, fractions=(0.7, 0.15, 0.15)) -> dict[str, list[Path]]:
