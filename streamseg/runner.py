@@ -13,6 +13,7 @@ from typing import Callable
 
 from . import pipeline
 from .calibration import parse_crop, resolve
+from .dicom import dicom_calibration
 from .measure import Stabiliser, measure
 from .overlay import Style, draw, lost_screen
 from .files import check_writable, public_mode
@@ -106,6 +107,7 @@ def run(o: Options, log: Callable[[str], None] = print, backend=None) -> dict:
                          reconnect_attempts=o.reconnect_attempts, backoff_s=o.backoff_s,
                          on_event=lambda kind, msg: log(msg))
     try:  # the input is checked first (cheap), then the model is loaded
+        cal = dicom_calibration(source, cal, log)  # a DICOM's own spacing when no flag gives one (issue 12)
         from . import backends
 
         if backend is None:
