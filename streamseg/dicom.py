@@ -50,6 +50,8 @@ def is_dicom(path) -> bool:
     if p.suffix.lower() in SUFFIXES:
         return True
     try:
+        if not p.is_file():  # never open a pipe or device just to look (it could block)
+            return False
         with open(p, "rb") as f:
             head = f.read(132)
     except OSError:

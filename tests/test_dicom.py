@@ -147,7 +147,9 @@ def test_is_dicom_by_magic_or_suffix(tmp_path):
     renamed.write_bytes(f.read_bytes())
     assert is_dicom(f) and is_dicom(renamed) and is_dicom(tmp_path / "missing.DCM")
     assert not is_dicom(SAMPLE_IMAGES[0]) and not is_dicom(REPO / "streamseg" / "data" / "sample" / "demo.mp4")
-    assert not is_dicom(tmp_path / "missing.mp4")
+    assert not is_dicom(tmp_path / "missing.mp4") and not is_dicom(tmp_path)
+    os.mkfifo(tmp_path / "pipe")
+    assert not is_dicom(tmp_path / "pipe")  # returns at once, without opening it
 
 
 # --- real files ----------------------------------------------------------------------------------------
@@ -341,6 +343,19 @@ def test_damaged_files_give_one_line(tmp_path):
         open_source(str(tmp_path / "missing.dcm"), live=False)
 
 
+def test_missing_decoder_plugin_says_what_to_install(monkeypatch):
+    import pydicom.pixels
+
+    from streamseg.dicom import read_dicom
+
+    class NoPlugins:
+        is_available = False
+
+    monkeypatch.setattr(pydicom.pixels, "get_decoder", lambda uid: NoPlugins())
+    with pytest.raises(StreamsegError, match=r"no decoder for JPEG 2000.*pip install 'streamseg\[dicom\]'"):
+        read_dicom(data_file("US1_J2KR.dcm"))
+
+
 def test_eval_data_folder_reads_dicom_images_uncropped(tmp_path):
     from streamseg.training.dataset import load_pair, scan_folder
 
@@ -400,7 +415,8 @@ def test_cli_file_on_a_dicom_cine_reports_csa_in_mm2(tmp_path):
         assert float(r["csa_mm2"]) == pytest.approx(float(r["area_px"]) * 0.06 ** 2, rel=1e-3)
     summary = json.loads((tmp_path / "o.summary.json").read_text())
     assert summary["unit"] == "mm²" and summary["calibrated"] and summary["frames_seen"] == 6
-    av = _need("av")
+    import av
+
     with av.open(str(tmp_path / "o.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) == 6
 
