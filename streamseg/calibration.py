@@ -48,6 +48,7 @@ class Calibration:
     depth_mm: float | None = None
     profile: str | None = None
     crop: tuple[int, int, int, int] | None = None  # the profile's crop, if it has one
+    origin: str | None = None  # where mm_per_px_value came from when no flag gave it (a DICOM region)
 
     @property
     def calibrated(self) -> bool:
@@ -63,7 +64,7 @@ class Calibration:
     def describe(self, frame_h: int | None = None) -> str:
         if not self.calibrated:
             return "uncalibrated (areas in px²)"
-        how = (f"profile {self.profile!r}" if self.profile else
+        how = self.origin or (f"profile {self.profile!r}" if self.profile else
                f"depth {self.depth_mm:g} mm over the crop height" if self.depth_mm is not None else "--mm-per-px")
         v = self.mm_per_px(frame_h) if frame_h else self.mm_per_px_value
         return f"{v:.5g} mm/px from {how}" if v is not None else f"from {how}"

@@ -120,7 +120,7 @@ def live(
 @app.command()
 @friendly
 def file(
-    input: Path = typer.Argument(..., help="video file (any container/codec FFmpeg decodes)"),
+    input: Path = typer.Argument(..., help="video file (any container/codec FFmpeg decodes) or DICOM (.dcm)"),
     out: Optional[Path] = _OUT, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,
     model: Optional[Path] = _MODEL, backend: str = _BACKEND, compute: str = _compute(),
     show: bool = typer.Option(False, "--show/--no-show", help="show a window while processing"),

@@ -14,6 +14,7 @@ from typing import Callable
 
 from . import pipeline
 from .calibration import Calibration, parse_crop, resolve
+from .dicom import dicom_calibration
 from .files import atomic_write, check_writable, public_mode
 from .measure import Analyser
 from .overlay import Style, draw, lost_screen
@@ -129,6 +130,7 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
     cal = resolve(o.mm_per_px, o.depth_mm, o.profile)
     source = _open_source(o, cal, log)
     try:  # the input is checked first (cheap), then the model is loaded
+        cal = dicom_calibration(source, cal, log)  # a DICOM's own spacing when no flag gives one (issue 12)
         if backend is None:
             from . import backends
 

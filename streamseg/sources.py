@@ -304,6 +304,10 @@ def open_source(spec: str, live: bool, crop=None, width: int | None = None, heig
     """Open and validate a source (first frame read); raises StreamsegError with one clear line."""
     kw = dict(crop=crop, reconnect_attempts=reconnect_attempts, backoff_s=backoff_s, on_event=on_event)
     kind = kind_of(spec)
+    from .dicom import DicomSource, is_dicom  # DICOM files (issue 12): pydicom, not FFmpeg
+
+    if kind == "file" and is_dicom(spec):
+        return DicomSource(spec, live, **kw).open()
     if kind == "v4l2":
         src: BaseSource = V4L2Source(spec, width=width, height=height, fps=fps, **kw)
     else:

@@ -18,6 +18,7 @@ from ..letterbox import Letterbox, ensure_bgr, mask_box
 from ..types import StreamsegError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DICOM_EXTS = (".dcm",)  # images/ may hold DICOM files (issue 12); masks stay PNG etc. with the same stem
 PATIENT_RE = re.compile(r"^(Pz\d+)", re.IGNORECASE)
 
 
@@ -31,6 +32,10 @@ class Sample:
 
 
 def read_image(path: Path) -> np.ndarray:
+    if Path(path).suffix.lower() in DICOM_EXTS:  # first frame, uncropped: masks are in full-image pixels
+        from ..dicom import read_dicom
+
+        return next(read_dicom(path, use_regions=False)[1])
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise StreamsegError(f"{path}: not a readable image")
@@ -82,7 +87,7 @@ def scan_folder(root: str | Path) -> list[Sample]:
                 if "file" in row and "patient" in row:
                     patients[row["file"]] = row["patient"]
     samples = []
-    for img in sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS):
+    for img in sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS + DICOM_EXTS):
         mask = next((m for m in (masks_dir / (img.stem + e) for e in IMAGE_EXTS) if m.is_file()), None)
         if mask is None:
             raise StreamsegError(f"{img}: no mask with the same name in {masks_dir}")

@@ -1,0 +1,460 @@
+"""DICOM input (issue 12): single- and multi-frame ultrasound exports -> BGR uint8 frames, with the
+pixel spacing and crop of the Sequence of Ultrasound Regions (0018,6011).
+
+- Pixels: pydicom's decoders (native, RLE, JPEG baseline/lossless and JPEG 2000 through the
+  pylibjpeg plugins). Greyscale, RGB, YBR (`convert_color_space`) and palette colour
+  (`apply_color_lut`); MONOCHROME1 is inverted; more than 8 bits are mapped to 8 by the file's
+  VOI LUT or window, else by the min-max of the first frame (one mapping for the whole loop).
+- Spacing: a 2D (RegionSpatialFormat 1) tissue (RegionDataType 1) region in cm (units 3); the
+  largest if several. mm/px = PhysicalDelta * 10, and frames are cropped to that region. Regions
+  that are all in other units or of other types are refused, never guessed. Non-square pixels are
+  reported (`DicomInfo.spacing_problem`) and the runtime refuses them unless a spacing flag is given.
+  PixelSpacing (0028,0030) is not used: ultrasound spacing lives in the regions.
+- Times: FrameTime (ms), FrameTimeVector (ms increments) or CineRate (fps) -> pts in seconds.
+
+Torch-free; pydicom is imported inside the functions, so this module imports without it.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .files import first_line
+from .types import Frame, SourceStats, StreamsegError
+
+MISSING = "pydicom is not installed (pip install 'streamseg[dicom]')"
+SUFFIXES = (".dcm", ".dicom")
+UNITS_CM, TISSUE, SPATIAL_2D = 3, 1, 1
+SQUARE_TOLERANCE = 0.01  # PhysicalDeltaX and Y may differ by 1 % and still count as square pixels
+MIN_SIDE, MAX_SIDE = 32, 8192  # as sources.py
+_UNIT_NAMES = {0: "none", 1: "percent", 2: "dB", 3: "cm", 4: "seconds", 5: "hertz", 6: "dB/s", 7: "cm/s",
+               8: "cm²", 9: "cm²/s", 10: "cm³", 11: "cm³/s", 12: "degrees"}
+_TYPE_NAMES = {0: "none", 1: "tissue", 2: "colour flow", 3: "PW Doppler", 4: "CW Doppler", 5: "Doppler mean trace",
+               6: "Doppler mode trace", 7: "Doppler max trace", 8: "volume trace", 9: "Doppler volume trace", 10: "ECG trace",
+               11: "pulse trace", 12: "phonocardiogram trace", 13: "grey bar", 14: "colour bar",
+               15: "integrated backscatter", 16: "area trace", 17: "d(area)/dt", 18: "other physiological"}
+_SPATIAL_NAMES = {0: "none", 1: "2D", 2: "M-mode", 3: "spectral", 4: "waveform", 5: "graphics"}
+
+
+def is_dicom(path) -> bool:
+    """A DICOM file: the 128-byte preamble followed by b"DICM", or a .dcm/.dicom name."""
+    p = Path(path)
+    if p.suffix.lower() in SUFFIXES:
+        return True
+    try:
+        if not p.is_file():  # never open a pipe or device just to look (it could block)
+            return False
+        with open(p, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _pydicom():
+    try:
+        import pydicom
+    except ImportError:
+        raise StreamsegError(MISSING) from None
+    if int(pydicom.__version__.split(".")[0]) < 3:
+        raise StreamsegError(f"pydicom {pydicom.__version__} is too old: streamseg needs pydicom >= 3 "
+                             "(pip install 'streamseg[dicom]')")
+    return pydicom
+
+
+@dataclass
+class Region:
+    """One item of the Sequence of Ultrasound Regions, in full-image pixels (Max* inclusive)."""
+
+    number: int  # 1-based position in the sequence
+    x: int
+    y: int
+    w: int
+    h: int
+    spatial: int
+    data_type: int
+    units: tuple[int, int]
+    delta_mm: tuple[float, float] | None  # (x, y) mm per pixel, when the units are cm
+
+    def describe(self) -> str:
+        kind = f"{_SPATIAL_NAMES.get(self.spatial, self.spatial)} {_TYPE_NAMES.get(self.data_type, self.data_type)}"
+        units = "/".join(_UNIT_NAMES.get(u, str(u)) for u in self.units)
+        return f"region {self.number} ({kind}, units {units}, {self.w}x{self.h} at {self.x},{self.y})"
+
+
+@dataclass
+class DicomInfo:
+    """What a DICOM file holds, as streamseg reads it. width/height are after the crop."""
+
+    path: str
+    frames: int
+    width: int
+    height: int
+    fps: float | None
+    mm_per_px: float | None  # None: no usable region, or non-square pixels (see spacing_problem)
+    crop: tuple[int, int, int, int] | None  # x, y, w, h in the full image
+    region: str | None  # the chosen region, described
+    region_number: int | None = None  # its 1-based position in the Sequence of Ultrasound Regions
+    notes: list[str] = field(default_factory=list)
+    pts: list[float] | None = None  # seconds per frame; None when the file has no frame timing
+    spacing_xy_mm: tuple[float, float] | None = None  # the region's (x, y) spacing, square or not
+    spacing_problem: str | None = None  # why mm_per_px is None although a region has a spacing
+    full_size: tuple[int, int] = (0, 0)  # (width, height) before the crop
+    photometric: str = ""
+    transfer_syntax: str = ""
+
+
+def _dataset(path: str):
+    """dcmread with one-line errors (force=True: a .dcm without the preamble is read too)."""
+    pydicom = _pydicom()
+    p = Path(path)
+    if not p.exists():
+        raise StreamsegError(f"{path}: no such file")
+    if p.is_dir():
+        raise StreamsegError(f"{path}: is a folder, not a DICOM file")
+    try:
+        ds = pydicom.dcmread(p, force=True)
+    except PermissionError:
+        raise StreamsegError(f"{path}: not readable") from None
+    except Exception as e:  # noqa: BLE001 - pydicom raises many kinds on damaged files
+        raise StreamsegError(f"{path}: not a readable DICOM file ({first_line(e)})") from None
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise StreamsegError(f"{path}: DICOM file without an image (no Pixel Data)")
+    if "PixelData" not in ds:
+        raise StreamsegError(f"{path}: float pixel data is not an ultrasound image (not supported)")
+    if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
+        implicit, little = ds.original_encoding  # no meta header: the encoding pydicom read it with
+        ds.file_meta = getattr(ds, "file_meta", None) or pydicom.dataset.FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = (pydicom.uid.ImplicitVRLittleEndian if implicit else
+                                          pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian)
+    return ds
+
+
+def regions(ds) -> list[Region]:
+    """The Sequence of Ultrasound Regions, as Region objects (empty when the file has none)."""
+    out = []
+    for i, r in enumerate(ds.get("SequenceOfUltrasoundRegions") or [], start=1):
+        try:
+            x0, y0 = int(r.RegionLocationMinX0), int(r.RegionLocationMinY0)
+            x1, y1 = int(r.RegionLocationMaxX1), int(r.RegionLocationMaxY1)
+        except (AttributeError, TypeError, ValueError):
+            continue  # a region without a location cannot be used
+        units = (int(r.get("PhysicalUnitsXDirection", 0) or 0), int(r.get("PhysicalUnitsYDirection", 0) or 0))
+        dx, dy = r.get("PhysicalDeltaX"), r.get("PhysicalDeltaY")
+        delta = None
+        if units == (UNITS_CM, UNITS_CM) and dx is not None and dy is not None and dx > 0 and dy > 0:
+            delta = (float(dx) * 10.0, float(dy) * 10.0)
+        out.append(Region(i, x0, y0, x1 - x0 + 1, y1 - y0 + 1, int(r.get("RegionSpatialFormat", 0) or 0),
+                          int(r.get("RegionDataType", 0) or 0), units, delta))
+    return out
+
+
+def choose_region(found: list[Region], path: str = "") -> tuple[Region | None, list[str]]:
+    """The largest 2D tissue region in cm (the first of equal ones) and notes; None when the file
+    has no regions; StreamsegError when it has regions but none is usable (never a guess)."""
+    if not found:
+        return None, []
+    usable = [r for r in found if r.spatial == SPATIAL_2D and r.data_type == TISSUE and r.delta_mm is not None
+              and r.w > 0 and r.h > 0]
+    if not usable:
+        raise StreamsegError(f"{path}: no 2D tissue ultrasound region with cm units and a spacing, so no mm² can be "
+                             f"measured; found {'; '.join(r.describe() for r in found)}")
+    best = max(usable, key=lambda r: (r.w * r.h, -r.number))
+    notes = []
+    if len(usable) > 1:
+        notes.append(f"{len(usable)} tissue regions; using region {best.number} (the largest"
+                     f"{', the first of equal ones' if sum(r.w * r.h == best.w * best.h for r in usable) > 1 else ''})")
+    return best, notes
+
+
+def spacing(region: Region) -> tuple[float | None, str | None]:
+    """(isotropic mm/px, None) for square pixels, else (None, why CSA cannot use it)."""
+    dx, dy = region.delta_mm
+    if abs(dx - dy) > SQUARE_TOLERANCE * max(dx, dy):
+        return None, (f"pixels are not square in {region.describe()}: {dx:.5g} x {dy:.5g} mm "
+                      f"(differ by {100 * abs(dx - dy) / max(dx, dy):.1f} %), so CSA in mm² cannot use this spacing")
+    return (dx + dy) / 2.0, None
+
+
+def frame_times(ds, n: int) -> tuple[list[float] | None, float | None, str]:
+    """(pts in seconds per frame, nominal fps, where they come from). A single frame is at 0."""
+    if n == 1:
+        return [0.0], None, "single frame"
+    ptr = ds.get("FrameIncrementPointer")  # AT, VM 1-n: which attribute holds the frame times
+    pointer = {int(t) for t in (ptr if isinstance(ptr, Sequence) else [ptr] if ptr is not None else [])}
+    vector = [float(v) for v in (ds.get("FrameTimeVector") or [])]
+    if len(vector) == n - 1:
+        vector = [0.0] + vector  # the standard's first increment is 0; some writers leave it out
+    use_vector = len(vector) == n and all(v >= 0 for v in vector[1:]) and sum(vector[1:]) > 0
+    ft = float(ds.get("FrameTime") or 0)
+    if use_vector and (0x00181065 in pointer or ft <= 0):
+        pts = [float(t) for t in (np.cumsum(vector) - vector[0]) / 1000.0]  # the first frame at 0
+        return pts, (n - 1) / pts[-1], "FrameTimeVector"
+    if ft > 0:
+        return [i * ft / 1000.0 for i in range(n)], 1000.0 / ft, "FrameTime"
+    for key in ("CineRate", "RecommendedDisplayFrameRate"):
+        rate = float(ds.get(key) or 0)
+        if rate > 0:
+            return [i / rate for i in range(n)], rate, key
+    return None, None, "no frame timing (FrameTime, FrameTimeVector, CineRate) in the file"
+
+
+def _check_crop(crop, w: int, h: int, path: str) -> tuple[int, int, int, int]:
+    x, y, cw, ch = (int(v) for v in crop)
+    if x < 0 or y < 0 or cw <= 0 or ch <= 0 or x + cw > w or y + ch > h:
+        raise StreamsegError(f"crop {x},{y},{cw},{ch} lies outside the {w}x{h} frame of {path}")
+    if min(cw, ch) < MIN_SIDE or max(cw, ch) > MAX_SIDE:
+        raise StreamsegError(f"{path}: frame {cw}x{ch} is outside the supported {MIN_SIDE}..{MAX_SIDE} px per side")
+    return x, y, cw, ch
+
+
+_NO_REGION = dict(mm_per_px=None, crop=None, region=None, region_number=None, spacing_xy_mm=None, spacing_problem=None)
+
+
+def _region_info(ds, path: str, w: int, h: int, notes: list[str]) -> dict:
+    """Spacing and crop from the regions (see the module docstring)."""
+    region, more = choose_region(regions(ds), path)
+    notes += more
+    if region is None:
+        if "PixelSpacing" in ds:
+            notes.append("PixelSpacing (0028,0030) is not used: ultrasound spacing lives in the Sequence of "
+                         "Ultrasound Regions, which this file lacks")
+        notes.append("no ultrasound regions: frames are not cropped and the spacing is unknown (give --mm-per-px)")
+        return dict(_NO_REGION)
+    x0, y0 = max(region.x, 0), max(region.y, 0)
+    x1, y1 = min(region.x + region.w, w), min(region.y + region.h, h)
+    if (x0, y0, x1, y1) != (region.x, region.y, region.x + region.w, region.y + region.h):
+        notes.append(f"{region.describe()} reaches outside the {w}x{h} image; cropped to the image")
+    mm, problem = spacing(region)
+    return dict(mm_per_px=mm, crop=(x0, y0, x1 - x0, y1 - y0), region=region.describe(), region_number=region.number,
+                spacing_xy_mm=region.delta_mm, spacing_problem=problem)
+
+
+def _decoder(ds, path: str):
+    from pydicom.pixels import get_decoder
+
+    ts = ds.file_meta.TransferSyntaxUID
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:
+        raise StreamsegError(f"{path}: pixel data in {ts.name} ({ts}) cannot be decoded by pydicom") from None
+    if not decoder.is_available:
+        raise StreamsegError(f"{path}: no decoder for {ts.name} pixel data is installed "
+                             "(pip install 'streamseg[dicom]' adds the JPEG, JPEG 2000 and RLE decoders)")
+    return decoder
+
+
+def read_dicom(path, use_regions: bool = True, crop=None) -> tuple[DicomInfo, Iterator[np.ndarray]]:
+    """Open a DICOM file -> (DicomInfo, lazy iterator of H×W×3 uint8 BGR frames, cropped).
+
+    use_regions=False ignores the ultrasound regions (no crop, no spacing, no refusal): for images
+    whose masks are in full-image coordinates. `crop` (x, y, w, h in the full image) replaces the
+    region's crop; the region's spacing still applies. Bad files raise StreamsegError (one line),
+    also while iterating (a frame that cannot be decoded)."""
+    path = str(path)
+    ds = _dataset(path)
+    info = dicom_info(ds, path, use_regions, crop)
+    return info, (img for _, img in _decode(ds, info))
+
+
+def dicom_info(ds, path: str, use_regions: bool = True, crop=None) -> DicomInfo:
+    """DicomInfo of a dataset read by pydicom (see read_dicom); checks that a decoder exists."""
+    _decoder(ds, path)
+    try:
+        n, h, w = int(ds.get("NumberOfFrames") or 1), int(ds.Rows), int(ds.Columns)
+    except (AttributeError, TypeError, ValueError):
+        raise StreamsegError(f"{path}: DICOM image without valid Rows/Columns/NumberOfFrames") from None
+    notes: list[str] = []
+    geo = _region_info(ds, path, w, h, notes) if use_regions else dict(_NO_REGION)
+    if crop is not None:
+        if geo["crop"] is not None:
+            notes.append(f"the given crop {','.join(map(str, crop))} replaces the region's {','.join(map(str, geo['crop']))}")
+        geo["crop"] = tuple(crop)
+    box = _check_crop(geo["crop"] or (0, 0, w, h), w, h, path)
+    geo["crop"] = box if geo["crop"] is not None else None
+    pts, fps, timing = frame_times(ds, n)
+    if pts is None:
+        notes.append(timing)
+    return DicomInfo(path=path, frames=n, width=box[2], height=box[3], fps=fps, notes=notes, pts=pts,
+                     full_size=(w, h), photometric=str(ds.get("PhotometricInterpretation", "")),
+                     transfer_syntax=ds.file_meta.TransferSyntaxUID.name, **geo)
+
+
+def _decode(ds, info: DicomInfo, on_error: Callable[[int, Exception], None] | None = None
+            ) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode frame by frame -> (frame number, BGR uint8 cropped to info.crop). A frame that fails
+    to decode raises StreamsegError, or is reported to `on_error(index, exc)` and skipped."""
+    decoder = _decoder(ds, info.path)
+    x, y, w, h = info.crop or (0, 0, info.full_size[0], info.full_size[1])
+    to8 = None
+    for i in range(info.frames):
+        try:
+            arr, props = decoder.as_array(ds, index=i, raw=True)
+            pi = str(props.get("photometric_interpretation") or info.photometric)
+            if to8 is None:
+                to8 = _to_8bit(ds, pi, arr, info.path)
+            img = to8(arr)
+        except StreamsegError:
+            raise
+        except Exception as e:  # noqa: BLE001 - decoder plugins raise many kinds
+            if on_error is None:
+                raise StreamsegError(f"{info.path}: frame {i + 1} of {info.frames} cannot be decoded "
+                                     f"({info.transfer_syntax}: {first_line(e)})") from None
+            on_error(i, e)
+            continue
+        yield i, np.ascontiguousarray(img[y:y + h, x:x + w])
+
+
+def _to_8bit(ds, pi: str, first: np.ndarray, path: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The conversion of every frame of this file to BGR uint8, set up once from the first frame."""
+    from pydicom.pixels import apply_color_lut, convert_color_space
+
+    bits = int(ds.get("BitsStored") or first.dtype.itemsize * 8)
+    if pi in ("MONOCHROME1", "MONOCHROME2"):
+        gray = _gray_lut(ds, first, bits)
+        flip = pi == "MONOCHROME1"
+        return lambda a: np.repeat((255 - gray(a) if flip else gray(a))[..., None], 3, axis=2)
+    if pi == "PALETTE COLOR":
+        depth = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        return lambda a: _rgb8(apply_color_lut(a, ds), depth)[..., ::-1]
+    if pi in ("YBR_FULL", "YBR_FULL_422"):
+        return lambda a: _rgb8(convert_color_space(a, "YBR_FULL", "RGB"), bits)[..., ::-1]
+    if pi == "RGB":
+        return lambda a: _rgb8(a, bits)[..., ::-1]
+    raise StreamsegError(f"{path}: photometric interpretation {pi!r} is not supported")
+
+
+def _rgb8(a: np.ndarray, bits: int) -> np.ndarray:
+    if a.dtype == np.uint8 or bits <= 8:
+        return a.astype(np.uint8, copy=False)
+    return (a >> (bits - 8)).astype(np.uint8)
+
+
+def _gray_lut(ds, first: np.ndarray, bits: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Stored greyscale values -> uint8. 8-bit unsigned data as it is, fewer bits spread; deeper data through the
+    file's VOI LUT or window (after the modality rescale) when it has one, else linearly from the
+    Smallest/LargestImagePixelValue or the first frame's min-max (one mapping for the whole loop)."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    signed = int(ds.get("PixelRepresentation") or 0) == 1
+    if bits == 8 and not signed:
+        return lambda a: a.astype(np.uint8, copy=False)
+    if bits < 8 and not signed:  # e.g. 1-bit: spread over 0..255
+        table = np.round(np.arange(1 << bits) * (255.0 / ((1 << bits) - 1))).astype(np.uint8)
+        return lambda a: table[np.clip(a, 0, len(table) - 1)]
+    bits = min(bits, 16)  # a table over every stored value; deeper data is clipped to 16 bits
+    lo_in = -(1 << (bits - 1)) if signed else 0
+    domain = np.arange(lo_in, lo_in + (1 << bits), dtype=np.int64)
+    has_voi = bool(ds.get("VOILUTSequence")) or ("WindowCenter" in ds and "WindowWidth" in ds)
+    if has_voi:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = np.asarray(apply_voi_lut(apply_modality_lut(domain, ds), ds), dtype=np.float64)
+        lo, hi = float(values.min()), float(values.max())
+    else:
+        values = domain.astype(np.float64)
+        lo = float(ds.get("SmallestImagePixelValue", first.min()))
+        hi = float(ds.get("LargestImagePixelValue", first.max()))
+    table = np.clip((values - lo) * (255.0 / max(hi - lo, 1e-9)) + 0.5, 0, 255).astype(np.uint8)
+    return lambda a: table[np.clip(a.astype(np.int64) - lo_in, 0, len(table) - 1)]
+
+
+class DicomSource:
+    """A DICOM file as a pipeline source, with the attributes and methods of sources.Source:
+    `open()`, `frames(stop)`, `close()`, `describe()`, `fps`, `rate`, `time_base`, `width`,
+    `height`, `state`, `stats`, `finite`. `dicom` is the DicomInfo (spacing, crop, notes).
+    Frames are cropped to the ultrasound region, or to `crop` (full-image pixels) when given."""
+
+    def __init__(self, spec: str, live: bool = False, crop=None, on_event: Callable[[str, str], None] | None = None,
+                 **_ignored):  # the reconnect/timeout options of network sources do not apply to a file
+
+
+        self.spec = str(spec)
+        self.live = live
+        self.crop = crop
+        self.on_event = on_event or (lambda kind, msg: None)
+        self.stats = SourceStats()
+        self.fps: float | None = None
+        self.rate: Fraction | None = None
+        self.time_base: Fraction | None = None
+        self.width = self.height = 0
+        self.state = "ok"
+        self.finite = True
+        self.dicom: DicomInfo | None = None
+        self._it: Iterator[tuple[int, np.ndarray]] | None = None
+        self._pending: tuple[int, np.ndarray] | None = None
+        self._first_error: str | None = None
+
+    def open(self) -> "DicomSource":
+        """Read the header and decode the first frame, so a bad file fails here with one line."""
+        ds = _dataset(self.spec)
+        info = dicom_info(ds, self.spec, crop=self.crop)
+        self._it = _decode(ds, info, on_error=self._decode_error)
+        self.dicom = info
+        self.width, self.height = info.width, info.height
+        self.fps = info.fps
+        self.rate = Fraction(info.fps).limit_denominator(1001) if info.fps else None
+        self.stats.expected_frames = info.frames
+        self.stats.notes.extend(info.notes)
+        self._pending = next(self._it, None)
+        if self._pending is None:
+            why = f" ({self._first_error})" if self._first_error else ""
+            raise StreamsegError(f"{self.spec}: no decodable frames in the DICOM file{why}")
+        for note in info.notes:
+            self.on_event("note", f"{self.spec}: {note}")
+        return self
+
+    def _decode_error(self, index: int, e: Exception) -> None:
+        self.stats.decode_errors += 1
+        if self._first_error is None:  # the runner reports the count at the end
+            self._first_error = f"frame {index + 1}: {first_line(e)}"
+            self.on_event("decode_error", f"{self.spec}: {self._first_error} (frame skipped)")
+
+    def frames(self, stop: threading.Event | None = None) -> Iterator[Frame]:
+        stop = stop or threading.Event()
+        if self._it is None:
+            self.open()
+        pts = self.dicom.pts
+        index = 0
+        while not stop.is_set():
+            item, self._pending = (self._pending, None) if self._pending is not None else (next(self._it, None), None)
+            if item is None:
+                return
+            number, img = item  # a frame that could not be decoded is skipped; the others keep their times
+            self.stats.frames_read += 1
+            yield Frame(image=img, index=index, pts=pts[number] if pts else None, t_capture=time.perf_counter())
+            index += 1
+
+    def close(self) -> None:
+        self._it = None
+
+    def describe(self) -> str:
+        fps = f"{self.fps:.2f} fps" if self.fps else "unknown fps"
+        info = self.dicom
+        where = f"; {info.region}" if info is not None and info.region else ""
+        frames = f"DICOM, {info.frames} frame{'s' if info.frames != 1 else ''}" if info is not None else "DICOM"
+        return f"{self.spec} ({self.width}x{self.height}, {fps}; {frames}{where})"
+
+
+def dicom_calibration(source, cal, log: Callable[[str], None]):
+    """Runner hook: the spacing of a DICOM source's ultrasound region when no flag gives one.
+    An explicit --mm-per-px/--depth-mm/--profile wins (with a note); non-square pixels without a
+    flag are refused. Any other source: `cal` unchanged."""
+    info = source.dicom if isinstance(source, DicomSource) else None
+    if info is None or (info.mm_per_px is None and info.spacing_problem is None):
+        return cal
+    own = f"{info.mm_per_px:.5g} mm/px" if info.mm_per_px is not None else "non-square pixels"
+    if cal.calibrated:
+        log(f"note: the DICOM's own spacing ({own}, {info.region}) is not used: {cal.describe(source.height)}")
+        return cal
+    if info.spacing_problem is not None:
+        raise StreamsegError(f"{info.path}: {info.spacing_problem}; give --mm-per-px to measure anyway")
+    return replace(cal, mm_per_px_value=info.mm_per_px, origin=f"the DICOM's ultrasound region {info.region_number}")
