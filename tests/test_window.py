@@ -1,0 +1,182 @@
+"""The `--show` window, for real: each test starts its own X server (Xvfb), finds the window by its
+title and presses keys with xdotool (XTEST, as a keyboard does), and reads the screen with xwd.
+What the screen shows is compared, pixel for pixel, with what the run wrote (the snapshot PNG, the
+MP4, the CSV), so a blank, scaled or wrong window fails.
+
+Needs Xvfb, xdotool and xwd (apt-get install xvfb xdotool x11-apps); .ci/run installs them. Without
+them these tests skip, except under CI=true, where they fail."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import select
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from streamseg.overlay import lost_screen
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "streamseg" / "data" / "sample" / "demo.mp4"  # 606x468, 20 fps, 350 frames
+W, H = 606, 468
+
+
+def _need(*tools):
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        msg = f"{', '.join(missing)} not installed (apt-get install xvfb xdotool x11-apps ffmpeg)"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"CI: {msg}")
+        pytest.skip(msg)
+
+
+@pytest.fixture
+def xdisplay():
+    """A fresh Xvfb 1280x1024x24 on a free display number (Xvfb picks it: -displayfd)."""
+    _need("Xvfb", "xdotool", "xwd")
+    rfd, wfd = os.pipe()
+    server = subprocess.Popen(["Xvfb", "-displayfd", str(wfd), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+                              pass_fds=(wfd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(wfd)
+    try:
+        ready, _, _ = select.select([rfd], [], [], 30)
+        number = os.read(rfd, 32).decode().strip() if ready else ""
+        assert number.isdigit(), "Xvfb did not start"
+        yield f":{number}"
+    finally:
+        os.close(rfd)
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def grab(display, box=None) -> np.ndarray:
+    """The screen (or `box` = x, y, w, h of it) as BGR, read from `xwd -root` (ZPixmap, 24/32 bpp)."""
+    raw = subprocess.run(["xwd", "-root", "-silent", "-display", display], capture_output=True, check=True).stdout
+    h = struct.unpack(">25I", raw[:100])
+    size, width, height, order, bpp, stride, ncolours = h[0], h[4], h[5], h[7], h[11], h[12], h[19]
+    assert order == 0 and bpp in (24, 32) and h[14:17] == (0xFF0000, 0xFF00, 0xFF), h  # LSB first: B, G, R
+    rows = np.frombuffer(raw, np.uint8, count=stride * height, offset=size + 12 * ncolours).reshape(height, stride)
+    img = rows[:, : width * bpp // 8].reshape(height, width, bpp // 8)[:, :, :3]
+    if box is not None:
+        x, y, w, hh = box
+        img = img[y:y + hh, x:x + w]
+    return np.ascontiguousarray(img)
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
+        time.sleep(0.1)
+
+
+def csv_rows(path) -> list[dict]:
+    if not Path(path).exists():
+        return []
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if r.get("end_to_end_ms")]  # whole rows only
+
+
+def decoded(path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+
+
+def nearest(img, frames) -> tuple[int, float]:
+    """(index, mean absolute difference) of the frame in `frames` closest to `img`."""
+    d = [float(np.abs(f[:H, :W].astype(np.int16) - img).mean()) for f in frames]
+    return int(np.argmin(d)), min(d)
+
+
+def child_env(display: str | None) -> dict:
+    """The environment of a child process: this checkout's streamseg, on `display` (None: no display)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    if display is not None:
+        env["DISPLAY"] = display
+    return env
+
+
+class Run:
+    """`streamseg ...` in a subprocess on `display`; its log (stdout+stderr) is read as it grows."""
+
+    def __init__(self, display, args, cwd):
+        self.display, self.log = display, Path(cwd) / "run.log"
+        with open(self.log, "w") as f:
+            self.p = subprocess.Popen([sys.executable, "-m", "streamseg.cli", *map(str, args), "--backend", "torch"],
+                                      cwd=cwd, env=child_env(display), stdout=f, stderr=subprocess.STDOUT)
+        self.pos = 0
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def expect(self, pattern: str, timeout: float = 60) -> re.Match:
+        """The next log line matching `pattern` (after the previous match)."""
+        rx = re.compile(pattern, re.M)
+
+        def find():
+            m = rx.search(self.text(), self.pos)
+            assert m or self.p.poll() is None, f"the run ended:\n{self.text()}"
+            return m
+        m = wait_for(find, timeout, f"{pattern!r} in the log")
+        self.pos = m.end()
+        return m
+
+    def window(self, timeout: float = 90) -> tuple[str, tuple[int, int, int, int]]:
+        """The visible window titled exactly 'streamseg': its id and x, y, w, h on the screen."""
+        def find():
+            assert self.p.poll() is None, self.text()
+            r = self.xdotool("search", "--onlyvisible", "--name", "^streamseg$", check=False)
+            return r.stdout.split()
+        wid = wait_for(find, timeout, "the streamseg window")[0]
+        geo = dict(ln.split("=") for ln in self.xdotool("getwindowgeometry", "--shell", wid).stdout.split())
+        return wid, tuple(int(geo[k]) for k in ("X", "Y", "WIDTH", "HEIGHT"))
+
+    def key(self, wid: str, key: str) -> None:
+        self.xdotool("windowfocus", "--sync", wid, "key", key)
+
+    def xdotool(self, *args, check=True):
+        return subprocess.run(["xdotool", *args], capture_output=True, text=True, timeout=30, check=check,
+                              env={**os.environ, "DISPLAY": self.display})
+
+    def finish(self, timeout: float) -> int:
+        try:
+            return self.p.wait(timeout=timeout)
+        finally:
+            if self.p.poll() is None:
+                self.p.kill()
+                self.p.wait()
+
+
+@pytest.fixture
+def runs():
+    started = []
+    yield lambda *a: started.append(Run(*a)) or started[-1]
+    for r in started:
+        if r.p.poll() is None:
+            r.p.kill()
+            r.p.wait()
+
+
+@pytest.mark.parametrize("first", ["streamseg.sinks", "streamseg.sources"])
+def test_window_opens_whichever_module_loads_pyav_first(first, xdisplay):
+    """The PyAV and OpenCV wheels bundle libxcb-shm under one name; with PyAV's copy loaded first,
+    Qt hung for ever in cv2.namedWindow, so `streamseg live` (which imports sinks first) never
+    showed its window. Both modules that import av import cv2 first."""
+    code = (f"import {first}\nimport numpy as np\nfrom streamseg.sinks import WindowSink\n"
+            "w = WindowSink()\nw.show(np.zeros((64, 64, 3), np.uint8))\nw.close()\nprint('shown')")
+    r = subprocess.run([sys.executable, "-c", code], env=child_env(xdisplay), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "shown", r.stdout + r.stderr
