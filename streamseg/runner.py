@@ -16,7 +16,7 @@ from .calibration import parse_crop, resolve
 from .measure import Stabiliser, measure
 from .overlay import Style, draw, lost_screen
 from .files import check_writable, public_mode
-from .sinks import RowSink, ScanSummary, VideoSink, WindowSink
+from .sinks import RowSink, ScanSummary, VideoSink, WindowSink, require_display
 from .sources import open_source
 from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, StreamsegError
 
@@ -73,6 +73,8 @@ def _check(o: Options) -> None:
         raise StreamsegError(f"{o.input}: an output would overwrite the input")
     for p in outs + summary_paths(o):
         check_writable(p)
+    if o.show:
+        require_display()  # here, before the model loads and any output is opened
 
 
 def summary_paths(o: Options) -> list[Path]:

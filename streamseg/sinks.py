@@ -8,6 +8,8 @@ after Ctrl-C they hold exactly the frames that were written.
 from __future__ import annotations
 
 import csv
+import ctypes
+import ctypes.util
 import json
 import math
 import os
@@ -177,16 +179,47 @@ class RowSink:
             self.path.unlink()
 
 
+def display_problem() -> str | None:
+    """Why no OpenCV window can open here, or None. OpenCV's wheels draw through Qt on X11 (xcb), and
+    Qt aborts the whole process when it cannot connect, so this connects to $DISPLAY first, as Qt will."""
+    build = cv2.getBuildInformation()
+    gui = next((ln.split(":", 1)[1].strip() for ln in build.splitlines() if ln.strip().startswith("GUI:")), "")
+    if gui.upper() in ("", "NONE"):
+        return "this OpenCV has no GUI (opencv-python-headless?)"
+    name = os.environ.get("DISPLAY")
+    if not name:
+        return "DISPLAY is not set"
+    try:
+        xcb = ctypes.CDLL(ctypes.util.find_library("xcb") or "libxcb.so.1")
+    except OSError:
+        return "libxcb (X11) is not installed"
+    xcb.xcb_connect.restype = ctypes.c_void_p
+    xcb.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    xcb.xcb_connection_has_error.argtypes = xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
+    conn = xcb.xcb_connect(name.encode(), None)
+    try:
+        failed = xcb.xcb_connection_has_error(conn)
+    finally:
+        xcb.xcb_disconnect(conn)
+    return f"cannot open display {name}" if failed else None
+
+
 def has_display() -> bool:
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return display_problem() is None
+
+
+def require_display() -> None:
+    """Raise the one-line error for --show where no window can open."""
+    problem = display_problem()
+    if problem:
+        raise StreamsegError(f"--show needs a display: {problem}; use --no-show")
 
 
 class WindowSink:
     """An OpenCV window. Keys: f or space freezes/unfreezes, s saves a PNG snapshot, q or Esc quits."""
 
     def __init__(self, title: str = "streamseg", snapshot_dir=".", on_event=None):
-        if not has_display():
-            raise StreamsegError("--show needs a display (DISPLAY is not set); use --no-show")
+        require_display()
         self.title, self.snapshot_dir = title, Path(snapshot_dir)
         self.on_event = on_event or (lambda kind, msg: None)
         self.frozen = None

@@ -180,3 +180,24 @@ def test_window_opens_whichever_module_loads_pyav_first(first, xdisplay):
             "w = WindowSink()\nw.show(np.zeros((64, 64, 3), np.uint8))\nw.close()\nprint('shown')")
     r = subprocess.run([sys.executable, "-c", code], env=child_env(xdisplay), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "shown", r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("command, display", [("file", None), ("live", "unreachable")])
+def test_show_without_a_display_is_one_line_and_exit_2_before_any_output(command, display, tmp_path):
+    """No DISPLAY, or a DISPLAY nobody answers: one clear line, exit 2, earlier outputs untouched."""
+    out, table = tmp_path / "o.mp4", tmp_path / "o.csv"
+    out.write_bytes(b"an earlier overlay")
+    table.write_text("an earlier table\n")
+    if display == "unreachable":
+        display = ":" + str(next(n for n in range(170, 400) if not Path(f"/tmp/.X11-unix/X{n}").exists()
+                                 and not Path(f"/tmp/.X{n}-lock").exists()))
+    env = child_env(display)
+    src = ["--device", DEMO] if command == "live" else [DEMO]
+    r = subprocess.run([sys.executable, "-m", "streamseg.cli", command, *map(str, src), "--show", "--out", str(out),
+                        "--csv", str(table), "--backend", "torch"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=120)
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: --show needs a display"), lines
+    assert out.read_bytes() == b"an earlier overlay" and table.read_text() == "an earlier table\n"
+    assert sorted(os.listdir(tmp_path)) == ["o.csv", "o.mp4"]
