@@ -216,38 +216,70 @@ def require_display() -> None:
 
 
 class WindowSink:
-    """An OpenCV window. Keys: f or space freezes/unfreezes, s saves a PNG snapshot, q or Esc quits."""
+    """An OpenCV window showing each overlay at its own size (no Qt toolbar). Keys: f or space
+    freezes and unfreezes what is shown, s saves what is shown as a PNG in `snapshot_dir`, q or Esc
+    quits. The run goes on while the window is frozen."""
 
     def __init__(self, title: str = "streamseg", snapshot_dir=".", on_event=None):
         require_display()
         self.title, self.snapshot_dir = title, Path(snapshot_dir)
         self.on_event = on_event or (lambda kind, msg: None)
-        self.frozen = None
-        self.shown = None
+        self.last = None  # the last overlay written (what the signal-lost screen dims)
+        self.displayed = None  # what the window shows now
+        self.frozen = False
         self.quit = False
-        cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+        self.snapshots: list[Path] = []
 
     def show(self, img: np.ndarray) -> None:
-        if self.frozen is None:
-            self.shown = img
-        cv2.imshow(self.title, self.frozen if self.frozen is not None else img)
+        """Display `img` (unless frozen) and handle the keys pressed since the last call."""
+        if not self.frozen:
+            if self.displayed is None:  # opened with the first image, at its size (Qt's default: 400x300, scaled)
+                cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
+                cv2.resizeWindow(self.title, img.shape[1], img.shape[0])
+            self.displayed = img
+            cv2.imshow(self.title, img)
+        self.poll()
+
+    def poll(self) -> None:
+        """Handle the window's events and keys; also called between frames."""
+        if self.displayed is None:
+            return
         key = cv2.waitKey(1) & 0xFF
         if key in (ord("q"), 27):
             self.quit = True
         elif key in (ord("f"), ord(" ")):
-            self.frozen = None if self.frozen is not None else self.shown
-            self.on_event("freeze", "frozen" if self.frozen is not None else "unfrozen")
-        elif key == ord("s") and self.shown is not None:
-            img_to_save = self.frozen if self.frozen is not None else self.shown
-            p = self.snapshot_dir / time.strftime("streamseg_%Y%m%d_%H%M%S.png")
-            if cv2.imwrite(str(p), img_to_save):
-                self.on_event("snapshot", f"snapshot saved: {p}")
+            self.frozen = not self.frozen
+            self.on_event("freeze", "frozen" if self.frozen else "unfrozen")
+        elif key == ord("s"):
+            self.snapshot()
+
+    def snapshot(self) -> Path | None:
+        """Save what is shown as streamseg_<date>_<time>_<ms>.png, never over an earlier one."""
+        t = time.time()
+        stem = f"streamseg_{time.strftime('%Y%m%d_%H%M%S', time.localtime(t))}_{int(t * 1000) % 1000:03d}"
+        p, n = self.snapshot_dir / f"{stem}.png", 1
+        while p.exists():
+            p, n = self.snapshot_dir / f"{stem}_{n}.png", n + 1
+        ok, png = cv2.imencode(".png", self.displayed)
+        try:
+            if not ok:
+                raise StreamsegError("PNG encoding failed")
+            atomic_write(p, lambda tmp: (Path(tmp).write_bytes(png.tobytes()), public_mode(tmp)))
+        except (OSError, StreamsegError) as e:
+            self.on_event("snapshot", f"snapshot not saved: {p} ({getattr(e, 'strerror', None) or e})")
+            return None
+        self.snapshots.append(p)
+        self.on_event("snapshot", f"snapshot saved: {p}")
+        return p
 
     def write(self, r: Result) -> None:
-        self.show(r.overlay if r.overlay is not None else r.frame.image)
+        self.last = r.overlay if r.overlay is not None else r.frame.image
+        self.show(self.last)
 
     def close(self) -> None:
-        cv2.destroyWindow(self.title)
+        if self.displayed is not None:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
 
 
 class ScanSummary:

@@ -29,6 +29,7 @@ from streamseg.overlay import lost_screen
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "streamseg" / "data" / "sample" / "demo.mp4"  # 606x468, 20 fps, 350 frames
 W, H = 606, 468
+SLOW = 300  # s: limits that only matter when something is broken (a loaded 2-core machine is slow to start torch)
 
 
 def _need(*tools):
@@ -49,7 +50,7 @@ def xdisplay():
                               pass_fds=(wfd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.close(wfd)
     try:
-        ready, _, _ = select.select([rfd], [], [], 30)
+        ready, _, _ = select.select([rfd], [], [], 60)
         number = os.read(rfd, 32).decode().strip() if ready else ""
         assert number.isdigit(), "Xvfb did not start"
         yield f":{number}"
@@ -95,10 +96,12 @@ def decoded(path) -> list[np.ndarray]:
         return [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
 
 
-def nearest(img, frames) -> tuple[int, float]:
-    """(index, mean absolute difference) of the frame in `frames` closest to `img`."""
-    d = [float(np.abs(f[:H, :W].astype(np.int16) - img).mean()) for f in frames]
-    return int(np.argmin(d)), min(d)
+def written(img, frames, limit: float) -> int:
+    """The index of the frame in `frames` (decoded from the run's MP4) that `img` is: within `limit`
+    (mean absolute difference; one H.264 encode away) and clearly closer than any other frame."""
+    d = sorted((float(np.abs(f[:H, :W].astype(np.int16) - img).mean()), i) for i, f in enumerate(frames))
+    assert d[0][0] < limit and (len(d) == 1 or d[0][0] < 0.6 * d[1][0]), d[:3]
+    return d[0][1]
 
 
 def child_env(display: str | None) -> dict:
@@ -123,7 +126,7 @@ class Run:
     def text(self) -> str:
         return self.log.read_text()
 
-    def expect(self, pattern: str, timeout: float = 60) -> re.Match:
+    def expect(self, pattern: str, timeout: float = SLOW) -> re.Match:
         """The next log line matching `pattern` (after the previous match)."""
         rx = re.compile(pattern, re.M)
 
@@ -135,8 +138,9 @@ class Run:
         self.pos = m.end()
         return m
 
-    def window(self, timeout: float = 90) -> tuple[str, tuple[int, int, int, int]]:
-        """The visible window titled exactly 'streamseg': its id and x, y, w, h on the screen."""
+    def window(self, timeout: float = SLOW) -> tuple[str, tuple[int, int, int, int]]:
+        """The visible window titled exactly 'streamseg': its id and x, y, w, h on the screen (it opens
+        with the first overlay, at that overlay's size)."""
         def find():
             assert self.p.poll() is None, self.text()
             r = self.xdotool("search", "--onlyvisible", "--name", "^streamseg$", check=False)
@@ -178,8 +182,56 @@ def test_window_opens_whichever_module_loads_pyav_first(first, xdisplay):
     showed its window. Both modules that import av import cv2 first."""
     code = (f"import {first}\nimport numpy as np\nfrom streamseg.sinks import WindowSink\n"
             "w = WindowSink()\nw.show(np.zeros((64, 64, 3), np.uint8))\nw.close()\nprint('shown')")
-    r = subprocess.run([sys.executable, "-c", code], env=child_env(xdisplay), capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", code], env=child_env(xdisplay), capture_output=True, text=True, timeout=SLOW)
     assert r.returncode == 0 and r.stdout.strip() == "shown", r.stdout + r.stderr
+
+
+def test_file_window_shows_the_overlay_and_its_keys_work(xdisplay, runs, tmp_path):
+    """f freezes what is shown while the run goes on; s saves exactly what is shown beside --out;
+    space unfreezes; q ends the run with every output finalised and exit code 0."""
+    out, table = tmp_path / "o.mp4", tmp_path / "o.csv"
+    run = runs(xdisplay, ["file", DEMO, "--show", "--out", out, "--csv", table, "--max-frames", 80], tmp_path)
+    wid, box = run.window()
+    assert box[2:] == (W, H)  # the overlay's own size, not Qt's 400x300 default
+    wait_for(lambda: len(csv_rows(table)) >= 2, SLOW, "two frames")
+    assert run.window()[1] == box  # and it stays so
+
+    run.key(wid, "f")
+    run.expect(r"^frozen$")
+    frozen, n = grab(xdisplay, box), len(csv_rows(table))
+    wait_for(lambda: len(csv_rows(table)) >= n + 3, SLOW, "three more frames while frozen")
+    assert np.array_equal(grab(xdisplay, box), frozen)  # the run went on, the window did not
+
+    snaps = []
+    for _ in range(2):  # twice in quick succession: two files
+        run.key(wid, "s")
+        snaps.append(Path(run.expect(r"^snapshot saved: (.+\.png)$").group(1)))
+    assert snaps[0] != snaps[1] and all(p.parent == tmp_path for p in snaps)  # README: beside --out
+    for p in snaps:
+        assert np.array_equal(cv2.imread(str(p)), frozen)  # the window shows the overlay pixel for pixel
+
+    run.key(wid, "space")
+    run.expect(r"^unfrozen$")
+    moving = wait_for(lambda: [g for g in [grab(xdisplay, box)] if not np.array_equal(g, frozen)], SLOW,
+                      "the window to move on after unfreezing")[0]
+
+    run.key(wid, "q")
+    assert run.finish(SLOW) == 0, run.text()
+    summary = json.loads((tmp_path / "o.summary.json").read_text())
+    rows, frames = csv_rows(table), decoded(out)
+    assert summary["stopped_by"] == "quit" and len(frames) == len(rows) == summary["frames_processed"] < 80
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temp files left
+    written(moving, frames, 3.0)  # what was shown is what was written
+    k = written(frozen, frames, 3.0)
+    # ... and it is the overlay, not the bare scan: the mask's tint inside the nerve's box
+    row = rows[k]
+    assert row["nerve"] == "1", row
+    x1, y1, x2, y2 = (int(float(row[c])) for c in ("x1", "y1", "x2", "y2"))
+    inside = frozen[y1:y2, x1:x2].astype(int)
+    assert ((inside[..., 2] - inside[..., 0]) > 40).mean() > 0.3  # mask BGR (0, 200, 255) at 35 %: R >> B
+    with av.open(str(DEMO)) as c:
+        bare = next(f for i, f in enumerate(c.decode(video=0)) if i == k).to_ndarray(format="bgr24")[y1:y2, x1:x2].astype(int)
+    assert ((bare[..., 2] - bare[..., 0]) > 40).mean() < 0.01  # the scan itself is grey there
 
 
 @pytest.mark.parametrize("command, display", [("file", None), ("live", "unreachable")])
@@ -195,7 +247,7 @@ def test_show_without_a_display_is_one_line_and_exit_2_before_any_output(command
     src = ["--device", DEMO] if command == "live" else [DEMO]
     r = subprocess.run([sys.executable, "-m", "streamseg.cli", command, *map(str, src), "--show", "--out", str(out),
                         "--csv", str(table), "--backend", "torch"], cwd=tmp_path, env=env, capture_output=True,
-                       text=True, timeout=120)
+                       text=True, timeout=SLOW)
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
     assert r.returncode == 2, r.stdout + r.stderr
     assert len(lines) == 1 and lines[0].startswith("error: --show needs a display"), lines
