@@ -179,6 +179,9 @@ def run(source, infer: Callable, analyse: Callable, render: Callable, sinks: Seq
             except queue.Empty:
                 if on_tick is not None:
                     on_tick(getattr(source, "state", "ok") == "lost")
+                if any(getattr(s, "quit", False) for s in sinks) and not stop.is_set():  # e.g. q while the signal is lost
+                    stats.stopped_by = "quit"
+                    stop.set()
                 if duration_s is not None and time.perf_counter() - t0 >= duration_s and not stop.is_set():
                     stats.stopped_by = "duration"
                     stop.set()

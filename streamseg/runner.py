@@ -147,6 +147,8 @@ def run(o: Options, log: Callable[[str], None] = print, backend=None) -> dict:
         def on_tick(lost: bool):
             if window is not None and lost:
                 window.show(lost_screen(window.last, source.width, source.height))
+            elif window is not None:
+                window.poll()  # keys between frames too
 
         stats = pipeline.run(source, backend.predict_one, analyse, lambda r, hud: draw(r, style, hud), sinks,
                              live=o.live, max_frames=o.max_frames, duration_s=o.duration_s, on_tick=on_tick)

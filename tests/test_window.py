@@ -234,6 +234,68 @@ def test_file_window_shows_the_overlay_and_its_keys_work(xdisplay, runs, tmp_pat
     assert ((bare[..., 2] - bare[..., 0]) > 40).mean() < 0.01  # the scan itself is grey there
 
 
+def one_frame_a_second(port: int) -> subprocess.Popen:
+    """ffmpeg sending the demo over TCP (MPEG-TS) at 1 frame per second: long gaps between frames."""
+    from test_live_stream import listening
+
+    p = subprocess.Popen(["ffmpeg", "-v", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", str(DEMO), "-vf", "fps=1",
+                          "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "1", "-f", "mpegts",
+                          f"tcp://127.0.0.1:{port}?listen=1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: listening(port) or p.poll() is not None, 30, "ffmpeg to listen")
+    assert p.poll() is None, "ffmpeg did not start"
+    return p
+
+
+def test_live_window_keys_between_frames_signal_lost_and_esc(xdisplay, runs, tmp_path):
+    """`live` opens the window without --show when a display exists. Keys pressed between two frames
+    all count (s then space, 0.3 s apart, one frame a second). When the stream dies the window shows
+    the last overlay dimmed (once: it does not fade to black), and Esc quits then and there, before
+    any reconnect attempt, with outputs finalised and exit code 0."""
+    _need("ffmpeg")
+    from test_live_stream import free_port
+
+    port = free_port()
+    server = one_frame_a_second(port)
+    out, table = tmp_path / "l.mp4", tmp_path / "l.csv"
+    try:
+        run = runs(xdisplay, ["live", "--device", f"tcp://127.0.0.1:{port}", "--out", out, "--csv", table,
+                              "--reconnect", 1, "--backoff", 100, "--timeout", 5], tmp_path)
+        wid, box = run.window()
+        n = wait_for(lambda: len(csv_rows(table)) >= 2 and len(csv_rows(table)), SLOW, "two frames")
+        wait_for(lambda: len(csv_rows(table)) > n, SLOW, "the next frame")
+        time.sleep(0.1)  # the frame is on screen; the next one is about a second away
+        run.key(wid, "s")
+        time.sleep(0.3)
+        run.key(wid, "space")
+        snap = Path(run.expect(r"^snapshot saved: (.+\.png)$").group(1))
+        run.expect(r"^frozen$")
+        assert np.array_equal(grab(xdisplay, box), cv2.imread(str(snap)))  # both keys acted on one frame
+        run.key(wid, "f")
+        run.expect(r"^unfrozen$")
+    finally:
+        server.kill()
+        server.wait()
+    run.expect(r"^signal lost")
+    centre = (box[0] + W // 2 - 60, box[1] + H // 2 - 20, 120, 40)
+    wait_for(lambda: (grab(xdisplay, centre) == (60, 60, 255)).all(axis=2).sum() > 50, SLOW, "SIGNAL LOST")
+
+    def steady():  # the frames still in flight are written; then the screen must stay as it is
+        a = grab(xdisplay, box)
+        time.sleep(1.0)  # 10 ticks of the lost screen
+        return [a] if np.array_equal(a, grab(xdisplay, box)) else None
+    lost = wait_for(steady, SLOW, "a steady signal-lost screen")[0]
+    run.key(wid, "Escape")
+    assert run.finish(SLOW) == 0, run.text()
+    summary = json.loads((tmp_path / "l.summary.json").read_text())
+    frames = decoded(out)
+    assert summary["stopped_by"] == "quit" and summary["reconnect_attempts"] == 0  # not after the 100 s back-off
+    assert len(frames) == len(csv_rows(table)) == summary["frames_processed"]
+    assert snap.parent == tmp_path
+    written(cv2.imread(str(snap)), frames, 6.0)  # a re-encoded stream: noisier than the file
+    expected = lost_screen(frames[-1][:H, :W], W, H)  # the last overlay written, dimmed once
+    assert float(np.abs(lost.astype(int) - expected).mean()) < 2.0
+
+
 @pytest.mark.parametrize("command, display", [("file", None), ("live", "unreachable")])
 def test_show_without_a_display_is_one_line_and_exit_2_before_any_output(command, display, tmp_path):
     """No DISPLAY, or a DISPLAY nobody answers: one clear line, exit 2, earlier outputs untouched."""
