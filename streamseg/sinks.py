@@ -255,6 +255,8 @@ class WindowSink:
 
     def snapshot(self) -> Path | None:
         """Save what is shown as streamseg_<date>_<time>_<ms>.png, never over an earlier one."""
+        if self.displayed is None:
+            return None
         t = time.time()
         stem = f"streamseg_{time.strftime('%Y%m%d_%H%M%S', time.localtime(t))}_{int(t * 1000) % 1000:03d}"
         p, n = self.snapshot_dir / f"{stem}.png", 1

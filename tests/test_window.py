@@ -167,8 +167,13 @@ class Run:
 
 @pytest.fixture
 def runs():
+    """runs(display, args, cwd) starts a Run; whatever still runs at the end of the test is killed."""
     started = []
-    yield lambda *a: started.append(Run(*a)) or started[-1]
+
+    def start(*args) -> Run:
+        started.append(Run(*args))
+        return started[-1]
+    yield start
     for r in started:
         if r.p.poll() is None:
             r.p.kill()
