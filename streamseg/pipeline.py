@@ -274,6 +274,8 @@ class _Run:
             except queue.Empty:
                 if self.on_tick is not None:
                     self.on_tick(self.source.state == "lost")
+                if any(s.quit_requested for s in self.sinks):  # e.g. q while the signal is lost
+                    self.halt("quit")
                 self.check_duration()
                 continue
             if r is _END:

@@ -18,7 +18,7 @@ from .dicom import dicom_calibration
 from .files import atomic_write, check_writable, public_mode
 from .measure import Analyser
 from .overlay import Style, draw, lost_screen
-from .sinks import CsaSummary, RowSink, ScanSummary, VideoSink, WindowSink
+from .sinks import CsaSummary, RowSink, ScanSummary, VideoSink, WindowSink, require_display
 from .sources import BaseSource, open_source
 from .stats import percentiles
 from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, Backend, Sink, StreamsegError
@@ -79,6 +79,8 @@ class Options:
             raise StreamsegError(f"{self.input}: an output would overwrite the input")
         for p in outs + self.summary_paths():
             check_writable(p)
+        if self.show:
+            require_display()  # here, before the model loads and any output is opened
 
     def outputs(self) -> list[Path]:
         return [Path(p) for p in (self.out, self.csv, self.jsonl) if p is not None]
@@ -187,13 +189,16 @@ def _stream(o: Options, source: BaseSource, backend: Backend, mm: float | None, 
 
 
 def _show_lost(window: WindowSink | None, source: BaseSource) -> Callable[[bool], None] | None:
-    """While the source is lost, the window shows its last image dimmed, with SIGNAL LOST."""
+    """While the source is lost, the window shows its last image dimmed, with SIGNAL LOST; between
+    frames it still handles the keys."""
     if window is None:
         return None
 
     def on_tick(lost: bool) -> None:
         if lost:
-            window.show(lost_screen(window.shown, source.width, source.height))
+            window.show(lost_screen(window.last, source.width, source.height))
+        else:
+            window.poll()
 
     return on_tick
 

@@ -19,8 +19,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
 
-import av
-import cv2
+# cv2 before av: both wheels bundle libxcb-shm under one name, and when PyAV's copy is loaded first
+# OpenCV's Qt window hangs for ever in cv2.namedWindow (tests/test_window.py checks the order).
+import cv2  # isort: skip
+import av  # isort: skip
 import numpy as np
 
 from .files import first_line
