@@ -265,6 +265,7 @@ def train(
     negatives: Optional[Path] = typer.Option(None, help="folder of nerve-free scans to train on (its train split)"),
     negative_share: float = typer.Option(0.5, min=0.0, max=4.0, help="nerve-free draws per epoch, per wrist scan"),
     keep_epochs: bool = typer.Option(False, help="also keep every epoch's checkpoint (OUT_eNNN.pt)"),
+    stop_after: Optional[int] = typer.Option(None, min=1, help="end after this epoch; the schedule still spans --epochs"),
     box_head_width: int = typer.Option(1024, help="box head MLP width (1024 = torchvision)"),
     mask_head_width: int = typer.Option(256, help="mask head filters (256 = Table I)"),
     fpn_channels: int = typer.Option(256, help="FPN width (256 = torchvision/paper)"),
@@ -285,7 +286,7 @@ def train(
         seed=seed, split=str(split) if split else None, intensity_aug=intensity_aug, hflip=hflip,
         init=str(init) if init else None, resume=resume, device=old_device or compute, workers=workers,
         max_iters_per_epoch=max_iters_per_epoch, negatives=str(negatives) if negatives else None,
-        negative_share=negative_share, keep_epochs=keep_epochs,
+        negative_share=negative_share, keep_epochs=keep_epochs, stop_after=stop_after,
         model={"backbone": backbone, "mask_head": mask_head, "norm": norm, "box_head_width": box_head_width,
                "mask_head_width": mask_head_width, "fpn_channels": fpn_channels},
     )

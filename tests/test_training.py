@@ -129,3 +129,19 @@ def test_ablation_one_command_prints_table_ii(sample_dir, tmp_path):
         assert head in r.output and (tmp_path / f"{head}.pt").exists()
     assert load_checkpoint(tmp_path / "mask56.pt")[1].config.mask_size == 56
     assert "0.903" in r.output  # the paper's column beside ours
+
+
+def test_stop_after_ends_early_on_the_long_schedule_and_resume_goes_on(sample_dir, tmp_path):
+    """--stop-after N trains N epochs of an --epochs schedule (the lr has not decayed as a short
+    schedule's would); --resume then continues that schedule to its end."""
+    from streamseg.training.loop import TrainConfig, train
+
+    common = dict(data=str(sample_dir), out=str(tmp_path / "m.pt"), epochs=4, lr=0.01, schedule="cosine",
+                  warmup_iters=1, batch_size=2, max_iters_per_epoch=1, split=str(tmp_path / "split.json"),
+                  model={"backbone": "mobilenet_v3_large", "box_head_width": 128, "mask_head_width": 64})
+    first = train(TrainConfig(**common, stop_after=1), log=lambda s: None)
+    assert [r["epoch"] for r in first["history"]] == [1]
+    assert first["history"][0]["lr"] > 0.5 * 0.01  # 1 of 4 epochs of the cosine: lr still high
+    rest = train(TrainConfig(**common, resume=True), log=lambda s: None)
+    assert [r["epoch"] for r in rest["history"]] == [2, 3, 4]
+    assert rest["history"][-1]["lr"] < 0.2 * 0.01

@@ -52,6 +52,7 @@ class TrainConfig:
     negatives: str | None = None  # folder of nerve-free scans (split by group; train part used)
     negative_share: float = 0.5  # nerve-free draws per epoch, as a share of the wrist scans
     keep_epochs: bool = False  # also keep every epoch's checkpoint (OUT_eNNN.pt) for choosing later
+    stop_after: int | None = None  # end after this epoch; the schedule still spans `epochs` (--resume goes on)
     model: dict = field(default_factory=dict)  # ModelConfig fields
 
 
@@ -289,7 +290,7 @@ def train(cfg: TrainConfig, progress=None, log=print) -> dict:
     t_start = time.time()
     task = progress.add_task("train", total=run.total_iters, completed=start_epoch * run.iters_per_epoch) \
         if progress and run.rank == 0 else None
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(start_epoch, min(cfg.epochs, cfg.stop_after or cfg.epochs)):
         losses = train_one_epoch(run, epoch, progress, task)
         row = {"epoch": epoch + 1, "lr": run.opt.param_groups[0]["lr"], "seconds": round(time.time() - t_start, 1),
                **losses}
