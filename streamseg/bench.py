@@ -14,7 +14,7 @@ import os
 import platform
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -132,7 +132,7 @@ def run_backend(be, images: list[np.ndarray], frames: int, warmup: int) -> dict:
         t1 = time.perf_counter()
         m = measure(dets[0].mask) if dets else None
         t2 = time.perf_counter()
-        r = Result(frame=Frame(img, i), detection=dets[0] if dets else None, measurement=m, timings=Timings())
+        r = Result(frame=Frame(img, i), detections=list(dets), measurement=m, timings=Timings())
         over = draw(r, style, Hud())
         t3 = time.perf_counter()
         if enc is not None:
@@ -243,7 +243,7 @@ def run(o: BenchOptions, log=print) -> dict:
     from .backends import select_device
     from .backends.bn_warmup import sample_images
 
-    device = select_device(o.device, "--device")
+    device = select_device(o.device, "--compute")
     if o.frames < 1 or o.warmup < 0:
         raise StreamsegError("--frames must be >= 1 and --warmup >= 0")
     plan = default_plan(device, o.backends, o.precisions)

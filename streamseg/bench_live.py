@@ -78,7 +78,7 @@ def run_live(backend: Backend, o, log=print) -> dict:
     log(f"end-to-end: {video.name} at {paced.fps:g} fps for up to {o.e2e_seconds:g} s through the live pipeline "
         f"({backend.name}/{precision})")
     try:
-        stats = pipeline.run(paced, pipeline.infer_of(backend), Analyser(), lambda r, hud: draw(r, style, hud), [],
+        stats = pipeline.run(paced, backend.infer, Analyser(), lambda r, hud: draw(r, style, hud), [],
                              live=True)
     finally:
         paced.close()

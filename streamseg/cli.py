@@ -62,7 +62,6 @@ def _compute(default: str = "auto"):
 
 # TRANSITIONAL: the old name of --compute on train, eval, export and bench, hidden from --help; it goes
 # once nothing calls it (tests/test_bench.py and tests/test_training.py still pass --device).
-_OLD_DEVICE = typer.Option(None, "--device", hidden=True)
 
 
 def _pipeline(**kw):
@@ -194,11 +193,9 @@ def bench(
     video: Optional[Path] = typer.Option(None, help="clip for the end-to-end part (default: the bundled demo)"),
     e2e_seconds: float = typer.Option(15.0, help="length of the end-to-end replay"),
     max_detections: int = typer.Option(SHOWN_DETECTIONS, min=1, help="detections per frame (default: as file/live run; each costs one mask-head pass)"),
-    old_device: Optional[str] = _OLD_DEVICE,
 ):
     """Benchmark the backends, stage by stage."""
-    compute = old_device or compute
-    values = dict(locals(), old_device=None)  # for the report's command line
+    values = dict(locals())  # for the report's command line
     from rich.console import Console as _Console
 
     from .bench import BenchOptions, run, table
@@ -227,10 +224,8 @@ def export(
     model: Optional[Path] = typer.Option(None, help="checkpoint (default: the bundled model)"),
     out: Path = typer.Option(Path("engines"), help="artefact folder"),
     compute: str = _compute(),
-    old_device: Optional[str] = _OLD_DEVICE,
 ):
     """Export the model to ONNX / TensorRT / compiled artefacts (--compute matters for compiled only)."""
-    compute = old_device or compute
     from .backends.export import FORMATS, build
     from .checkpoint import load_checkpoint
 
@@ -274,7 +269,6 @@ def train(
     compute: str = _compute(),
     workers: int = typer.Option(0),
     max_iters_per_epoch: Optional[int] = typer.Option(None, hidden=True),
-    old_device: Optional[str] = _OLD_DEVICE,
 ):
     """Train the paper's Mask R-CNN on labelled scans (patient-wise split)."""
     from rich.progress import Progress
@@ -284,7 +278,7 @@ def train(
     cfg = TrainConfig(
         data=str(data), out=str(out), epochs=epochs, lr=lr, schedule=schedule, batch_size=batch_size,
         seed=seed, split=str(split) if split else None, intensity_aug=intensity_aug, hflip=hflip,
-        init=str(init) if init else None, resume=resume, device=old_device or compute, workers=workers,
+        init=str(init) if init else None, resume=resume, device=compute, workers=workers,
         max_iters_per_epoch=max_iters_per_epoch, negatives=str(negatives) if negatives else None,
         negative_share=negative_share, keep_epochs=keep_epochs, stop_after=stop_after,
         model={"backbone": backbone, "mask_head": mask_head, "norm": norm, "box_head_width": box_head_width,
@@ -312,7 +306,6 @@ def eval_(
     fn_rule: str = typer.Option("paper", help="paper: FN only when no box at all | strict: any unmatched nerve"),
     box: str = typer.Option("mask", help="box scored: mask (tight box of the mask, the default) | regressed (box head)"),
     compute: str = _compute("cpu"),
-    old_device: Optional[str] = _OLD_DEVICE,
 ):
     """Evaluate a checkpoint with the paper's metrics (Prec/Rec, mAP, Dice median+IQR, HD95, area error)."""
     from rich.progress import Progress
@@ -326,7 +319,7 @@ def eval_(
         raise StreamsegError(f"unknown --fn-rule {fn_rule!r}: paper or strict")
     if box not in ("mask", "regressed"):
         raise StreamsegError(f"unknown --box {box!r}: mask or regressed")
-    device = select_device(old_device or compute, "--compute")
+    device = select_device(compute, "--compute")
     with Progress(console=console, transient=True) as progress:
         summary, _ = run_eval(data, model, split, subset, json_out, out_dir, mm_per_px, conf, iou, fn_rule,
                               device, progress, box=box)

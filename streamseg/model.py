@@ -4,7 +4,7 @@ and a segmentation head of 4 conv + N transposed conv (N=3 -> 112×112 masks, Ta
 Everything is torchvision's detection package; this file only configures it:
 - the model's own transform never resizes (images arrive letterboxed to `image_size`), and
 - the model returns RoI mask probabilities (N×1×M×M) with letterbox-space boxes, so the caller
-  pastes each mask once, straight into the source frame (`letterbox.paste_to_source`).
+  pastes each mask once, straight into the source frame (`backends.base.paste_to_source`).
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .types import Backend, Detection, Frame, Hud, Measurement, Result, Sink, Source, Timings
+from .types import Detection, Frame, Hud, Measurement, Result, Sink, Source, Timings
 
 Infer = Callable[[np.ndarray], tuple[list[Detection], dict[str, float]]]  # detections, seconds per stage
 Analyse = Callable[[Sequence[Detection]], Measurement | None]
@@ -96,21 +96,6 @@ def run(source: Source, infer: Infer, analyse: Analyse, render: Render, sinks: S
     has lost its signal. A stage's error stops the run and is raised here."""
     return _Run(source, infer, analyse, render, sinks, live, max_frames, duration_s, queue_size, on_tick).go()
 
-
-def infer_of(backend: Backend) -> Infer:
-    """The backend's `infer(image) -> (detections, seconds per stage)`.
-
-    TRANSITIONAL: `Backend.infer` (the contract in `types.Backend`) arrives in backends/base.py with
-    the backends' own refactor; until then this reads `predict_one` and `last_stages`. Once it is
-    there, callers pass `backend.infer` and this function goes."""
-    if hasattr(backend, "infer"):
-        return backend.infer
-
-    def infer(image: np.ndarray) -> tuple[list[Detection], dict[str, float]]:
-        detections = backend.predict_one(image)
-        return detections, dict(backend.last_stages)
-
-    return infer
 
 
 def _put_until(q, item, done: threading.Event) -> bool:

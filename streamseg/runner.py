@@ -176,7 +176,7 @@ def _stream(o: Options, source: BaseSource, backend: Backend, mm: float | None, 
     try:
         sinks = _open_sinks(o, source, mm, summary, log)
         window = next((s for s in sinks if isinstance(s, WindowSink)), None)
-        stats = pipeline.run(source, pipeline.infer_of(backend), Analyser(mm, o.stable_window, o.confident),
+        stats = pipeline.run(source, backend.infer, Analyser(mm, o.stable_window, o.confident),
                              lambda r, hud: draw(r, style, hud), sinks, live=o.live, max_frames=o.max_frames,
                              duration_s=o.duration_s, on_tick=_show_lost(window, source))
     finally:

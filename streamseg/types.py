@@ -4,7 +4,7 @@ of ours, and no torch."""
 from __future__ import annotations
 
 import threading
-from dataclasses import InitVar, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal, Protocol
 
@@ -102,21 +102,10 @@ class Result:
     timings: Timings = field(default_factory=Timings)
     speed: dict[str, float] = field(default_factory=dict)  # ms per backend stage for this frame (preprocess, model, paste, ...)
     overlay: np.ndarray | None = None  # BGR image drawn by the overlay stage
-    # TRANSITIONAL: the old one-detection keyword, still used by bench.py's run_backend; it becomes
-    # detections=[detection]. Remove once bench.py passes detections=.
-    detection: InitVar[Detection | None] = None
-
-    def __post_init__(self, detection: Detection | None) -> None:
-        if detection is not None:
-            self.detections = [detection, *self.detections]
-
     @property
     def best(self) -> Detection | None:
         """The detection the runtime shows and measures: the backend's best (None when there is none)."""
         return self.detections[0] if self.detections else None
-
-
-del Result.detection  # the InitVar's class default; reading `result.detection` must fail, not give None
 
 
 SourceState = Literal["ok", "lost"]

@@ -22,7 +22,7 @@ def test_percentiles_are_in_ms():
 
 def test_bench_cli_on_cpu(calibrated_checkpoint, engines_dir, tmp_path):
     res = CliRunner().invoke(app, ["bench", "--model", str(calibrated_checkpoint), "--frames", "2", "--warmup", "1",
-                                   "--no-e2e", "--engines", str(engines_dir), "--out", str(tmp_path), "--device", "cpu",
+                                   "--no-e2e", "--engines", str(engines_dir), "--out", str(tmp_path), "--compute", "cpu",
                                    "--max-detections", "2"])
     assert res.exit_code == 0, res.output
     [path] = tmp_path.glob("bench-*.json")

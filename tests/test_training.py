@@ -112,7 +112,7 @@ def test_cli_bad_input_is_one_line(sample_dir, tmp_path):
 def test_ddp_two_processes_gloo(sample_dir, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "streamseg.cli",
            "train", "--data", str(sample_dir), "--out", str(tmp_path / "ddp.pt"), "--epochs", "1", "--batch-size", "1",
-           "--max-iters-per-epoch", "1", "--split", str(tmp_path / "split.json"), "--device", "cpu", *SMALL]
+           "--max-iters-per-epoch", "1", "--split", str(tmp_path / "split.json"), "--compute", "cpu", *SMALL]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert p.returncode == 0, p.stderr[-2000:]
