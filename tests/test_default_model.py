@@ -1,7 +1,8 @@
 """The bundled default model works out of the box: every command uses it when no --model is given,
-and it finds the nerve on the bundled real scans. (Pz002 is a validation patient and Pz074 a test
-patient of train/split.json; Pz004 and Pz008 were trained on, so this is a smoke test of the
-shipped weights, not a measure of accuracy: that is `streamseg eval` on unseen patients.)"""
+and it finds the nerve on the bundled real scans. (The sample's four patients, Pz065, Pz074, Pz089
+and Pz097, are all test patients of train/split.json: never trained or selected on. Seven scans are
+still a smoke test of the shipped weights, not a measure of accuracy: that is `streamseg eval` on
+the whole test split.)"""
 import csv
 import json
 

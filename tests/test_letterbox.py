@@ -7,7 +7,10 @@ from streamseg.backends.base import paste_to_source
 from streamseg.letterbox import Letterbox, mask_box
 
 
-def _real(sample_dir, name="Pz004-001"):
+# Pz097-002: a test-patient scan with one nerve component. The round trip in
+# test_mask_goes_back_to_source_pixels depends on the mask: over all 196 UNIVPM masks its IoU has
+# median 0.938 and exceeds 0.95 for 28% of them (Pz097-002: 0.959; the old sample scan Pz004-001: 0.953).
+def _real(sample_dir, name="Pz097-002"):
     img = cv2.imread(str(sample_dir / "images" / f"{name}.png"))
     mask = cv2.imread(str(sample_dir / "masks" / f"{name}.png"), cv2.IMREAD_GRAYSCALE) > 0
     return img, mask

@@ -15,7 +15,7 @@ MARK = (255, 0, 255)  # magenta: absent from the frame (checked below); its UI m
 def ellipse_mask_on_frame(sample_dir, centre, axes, angle):
     """Paint an ellipse (every pixel whose centre lies inside it: area pi*a*b px² up to raster
     noise) onto a real frame, then recover its mask from the painted pixels."""
-    frame = cv2.imread(str(sample_dir / "images" / "Pz002-001.png"), cv2.IMREAD_COLOR)
+    frame = cv2.imread(str(sample_dir / "images" / "Pz089-001.png"), cv2.IMREAD_COLOR)
     assert frame is not None and not np.all(frame == MARK, axis=2).any()
     (cx, cy), (a, b), t = centre, axes, math.radians(angle)
     yy, xx = np.mgrid[: frame.shape[0], : frame.shape[1]].astype(float)

@@ -12,7 +12,7 @@ def test_mask_head_resolution_on_real_image(sample_dir, head, size):
     torch.manual_seed(0)
     cfg = ModelConfig(backbone="mobilenet_v3_large", mask_head=head, box_head_width=128, box_score_thresh=0.0)
     model = build_model(cfg).eval()
-    img = cv2.imread(str(sample_dir / "images" / "Pz002-001.png"))
+    img = cv2.imread(str(sample_dir / "images" / "Pz089-001.png"))
     batch, _ = preprocess([img], 512)
     with torch.no_grad():
         out = model(list(batch))[0]
