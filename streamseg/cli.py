@@ -294,41 +294,72 @@ def train(
 @app.command("eval")
 @friendly
 def eval_(
-    data: Path = typer.Option(..., help="folder with images/ + masks/, or a COCO .json"),
+    data: Path = typer.Option(..., help="folder with images/ + masks/, or a COCO .json; a folder without masks "
+                                        "(images/ only, or manifest.csv + subfolders) is nerve-free"),
     model: Optional[Path] = typer.Option(None, help="checkpoint (default: the bundled model)"),
-    split: Optional[Path] = typer.Option(None, help="patient split JSON; evaluate only --subset of it"),
-    subset: str = typer.Option("test", help="train | val | test (with --split)"),
+    split: Optional[Path] = typer.Option(None, help="patient split JSON of the wrist scans; evaluate only --subset of it"),
+    subset: Optional[str] = typer.Option(None, help="train | val | test: with --split (default test), or of a "
+                                                    "nerve-free folder (split by acquisition group, seed 0)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write every number as JSON"),
-    out_dir: Optional[Path] = typer.Option(None, help="write per_image.csv, dice_boxplot.png, worst_cases.png here"),
-    mm_per_px: Optional[float] = typer.Option(None, help="pixel spacing, to report area errors in mm²"),
+    out_dir: Optional[Path] = typer.Option(None, help="write the CSVs and figures here"),
+    mm_per_px: Optional[float] = typer.Option(None, help="pixel spacing, to report areas in mm²"),
     conf: float = typer.Option(0.98, help="confidence a TP must exceed (paper: 0.98)"),
     iou: float = typer.Option(0.7, help="box IoU a TP must reach (paper: 0.7)"),
     fn_rule: str = typer.Option("paper", help="paper: FN only when no box at all | strict: any unmatched nerve"),
     box: str = typer.Option("mask", help="box scored: mask (tight box of the mask, the default) | regressed (box head)"),
+    score_thresh: float = _SCORE,
     compute: str = _compute("cpu"),
 ):
-    """Evaluate a checkpoint with the paper's metrics (Prec/Rec, mAP, Dice median+IQR, HD95, area error)."""
+    """Evaluate a checkpoint with the paper's metrics (Prec/Rec, mAP, Dice median+IQR, HD95, area error),
+    what a user sees at the display threshold, per-patient results and CSA agreement; or the false
+    detections on a nerve-free folder."""
     from rich.progress import Progress
-    from rich.table import Table
 
     from .backends.device import select_device
     from .training.evaluate import run_eval
-    from .training.report import summary_rows
 
     if fn_rule not in ("paper", "strict"):
         raise StreamsegError(f"unknown --fn-rule {fn_rule!r}: paper or strict")
     if box not in ("mask", "regressed"):
         raise StreamsegError(f"unknown --box {box!r}: mask or regressed")
+    if subset is not None and subset not in ("train", "val", "test"):
+        raise StreamsegError(f"unknown --subset {subset!r}: train, val or test")
+    if not 0.0 <= score_thresh <= 1.0:
+        raise StreamsegError(f"--score-thresh {score_thresh}: must be between 0 and 1")
+    if mm_per_px is not None and mm_per_px <= 0:
+        raise StreamsegError(f"--mm-per-px {mm_per_px}: must be positive")
     device = select_device(compute, "--compute")
     with Progress(console=console, transient=True) as progress:
         summary, _ = run_eval(data, model, split, subset, json_out, out_dir, mm_per_px, conf, iou, fn_rule,
-                              device, progress, box=box)
-    table = Table(title=f"{summary['model']} on {summary['data']} ({summary['subset']})")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in summary_rows(summary):
-        table.add_row(k, v)
-    Console().print(table)
+                              device, progress, box=box, score_thresh=score_thresh)
+    _print_eval(summary)
+
+
+def _print_eval(summary: dict) -> None:
+    from rich.table import Table
+
+    from .training import report
+
+    def table(title, rows, columns=("metric", "value")):
+        t = Table(title=title)
+        for i, c in enumerate(columns):
+            t.add_column(c, justify="left" if i == 0 else "right")
+        for row in rows:
+            t.add_row(*row)
+        Console().print(t)
+
+    where = f"{summary['model']} on {summary['data']} ({summary['subset']})"
+    if summary.get("kind") == "nerve-free":
+        table(f"False detections: {where}", report.negatives_rows(summary["false_detections"]))
+        return
+    table(where, report.summary_rows(summary))
+    op = summary["operating_point"]
+    table(f"What a user sees (top detection shown at score >= {op['score_thresh']:g}; correct = box IoU >= "
+          f"{op['iou_thresh']:g} with the expert's)", report.operating_rows(op), ("outcome", "scans (share)"))
+    ba = summary["csa_agreement"]
+    rows = report.agreement_rows(ba["px2"], "px²") + (report.agreement_rows(ba["mm2"], "mm²") if "mm2" in ba else [])
+    table("CSA agreement on the correct scans (model − expert)", rows)
+    table("Per patient", report.patient_rows(summary["per_patient"]), ("patient", "images", "Prec", "Rec", "Dice median"))
 
 
 @app.command()

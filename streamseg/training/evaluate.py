@@ -2,14 +2,21 @@
 and mask paste the runtime uses)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from ..backends.torch_eager import TorchBackend
+from ..checkpoint import load_checkpoint
 from ..letterbox import mask_box
 from ..model import ModelConfig, ModelInfo
-from .dataset import Sample, load_pair
-from .metrics import CONF_THRESH, IOU_THRESH, ImageResult, coco_ap, dice, paper_rule, summarize
+from ..types import NERVE_SCORE, StreamsegError
+from . import report
+from .dataset import Sample, load_pair, load_split, scan_folder, select
+from .metrics import (CONF_THRESH, IOU_THRESH, ImageResult, bland_altman, coco_ap, dice, false_detections,
+                      operating_point, paper_rule, per_patient, shown_outcome, summarize)
+from .negatives import scan_negatives, split_negatives, top_scores
 
 
 def predict_samples(model: torch.nn.Module, samples: list[Sample], device="cpu", progress=None, *,
@@ -69,43 +76,118 @@ def evaluate_model(model, samples, device="cpu", progress=None, *, config: Model
     return score_predictions(preds, **kw)
 
 
-def run_eval(data, model_path=None, split=None, subset="test", json_out=None, out_dir=None, mm_per_px=None,
-             conf=CONF_THRESH, iou=IOU_THRESH, fn_rule="paper", device="cpu", progress=None,
-             box: str = "mask") -> tuple[dict, list]:
-    """`streamseg eval`: evaluate a checkpoint (default: the bundled one) on a data folder and write
-    the JSON, per-image CSV, Dice boxplot and worst-case sheet."""
-    from pathlib import Path
+def is_nerve_free(data) -> bool:
+    """A folder of images without masks: `images/` and no `masks/`, or a negatives folder
+    (manifest.csv + subfolders, as ../shared/data/negatives)."""
+    root = Path(data)
+    return (root.is_dir() and not (root / "masks").is_dir()
+            and ((root / "images").is_dir() or (root / "manifest.csv").is_file()))
 
-    from ..checkpoint import load_checkpoint
-    from ..types import StreamsegError
-    from . import report
-    from .dataset import load_split, scan_folder, select
 
-    samples = scan_folder(data)
-    if split is not None:
-        parts = load_split(split)
-        if subset not in parts:
-            raise StreamsegError(f"unknown subset {subset!r}: choose train, val or test")
-        samples = select(samples, parts[subset])
-        if not samples:
-            raise StreamsegError(f"{split}: no image of {data} is in the {subset} subset")
+def _check_targets(json_out, out_dir) -> None:
     for target in (json_out, out_dir):
         if target is not None and not Path(target).parent.exists():
             raise StreamsegError(f"{target}: folder {Path(target).parent} does not exist")
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise StreamsegError(f"{out_dir}: --out-dir is a file, not a folder")
+    if json_out is not None and Path(json_out).is_dir():
+        raise StreamsegError(f"{json_out}: --json is a folder, not a file")
+
+
+def _labelled_samples(data, split, subset):
+    samples = scan_folder(data)
+    if split is None:
+        if subset is not None:
+            raise StreamsegError("--subset needs --split for scans with masks (train/split.json)")
+        return samples
+    parts = load_split(split)
+    subset = subset or "test"
+    if subset not in parts:
+        raise StreamsegError(f"unknown subset {subset!r}: choose train, val or test")
+    samples = select(samples, parts[subset])
+    if not samples:
+        raise StreamsegError(f"{split}: no image of {data} is in the {subset} subset")
+    return samples
+
+
+def nerve_free_paths(data, split=None, subset=None) -> list[Path]:
+    """The images of a nerve-free folder; with `subset`, only that part of `split_negatives` (by
+    acquisition group, seed 0: the split `streamseg train` uses for its negatives)."""
+    if split is not None:
+        raise StreamsegError("--split covers the wrist scans; a nerve-free folder is split with --subset alone")
+    root = Path(data)
+    paths = scan_negatives(root / "images" if (root / "images").is_dir() else root)
+    if subset is not None:
+        if subset not in ("train", "val", "test"):
+            raise StreamsegError(f"unknown subset {subset!r}: choose train, val or test")
+        paths = split_negatives(paths)[subset]
+    if not paths:
+        raise StreamsegError(f"{data}: no images" + (f" in the {subset} subset" if subset else ""))
+    return paths
+
+
+def user_view(per_image: list[ImageResult], score_thresh: float, iou: float, mm_per_px: float | None) -> dict:
+    """What a user reads: the operating point at the display threshold, per-patient results and the
+    CSA agreement (Bland–Altman) of the outline shown where it is on the nerve ("correct")."""
+    shown = [r for r in per_image if shown_outcome(r, score_thresh, iou) == "correct"]
+    expert, model = [r.area_gt_px for r in shown], [r.top_area_px for r in shown]
+    agreement = {"scans": "correct at the display threshold", "px2": bland_altman(expert, model)}
+    if mm_per_px:
+        a = mm_per_px ** 2
+        agreement["mm2"] = bland_altman([v * a for v in expert], [v * a for v in model])
+    return {"operating_point": operating_point(per_image, score_thresh, iou),
+            "per_patient": per_patient(per_image), "csa_agreement": agreement,
+            "_areas": (expert, model)}
+
+
+def run_eval(data, model_path=None, split=None, subset=None, json_out=None, out_dir=None, mm_per_px=None,
+             conf=CONF_THRESH, iou=IOU_THRESH, fn_rule="paper", device="cpu", progress=None,
+             box: str = "mask", score_thresh: float = NERVE_SCORE) -> tuple[dict, list]:
+    """`streamseg eval`: evaluate a checkpoint (default: the bundled one) on a data folder and write
+    the JSON and, in out_dir, the per-image and per-patient CSVs and the figures. A folder without
+    masks is nerve-free: it reports false detections instead (`run_negatives`)."""
+    _check_targets(json_out, out_dir)
+    if is_nerve_free(data):
+        return run_negatives(data, model_path, split, subset, json_out, out_dir, conf, device, score_thresh), []
+    samples = _labelled_samples(data, split, subset)
     model, info = load_checkpoint(model_path, device=device, box_from_mask=(box == "mask"))
     preds = predict_samples(model, samples, device, progress, config=info.config)
     summary, per_image = score_predictions(preds, conf, iou, fn_rule, mm_per_px)
-    summary["model"] = info.source
-    summary["data"] = str(data)
-    summary["subset"] = subset if split is not None else "all"
-    summary["box"] = box
+    view = user_view(per_image, score_thresh, iou, mm_per_px)
+    expert, shown = view.pop("_areas")
+    summary.update(view)
+    summary.update({"model": info.source, "data": str(data), "box": box,
+                    "subset": (subset or "test") if split is not None else "all"})
     if json_out:
         report.write_json(json_out, {"summary": summary, "per_image": [vars(r) for r in per_image]})
     if out_dir:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         report.write_per_image_csv(out / "per_image.csv", per_image, mm_per_px)
+        report.write_per_patient_csv(out / "per_patient.csv", summary["per_patient"])
         report.dice_boxplot(out / "dice_boxplot.png",
                             {f"mask{info.config.mask_head}": [r.dice for r in per_image if r.dice is not None]})
         report.worst_cases_sheet(out / "worst_cases.png", preds, per_image)
+        unit, a = ("mm²", mm_per_px ** 2) if mm_per_px else ("px²", 1.0)
+        report.bland_altman_plot(out / "bland_altman.png", [v * a for v in expert], [v * a for v in shown],
+                                 summary["csa_agreement"]["mm2" if mm_per_px else "px2"], unit)
     return summary, per_image
+
+
+def run_negatives(data, model_path, split, subset, json_out, out_dir, conf, device, score_thresh) -> dict:
+    """False detections on nerve-free images: the top score of each, and the shares over the paper's
+    confidence and over the display threshold."""
+    paths = nerve_free_paths(data, split, subset)
+    model, info = load_checkpoint(model_path, device=device)
+    model.eval()
+    scores = top_scores(model, paths, device, config=info.config)
+    summary = {"kind": "nerve-free", "model": info.source, "data": str(data), "subset": subset or "all",
+               "false_detections": false_detections(scores, score_thresh, conf)}
+    if json_out:
+        report.write_json(json_out, {"summary": summary, "per_image": [
+            {"image": str(p), "top_score": s} for p, s in zip(paths, scores)]})
+    if out_dir:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        report.score_histogram(out / "score_histogram.png", scores, score_thresh, conf)
+    return summary

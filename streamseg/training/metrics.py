@@ -79,6 +79,7 @@ class ImageResult:
     area_pred_px: float | None = None
     top_score: float | None = None
     top_iou: float | None = None
+    top_area_px: float | None = None  # pixels of the top detection's mask (what a user is shown)
     extra: dict = field(default_factory=dict)
 
 
@@ -91,6 +92,7 @@ def paper_rule(name: str, gt_box: np.ndarray, gt_mask: np.ndarray, boxes: np.nda
     if len(order):
         r.top_score = float(scores[order[0]])
         r.top_iou = float(box_iou(boxes[order[0]], gt_box)[0, 0])
+        r.top_area_px = float(masks[order[0]].sum())
     keep = [i for i in order if scores[i] > conf]
     matched = False
     for i in keep:
@@ -181,3 +183,62 @@ def summarize(results: list[ImageResult]) -> dict:
         "area_abs_error_median_px2": q(np.abs(err), 50),
         "area_abs_rel_error_median": q(np.abs(rel), 50),
     }
+
+
+# --- what a user reads: the one outline shown at the display threshold ---------------------------
+OUTCOMES = ("correct", "wrong structure", "nothing shown")
+
+
+def shown_outcome(r: ImageResult, thresh: float, iou: float = IOU_THRESH) -> str:
+    """What the runtime shows on a scan with a nerve: only its top detection, if it scores >= thresh.
+
+    "correct": shown, and its box (the tight box of the shown outline) has box IoU >= `iou` with the
+    expert's box; "wrong structure": shown, box IoU < `iou` (the outline is on something else, or
+    covers the nerve too loosely to count); "nothing shown": no detection scores >= thresh."""
+    if r.top_score is None or r.top_score < thresh:
+        return "nothing shown"
+    return "correct" if (r.top_iou or 0.0) >= iou else "wrong structure"
+
+
+def operating_point(results: list[ImageResult], thresh: float, iou: float = IOU_THRESH) -> dict:
+    """Counts and shares of the three outcomes over the scans with a nerve."""
+    counts = {k: 0 for k in OUTCOMES}
+    for r in results:
+        counts[shown_outcome(r, thresh, iou)] += 1
+    n = len(results)
+    return {"score_thresh": thresh, "iou_thresh": iou, "images": n, "counts": counts,
+            "shares": {k: (v / n if n else None) for k, v in counts.items()}}
+
+
+def bland_altman(expert, predicted) -> dict:
+    """Agreement of two area measurements (same unit): bias = mean(predicted - expert), limits of
+    agreement = bias ± 1.96·sd (sample sd, ddof=1), MAE, and median |relative error| vs the expert."""
+    e, p = np.asarray(expert, dtype=float), np.asarray(predicted, dtype=float)
+    n = len(e)
+    if n == 0:
+        return {"n": 0, "bias": None, "sd": None, "loa_low": None, "loa_high": None, "mae": None,
+                "rel_abs_error_median": None}
+    d = p - e
+    sd = float(d.std(ddof=1)) if n > 1 else 0.0
+    bias = float(d.mean())
+    return {"n": n, "bias": bias, "sd": sd, "loa_low": bias - 1.96 * sd, "loa_high": bias + 1.96 * sd,
+            "mae": float(np.abs(d).mean()), "rel_abs_error_median": float(np.median(np.abs(d) / e))}
+
+
+def per_patient(results: list[ImageResult]) -> dict[str, dict]:
+    """`summarize` per patient (results carry the patient in extra["patient"])."""
+    groups: dict[str, list[ImageResult]] = {}
+    for r in results:
+        groups.setdefault(str(r.extra.get("patient", r.name)), []).append(r)
+    return {p: summarize(rs) for p, rs in sorted(groups.items())}
+
+
+def false_detections(top_scores: list[float], thresh: float, conf: float = CONF_THRESH) -> dict:
+    """On nerve-free images (top score per image, 0 when nothing is detected): the share with a top
+    detection > conf (the paper's rule) and >= thresh (what a user would be shown), and the max."""
+    s = np.asarray(top_scores, dtype=float)
+    n = len(s)
+    return {"images": n, "conf_thresh": conf, "score_thresh": thresh,
+            "over_conf": int((s > conf).sum()), "over_conf_share": float((s > conf).mean()) if n else None,
+            "shown": int((s >= thresh).sum()), "shown_share": float((s >= thresh).mean()) if n else None,
+            "max_score": float(s.max()) if n else None}

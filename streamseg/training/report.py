@@ -1,12 +1,12 @@
 """Evaluation outputs: rich table, JSON, per-image CSV, a Dice boxplot like the paper's Fig. 3,
-and an overlay sheet of the worst cases. Drawn with OpenCV (no plotting dependency)."""
+an overlay sheet of the worst cases, a Bland–Altman plot of the CSA and, on nerve-free images, a
+histogram of the top score. Figures are drawn with matplotlib on the Agg canvas."""
 from __future__ import annotations
 
 import csv
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..files import atomic_write
@@ -50,78 +50,112 @@ def _f(v):
     return "" if v is None else f"{v:.6g}"
 
 
+def _figure(*size):
+    """A matplotlib Figure on the non-interactive Agg canvas (no pyplot, no display)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(path, fig) -> None:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
 def dice_boxplot(path, groups: dict[str, list[float]], title: str = "Dice on true positives") -> None:
     """Boxplot (median, IQR box, 1.5·IQR whiskers, outliers) per group, like the paper's Fig. 3."""
-    w, h, left, top, bottom = 160 + 140 * len(groups), 420, 70, 40, 50
-    img = np.full((h, w, 3), 255, np.uint8)
-    lo, hi = 0.5, 1.0
-    vals_all = [v for vs in groups.values() for v in vs]
-    if vals_all:
-        lo = min(lo, np.floor(min(vals_all) * 10) / 10)
-
-    def y(v):
-        return int(top + (hi - v) / (hi - lo) * (h - top - bottom))
-
-    for t in np.linspace(lo, hi, int(round((hi - lo) / 0.1)) + 1):
-        cv2.line(img, (left, y(t)), (w - 20, y(t)), (225, 225, 225), 1)
-        cv2.putText(img, f"{t:.1f}", (10, y(t) + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (60, 60, 60), 1, cv2.LINE_AA)
-    cv2.putText(img, title, (left, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
-    for i, (name, vs) in enumerate(groups.items()):
-        cx = left + 70 + 140 * i
-        cv2.putText(img, f"{name} (n={len(vs)})", (cx - 55, h - 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-        if not vs:
-            continue
-        a = np.asarray(vs)
-        q1, med, q3 = np.percentile(a, [25, 50, 75])
-        iqr = q3 - q1
-        wl, wh = a[a >= q1 - 1.5 * iqr].min(), a[a <= q3 + 1.5 * iqr].max()
-        cv2.line(img, (cx, y(wl)), (cx, y(q1)), (0, 0, 0), 1)
-        cv2.line(img, (cx, y(q3)), (cx, y(wh)), (0, 0, 0), 1)
-        for v in (wl, wh):
-            cv2.line(img, (cx - 15, y(v)), (cx + 15, y(v)), (0, 0, 0), 1)
-        cv2.rectangle(img, (cx - 35, y(q3)), (cx + 35, y(q1)), (200, 150, 60), -1)
-        cv2.rectangle(img, (cx - 35, y(q3)), (cx + 35, y(q1)), (0, 0, 0), 1)
-        cv2.line(img, (cx - 35, y(med)), (cx + 35, y(med)), (0, 0, 200), 2)
-        for v in a[(a < wl) | (a > wh)]:
-            cv2.circle(img, (cx, y(v)), 3, (0, 0, 0), 1, cv2.LINE_AA)
-    _write_png(path, img)
+    fig = _figure(2.5 + 1.5 * len(groups), 4.5)
+    ax = fig.add_subplot()
+    names = list(groups)
+    ax.boxplot([groups[k] for k in names], whis=1.5, widths=0.5, patch_artist=True,
+               boxprops={"facecolor": "#8fb3de"}, medianprops={"color": "#c00000", "linewidth": 2})
+    ax.set_xticks(range(1, len(names) + 1), [f"{k}\n(n={len(groups[k])})" for k in names])
+    ax.set_ylabel("Dice (unitless, 0–1)")
+    ax.set_xlabel("model (mask head)")
+    ax.set_title(title)
+    ax.grid(axis="y", color="#dddddd")
+    ax.plot([], [], color="#c00000", linewidth=2, label="median")
+    ax.plot([], [], "s", color="#8fb3de", label="IQR (box), whiskers 1.5·IQR")
+    ax.legend(loc="lower left", fontsize="small")
+    _save(path, fig)
 
 
-def worst_cases_sheet(path, preds, results: list[ImageResult], n: int = 6, thumb: int = 300) -> None:
-    """Overlay sheet of the n worst images (FN first, then lowest Dice): green = truth, red = prediction."""
+def worst_cases_sheet(path, preds, results: list[ImageResult], n: int = 6) -> None:
+    """Overlay sheet of the n worst images (FN first, then lowest Dice): green = expert, red = model."""
     by_name = {p[0].name: p for p in preds}
     ranked = sorted(results, key=lambda r: (r.tp == 1, r.dice if r.dice is not None else -1.0))[:n]
-    tiles = []
-    for r in ranked:
-        _s, img, gt, dets = by_name[r.name]
-        tile = img.copy()
-        for mask, colour in ((gt, (0, 220, 0)), (dets[0].mask if dets else None, (0, 0, 255))):
-            if mask is None:
-                continue
-            contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-            cv2.drawContours(tile, contours, -1, colour, 2)
-        scale = thumb / max(tile.shape[:2])
-        tile = cv2.resize(tile, (round(tile.shape[1] * scale), round(tile.shape[0] * scale)))
-        label = f"{r.name} " + (f"Dice {r.dice:.3f}" if r.dice is not None else
-                                f"{'FN' if r.fn else 'FP'} score {r.top_score or 0:.2f} IoU {r.top_iou or 0:.2f}")
-        cv2.putText(tile, label, (5, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-        canvas = np.zeros((thumb, thumb, 3), np.uint8)
-        canvas[: tile.shape[0], : tile.shape[1]] = tile
-        tiles.append(canvas)
-    if not tiles:
+    if not ranked:
         return
-    while len(tiles) % 3:
-        tiles.append(np.zeros_like(tiles[0]))
-    rows = [np.hstack(tiles[i:i + 3]) for i in range(0, len(tiles), 3)]
-    _write_png(path, np.vstack(rows))
+    cols = min(3, len(ranked))
+    rows = (len(ranked) + cols - 1) // cols
+    fig = _figure(3.6 * cols, 3.6 * rows + 0.5)
+    for k, r in enumerate(ranked):
+        _s, img, gt, dets = by_name[r.name]
+        ax = fig.add_subplot(rows, cols, k + 1)
+        ax.imshow(img[..., ::-1] if img.ndim == 3 else img, cmap="gray")
+        ax.contour(gt, levels=[0.5], colors=["#00c000"], linewidths=1.5)
+        if dets:
+            ax.contour(dets[0].mask, levels=[0.5], colors=["#ff2020"], linewidths=1.5)
+        ax.set_title(f"{r.name}\n" + (f"Dice {r.dice:.3f}" if r.dice is not None else
+                     f"{'FN' if r.fn else 'FP'}: score {r.top_score or 0:.2f}, box IoU {r.top_iou or 0:.2f}"),
+                     fontsize="small")
+        ax.set_axis_off()
+    from matplotlib.lines import Line2D
+
+    fig.legend(handles=[Line2D([], [], color="#00c000", label="expert (ground truth)"),
+                        Line2D([], [], color="#ff2020", label="model (top detection)")],
+               loc="outside lower center", ncols=2)
+    fig.suptitle("Worst cases (misses first, then lowest Dice)")
+    _save(path, fig)
 
 
-def _write_png(path, img) -> None:
+def bland_altman_plot(path, expert, predicted, stats: dict, unit: str = "px²") -> None:
+    """Bland–Altman: mean of expert and model area (x) against model − expert (y), with the bias
+    and the 95 % limits of agreement drawn and labelled."""
+    e, p = np.asarray(expert, float), np.asarray(predicted, float)
+    fig = _figure(6.5, 4.5)
+    ax = fig.add_subplot()
+    ax.scatter((e + p) / 2, p - e, s=14, alpha=0.7, color="#1f5fa8", label=f"scans (n={len(e)})")
+    if stats["n"]:
+        for y, name, style in ((stats["bias"], "bias", "-"), (stats["loa_high"], "+1.96 sd", "--"),
+                               (stats["loa_low"], "−1.96 sd", "--")):
+            ax.axhline(y, color="#c00000", linestyle=style, linewidth=1)
+            ax.annotate(f"{name}: {y:.2f} {unit}" if unit == "mm²" else f"{name}: {y:.0f} {unit}", xy=(1, y), xycoords=("axes fraction", "data"),
+                        xytext=(-4, 3), textcoords="offset points", ha="right", fontsize="small", color="#c00000")
+    ax.axhline(0, color="#888888", linewidth=0.8)
+    ax.set_xlabel(f"mean of expert and model area ({unit})")
+    ax.set_ylabel(f"model − expert area ({unit})")
+    ax.set_title("CSA agreement (Bland–Altman, 95 % limits of agreement)")
+    ax.legend(loc="upper left", fontsize="small")
+    _save(path, fig)
+
+
+def score_histogram(path, top_scores, thresh: float, conf: float) -> None:
+    """Histogram of the top detection score on nerve-free images, with both thresholds marked."""
+    fig = _figure(6.5, 4.2)
+    ax = fig.add_subplot()
+    ax.hist(np.asarray(top_scores, float), bins=np.linspace(0, 1, 41), color="#8fb3de", edgecolor="#1f5fa8",
+            label=f"nerve-free images (n={len(top_scores)})")
+    ax.axvline(thresh, color="#e08000", linestyle="--", label=f"display threshold {thresh:g}")
+    ax.axvline(conf, color="#c00000", linestyle="-", label=f"paper confidence {conf:g}")
+    ax.set_xlabel("top detection score (0 = nothing detected)")
+    ax.set_ylabel("images")
+    ax.set_title("False detections on nerve-free images")
+    ax.legend(loc="upper center", fontsize="small")
+    _save(path, fig)
+
+
+def write_per_patient_csv(path, patients: dict[str, dict]) -> None:
+    cols = ["patient", "images", "tp", "fp", "fn", "precision", "recall", "dice_median", "dice_mean"]
+
     def write(tmp):
-        ok, buf = cv2.imencode(".png", img)
-        if not ok:
-            raise OSError("PNG encoding failed")
-        Path(tmp).write_bytes(buf.tobytes())
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(cols)
+            for p, s in patients.items():
+                w.writerow([p] + [s[k] if isinstance(s[k], int) else _f(s[k]) for k in cols[1:]])
 
     atomic_write(path, write)
 
@@ -145,3 +179,31 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
         rows.append(("area error mean / median |err| (mm²)",
                      f"{f('area_error_mean_mm2', '{:.2f}')} / {f('area_abs_error_median_mm2', '{:.2f}')}"))
     return rows
+
+
+def _v(v, fmt="{:.3f}"):
+    return "–" if v is None else fmt.format(v)
+
+
+def operating_rows(op: dict) -> list[tuple[str, str]]:
+    """The outcome a user sees per scan with a nerve: count and share."""
+    return [(k, f"{op['counts'][k]} ({_v(op['shares'][k], '{:.1%}')})") for k in op["counts"]]
+
+
+def agreement_rows(ba: dict, unit: str) -> list[tuple[str, str]]:
+    f = "{:.2f}" if unit == "mm²" else "{:.0f}"
+    return [(f"scans compared ({unit})", str(ba["n"])), (f"bias, model − expert ({unit})", _v(ba["bias"], f)),
+            (f"95 % limits of agreement ({unit})", f"{_v(ba['loa_low'], f)} … {_v(ba['loa_high'], f)}"),
+            (f"MAE ({unit})", _v(ba["mae"], f)), ("median |relative area error|", _v(ba["rel_abs_error_median"]))]
+
+
+def patient_rows(patients: dict[str, dict]) -> list[tuple[str, ...]]:
+    return [(p, str(s["images"]), _v(s["precision"]), _v(s["recall"]), _v(s["dice_median"]))
+            for p, s in patients.items()]
+
+
+def negatives_rows(fd: dict) -> list[tuple[str, str]]:
+    return [("nerve-free images", str(fd["images"])),
+            (f"top score > {fd['conf_thresh']:g} (paper rule)", f"{fd['over_conf']} ({_v(fd['over_conf_share'], '{:.1%}')})"),
+            (f"top score >= {fd['score_thresh']:g} (shown)", f"{fd['shown']} ({_v(fd['shown_share'], '{:.1%}')})"),
+            ("max score", _v(fd["max_score"]))]
