@@ -137,29 +137,36 @@ def file(
 @app.command()
 @friendly
 def calibrate(
-    name: Optional[str] = typer.Argument(None, help="profile name, e.g. the probe and preset: l12-wrist-3cm"),
+    name: Optional[str] = typer.Argument(None, help="profile name (default: PROBE_PRESET, e.g. ml6-15_wrist)"),
+    probe: Optional[str] = typer.Option(None, "--probe", help="probe name, e.g. ml6-15"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="machine preset, e.g. wrist"),
     mm_per_px: Optional[float] = _MMPX,
     depth_mm: Optional[float] = typer.Option(None, "--depth-mm", help="imaged depth (mm) spanning the crop height"),
     known_mm: Optional[float] = typer.Option(None, "--known-mm", help="a distance in mm (e.g. between depth-scale ticks)..."),
     known_px: Optional[float] = typer.Option(None, "--known-px", help="...and the same distance in pixels"),
     crop: Optional[str] = _CROP,
-    image_from: Optional[str] = typer.Option(None, "--from", help="a video/device/image whose (cropped) height --depth-mm spans"),
-    probe: Optional[str] = typer.Option(None, "--probe"), preset: Optional[str] = typer.Option(None, "--preset"),
+    image_from: Optional[str] = typer.Option(None, "--from", help="a grab (image, video or DICOM) the crop must fit; "
+                                             "without --crop its height is what --depth-mm spans"),
     list_: bool = typer.Option(False, "--list", help="list saved profiles"),
 ):
-    """Save a named calibration profile (mm/px and crop) for a probe and preset."""
-    from .calibration import calibrate_profile, config_dir, load_profiles
+    """Save a calibration profile (mm/px and crop) for a probe and preset, named PROBE_PRESET."""
+    from .calibration import calibrate_profile, config_dir, load_profiles, profile_name
 
-    if list_ or name is None:
+    asked = any(v is not None for v in (name, probe, preset, mm_per_px, depth_mm, known_mm, known_px, crop, image_from))
+    if list_ or not asked:
+        if list_ and asked:
+            raise StreamsegError("--list lists the saved profiles: give it alone")
         profiles = load_profiles()
         console.print(f"profiles in {config_dir()}: " + (", ".join(
             f"{k} ({v['mm_per_px']:.5g} mm/px{', crop ' + ','.join(map(str, v['crop'])) if v.get('crop') else ''})"
             for k, v in sorted(profiles.items())) or "none"), highlight=False, markup=False)
         return
+    name = profile_name(name, probe, preset)
     path, p = calibrate_profile(name, mm_per_px=mm_per_px, depth_mm=depth_mm, known_mm=known_mm, known_px=known_px,
                                 crop=crop, image_from=image_from, probe=probe, preset=preset)
-    console.print(f"saved profile {name!r}: {p['mm_per_px']:.6g} mm/px"
-                  f"{', crop ' + ','.join(map(str, p['crop'])) if p['crop'] else ''} -> {path}", highlight=False, markup=False)
+    console.print(f"saved profile {name}: {p['mm_per_px']:.6g} mm/px"
+                  f"{', crop ' + ','.join(map(str, p['crop'])) if p['crop'] else ''} -> {path} "
+                  f"(use it with --profile {name})", highlight=False, markup=False)
 
 
 def _command_line(fn, values: dict) -> str:
