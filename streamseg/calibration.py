@@ -7,6 +7,7 @@ Profiles live in `profiles.json` in the user config dir (`$STREAMSEG_CONFIG_DIR`
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -98,24 +99,34 @@ def load_profiles() -> dict:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise StreamsegError(f"{path}: unreadable profiles file ({type(e).__name__})") from None
-    if not isinstance(data, dict):
-        raise StreamsegError(f"{path}: not a profiles file (expected a JSON object)")
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise StreamsegError(f"{path}: not a profiles file (expected a JSON object of profiles, each an object)")
+    for name, p in data.items():
+        check_profile(name, p)
     return data
 
 
-def load_profile(name: str) -> dict:
-    profiles = load_profiles()
-    if name not in profiles:
-        known = ", ".join(sorted(profiles)) or "none saved yet (streamseg calibrate NAME ...)"
-        raise StreamsegError(f"no calibration profile {name!r} in {config_dir() / PROFILES_FILE}; known: {known}")
-    p = profiles[name]
+def check_profile(name: str, p: dict) -> None:
+    """A saved profile has a spacing in (0, 10) mm/px and, if any, a crop of four integers."""
     try:
         v = float(p["mm_per_px"])
     except (KeyError, TypeError, ValueError):
         raise StreamsegError(f"profile {name!r} has no valid mm_per_px") from None
     if not (0 < v < 10):
         raise StreamsegError(f"profile {name!r}: mm_per_px {v:g} out of range")
-    return p
+    crop = p.get("crop")
+    if crop is not None and not (isinstance(crop, list) and len(crop) == 4 and all(type(c) is int for c in crop)):
+        raise StreamsegError(f"profile {name!r}: crop {crop!r} is not [x, y, w, h] (four integers)")
+    if crop is not None:
+        parse_crop(",".join(map(str, crop)))
+
+
+def load_profile(name: str) -> dict:
+    profiles = load_profiles()
+    if name not in profiles:
+        known = ", ".join(sorted(profiles)) or "none saved yet (streamseg calibrate --probe P --preset S ...)"
+        raise StreamsegError(f"no calibration profile {name!r} in {config_dir() / PROFILES_FILE}; known: {known}")
+    return profiles[name]
 
 
 def save_profile(name: str, mm_per_px: float, crop=None, depth_mm: float | None = None,
@@ -150,6 +161,15 @@ def save_profile(name: str, mm_per_px: float, crop=None, depth_mm: float | None 
     return path
 
 
+def profile_name(name: str | None, probe: str | None, preset: str | None) -> str:
+    """The name a profile is saved under: NAME if given, else PROBE_PRESET (both needed)."""
+    if name is not None:
+        return name
+    if not probe or not preset:
+        raise StreamsegError("name the profile: give --probe and --preset (saved as PROBE_PRESET) or a NAME")
+    return f"{probe}_{preset}"
+
+
 def calibrate_profile(name: str, mm_per_px: float | None = None, depth_mm: float | None = None,
                       known_mm: float | None = None, known_px: float | None = None, crop: str | None = None,
                       image_from: str | None = None, probe: str | None = None, preset: str | None = None):
@@ -169,15 +189,27 @@ def calibrate_profile(name: str, mm_per_px: float | None = None, depth_mm: float
         if not (0 < depth_mm <= 500):
             raise StreamsegError(f"--depth-mm {depth_mm:g}: expected an imaged depth in (0, 500] mm")
         if image_from is not None:
-            from .sources import open_source
-
-            src = open_source(image_from, live=False, crop=box)
-            h = src.height
-            src.close()
+            h = grab_height(image_from, box)
         elif box is not None:
             h = box[3]
         else:
-            raise StreamsegError("--depth-mm needs the image height: give --crop x,y,w,h or --from VIDEO")
+            raise StreamsegError("--depth-mm needs the image height: give --crop x,y,w,h or --from GRAB")
         mm_per_px = depth_mm / h
+    if image_from is not None and depth_mm is None:
+        grab_height(image_from, box)  # the crop must fit the grab, whatever gave the spacing
+    if mm_per_px is None or not math.isfinite(mm_per_px):
+        raise StreamsegError(f"--mm-per-px {mm_per_px}: expected a finite spacing in (0, 10) mm per pixel")
     path = save_profile(name, mm_per_px, crop=box, depth_mm=depth_mm, probe=probe, preset=preset)
     return path, load_profiles()[name]
+
+
+def grab_height(spec: str, box) -> int:
+    """Height of the (cropped) first frame of a grab: an image, a video or a DICOM file. A missing
+    file or a crop that does not fit the frame is one StreamsegError."""
+    from .sources import open_source
+
+    src = open_source(spec, live=False, crop=box)
+    try:
+        return src.height
+    finally:
+        src.close()

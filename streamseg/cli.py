@@ -5,15 +5,30 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 from rich.console import Console
 
+from .options import check_compute, check_numbers, check_out_dir, check_outputs
 from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, StreamsegError
 
 COMPUTE_HELP = "cpu | cuda | cuda:N | auto"  # the compute device, one flag name on every command
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Real-time median-nerve segmentation for wrist ultrasound.")
+# plain (click) help: the rich help of typer 0.29 labels every flag `<bool>`; choices show as <a|b|c>
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Real-time median-nerve segmentation for wrist ultrasound.")
+
+# Fixed choices, listed by --help and refused by the parser (tests/test_cli.py keeps BackendName in
+# step with streamseg.backends.BACKENDS, which imports torch and so is not imported here).
+BackendName = Literal["auto", "torch", "compiled", "onnxruntime", "tensorrt"]
+ExportFormat = Literal["onnx", "engine", "compiled"]
+Backbone = Literal["resnet101", "resnet50", "resnet18", "mobilenet_v3_large"]
+MaskHead = Literal["112", "56", "28"]
+Schedule = Literal["constant", "cosine"]
+Norm = Literal["batch", "group", "frozen"]
+Subset = Literal["train", "val", "test"]
+FnRule = Literal["paper", "strict"]
+BoxKind = Literal["mask", "regressed"]
 console = Console(stderr=True, soft_wrap=True)  # one error = one line, never wrapped
 
 
@@ -57,7 +72,7 @@ _CONF = typer.Option(CONFIDENT_SCORE, "--confident", help="score for frames coun
 
 def _compute(default: str = "auto"):
     """The compute device flag: one name and one help text on every command."""
-    return typer.Option(default, "--compute", help=COMPUTE_HELP)
+    return typer.Option(default, "--compute", help=COMPUTE_HELP, metavar="<cpu|cuda|cuda:N|auto>")
 
 
 # TRANSITIONAL: the old name of --compute on train, eval, export and bench, hidden from --help; it goes
@@ -93,7 +108,7 @@ def _pipeline(**kw):
 def live(
     device: str = typer.Option("/dev/video0", "--device", "-d", help="/dev/videoN, an index, or a URL (rtsp/udp/tcp/http)"),
     out: Optional[Path] = _OUT, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,
-    model: Optional[Path] = _MODEL, backend: str = _BACKEND, compute: str = _compute(),
+    model: Optional[Path] = _MODEL, backend: BackendName = _BACKEND, compute: str = _compute(),
     show: Optional[bool] = typer.Option(None, "--show/--no-show", help="window (default: on when a display exists)"),
     mm_per_px: Optional[float] = _MMPX, depth_mm: Optional[float] = _DEPTH, profile: Optional[str] = _PROFILE,
     crop: Optional[str] = _CROP, max_frames: Optional[int] = _MAXF,
@@ -121,7 +136,7 @@ def live(
 def file(
     input: Path = typer.Argument(..., help="video file (any container/codec FFmpeg decodes) or DICOM (.dcm)"),
     out: Optional[Path] = _OUT, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,
-    model: Optional[Path] = _MODEL, backend: str = _BACKEND, compute: str = _compute(),
+    model: Optional[Path] = _MODEL, backend: BackendName = _BACKEND, compute: str = _compute(),
     show: bool = typer.Option(False, "--show/--no-show", help="show a window while processing"),
     mm_per_px: Optional[float] = _MMPX, depth_mm: Optional[float] = _DEPTH, profile: Optional[str] = _PROFILE,
     crop: Optional[str] = _CROP, max_frames: Optional[int] = _MAXF,
@@ -136,29 +151,36 @@ def file(
 @app.command()
 @friendly
 def calibrate(
-    name: Optional[str] = typer.Argument(None, help="profile name, e.g. the probe and preset: l12-wrist-3cm"),
+    name: Optional[str] = typer.Argument(None, help="profile name (default: PROBE_PRESET, e.g. ml6-15_wrist)"),
+    probe: Optional[str] = typer.Option(None, "--probe", help="probe name, e.g. ml6-15"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="machine preset, e.g. wrist"),
     mm_per_px: Optional[float] = _MMPX,
     depth_mm: Optional[float] = typer.Option(None, "--depth-mm", help="imaged depth (mm) spanning the crop height"),
     known_mm: Optional[float] = typer.Option(None, "--known-mm", help="a distance in mm (e.g. between depth-scale ticks)..."),
     known_px: Optional[float] = typer.Option(None, "--known-px", help="...and the same distance in pixels"),
     crop: Optional[str] = _CROP,
-    image_from: Optional[str] = typer.Option(None, "--from", help="a video/device/image whose (cropped) height --depth-mm spans"),
-    probe: Optional[str] = typer.Option(None, "--probe"), preset: Optional[str] = typer.Option(None, "--preset"),
+    image_from: Optional[str] = typer.Option(None, "--from", help="a grab (image, video or DICOM) the crop must fit; "
+                                             "without --crop its height is what --depth-mm spans"),
     list_: bool = typer.Option(False, "--list", help="list saved profiles"),
 ):
-    """Save a named calibration profile (mm/px and crop) for a probe and preset."""
-    from .calibration import calibrate_profile, config_dir, load_profiles
+    """Save a calibration profile (mm/px and crop) for a probe and preset, named PROBE_PRESET."""
+    from .calibration import calibrate_profile, config_dir, load_profiles, profile_name
 
-    if list_ or name is None:
+    asked = any(v is not None for v in (name, probe, preset, mm_per_px, depth_mm, known_mm, known_px, crop, image_from))
+    if list_ or not asked:
+        if list_ and asked:
+            raise StreamsegError("--list lists the saved profiles: give it alone")
         profiles = load_profiles()
         console.print(f"profiles in {config_dir()}: " + (", ".join(
             f"{k} ({v['mm_per_px']:.5g} mm/px{', crop ' + ','.join(map(str, v['crop'])) if v.get('crop') else ''})"
             for k, v in sorted(profiles.items())) or "none"), highlight=False, markup=False)
         return
+    name = profile_name(name, probe, preset)
     path, p = calibrate_profile(name, mm_per_px=mm_per_px, depth_mm=depth_mm, known_mm=known_mm, known_px=known_px,
                                 crop=crop, image_from=image_from, probe=probe, preset=preset)
-    console.print(f"saved profile {name!r}: {p['mm_per_px']:.6g} mm/px"
-                  f"{', crop ' + ','.join(map(str, p['crop'])) if p['crop'] else ''} -> {path}", highlight=False, markup=False)
+    console.print(f"saved profile {name}: {p['mm_per_px']:.6g} mm/px"
+                  f"{', crop ' + ','.join(map(str, p['crop'])) if p['crop'] else ''} -> {path} "
+                  f"(use it with --profile {name})", highlight=False, markup=False)
 
 
 def _command_line(fn, values: dict) -> str:
@@ -179,8 +201,8 @@ def _command_line(fn, values: dict) -> str:
 @friendly
 def bench(
     model: Optional[Path] = typer.Option(None, help="checkpoint to benchmark (default: an architecture from --backbone/--mask-head)"),
-    backbone: str = typer.Option("resnet101", help="architecture when no --model: resnet101 | resnet50 | resnet18 | mobilenet_v3_large"),
-    mask_head: str = typer.Option("112", help="mask head when no --model: 112 | 56 | 28"),
+    backbone: Backbone = typer.Option("resnet101", help="architecture when no --model"),
+    mask_head: MaskHead = typer.Option("112", help="mask head when no --model"),
     backend: Optional[str] = typer.Option(None, help="comma list of backends (default: every available one)"),
     precision: Optional[str] = typer.Option(None, help="comma list of fp32,fp16 (default: fp32 on CPU, both on CUDA)"),
     compute: str = _compute(),
@@ -195,6 +217,10 @@ def bench(
     max_detections: int = typer.Option(SHOWN_DETECTIONS, min=1, help="detections per frame (default: as file/live run; each costs one mask-head pass)"),
 ):
     """Benchmark the backends, stage by stage."""
+    compute = check_compute(compute)
+    check_numbers([("--frames", frames, 1, 100000), ("--warmup", warmup, 0, 100000),
+                   ("--e2e-seconds", e2e_seconds, 0, 3600, dict(lo_open=True))])
+    check_out_dir("--out", out)
     values = dict(locals())  # for the report's command line
     from rich.console import Console as _Console
 
@@ -219,18 +245,20 @@ def bench(
 @app.command()
 @friendly
 def export(
-    format: str = typer.Option("onnx", "--format", help="onnx | engine (TensorRT) | compiled (AOTInductor)"),
+    format: ExportFormat = typer.Option("onnx", "--format", help="onnx, engine (TensorRT) or compiled (AOTInductor)"),
     half: bool = typer.Option(False, help="FP16 (engine, and onnx/compiled for CUDA)"),
     model: Optional[Path] = typer.Option(None, help="checkpoint (default: the bundled model)"),
     out: Path = typer.Option(Path("engines"), help="artefact folder"),
     compute: str = _compute(),
 ):
     """Export the model to ONNX / TensorRT / compiled artefacts (--compute matters for compiled only)."""
-    from .backends.export import FORMATS, build
+    compute = check_compute(compute)
+    check_out_dir("--out", out)
+    from .backends.device import select_device
+    from .backends.export import build
     from .checkpoint import load_checkpoint
 
-    if format not in FORMATS:
-        raise StreamsegError(f"unknown export format {format!r}: choose one of {', '.join(FORMATS)}")
+    select_device(compute, "--compute")
     if format == "engine":
         from .backends.tensorrt import import_tensorrt
 
@@ -246,13 +274,13 @@ def export(
 def train(
     data: Path = typer.Option(..., help="folder with images/ + masks/ (+ manifest.csv), or a COCO .json"),
     out: Path = typer.Option(Path("runs/model.pt"), help="best checkpoint (the last one goes beside it as *_last.pt)"),
-    backbone: str = typer.Option("resnet101", help="resnet101 | resnet50 | resnet18 | mobilenet_v3_large"),
-    mask_head: str = typer.Option("112", help="112 (paper) | 56 | 28"),
+    backbone: Backbone = typer.Option("resnet101", help="backbone (paper: resnet101)"),
+    mask_head: MaskHead = typer.Option("112", help="mask head resolution (paper: 112)"),
     epochs: int = typer.Option(150),
     lr: float = typer.Option(1e-3),
-    schedule: str = typer.Option("constant", help="constant (paper) | cosine (warm-up + cosine decay)"),
+    schedule: Schedule = typer.Option("constant", help="constant (paper) or cosine (warm-up + cosine decay)"),
     batch_size: int = typer.Option(2),
-    norm: str = typer.Option("batch", help="batch | group | frozen (frozen only with --init)"),
+    norm: Norm = typer.Option("batch", help="normalisation (frozen only with --init)"),
     split: Optional[Path] = typer.Option(None, help="patient split JSON (written if missing)"),
     init: Optional[Path] = typer.Option(None, help="initialise from a COCO Mask R-CNN or ImageNet ResNet state dict, or fine-tune a streamseg checkpoint"),
     intensity_aug: bool = typer.Option(False, help="gain/gamma/speckle augmentation on top of the paper's"),
@@ -272,6 +300,17 @@ def train(
 ):
     """Train the paper's Mask R-CNN on labelled scans (patient-wise split)."""
     from rich.progress import Progress
+
+    from .backends.device import select_device
+
+    check_numbers([("--epochs", epochs, 1, 100000), ("--lr", lr, 0, 10, dict(lo_open=True)),
+                   ("--batch-size", batch_size, 1, 1024), ("--workers", workers, 0, 256),
+                   ("--box-head-width", box_head_width, 1, 65536), ("--mask-head-width", mask_head_width, 1, 65536),
+                   ("--fpn-channels", fpn_channels, 1, 65536), ("--negative-share", negative_share, 0, 4)])
+    select_device(check_compute(compute), "--compute")
+    check_out_dir("--out", out.parent)  # created below when missing
+    if out.parent.is_dir():
+        check_outputs({"--out": out}, inputs=(data, init, split, negatives))
 
     from .training.loop import TrainConfig, train as run_train
 
@@ -298,15 +337,15 @@ def eval_(
                                         "(images/ only, or manifest.csv + subfolders) is nerve-free"),
     model: Optional[Path] = typer.Option(None, help="checkpoint (default: the bundled model)"),
     split: Optional[Path] = typer.Option(None, help="patient split JSON of the wrist scans; evaluate only --subset of it"),
-    subset: Optional[str] = typer.Option(None, help="train | val | test: with --split (default test), or of a "
-                                                    "nerve-free folder (split by acquisition group, seed 0)"),
+    subset: Optional[Subset] = typer.Option(None, help="train | val | test: with --split (default test), or of a "
+                                                       "nerve-free folder (split by acquisition group, seed 0)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write every number as JSON"),
     out_dir: Optional[Path] = typer.Option(None, help="write the CSVs and figures here"),
     mm_per_px: Optional[float] = typer.Option(None, help="pixel spacing, to report areas in mm²"),
     conf: float = typer.Option(0.98, help="confidence a TP must exceed (paper: 0.98)"),
     iou: float = typer.Option(0.7, help="box IoU a TP must reach (paper: 0.7)"),
-    fn_rule: str = typer.Option("paper", help="paper: FN only when no box at all | strict: any unmatched nerve"),
-    box: str = typer.Option("mask", help="box scored: mask (tight box of the mask, the default) | regressed (box head)"),
+    fn_rule: FnRule = typer.Option("paper", help="paper: FN only when no box at all; strict: any unmatched nerve"),
+    box: BoxKind = typer.Option("mask", help="box scored: mask (tight box of the mask, the default) or regressed (box head)"),
     score_thresh: float = _SCORE,
     compute: str = _compute("cpu"),
 ):
@@ -318,17 +357,11 @@ def eval_(
     from .backends.device import select_device
     from .training.evaluate import run_eval
 
-    if fn_rule not in ("paper", "strict"):
-        raise StreamsegError(f"unknown --fn-rule {fn_rule!r}: paper or strict")
-    if box not in ("mask", "regressed"):
-        raise StreamsegError(f"unknown --box {box!r}: mask or regressed")
-    if subset is not None and subset not in ("train", "val", "test"):
-        raise StreamsegError(f"unknown --subset {subset!r}: train, val or test")
-    if not 0.0 <= score_thresh <= 1.0:
-        raise StreamsegError(f"--score-thresh {score_thresh}: must be between 0 and 1")
-    if mm_per_px is not None and mm_per_px <= 0:
-        raise StreamsegError(f"--mm-per-px {mm_per_px}: must be positive")
-    device = select_device(compute, "--compute")
+    check_numbers([("--mm-per-px", mm_per_px, 0, 10, dict(lo_open=True, hi_open=True)), ("--conf", conf, 0, 1),
+                   ("--iou", iou, 0, 1), ("--score-thresh", score_thresh, 0, 1)])
+    check_outputs({"--json": json_out}, inputs=(data,))
+    check_out_dir("--out-dir", out_dir)
+    device = select_device(check_compute(compute), "--compute")
     with Progress(console=console, transient=True) as progress:
         summary, _ = run_eval(data, model, split, subset, json_out, out_dir, mm_per_px, conf, iou, fn_rule,
                               device, progress, box=box, score_thresh=score_thresh)

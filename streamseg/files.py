@@ -43,16 +43,35 @@ def public_mode(path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
+# atomic_write's temp name is ".{name}.XXXXXXXX.tmp": 14 bytes longer than the output's name
+_TMP_EXTRA = len(".") + len(".XXXXXXXX.tmp")
+
+
 def check_writable(path) -> Path:
-    """Fail early (before any work) when an output cannot be created."""
+    """Fail early (before any work) when an output cannot be created: a folder, a missing folder,
+    a name too long for the filesystem (with atomic_write's temp name), or a folder that refuses a
+    file (permissions, read-only or pseudo filesystems such as /proc: a temp file is tried)."""
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
     if p.is_dir():
         raise StreamsegError(f"{p}: is a folder, expected an output file")
     if not parent.is_dir():
         raise StreamsegError(f"{p}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(os.fsencode(p.name)) + _TMP_EXTRA > name_max:
+        raise StreamsegError(f"{p.name[:40]}...: file name too long ({len(os.fsencode(p.name))} bytes; "
+                             f"at most {name_max - _TMP_EXTRA} here)")
+    if p.exists() and not os.access(p, os.W_OK):
         raise StreamsegError(f"{p}: not writable")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".streamseg-check.", dir=parent)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise StreamsegError(f"{p}: not writable ({e.strerror or type(e).__name__})") from None
     return p
 
 

@@ -15,7 +15,8 @@ from typing import Callable
 from . import pipeline
 from .calibration import Calibration, parse_crop, resolve
 from .dicom import dicom_calibration
-from .files import atomic_write, check_writable, public_mode
+from .files import atomic_write, public_mode
+from .options import check_compute, check_numbers, check_outputs
 from .measure import Analyser
 from .overlay import Style, draw, lost_screen
 from .sinks import CsaSummary, RowSink, ScanSummary, VideoSink, WindowSink, require_display
@@ -61,24 +62,23 @@ class Options:
     summary: bool = True
 
     def __post_init__(self):
-        for name, v in (("--score-thresh", self.score_thresh), ("--confident", self.confident)):
-            if not 0.0 <= v <= 1.0:
-                raise StreamsegError(f"{name} {v:g}: must be within [0, 1]")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise StreamsegError(f"--max-frames {self.max_frames}: must be >= 1")
-        if self.duration_s is not None and self.duration_s <= 0:
-            raise StreamsegError(f"--duration {self.duration_s:g}: must be > 0")
-        if self.cts_cutoff_mm2 <= 0:
-            raise StreamsegError(f"--cts-cutoff {self.cts_cutoff_mm2:g}: must be > 0 mm²")
-        outs = self.outputs()
-        if len({Path(p).resolve() for p in outs}) < len(outs):
-            raise StreamsegError("--out, --csv and --jsonl must be different files")
+        check_compute(self.compute)
+        check_numbers([
+            ("--score-thresh", self.score_thresh, 0.0, 1.0), ("--confident", self.confident, 0.0, 1.0),
+            ("--max-frames", self.max_frames, 1, None), ("--duration", self.duration_s, 0, None, dict(lo_open=True)),
+            ("--cts-cutoff", self.cts_cutoff_mm2, 0, 1000, dict(lo_open=True)),
+            ("--mm-per-px", self.mm_per_px, 0, 10, dict(lo_open=True, hi_open=True)),
+            ("--depth-mm", self.depth_mm, 0, 500, dict(lo_open=True)),
+            ("--width", self.width, 1, 16384), ("--height", self.height, 1, 16384),
+            ("--fps", self.fps, 0, 1000, dict(lo_open=True)), ("--reconnect", self.reconnect_attempts, 0, 1000),
+            ("--backoff", self.backoff_s, 0, 3600), ("--timeout", self.read_timeout_s, 0, 3600, dict(lo_open=True)),
+            ("open timeout", self.open_timeout_s, 0, 3600, dict(lo_open=True)),
+        ])
         if self.out is not None and Path(self.out).suffix.lower() not in VIDEO_SUFFIXES:
             raise StreamsegError(f"{self.out}: --out must end in .mp4, .mov, .m4v or .mkv")
-        if not self.live and Path(self.input).resolve() in {Path(p).resolve() for p in outs}:
-            raise StreamsegError(f"{self.input}: an output would overwrite the input")
-        for p in outs + self.summary_paths():
-            check_writable(p)
+        summary = dict(zip(("summary JSON", "CSA plot"), self.summary_paths()))
+        check_outputs({"--out": self.out, "--csv": self.csv, "--jsonl": self.jsonl, **summary},
+                      inputs=() if self.live else (self.input,))
         if self.show:
             require_display()  # here, before the model loads and any output is opened
 

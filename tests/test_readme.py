@@ -32,3 +32,70 @@ def test_readme_main_command_uses_the_bundled_demo_and_real_flags():
     help_text = CliRunner().invoke(app, ["file", "--help"], env={"COLUMNS": "200"}).output
     for flag in (t for t in job if t.startswith("--")):
         assert flag in help_text
+
+
+def _calibration_examples(readme: str) -> list[list[str]]:
+    """The `streamseg calibrate ...` lines of the README's calibration section, as argv lists."""
+    import shlex
+
+    section = readme.split("### Calibration:", 1)[1].split("\n### ", 1)[0]
+    lines = [ln.split("#", 1)[0].strip() for b in _bash_blocks(section) for ln in b.splitlines()]
+    return [shlex.split(ln) for ln in lines if ln.startswith("streamseg calibrate")]
+
+
+def _grab_png(path: Path) -> None:
+    """A 1280x720 grabber frame with a real bundled scan where the README's --crop says it is."""
+    from PIL import Image
+
+    scan = Image.open(ROOT / "streamseg/data/sample/images/Pz002-001.png").convert("RGB").resize((640, 480))
+    frame = Image.new("RGB", (1280, 720))
+    frame.paste(scan, (312, 96))
+    frame.save(path)
+
+
+def test_readme_calibration_examples_save_profiles_that_file_uses(tmp_path, monkeypatch, small_checkpoint):
+    """Every calibrate example runs verbatim (in a temp HOME/XDG_CONFIG_HOME, cwd holding grab.png),
+    saves the profile the README's `--profile` flags name, and `streamseg file --profile` uses it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    readme = (ROOT / "README.md").read_text()
+    examples = _calibration_examples(readme)
+    assert len(examples) >= 3 and any("--from" in e for e in examples) and any("--list" in e for e in examples)
+    env = {k: v for k, v in os.environ.items() if k != "STREAMSEG_CONFIG_DIR"}
+    env.update(HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "config"),
+               PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+    _grab_png(tmp_path / "grab.png")
+    cli = [sys.executable, "-c", "from streamseg.cli import main; main()"]
+    outputs = []
+    for argv in examples:
+        r = subprocess.run(cli + argv[1:], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (argv, r.stderr)
+        outputs.append(r.stdout + r.stderr)
+    profiles = json.loads((tmp_path / "config/streamseg/profiles.json").read_text())
+    assert profiles["ml6-15_wrist"]["mm_per_px"] == 30 / 480 and profiles["ml6-15_wrist"]["crop"] == [312, 96, 640, 480]
+    assert profiles["l12_msk"]["mm_per_px"] == 10 / 182
+    assert "ml6-15_wrist" in outputs[-1] and "l12_msk" in outputs[-1]  # --list shows both
+    for name in set(re.findall(r"--profile (\S+)", readme)):
+        assert name in profiles, f"README uses --profile {name}, which no calibration example saves"
+    r = subprocess.run(cli + ["file", "grab.png", "--profile", "ml6-15_wrist", "--model", str(small_checkpoint),
+                              "--backend", "torch", "--max-frames", "1", "--csv", "o.csv"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "0.0625 mm/px from profile 'ml6-15_wrist'" in r.stdout + r.stderr
+    assert "(640x480" in r.stdout + r.stderr  # the profile's crop was applied to the 1280x720 grab
+
+
+def test_calibrate_from_a_missing_grab_is_one_line_and_exit_2(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from streamseg.cli import app
+
+    monkeypatch.setenv("STREAMSEG_CONFIG_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, ["calibrate", "--probe", "ml6-15", "--preset", "wrist", "--depth-mm", "30",
+                                 "--crop", "312,96,640,480", "--from", "grab.png"])
+    assert r.exit_code == 2 and "grab.png: no such file" in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "profiles.json").exists()

@@ -113,12 +113,20 @@ def load_coco(path: Path) -> list[Sample]:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise StreamsegError(f"{path}: not a COCO instances JSON ({type(e).__name__})") from None
     polys: dict[int, list] = {}
-    for a in anns:
-        seg = a.get("segmentation")
+    for i, a in enumerate(anns):
+        seg = a.get("segmentation") if isinstance(a, dict) else None
         if not isinstance(seg, list):
-            raise StreamsegError(f"{path}: annotation {a.get('id')} is RLE; only polygon segmentations are read")
-        polys.setdefault(a["image_id"], []).extend(tuple(p) for p in seg)
+            raise StreamsegError(f"{path}: annotation {i} has no polygon segmentation (RLE or missing)")
+        try:
+            rings = [tuple(float(v) for v in ring) for ring in seg]
+            polys.setdefault(a["image_id"], []).extend(rings)
+        except (KeyError, TypeError, ValueError):
+            raise StreamsegError(f"{path}: annotation {i} is malformed (needs image_id and polygons of numbers)") from None
+        if any(len(r) < 6 or len(r) % 2 for r in rings):
+            raise StreamsegError(f"{path}: annotation {i}: a polygon needs x,y pairs, at least 3 points")
     samples = []
+    if not all(isinstance(im, dict) and isinstance(im.get("file_name"), str) for im in images.values()):
+        raise StreamsegError(f"{path}: every image needs a file_name")
     for iid, im in sorted(images.items()):
         if iid not in polys:
             raise StreamsegError(f"{path}: image {im['file_name']} has no annotation")
