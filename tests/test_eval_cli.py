@@ -68,7 +68,7 @@ def test_images_folder_without_masks_lists_its_images(tmp_path, sample_dir):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--out-dir", "FILE"], "--out-dir is a file"),
+    (["--out-dir", "FILE"], "is a file"),
     (["--subset", "holdout"], "unknown --subset"),
     (["--score-thresh", "1.5"], "--score-thresh 1.5"),
     (["--subset", "test"], "--subset needs --split"),
