@@ -69,7 +69,6 @@ def test_images_folder_without_masks_lists_its_images(tmp_path, sample_dir):
 
 @pytest.mark.parametrize("extra, message", [
     (["--out-dir", "FILE"], "is a file"),
-    (["--subset", "holdout"], "unknown --subset"),
     (["--score-thresh", "1.5"], "--score-thresh 1.5"),
     (["--subset", "test"], "--subset needs --split"),
 ])
@@ -80,3 +79,8 @@ def test_eval_user_errors_are_one_line_and_exit_2(sample_dir, tmp_path, extra, m
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 2, r.output
     assert message in r.output and len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+
+
+def test_eval_unknown_subset_is_refused_by_its_choices(sample_dir):
+    r = CliRunner().invoke(app, ["eval", "--data", str(sample_dir), "--subset", "holdout"])
+    assert r.exit_code == 2 and "'train', 'val', 'test'" in r.output and "Traceback" not in r.output

@@ -47,7 +47,7 @@ def _grab_png(path: Path) -> None:
     """A 1280x720 grabber frame with a real bundled scan where the README's --crop says it is."""
     from PIL import Image
 
-    scan = Image.open(ROOT / "streamseg/data/sample/images/Pz002-001.png").convert("RGB").resize((640, 480))
+    scan = Image.open(ROOT / "streamseg/data/sample/images/Pz089-001.png").convert("RGB").resize((640, 480))
     frame = Image.new("RGB", (1280, 720))
     frame.paste(scan, (312, 96))
     frame.save(path)
@@ -78,7 +78,7 @@ def test_readme_calibration_examples_save_profiles_that_file_uses(tmp_path, monk
     assert profiles["ml6-15_wrist"]["mm_per_px"] == 30 / 480 and profiles["ml6-15_wrist"]["crop"] == [312, 96, 640, 480]
     assert profiles["l12_msk"]["mm_per_px"] == 10 / 182
     assert "ml6-15_wrist" in outputs[-1] and "l12_msk" in outputs[-1]  # --list shows both
-    for name in set(re.findall(r"--profile (\S+)", readme)):
+    for name in set(re.findall(r"--profile ([\w.-]+)", readme)):
         assert name in profiles, f"README uses --profile {name}, which no calibration example saves"
     r = subprocess.run(cli + ["file", "grab.png", "--profile", "ml6-15_wrist", "--model", str(small_checkpoint),
                               "--backend", "torch", "--max-frames", "1", "--csv", "o.csv"],
