@@ -1,0 +1,153 @@
+"""The pipeline under faults (issue 12): a failed run leaves the earlier outputs as they were (CSV,
+JSONL and MP4 are committed together or not at all), a full disk is one line and exit 2, temp files
+of killed runs are cleaned by the next run, Ctrl-C while the model loads is one line and exit 130."""
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FFMPEG = shutil.which("ffmpeg")
+needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg not installed")
+
+
+def cli(args, preexec_fn=None, timeout=300):
+    """`streamseg ARGS --backend torch` in a subprocess -> (rc, stderr+stdout)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    p = subprocess.run([sys.executable, "-m", "streamseg.cli", *map(str, args), "--backend", "torch"],
+                       capture_output=True, text=True, env=env, timeout=timeout, preexec_fn=preexec_fn)
+    return p.returncode, p.stderr + p.stdout
+
+
+def earlier_outputs(tmp_path):
+    """Outputs of an earlier run, which a failed run must leave exactly as they are."""
+    files = {tmp_path / "o.csv": "earlier csv\n", tmp_path / "o.jsonl": "{\"earlier\": 1}\n"}
+    for p, text in files.items():
+        p.write_text(text)
+    return files
+
+
+def hidden(tmp_path):
+    return sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+
+
+@pytest.fixture(scope="module")
+def two_sizes(sample_dir, tmp_path_factory) -> Path:
+    """A real clip whose resolution shrinks mid-stream: 1 s of demo.mp4 at 606x468 then 1 s at 320x240
+    (two MPEG-TS segments made by ffmpeg, concatenated as a capture tool would)."""
+    if FFMPEG is None:
+        pytest.skip("ffmpeg not installed")
+    d = tmp_path_factory.mktemp("two_sizes")
+    demo = sample_dir / "demo.mp4"
+    for name, extra in (("a.ts", []), ("b.ts", ["-vf", "scale=320:240", "-output_ts_offset", "1.0"])):
+        subprocess.run([FFMPEG, "-v", "error", "-nostdin", "-y", "-i", str(demo), "-t", "1", *extra,
+                        "-c:v", "libx264", "-preset", "ultrafast", "-an", str(d / name)], check=True)
+    out = d / "two_sizes.ts"
+    out.write_bytes((d / "a.ts").read_bytes() + (d / "b.ts").read_bytes())
+    return out
+
+
+@needs_ffmpeg
+def test_failure_mid_file_leaves_earlier_outputs_intact(two_sizes, tiny_checkpoint, tmp_path):
+    """Defects 4 and 6: a crop valid for the first part of a file only is exit 2 with one line; the
+    earlier CSV and JSONL are untouched, no MP4 appears, and no temp file is left."""
+    before = earlier_outputs(tmp_path)
+    rc, text = cli(["file", two_sizes, "--crop", "0,0,400,300", "--out", tmp_path / "o.mp4", "--csv", tmp_path / "o.csv",
+                    "--jsonl", tmp_path / "o.jsonl", "--no-show", "--model", tiny_checkpoint])
+    assert rc == 2, text
+    assert "crop 0,0,400,300 lies outside the 320x240 frame" in text and "Traceback" not in text
+    assert {p: p.read_text() for p in before} == before
+    assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "o.summary.json").exists()
+    assert hidden(tmp_path) == []
+
+
+def _file_size_limit(limit: int):
+    def limit_writes():  # a full disk, as the kernel reports it for this process: write() fails
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return limit_writes
+
+
+def test_disk_full_is_one_line_and_keeps_earlier_outputs(sample_dir, tiny_checkpoint, tmp_path):
+    """Defect 3: a write that fails mid-run (RLIMIT_FSIZE: the kernel's EFBIG, as ENOSPC on a full
+    disk) is one line and exit 2, never a traceback, and the earlier outputs stay whole."""
+    before = earlier_outputs(tmp_path)
+    rc, text = cli(["file", sample_dir / "demo.mp4", "--csv", tmp_path / "o.csv", "--jsonl", tmp_path / "o.jsonl",
+                    "--max-frames", "60", "--no-show", "--model", tiny_checkpoint], preexec_fn=_file_size_limit(4096))
+    assert rc == 2, text
+    assert "Traceback" not in text
+    errors = [ln for ln in text.splitlines() if "error" in ln.lower()]
+    assert len(errors) == 1 and "cannot write" in errors[0] and "File too large" in errors[0], text
+    assert {p: p.read_text() for p in before} == before
+    assert hidden(tmp_path) == []
+
+
+@pytest.mark.skipif(not Path("/proc/mounts").exists() or os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_disk_full_on_a_small_tmpfs(sample_dir, tiny_checkpoint, tmp_path):
+    """Defect 3 on a real full file system (a 64 KiB tmpfs), where the machine allows mounting one."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        before = earlier_outputs(mnt)
+        rc, text = cli(["file", sample_dir / "demo.mp4", "--out", mnt / "o.mp4", "--csv", mnt / "o.csv",
+                        "--jsonl", mnt / "o.jsonl", "--max-frames", "40", "--no-show", "--model", tiny_checkpoint])
+        assert rc == 2, text
+        assert "Traceback" not in text and "No space left on device" in text, text
+        assert {p: p.read_text() for p in before} == before
+        assert not (mnt / "o.mp4").exists() and hidden(mnt) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_a_later_run_removes_temp_files_of_killed_runs(sample_dir, tiny_checkpoint, tmp_path):
+    """Defect 11: a run killed by SIGKILL leaves its hidden temp files; the next run writing the same
+    outputs removes those of dead pids (and leaves a running process's own temp files alone)."""
+    dead, alive = _dead_pid(), os.getpid()
+    stale = [tmp_path / f".o.csv.{dead}.k2j4h5g6.part", tmp_path / f".o.mp4.{dead}.abcdefgh.part",
+             tmp_path / f".o.summary.json.{dead}.zzzzzzzz.tmp"]
+    live = tmp_path / f".o.csv.{alive}.q1w2e3r4.part"
+    other = tmp_path / f".other.csv.{dead}.k2j4h5g6.part"  # not an output of this run
+    for p in stale + [live, other]:
+        p.write_text("partial")
+    rc, text = cli(["file", sample_dir / "demo.mp4", "--out", tmp_path / "o.mp4", "--csv", tmp_path / "o.csv",
+                    "--max-frames", "3", "--no-show", "--model", tiny_checkpoint])
+    assert rc == 0, text
+    assert not any(p.exists() for p in stale)
+    assert live.exists() and other.exists()
+
+
+def test_sigkill_mid_run_then_rerun_cleans_up(sample_dir, tiny_checkpoint, tmp_path):
+    """Defect 11, end to end: SIGKILL while writing leaves a temp file (never a half-written target);
+    the next run removes it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = [sys.executable, "-m", "streamseg.cli", "file", str(sample_dir / "demo.mp4"), "--csv", str(tmp_path / "o.csv"),
+            "--no-show", "--model", str(tiny_checkpoint), "--backend", "torch"]
+    p = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not hidden(tmp_path) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    p.kill()
+    p.wait(timeout=30)
+    left = hidden(tmp_path)
+    assert left and all(n.startswith(f".o.csv.{p.pid}.") for n in left), left
+    assert not (tmp_path / "o.csv").exists()
+    rc, text = cli(args[3:-2] + ["--max-frames", "2"])
+    assert rc == 0, text
+    assert hidden(tmp_path) == [] and (tmp_path / "o.csv").exists()
