@@ -19,7 +19,7 @@ from .files import atomic_write, check_writable, public_mode
 from .measure import Analyser
 from .overlay import Style, draw, lost_screen
 from .sinks import CsaSummary, RowSink, ScanSummary, VideoSink, WindowSink, require_display
-from .sources import BaseSource, open_source
+from .sources import BACKOFF_S, RECONNECT_ATTEMPTS, BaseSource, open_source
 from .stats import percentiles
 from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, Backend, Sink, StreamsegError
 
@@ -54,8 +54,8 @@ class Options:
     width: int | None = None  # capture request (V4L2)
     height: int | None = None
     fps: float | None = None
-    reconnect_attempts: int = 5
-    backoff_s: float = 0.5
+    reconnect_attempts: int = RECONNECT_ATTEMPTS
+    backoff_s: float = BACKOFF_S
     open_timeout_s: float = 5.0
     read_timeout_s: float = 3.0
     summary: bool = True
@@ -219,8 +219,8 @@ def _open_sinks(o: Options, source: BaseSource, mm: float | None, summary: ScanS
     sinks: list[Sink] = []
     try:
         if o.out is not None:
-            sinks.append(VideoSink(o.out, source.width, source.height, source.rate,
-                                   None if o.live else source.time_base, use_capture_time=o.live))
+            sinks.append(VideoSink(o.out, source.width, source.height, source.rate,  # live: pts are the capture clock
+                                   None if o.live else source.time_base))
         for path, kind in ((o.csv, "csv"), (o.jsonl, "jsonl")):
             if path is not None:
                 sinks.append(RowSink(path, kind, mm, o.score_thresh))

@@ -4,7 +4,10 @@
   (frame grabbers present as UVC devices).
 - URLs (rtsp/udp/tcp/http/...) and files: PyAV, any container/codec FFmpeg decodes, keeping the
   presentation timestamps. Network opens and reads have timeouts, so nothing hangs.
-- Live sources reconnect with back-off when the signal drops; each loss and attempt is counted
+- Live frames carry the session's capture clock as `pts` (seconds since the first frame, from
+  perf_counter): monotonic across reconnects, and the clock the live MP4 is written with.
+- Live sources reconnect with back-off when the signal drops (by default for about 5 minutes:
+  a cable unplugged and plugged back in); each loss and attempt is counted
   and reported through `on_event(kind, message)`. Files decode what can be decoded and count
   the rest (truncated or corrupt data).
 """
@@ -29,6 +32,7 @@ from .files import first_line
 from .letterbox import ensure_bgr
 from .types import Frame, SourceState, SourceStats, StreamsegError
 
+RECONNECT_ATTEMPTS, BACKOFF_S, BACKOFF_MAX_S = 41, 0.5, 8.0  # 0.5+1+2+4+37*8 s: about 5 minutes of retrying
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "udp://", "tcp://", "http://", "https://", "srt://", "rtp://")
 MIN_SIDE, MAX_SIDE = 32, 8192
 _AV_ERRORS = (av.error.FFmpegError, OSError, EOFError)
@@ -49,8 +53,8 @@ class BaseSource:
     the input ends, `stop` is set, or (live) the reconnect attempts run out. Subclasses provide
     `_connect` (and `_disconnect`); opening, cropping, counting and reconnecting are shared."""
 
-    def __init__(self, spec: str, live: bool, crop=None, reconnect_attempts: int = 5, backoff_s: float = 0.5,
-                 backoff_max_s: float = 8.0, on_event: Callable[[str, str], None] | None = None):
+    def __init__(self, spec: str, live: bool, crop=None, reconnect_attempts: int = RECONNECT_ATTEMPTS,
+                 backoff_s: float = BACKOFF_S, backoff_max_s: float = BACKOFF_MAX_S, on_event: Callable[[str, str], None] | None = None):
         self.spec = str(spec)
         self.live = live
         self.crop = crop
@@ -67,6 +71,7 @@ class BaseSource:
         self.finite = kind_of(self.spec) == "file"
         self._it: Iterator | None = None
         self._pending = None
+        self._t0: float | None = None  # live: capture time of the first frame (the session clock's zero)
 
     # --- what a concrete source provides -------------------------------------------------------
     def _connect(self) -> Iterator[tuple[np.ndarray, float | None]]:
@@ -125,7 +130,11 @@ class BaseSource:
                         img = self._prepare(item[0])
                         pts = item[1]
                     self.stats.frames_read += 1
-                    yield Frame(image=img, index=index, pts=pts, t_capture=time.perf_counter())
+                    t = time.perf_counter()
+                    if self.live:  # the stream's own pts restart at each reconnect; the session clock does not
+                        self._t0 = t if self._t0 is None else self._t0
+                        pts = t - self._t0
+                    yield Frame(image=img, index=index, pts=pts, t_capture=t)
                     index += 1
             except StreamsegError:
                 raise
@@ -141,9 +150,16 @@ class BaseSource:
                 return
             self.state = "ok"
 
+    def reconnect_delays(self) -> list[float]:
+        """The waits before each reconnect attempt (s): doubling from `backoff_s`, capped at `backoff_max_s`."""
+        delays, d = [], self.backoff_s
+        for _ in range(self.reconnect_attempts):
+            delays.append(d)
+            d = min(d * 2, self.backoff_max_s)
+        return delays
+
     def _reconnect(self, stop: threading.Event) -> bool:
-        delay = self.backoff_s
-        for attempt in range(1, self.reconnect_attempts + 1):
+        for attempt, delay in enumerate(self.reconnect_delays(), 1):
             if stop.wait(delay):
                 return False
             self.stats.reconnect_attempts += 1
@@ -155,7 +171,6 @@ class BaseSource:
                 return True
             except StreamsegError as e:
                 self.on_event("reconnect_failed", str(e))
-            delay = min(delay * 2, self.backoff_max_s)
         self.on_event("gave_up", f"gave up on {self.spec} after {self.reconnect_attempts} reconnect attempts")
         return False
 
@@ -302,7 +317,7 @@ class V4L2Source(BaseSource):
 
 def open_source(spec: str, live: bool, crop=None, width: int | None = None, height: int | None = None,
                 fps: float | None = None, open_timeout_s: float = 5.0, read_timeout_s: float = 3.0,
-                reconnect_attempts: int = 5, backoff_s: float = 0.5, on_event=None) -> BaseSource:
+                reconnect_attempts: int = RECONNECT_ATTEMPTS, backoff_s: float = BACKOFF_S, on_event=None) -> BaseSource:
     """Open and validate a source (first frame read); raises StreamsegError with one clear line."""
     kw = dict(crop=crop, reconnect_attempts=reconnect_attempts, backoff_s=backoff_s, on_event=on_event)
     kind = kind_of(spec)

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -151,3 +152,53 @@ def test_sigkill_mid_run_then_rerun_cleans_up(sample_dir, tiny_checkpoint, tmp_p
     rc, text = cli(args[3:-2] + ["--max-frames", "2"])
     assert rc == 0, text
     assert hidden(tmp_path) == [] and (tmp_path / "o.csv").exists()
+
+
+def test_reconnect_is_patient_by_default():
+    """Defect 11: by default a lost live source keeps trying for about 5 minutes (capped back-off), and
+    `streamseg live --help` says so."""
+    from typer.testing import CliRunner
+
+    from streamseg.cli import app
+    from streamseg.runner import Options
+    from streamseg.sources import AVSource
+
+    o = Options(input="tcp://127.0.0.1:9", live=True)
+    src = AVSource(o.input, True, reconnect_attempts=o.reconnect_attempts, backoff_s=o.backoff_s)
+    delays = src.reconnect_delays()
+    assert 290 <= sum(delays) <= 330 and max(delays) == 8.0
+    text = " ".join(CliRunner().invoke(app, ["live", "--help"], terminal_width=200).output.split())
+    assert "about 5 minutes" in text and "default: 41" in text
+
+
+@needs_ffmpeg
+def test_live_pts_stay_monotonic_across_a_reconnect(sample_dir):
+    """Defect 11: after a reconnect the stream's own timestamps start again; the frames' pts (the
+    CSV's pts_s and the MP4's clock) are the session's capture clock and never go back."""
+    from test_live_stream import Server, free_port
+
+    from streamseg.sources import open_source
+
+    port = free_port()
+    events = []
+    server = Server(sample_dir / "demo.mp4", port)
+    src = open_source(f"tcp://127.0.0.1:{port}", live=True, reconnect_attempts=20, backoff_s=0.2, read_timeout_s=2,
+                      on_event=lambda kind, msg: events.append(kind))
+    stop = threading.Event()
+    it = src.frames(stop)
+    try:
+        frames = [next(it) for _ in range(10)]
+        server.stop()
+        server = Server(sample_dir / "demo.mp4", port)
+        deadline = time.monotonic() + 60
+        while "reconnected" not in events:
+            frames.append(next(it))
+            assert time.monotonic() < deadline
+        frames += [next(it) for _ in range(5)]
+    finally:
+        stop.set()
+        server.stop()
+        src.close()
+    pts = [f.pts for f in frames]
+    assert pts[0] == 0.0 and all(b > a for a, b in zip(pts, pts[1:])), pts
+    assert all(f.pts == pytest.approx(f.t_capture - frames[0].t_capture, abs=1e-9) for f in frames)
