@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import stat
 import threading
 import time
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
@@ -201,6 +203,12 @@ class AVSource(BaseSource):
                 raise StreamsegError(f"{url}: is a folder, not a video")
             if not os.access(p, os.R_OK):
                 raise StreamsegError(f"{url}: not readable")
+            if stat.S_ISFIFO(p.stat().st_mode):
+                with _fifo_with_data(p, self.open_timeout_s):
+                    return self._open_av(url)
+        return self._open_av(url)
+
+    def _open_av(self, url: str):
         opts = {}
         if kind_of(url) == "url":
             opts = {"fflags": "nobuffer", "probesize": "1000000", "analyzeduration": "1000000"}
@@ -260,6 +268,22 @@ class AVSource(BaseSource):
             except _AV_ERRORS:
                 pass
             self._container = None
+
+
+@contextmanager
+def _fifo_with_data(path: Path, timeout_s: float):
+    """Hold a FIFO open (non-blocking) until data arrives, so FFmpeg's blocking open and first read
+    return at once; a FIFO that nobody writes to within `timeout_s` is one clear error, never a hang."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(int(timeout_s * 1000)):
+            raise StreamsegError(f"{path}: a FIFO that nothing was written to within {timeout_s:g} s "
+                                 "(start the program that writes to it first)")
+        yield
+    finally:
+        os.close(fd)
 
 
 class V4L2Source(BaseSource):

@@ -202,3 +202,34 @@ def test_live_pts_stay_monotonic_across_a_reconnect(sample_dir):
     pts = [f.pts for f in frames]
     assert pts[0] == 0.0 and all(b > a for a, b in zip(pts, pts[1:])), pts
     assert all(f.pts == pytest.approx(f.t_capture - frames[0].t_capture, abs=1e-9) for f in frames)
+
+
+def test_a_fifo_nobody_writes_to_is_one_line_not_a_hang(tmp_path):
+    """Defect 10: `streamseg file FIFO` with no writer waited for ever; now one line and exit 2 after
+    the open timeout (5 s), before any model is loaded."""
+    fifo = tmp_path / "in.ts"
+    os.mkfifo(fifo)
+    t0 = time.monotonic()
+    rc, text = cli(["file", fifo, "--csv", tmp_path / "o.csv", "--no-show"], timeout=60)
+    assert rc == 2, text
+    assert "a FIFO that nothing was written to within 5 s" in text and "Traceback" not in text
+    assert time.monotonic() - t0 < 50
+    assert not (tmp_path / "o.csv").exists()
+
+
+@needs_ffmpeg
+def test_a_fifo_with_a_writer_is_read(sample_dir, tmp_path):
+    """Defect 10, the other side: a FIFO fed by ffmpeg (MPEG-TS) is read as a video file."""
+    from streamseg.sources import open_source
+
+    fifo = tmp_path / "in.ts"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen([FFMPEG, "-v", "error", "-nostdin", "-y", "-i", str(sample_dir / "demo.mp4"), "-t", "1",
+                               "-c:v", "libx264", "-preset", "ultrafast", "-f", "mpegts", str(fifo)])
+    try:
+        src = open_source(str(fifo), live=False, open_timeout_s=30)
+        frames = list(src.frames())
+        src.close()
+    finally:
+        writer.wait(timeout=60)
+    assert len(frames) == 20 and frames[0].image.shape == (468, 606, 3)
