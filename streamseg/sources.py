@@ -74,6 +74,8 @@ class BaseSource:
         self._it: Iterator | None = None
         self._pending = None
         self._t0: float | None = None  # live: capture time of the first frame (the session clock's zero)
+        self._reading = threading.Lock()  # held while a read or (re)connect is in FFmpeg/OpenCV
+        self._closing = False  # close() came while a read was blocked: the reading thread disconnects
 
     # --- what a concrete source provides -------------------------------------------------------
     def _connect(self) -> Iterator[tuple[np.ndarray, float | None]]:
@@ -115,9 +117,16 @@ class BaseSource:
 
     def frames(self, stop: threading.Event | None = None) -> Iterator[Frame]:
         stop = stop or threading.Event()
-        index = 0
         if self._it is None:
             self.open()
+        try:
+            yield from self._frames(stop)
+        finally:
+            if self._closing:
+                self._disconnect()
+
+    def _frames(self, stop: threading.Event) -> Iterator[Frame]:
+        index = 0
         while not stop.is_set():
             reason = "stream ended"
             try:
@@ -126,8 +135,9 @@ class BaseSource:
                         img, pts = self._pending
                         self._pending = None
                     else:
-                        item = next(self._it, None)
-                        if item is None:
+                        with self._reading:
+                            item = next(self._it, None)
+                        if item is None or self._closing:
                             break
                         img = self._prepare(item[0])
                         pts = item[1]
@@ -142,12 +152,13 @@ class BaseSource:
                 raise
             except _AV_ERRORS as e:
                 reason = first_line(e)
-            if stop.is_set() or not self.live or (self.finite and reason == "stream ended"):
+            if stop.is_set() or self._closing or not self.live or (self.finite and reason == "stream ended"):
                 return  # a file played as a live source ends at its end; streams and devices reconnect
             self.state = "lost"
             self.stats.signal_lost += 1
             self.on_event("signal_lost", f"signal lost ({reason})")
-            self._disconnect()
+            with self._reading:
+                self._disconnect()
             if not self._reconnect(stop):
                 return
             self.state = "ok"
@@ -167,7 +178,8 @@ class BaseSource:
             self.stats.reconnect_attempts += 1
             self.on_event("reconnecting", f"reconnecting to {self.spec} (attempt {attempt}/{self.reconnect_attempts})")
             try:
-                self._it = self._connect()
+                with self._reading:
+                    self._it = self._connect()
                 self.stats.reconnects += 1
                 self.on_event("reconnected", f"reconnected to {self.spec}")
                 return True
@@ -176,8 +188,17 @@ class BaseSource:
         self.on_event("gave_up", f"gave up on {self.spec} after {self.reconnect_attempts} reconnect attempts")
         return False
 
-    def close(self) -> None:
-        self._disconnect()
+    def close(self, wait_s: float = 2.0) -> None:
+        """Disconnect. While another thread is blocked in a read (a stalled stream, up to the read
+        timeout), closing under it would crash FFmpeg: then the reading thread disconnects as soon
+        as its bounded read returns."""
+        if self._reading.acquire(timeout=wait_s):
+            try:
+                self._disconnect()
+            finally:
+                self._reading.release()
+        else:
+            self._closing = True
 
     def describe(self) -> str:
         fps = f"{self.fps:.2f} fps" if self.fps else "unknown fps"

@@ -233,3 +233,37 @@ def test_a_fifo_with_a_writer_is_read(sample_dir, tmp_path):
     finally:
         writer.wait(timeout=60)
     assert len(frames) == 20 and frames[0].image.shape == (468, 606, 3)
+
+
+@needs_ffmpeg
+def test_ctrl_c_on_a_stalled_stream_with_a_long_timeout_ends_cleanly(sample_dir, tiny_checkpoint, tmp_path):
+    """Defect 2: the sender stalls (SIGSTOP: the connection stays open, no data), the read blocks for up
+    to --timeout 20 s, and Ctrl-C then closed the source under the blocked read: a segfault (rc -11).
+    Now the source is closed only once the bounded read has returned: exit 130, outputs written."""
+    from test_live_stream import Server, free_port
+
+    port = free_port()
+    server = Server(sample_dir / "demo.mp4", port)
+    out = tmp_path / "o.csv"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    p = subprocess.Popen([sys.executable, "-m", "streamseg.cli", "live", "--device", f"tcp://127.0.0.1:{port}",
+                          "--csv", str(out), "--no-show", "--model", str(tiny_checkpoint), "--backend", "torch",
+                          "--timeout", "20"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not any(n.startswith(".o.csv.") for n in hidden(tmp_path)):
+            assert p.poll() is None, p.communicate()
+            time.sleep(0.1)
+        time.sleep(3.0)  # frames flow, then the sender stalls
+        os.kill(server.p.pid, signal.SIGSTOP)
+        time.sleep(2.0)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=90)
+    finally:
+        if server.p.poll() is None:
+            os.kill(server.p.pid, signal.SIGCONT)
+        server.stop()
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err  # Ctrl-C's exit status; a crash here was -11 (SIGSEGV)
+    assert "Traceback" not in err and "outputs finalised" in err and out.exists()
