@@ -83,9 +83,7 @@ class VideoSink:
 
     def write(self, r: Result) -> None:
         img = r.overlay if r.overlay is not None else r.frame.image
-        h, w = img.shape[:2]
-        if (w, h) != (self.stream.width, self.stream.height):
-            img = cv2.copyMakeBorder(img, 0, self.stream.height - h, 0, self.stream.width - w, cv2.BORDER_REPLICATE)
+        img = _fit(img, self.stream.width, self.stream.height)
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
         vf.pts = self._pts(r)
         vf.time_base = self.time_base
@@ -137,6 +135,22 @@ class VideoSink:
         self.container = None
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
+
+
+def _fit(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """`img` at the video's size. An odd side is padded by one replicated pixel (yuv420p); a frame whose
+    resolution changed mid-stream is scaled, keeping its aspect, to fit and centred on black, so the
+    whole image stays visible and undistorted in one playable video at the first frame's size."""
+    h, w = img.shape[:2]
+    if (w, h) == (width, height):
+        return img
+    if 0 <= width - w <= 1 and 0 <= height - h <= 1:
+        return cv2.copyMakeBorder(img, 0, height - h, 0, width - w, cv2.BORDER_REPLICATE)
+    s = min(width / w, height / h)
+    nw, nh = max(1, min(width, round(w * s))), max(1, min(height, round(h * s)))
+    small = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    top, left = (height - nh) // 2, (width - nw) // 2
+    return cv2.copyMakeBorder(small, top, height - nh - top, left, width - nw - left, cv2.BORDER_CONSTANT, value=0)
 
 
 FIELDS = ["frame", "pts_s", "nerve", "score", "x1", "y1", "x2", "y2", "area_px", "area_px_stable", "mm_per_px",

@@ -267,3 +267,28 @@ def test_ctrl_c_on_a_stalled_stream_with_a_long_timeout_ends_cleanly(sample_dir,
             p.kill()
     assert p.returncode == 130, err  # Ctrl-C's exit status; a crash here was -11 (SIGSEGV)
     assert "Traceback" not in err and "outputs finalised" in err and out.exists()
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("grows", [False, True])
+def test_resolution_change_mid_file(two_sizes, tiny_checkpoint, tmp_path, grows):
+    """Defect 1 (files): a clip whose resolution changes mid-stream (606x468 then 320x240, or the
+    reverse) is processed whole: every frame segmented at its own size, one CSV row per frame, and
+    the MP4 keeps the first frame's size, later frames scaled to fit (aspect kept, black bars)."""
+    clip = two_sizes
+    if grows:
+        clip = tmp_path / "grows.ts"
+        parts = two_sizes.parent
+        clip.write_bytes((parts / "b.ts").read_bytes() + (parts / "a.ts").read_bytes())
+    rc, text = cli(["file", clip, "--out", tmp_path / "o.mp4", "--csv", tmp_path / "o.csv", "--no-show",
+                    "--model", tiny_checkpoint])
+    assert rc == 0, text
+    assert "Traceback" not in text
+    import av
+
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        sizes = {(f.width, f.height) for f in c.decode(video=0)}
+        n = c.streams.video[0].frames
+    assert sizes == ({(320, 240)} if grows else {(606, 468)})
+    rows = (tmp_path / "o.csv").read_text().splitlines()[1:]
+    assert len(rows) == 40 and n in (0, 40)
