@@ -117,8 +117,9 @@ def live(
     width: Optional[int] = typer.Option(None, "--width", help="capture width to request (V4L2)"),
     height: Optional[int] = typer.Option(None, "--height", help="capture height to request (V4L2)"),
     fps: Optional[float] = typer.Option(None, "--fps", help="capture frame rate to request (V4L2)"),
-    reconnect: int = typer.Option(5, "--reconnect", help="reconnect attempts after the signal is lost"),
-    backoff: float = typer.Option(0.5, "--backoff", help="first reconnect delay, s (doubles, max 8 s)"),
+    reconnect: int = typer.Option(41, "--reconnect", help="reconnect attempts after the signal is lost; the default "
+                                  "keeps trying for about 5 minutes (a cable unplugged and plugged back in)"),
+    backoff: float = typer.Option(0.5, "--backoff", help="first reconnect delay, s (doubles, max 8 s between attempts)"),
     timeout: float = typer.Option(3.0, "--timeout", help="network read timeout, s"),
 ):
     """Segment a live source (frame grabber or network stream); the newest frame always wins."""

@@ -2,8 +2,10 @@
 one-line error text. Every output of streamseg is written through `atomic_write`."""
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -15,16 +17,54 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise StreamsegError(f"{path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
+    tmp = temp_beside(path, ".tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
     except PermissionError:
         raise StreamsegError(f"{path}: not writable") from None
+    except OSError as e:
+        raise StreamsegError(f"{path}: cannot write ({e.strerror or first_line(e)})") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def temp_beside(path: Path, suffix: str) -> str:
+    """A new hidden temp file `.NAME.PID.XXXXXXXX<suffix>` beside `path` (the pid lets a later run tell
+    a dead run's leftover from a live run's file); stale ones of the same target are removed first."""
+    path = Path(path)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix, dir=path.parent or ".")
+    os.close(fd)
+    return tmp
+
+
+def remove_stale_temps(path) -> list[Path]:
+    """Delete the temp files of `path` left by runs that died (SIGKILL, power loss): same name
+    pattern as `temp_beside`, owned by a pid that no longer runs. Returns what was removed."""
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.name}.") + r"(\d+)\.[A-Za-z0-9_]+\.(part|tmp)")
+    removed = []
+    for p in (path.parent or Path(".")).glob(glob.escape(f".{path.name}.") + "*"):
+        m = pattern.fullmatch(p.name)
+        if m and not _pid_alive(int(m.group(1))):
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def file_sha256(path, hex_digits: int | None = None) -> str:

@@ -20,7 +20,7 @@ from .options import check_compute, check_numbers, check_outputs
 from .measure import Analyser
 from .overlay import Style, draw, lost_screen
 from .sinks import CsaSummary, RowSink, ScanSummary, VideoSink, WindowSink, require_display
-from .sources import BaseSource, open_source
+from .sources import BACKOFF_S, RECONNECT_ATTEMPTS, BaseSource, open_source
 from .stats import percentiles
 from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, Backend, Sink, StreamsegError
 
@@ -55,8 +55,8 @@ class Options:
     width: int | None = None  # capture request (V4L2)
     height: int | None = None
     fps: float | None = None
-    reconnect_attempts: int = 5
-    backoff_s: float = 0.5
+    reconnect_attempts: int = RECONNECT_ATTEMPTS
+    backoff_s: float = BACKOFF_S
     open_timeout_s: float = 5.0
     read_timeout_s: float = 3.0
     summary: bool = True
@@ -145,19 +145,26 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
     mm = cal.mm_per_px(source.height)
     log(f"source: {source.describe()}; calibration: {cal.describe(source.height)}")
     summary = ScanSummary(mm, o.score_thresh, o.confident, o.cts_cutoff_mm2)
-    stats, video_frames = _stream(o, source, backend, mm, summary, log)
-    st = source.stats
-    if st.decode_errors or (st.expected_frames and not o.max_frames and stats.stopped_by is None
-                            and st.frames_read < st.expected_frames):
-        exp = f" of {st.expected_frames}" if st.expected_frames else ""
-        log(f"warning: decoded {st.frames_read}{exp} frames; {st.decode_errors} packet(s) could not be decoded")
-    report = _report(o, source, stats, summary.summary(), video_frames)
-    paths = o.summary_paths()
-    if paths and stats.processed:
-        text = json.dumps(report.to_dict(), indent=2) + "\n"
-        atomic_write(paths[0], lambda tmp: (Path(tmp).write_text(text), public_mode(tmp)))
-        summary.plot(paths[1])
-        report.summary_json, report.csa_png = str(paths[0]), str(paths[1])
+    stats, files, video_frames = _stream(o, source, backend, mm, summary, log)
+    try:  # every output file is complete (as a temp file): the summary, then all are renamed at once
+        st = source.stats
+        if st.decode_errors or (st.expected_frames and not o.max_frames and stats.stopped_by is None
+                                and st.frames_read < st.expected_frames):
+            exp = f" of {st.expected_frames}" if st.expected_frames else ""
+            log(f"warning: decoded {st.frames_read}{exp} frames; {st.decode_errors} packet(s) could not be decoded")
+        report = _report(o, source, stats, summary.summary(), video_frames)
+        paths = o.summary_paths()
+        if paths and stats.processed:
+            text = json.dumps(report.to_dict(), indent=2) + "\n"
+            atomic_write(paths[0], lambda tmp: (Path(tmp).write_text(text), public_mode(tmp)))
+            summary.plot(paths[1])
+            report.summary_json, report.csa_png = str(paths[0]), str(paths[1])
+        written = _commit(files)
+    except BaseException:
+        _abort(files)
+        raise
+    for p in written:
+        log(f"wrote {p}")
     return report
 
 
@@ -169,8 +176,10 @@ def _open_source(o: Options, cal: Calibration, log: Callable[[str], None]) -> Ba
 
 
 def _stream(o: Options, source: BaseSource, backend: Backend, mm: float | None, summary: ScanSummary,
-            log: Callable[[str], None]) -> tuple[pipeline.RunStats, int | None]:
-    """Open the sinks, run the pipeline, close the sinks and the source -> (stats, overlay video frames)."""
+            log: Callable[[str], None]) -> tuple[pipeline.RunStats, list[FileSink], int | None]:
+    """Open the sinks, run the pipeline, finish the output files (not yet renamed onto their targets)
+    and close the source -> (stats, the file sinks to commit, overlay video frames). On any failure
+    every output file is discarded: the targets keep what they held before the run."""
     style = Style(calibrated=mm is not None, score_thresh=o.score_thresh, cts_cutoff_mm2=o.cts_cutoff_mm2)
     sinks: list[Sink] = []
     try:
@@ -179,13 +188,14 @@ def _stream(o: Options, source: BaseSource, backend: Backend, mm: float | None, 
         stats = pipeline.run(source, backend.infer, Analyser(mm, o.stable_window, o.confident),
                              lambda r, hud: draw(r, style, hud), sinks, live=o.live, max_frames=o.max_frames,
                              duration_s=o.duration_s, on_tick=_show_lost(window, source))
+        files = _finish(sinks)
+    except BaseException:
+        _abort(sinks)
+        raise
     finally:
-        written = _close(sinks)
         source.close()
-    for p in written:
-        log(f"wrote {p}")
     video = next((s for s in sinks if isinstance(s, VideoSink)), None)
-    return stats, (video.frames if video is not None else None)
+    return stats, files, (video.frames if video is not None else None)
 
 
 def _show_lost(window: WindowSink | None, source: BaseSource) -> Callable[[bool], None] | None:
@@ -209,8 +219,8 @@ def _open_sinks(o: Options, source: BaseSource, mm: float | None, summary: ScanS
     sinks: list[Sink] = []
     try:
         if o.out is not None:
-            sinks.append(VideoSink(o.out, source.width, source.height, source.rate,
-                                   None if o.live else source.time_base, use_capture_time=o.live))
+            sinks.append(VideoSink(o.out, source.width, source.height, source.rate,  # live: pts are the capture clock
+                                   None if o.live else source.time_base))
         for path, kind in ((o.csv, "csv"), (o.jsonl, "jsonl")):
             if path is not None:
                 sinks.append(RowSink(path, kind, mm, o.score_thresh))
@@ -218,24 +228,39 @@ def _open_sinks(o: Options, source: BaseSource, mm: float | None, summary: ScanS
         if o.show:
             sinks.append(WindowSink(snapshot_dir=Path(o.out).parent if o.out else ".", on_event=lambda k, m: log(m)))
     except BaseException:
-        _close(sinks)
+        _abort(sinks)
         raise
     return sinks
 
 
-def _close(sinks: list[Sink]) -> list[Path]:
-    """Finalise every sink (a sink with nothing written leaves no file); return the files written."""
-    written, first_error = [], None
+FileSink = VideoSink | RowSink  # the sinks that write a file: finish(), commit(), abort()
+
+
+def _finish(sinks: list[Sink]) -> list[FileSink]:
+    """Close the other sinks and complete every output file as a temp file; raise the first error."""
+    first_error = None
     for s in sinks:
         try:
-            p = s.close()
-            if p is not None:
-                written.append(p)
-        except Exception as e:  # noqa: BLE001 - close the others, then report the first
+            s.finish() if isinstance(s, (VideoSink, RowSink)) else s.close()
+        except Exception as e:  # noqa: BLE001 - finish the others, then report the first
             first_error = first_error or e
     if first_error is not None:
         raise first_error
-    return written
+    return [s for s in sinks if isinstance(s, (VideoSink, RowSink))]
+
+
+def _commit(files: list[FileSink]) -> list[Path]:
+    """Rename every finished temp file onto its target; the files written (a sink given no frame writes none)."""
+    return [p for p in (s.commit() for s in files) if p is not None]
+
+
+def _abort(sinks: list[Sink]) -> None:
+    """Discard every output file's temp file (the targets stay as they were) and close the other sinks."""
+    for s in sinks:
+        try:
+            s.abort() if isinstance(s, (VideoSink, RowSink)) else s.close()
+        except Exception:  # noqa: BLE001 - discarding anyway
+            pass
 
 
 def _report(o: Options, source: BaseSource, stats: pipeline.RunStats, csa: CsaSummary,

@@ -2,9 +2,12 @@
 
 Every sink implements `types.Sink`: `write(result)`, `close()` (the file written, or None and no
 file when nothing was written) and `quit_requested`; `abort()` where there is something to discard.
-The MP4 is written to a hidden temp file beside the target and renamed on close, so the target
-is either absent or a finalised, playable file. CSV/JSONL rows are flushed one per frame, so
-after Ctrl-C they hold exactly the frames that were written.
+Every file (MP4, CSV, JSONL) is written to a hidden temp file beside its target (`.NAME.PID.*.part`)
+and committed in two steps: `finish()` completes the temp file (the step that can fail: disk full),
+`commit()` renames it onto the target. The runner finishes every file first and commits only when
+all finished, so a failed run leaves the earlier outputs as they were (all or none); `abort()`
+discards the temp file. `close()` is finish + commit for one sink. Temp files left by a killed run
+are removed by the next run that writes the same target (files.remove_stale_temps).
 """
 from __future__ import annotations
 
@@ -14,7 +17,6 @@ import ctypes.util
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -26,7 +28,7 @@ import cv2  # isort: skip
 import av  # isort: skip
 import numpy as np
 
-from .files import atomic_write, check_writable, public_mode
+from .files import atomic_write, check_writable, first_line, public_mode, temp_beside
 from .types import CONFIDENT_SCORE, NERVE_SCORE, Result, StreamsegError
 
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -46,9 +48,9 @@ class VideoSink:
         rate = Fraction(rate).limit_denominator(100000) if rate else Fraction(25)
         self.time_base = time_base or Fraction(1, 90000)
         self.use_capture_time = use_capture_time
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
-        os.close(fd)
+        self.tmp = temp_beside(self.path, ".part")
         self.container = None
+        self.finished = False
         try:
             self.container = av.open(self.tmp, mode="w", format=fmt)
             st = self.container.add_stream("libx264", rate=rate)
@@ -81,34 +83,45 @@ class VideoSink:
 
     def write(self, r: Result) -> None:
         img = r.overlay if r.overlay is not None else r.frame.image
-        h, w = img.shape[:2]
-        if (w, h) != (self.stream.width, self.stream.height):
-            img = cv2.copyMakeBorder(img, 0, self.stream.height - h, 0, self.stream.width - w, cv2.BORDER_REPLICATE)
+        img = _fit(img, self.stream.width, self.stream.height)
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
         vf.pts = self._pts(r)
         vf.time_base = self.time_base
-        for packet in self.stream.encode(vf):
-            self.container.mux(packet)
+        try:
+            for packet in self.stream.encode(vf):
+                self.container.mux(packet)
+        except (OSError, av.error.FFmpegError) as e:
+            raise StreamsegError(f"{self.path}: cannot write ({_why(e)})") from None
         self.frames += 1
 
-    def close(self) -> Path | None:
-        """Flush and rename onto the target; None (and no file) when no frame was written."""
+    def finish(self) -> None:
+        """Flush the encoder and close the temp file (not yet the target); raises StreamsegError
+        (and discards the temp file) when it cannot be completed."""
         if self.container is None:
-            return self.path if self.frames else None
+            return
         try:
             for packet in self.stream.encode(None):
                 self.container.mux(packet)
             self.container.close()
             self.container = None
-            if self.frames == 0:
-                os.unlink(self.tmp)
-                return None
             public_mode(self.tmp)
-            os.replace(self.tmp, self.path)
-            return self.path
-        except Exception:
+        except (OSError, av.error.FFmpegError) as e:
             self._discard()
-            raise
+            raise StreamsegError(f"{self.path}: cannot write ({_why(e)})") from None
+
+    def commit(self) -> Path | None:
+        """Rename the finished temp file onto the target; None (and no file) when no frame was written."""
+        if self.frames == 0:
+            self._discard()
+            return None
+        if os.path.exists(self.tmp):
+            os.replace(self.tmp, self.path)
+        return self.path
+
+    def close(self) -> Path | None:
+        """finish() then commit()."""
+        self.finish()
+        return self.commit()
 
     def abort(self) -> None:
         self._discard()
@@ -122,6 +135,22 @@ class VideoSink:
         self.container = None
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
+
+
+def _fit(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """`img` at the video's size. An odd side is padded by one replicated pixel (yuv420p); a frame whose
+    resolution changed mid-stream is scaled, keeping its aspect, to fit and centred on black, so the
+    whole image stays visible and undistorted in one playable video at the first frame's size."""
+    h, w = img.shape[:2]
+    if (w, h) == (width, height):
+        return img
+    if 0 <= width - w <= 1 and 0 <= height - h <= 1:
+        return cv2.copyMakeBorder(img, 0, height - h, 0, width - w, cv2.BORDER_REPLICATE)
+    s = min(width / w, height / h)
+    nw, nh = max(1, min(width, round(w * s))), max(1, min(height, round(h * s)))
+    small = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    top, left = (height - nh) // 2, (width - nw) // 2
+    return cv2.copyMakeBorder(small, top, height - nh - top, left, width - nw - left, cv2.BORDER_CONSTANT, value=0)
 
 
 FIELDS = ["frame", "pts_s", "nerve", "score", "x1", "y1", "x2", "y2", "area_px", "area_px_stable", "mm_per_px",
@@ -149,45 +178,76 @@ def _r(v, n=4):
     return None if v is None else round(float(v), n)
 
 
+def _why(e: BaseException) -> str:
+    return (e.strerror if isinstance(e, OSError) and e.strerror else None) or first_line(e)
+
+
 class RowSink:
-    """CSV or JSONL, one row per processed frame, flushed as it goes."""
+    """CSV or JSONL, one row per processed frame, into a temp file beside the target (see above)."""
 
     quit_requested = False  # a file never asks to stop
 
     def __init__(self, path, kind: str, mm_per_px: float | None, score_thresh: float):
         self.path = check_writable(path)
         self.kind, self.mm_per_px, self.score_thresh = kind, mm_per_px, score_thresh
-        try:
-            self.f = open(self.path, "w", newline="")
-        except OSError as e:
-            raise StreamsegError(f"{self.path}: cannot write ({e.strerror})") from None
         self.rows = 0
-        if kind == "csv":
-            self.w = csv.DictWriter(self.f, fieldnames=FIELDS)
-            self.w.writeheader()
+        self.f, self.tmp = None, None
+        try:
+            self.tmp = temp_beside(self.path, ".part")
+            self.f = open(self.tmp, "w", newline="")
+            if kind == "csv":
+                self.w = csv.DictWriter(self.f, fieldnames=FIELDS)
+                self.w.writeheader()
+        except OSError as e:
+            self.abort()
+            raise StreamsegError(f"{self.path}: cannot write ({_why(e)})") from None
 
     def write(self, r: Result) -> None:
         row = result_row(r, self.mm_per_px, self.score_thresh)
-        if self.kind == "csv":
-            self.w.writerow({k: "" if v is None else v for k, v in row.items()})
-        else:
-            self.f.write(json.dumps(row) + "\n")
-        self.f.flush()
+        try:
+            if self.kind == "csv":
+                self.w.writerow({k: "" if v is None else v for k, v in row.items()})
+            else:
+                self.f.write(json.dumps(row) + "\n")
+            self.f.flush()
+        except OSError as e:
+            raise StreamsegError(f"{self.path}: cannot write ({_why(e)})") from None
         self.rows += 1
 
-    def close(self) -> Path | None:
-        """The file, or None (and no file) when no row was written."""
+    def finish(self) -> None:
+        """Flush, sync and close the temp file (not yet the target); StreamsegError when it cannot."""
+        try:
+            if not self.f.closed:
+                self.f.flush()
+                os.fsync(self.f.fileno())
+                self.f.close()
+            public_mode(self.tmp)
+        except OSError as e:
+            self.abort()
+            raise StreamsegError(f"{self.path}: cannot write ({_why(e)})") from None
+
+    def commit(self) -> Path | None:
+        """Rename the finished temp file onto the target; None (and no file) when no row was written."""
         if self.rows == 0:
             self.abort()
             return None
-        if not self.f.closed:
-            self.f.close()
+        os.replace(self.tmp, self.path)
         return self.path
 
+    def close(self) -> Path | None:
+        """finish() then commit()."""
+        self.finish()
+        return self.commit()
+
     def abort(self) -> None:
-        self.f.close()
-        if self.rows == 0 and self.path.exists():
-            self.path.unlink()
+        """Discard the temp file; the target is left as it was."""
+        try:
+            if self.f is not None and not self.f.closed:
+                self.f.close()
+        except OSError:
+            pass
+        if self.tmp and os.path.exists(self.tmp):
+            os.unlink(self.tmp)
 
 
 def display_problem() -> str | None:

@@ -4,7 +4,10 @@
   (frame grabbers present as UVC devices).
 - URLs (rtsp/udp/tcp/http/...) and files: PyAV, any container/codec FFmpeg decodes, keeping the
   presentation timestamps. Network opens and reads have timeouts, so nothing hangs.
-- Live sources reconnect with back-off when the signal drops; each loss and attempt is counted
+- Live frames carry the session's capture clock as `pts` (seconds since the first frame, from
+  perf_counter): monotonic across reconnects, and the clock the live MP4 is written with.
+- Live sources reconnect with back-off when the signal drops (by default for about 5 minutes:
+  a cable unplugged and plugged back in); each loss and attempt is counted
   and reported through `on_event(kind, message)`. Files decode what can be decoded and count
   the rest (truncated or corrupt data).
 """
@@ -12,9 +15,11 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import stat
 import threading
 import time
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
@@ -29,6 +34,7 @@ from .files import first_line
 from .letterbox import ensure_bgr
 from .types import Frame, SourceState, SourceStats, StreamsegError
 
+RECONNECT_ATTEMPTS, BACKOFF_S, BACKOFF_MAX_S = 41, 0.5, 8.0  # 0.5+1+2+4+37*8 s: about 5 minutes of retrying
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "udp://", "tcp://", "http://", "https://", "srt://", "rtp://")
 MIN_SIDE, MAX_SIDE = 32, 8192
 _AV_ERRORS = (av.error.FFmpegError, OSError, EOFError)
@@ -49,8 +55,8 @@ class BaseSource:
     the input ends, `stop` is set, or (live) the reconnect attempts run out. Subclasses provide
     `_connect` (and `_disconnect`); opening, cropping, counting and reconnecting are shared."""
 
-    def __init__(self, spec: str, live: bool, crop=None, reconnect_attempts: int = 5, backoff_s: float = 0.5,
-                 backoff_max_s: float = 8.0, on_event: Callable[[str, str], None] | None = None):
+    def __init__(self, spec: str, live: bool, crop=None, reconnect_attempts: int = RECONNECT_ATTEMPTS,
+                 backoff_s: float = BACKOFF_S, backoff_max_s: float = BACKOFF_MAX_S, on_event: Callable[[str, str], None] | None = None):
         self.spec = str(spec)
         self.live = live
         self.crop = crop
@@ -67,6 +73,9 @@ class BaseSource:
         self.finite = kind_of(self.spec) == "file"
         self._it: Iterator | None = None
         self._pending = None
+        self._t0: float | None = None  # live: capture time of the first frame (the session clock's zero)
+        self._reading = threading.Lock()  # held while a read or (re)connect is in FFmpeg/OpenCV
+        self._closing = False  # close() came while a read was blocked: the reading thread disconnects
 
     # --- what a concrete source provides -------------------------------------------------------
     def _connect(self) -> Iterator[tuple[np.ndarray, float | None]]:
@@ -108,9 +117,16 @@ class BaseSource:
 
     def frames(self, stop: threading.Event | None = None) -> Iterator[Frame]:
         stop = stop or threading.Event()
-        index = 0
         if self._it is None:
             self.open()
+        try:
+            yield from self._frames(stop)
+        finally:
+            if self._closing:
+                self._disconnect()
+
+    def _frames(self, stop: threading.Event) -> Iterator[Frame]:
+        index = 0
         while not stop.is_set():
             reason = "stream ended"
             try:
@@ -119,48 +135,70 @@ class BaseSource:
                         img, pts = self._pending
                         self._pending = None
                     else:
-                        item = next(self._it, None)
-                        if item is None:
+                        with self._reading:
+                            item = next(self._it, None)
+                        if item is None or self._closing:
                             break
                         img = self._prepare(item[0])
                         pts = item[1]
                     self.stats.frames_read += 1
-                    yield Frame(image=img, index=index, pts=pts, t_capture=time.perf_counter())
+                    t = time.perf_counter()
+                    if self.live:  # the stream's own pts restart at each reconnect; the session clock does not
+                        self._t0 = t if self._t0 is None else self._t0
+                        pts = t - self._t0
+                    yield Frame(image=img, index=index, pts=pts, t_capture=t)
                     index += 1
             except StreamsegError:
                 raise
             except _AV_ERRORS as e:
                 reason = first_line(e)
-            if stop.is_set() or not self.live or (self.finite and reason == "stream ended"):
+            if stop.is_set() or self._closing or not self.live or (self.finite and reason == "stream ended"):
                 return  # a file played as a live source ends at its end; streams and devices reconnect
             self.state = "lost"
             self.stats.signal_lost += 1
             self.on_event("signal_lost", f"signal lost ({reason})")
-            self._disconnect()
+            with self._reading:
+                self._disconnect()
             if not self._reconnect(stop):
                 return
             self.state = "ok"
 
+    def reconnect_delays(self) -> list[float]:
+        """The waits before each reconnect attempt (s): doubling from `backoff_s`, capped at `backoff_max_s`."""
+        delays, d = [], self.backoff_s
+        for _ in range(self.reconnect_attempts):
+            delays.append(d)
+            d = min(d * 2, self.backoff_max_s)
+        return delays
+
     def _reconnect(self, stop: threading.Event) -> bool:
-        delay = self.backoff_s
-        for attempt in range(1, self.reconnect_attempts + 1):
+        for attempt, delay in enumerate(self.reconnect_delays(), 1):
             if stop.wait(delay):
                 return False
             self.stats.reconnect_attempts += 1
             self.on_event("reconnecting", f"reconnecting to {self.spec} (attempt {attempt}/{self.reconnect_attempts})")
             try:
-                self._it = self._connect()
+                with self._reading:
+                    self._it = self._connect()
                 self.stats.reconnects += 1
                 self.on_event("reconnected", f"reconnected to {self.spec}")
                 return True
             except StreamsegError as e:
                 self.on_event("reconnect_failed", str(e))
-            delay = min(delay * 2, self.backoff_max_s)
         self.on_event("gave_up", f"gave up on {self.spec} after {self.reconnect_attempts} reconnect attempts")
         return False
 
-    def close(self) -> None:
-        self._disconnect()
+    def close(self, wait_s: float = 2.0) -> None:
+        """Disconnect. While another thread is blocked in a read (a stalled stream, up to the read
+        timeout), closing under it would crash FFmpeg: then the reading thread disconnects as soon
+        as its bounded read returns."""
+        if self._reading.acquire(timeout=wait_s):
+            try:
+                self._disconnect()
+            finally:
+                self._reading.release()
+        else:
+            self._closing = True
 
     def describe(self) -> str:
         fps = f"{self.fps:.2f} fps" if self.fps else "unknown fps"
@@ -186,6 +224,12 @@ class AVSource(BaseSource):
                 raise StreamsegError(f"{url}: is a folder, not a video")
             if not os.access(p, os.R_OK):
                 raise StreamsegError(f"{url}: not readable")
+            if stat.S_ISFIFO(p.stat().st_mode):
+                with _fifo_with_data(p, self.open_timeout_s):
+                    return self._open_av(url)
+        return self._open_av(url)
+
+    def _open_av(self, url: str):
         opts = {}
         if kind_of(url) == "url":
             opts = {"fflags": "nobuffer", "probesize": "1000000", "analyzeduration": "1000000"}
@@ -247,6 +291,22 @@ class AVSource(BaseSource):
             self._container = None
 
 
+@contextmanager
+def _fifo_with_data(path: Path, timeout_s: float):
+    """Hold a FIFO open (non-blocking) until data arrives, so FFmpeg's blocking open and first read
+    return at once; a FIFO that nobody writes to within `timeout_s` is one clear error, never a hang."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(int(timeout_s * 1000)):
+            raise StreamsegError(f"{path}: a FIFO that nothing was written to within {timeout_s:g} s "
+                                 "(start the program that writes to it first)")
+        yield
+    finally:
+        os.close(fd)
+
+
 class V4L2Source(BaseSource):
     """UVC frame grabbers through OpenCV's V4L2 backend (buffer size 1: always the newest frame)."""
 
@@ -302,7 +362,7 @@ class V4L2Source(BaseSource):
 
 def open_source(spec: str, live: bool, crop=None, width: int | None = None, height: int | None = None,
                 fps: float | None = None, open_timeout_s: float = 5.0, read_timeout_s: float = 3.0,
-                reconnect_attempts: int = 5, backoff_s: float = 0.5, on_event=None) -> BaseSource:
+                reconnect_attempts: int = RECONNECT_ATTEMPTS, backoff_s: float = BACKOFF_S, on_event=None) -> BaseSource:
     """Open and validate a source (first frame read); raises StreamsegError with one clear line."""
     kw = dict(crop=crop, reconnect_attempts=reconnect_attempts, backoff_s=backoff_s, on_event=on_event)
     kind = kind_of(spec)

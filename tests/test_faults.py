@@ -1,0 +1,294 @@
+"""The pipeline under faults (issue 12): a failed run leaves the earlier outputs as they were (CSV,
+JSONL and MP4 are committed together or not at all), a full disk is one line and exit 2, temp files
+of killed runs are cleaned by the next run, Ctrl-C while the model loads is one line and exit 130."""
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FFMPEG = shutil.which("ffmpeg")
+needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg not installed")
+
+
+def cli(args, preexec_fn=None, timeout=300):
+    """`streamseg ARGS --backend torch` in a subprocess -> (rc, stderr+stdout)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    p = subprocess.run([sys.executable, "-m", "streamseg.cli", *map(str, args), "--backend", "torch"],
+                       capture_output=True, text=True, env=env, timeout=timeout, preexec_fn=preexec_fn)
+    return p.returncode, p.stderr + p.stdout
+
+
+def earlier_outputs(tmp_path):
+    """Outputs of an earlier run, which a failed run must leave exactly as they are."""
+    files = {tmp_path / "o.csv": "earlier csv\n", tmp_path / "o.jsonl": "{\"earlier\": 1}\n"}
+    for p, text in files.items():
+        p.write_text(text)
+    return files
+
+
+def hidden(tmp_path):
+    return sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+
+
+@pytest.fixture(scope="module")
+def two_sizes(sample_dir, tmp_path_factory) -> Path:
+    """A real clip whose resolution shrinks mid-stream: 1 s of demo.mp4 at 606x468 then 1 s at 320x240
+    (two MPEG-TS segments made by ffmpeg, concatenated as a capture tool would)."""
+    if FFMPEG is None:
+        pytest.skip("ffmpeg not installed")
+    d = tmp_path_factory.mktemp("two_sizes")
+    demo = sample_dir / "demo.mp4"
+    for name, extra in (("a.ts", []), ("b.ts", ["-vf", "scale=320:240", "-output_ts_offset", "1.0"])):
+        subprocess.run([FFMPEG, "-v", "error", "-nostdin", "-y", "-i", str(demo), "-t", "1", *extra,
+                        "-c:v", "libx264", "-preset", "ultrafast", "-an", str(d / name)], check=True)
+    out = d / "two_sizes.ts"
+    out.write_bytes((d / "a.ts").read_bytes() + (d / "b.ts").read_bytes())
+    return out
+
+
+@needs_ffmpeg
+def test_failure_mid_file_leaves_earlier_outputs_intact(two_sizes, tiny_checkpoint, tmp_path):
+    """Defects 4 and 6: a crop valid for the first part of a file only is exit 2 with one line; the
+    earlier CSV and JSONL are untouched, no MP4 appears, and no temp file is left."""
+    before = earlier_outputs(tmp_path)
+    rc, text = cli(["file", two_sizes, "--crop", "0,0,400,300", "--out", tmp_path / "o.mp4", "--csv", tmp_path / "o.csv",
+                    "--jsonl", tmp_path / "o.jsonl", "--no-show", "--model", tiny_checkpoint])
+    assert rc == 2, text
+    assert "crop 0,0,400,300 lies outside the 320x240 frame" in text and "Traceback" not in text
+    assert {p: p.read_text() for p in before} == before
+    assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "o.summary.json").exists()
+    assert hidden(tmp_path) == []
+
+
+def _file_size_limit(limit: int):
+    def limit_writes():  # a full disk, as the kernel reports it for this process: write() fails
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return limit_writes
+
+
+def test_disk_full_is_one_line_and_keeps_earlier_outputs(sample_dir, tiny_checkpoint, tmp_path):
+    """Defect 3: a write that fails mid-run (RLIMIT_FSIZE: the kernel's EFBIG, as ENOSPC on a full
+    disk) is one line and exit 2, never a traceback, and the earlier outputs stay whole."""
+    before = earlier_outputs(tmp_path)
+    rc, text = cli(["file", sample_dir / "demo.mp4", "--csv", tmp_path / "o.csv", "--jsonl", tmp_path / "o.jsonl",
+                    "--max-frames", "60", "--no-show", "--model", tiny_checkpoint], preexec_fn=_file_size_limit(4096))
+    assert rc == 2, text
+    assert "Traceback" not in text
+    errors = [ln for ln in text.splitlines() if "error" in ln.lower()]
+    assert len(errors) == 1 and "cannot write" in errors[0] and "File too large" in errors[0], text
+    assert {p: p.read_text() for p in before} == before
+    assert hidden(tmp_path) == []
+
+
+@pytest.mark.skipif(not Path("/proc/mounts").exists() or os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_disk_full_on_a_small_tmpfs(sample_dir, tiny_checkpoint, tmp_path):
+    """Defect 3 on a real full file system (a 64 KiB tmpfs), where the machine allows mounting one."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        before = earlier_outputs(mnt)
+        rc, text = cli(["file", sample_dir / "demo.mp4", "--out", mnt / "o.mp4", "--csv", mnt / "o.csv",
+                        "--jsonl", mnt / "o.jsonl", "--max-frames", "40", "--no-show", "--model", tiny_checkpoint])
+        assert rc == 2, text
+        assert "Traceback" not in text and "No space left on device" in text, text
+        assert {p: p.read_text() for p in before} == before
+        assert not (mnt / "o.mp4").exists() and hidden(mnt) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_a_later_run_removes_temp_files_of_killed_runs(sample_dir, tiny_checkpoint, tmp_path):
+    """Defect 11: a run killed by SIGKILL leaves its hidden temp files; the next run writing the same
+    outputs removes those of dead pids (and leaves a running process's own temp files alone)."""
+    dead, alive = _dead_pid(), os.getpid()
+    stale = [tmp_path / f".o.csv.{dead}.k2j4h5g6.part", tmp_path / f".o.mp4.{dead}.abcdefgh.part",
+             tmp_path / f".o.summary.json.{dead}.zzzzzzzz.tmp"]
+    live = tmp_path / f".o.csv.{alive}.q1w2e3r4.part"
+    other = tmp_path / f".other.csv.{dead}.k2j4h5g6.part"  # not an output of this run
+    for p in stale + [live, other]:
+        p.write_text("partial")
+    rc, text = cli(["file", sample_dir / "demo.mp4", "--out", tmp_path / "o.mp4", "--csv", tmp_path / "o.csv",
+                    "--max-frames", "3", "--no-show", "--model", tiny_checkpoint])
+    assert rc == 0, text
+    assert not any(p.exists() for p in stale)
+    assert live.exists() and other.exists()
+
+
+def test_sigkill_mid_run_then_rerun_cleans_up(sample_dir, tiny_checkpoint, tmp_path):
+    """Defect 11, end to end: SIGKILL while writing leaves a temp file (never a half-written target);
+    the next run removes it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = [sys.executable, "-m", "streamseg.cli", "file", str(sample_dir / "demo.mp4"), "--csv", str(tmp_path / "o.csv"),
+            "--no-show", "--model", str(tiny_checkpoint), "--backend", "torch"]
+    p = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not hidden(tmp_path) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    p.kill()
+    p.wait(timeout=30)
+    left = hidden(tmp_path)
+    assert left and all(n.startswith(f".o.csv.{p.pid}.") for n in left), left
+    assert not (tmp_path / "o.csv").exists()
+    rc, text = cli(args[3:-2] + ["--max-frames", "2"])
+    assert rc == 0, text
+    assert hidden(tmp_path) == [] and (tmp_path / "o.csv").exists()
+
+
+def test_reconnect_is_patient_by_default():
+    """Defect 11: by default a lost live source keeps trying for about 5 minutes (capped back-off), and
+    `streamseg live --help` says so."""
+    from typer.testing import CliRunner
+
+    from streamseg.cli import app
+    from streamseg.runner import Options
+    from streamseg.sources import AVSource
+
+    o = Options(input="tcp://127.0.0.1:9", live=True)
+    src = AVSource(o.input, True, reconnect_attempts=o.reconnect_attempts, backoff_s=o.backoff_s)
+    delays = src.reconnect_delays()
+    assert 290 <= sum(delays) <= 330 and max(delays) == 8.0
+    text = " ".join(CliRunner().invoke(app, ["live", "--help"], terminal_width=200).output.split())
+    assert "about 5 minutes" in text and "default: 41" in text
+
+
+@needs_ffmpeg
+def test_live_pts_stay_monotonic_across_a_reconnect(sample_dir):
+    """Defect 11: after a reconnect the stream's own timestamps start again; the frames' pts (the
+    CSV's pts_s and the MP4's clock) are the session's capture clock and never go back."""
+    from test_live_stream import Server, free_port
+
+    from streamseg.sources import open_source
+
+    port = free_port()
+    events = []
+    server = Server(sample_dir / "demo.mp4", port)
+    src = open_source(f"tcp://127.0.0.1:{port}", live=True, reconnect_attempts=20, backoff_s=0.2, read_timeout_s=2,
+                      on_event=lambda kind, msg: events.append(kind))
+    stop = threading.Event()
+    it = src.frames(stop)
+    try:
+        frames = [next(it) for _ in range(10)]
+        server.stop()
+        server = Server(sample_dir / "demo.mp4", port)
+        deadline = time.monotonic() + 60
+        while "reconnected" not in events:
+            frames.append(next(it))
+            assert time.monotonic() < deadline
+        frames += [next(it) for _ in range(5)]
+    finally:
+        stop.set()
+        server.stop()
+        src.close()
+    pts = [f.pts for f in frames]
+    assert pts[0] == 0.0 and all(b > a for a, b in zip(pts, pts[1:])), pts
+    assert all(f.pts == pytest.approx(f.t_capture - frames[0].t_capture, abs=1e-9) for f in frames)
+
+
+def test_a_fifo_nobody_writes_to_is_one_line_not_a_hang(tmp_path):
+    """Defect 10: `streamseg file FIFO` with no writer waited for ever; now one line and exit 2 after
+    the open timeout (5 s), before any model is loaded."""
+    fifo = tmp_path / "in.ts"
+    os.mkfifo(fifo)
+    t0 = time.monotonic()
+    rc, text = cli(["file", fifo, "--csv", tmp_path / "o.csv", "--no-show"], timeout=60)
+    assert rc == 2, text
+    assert "a FIFO that nothing was written to within 5 s" in text and "Traceback" not in text
+    assert time.monotonic() - t0 < 50
+    assert not (tmp_path / "o.csv").exists()
+
+
+@needs_ffmpeg
+def test_a_fifo_with_a_writer_is_read(sample_dir, tmp_path):
+    """Defect 10, the other side: a FIFO fed by ffmpeg (MPEG-TS) is read as a video file."""
+    from streamseg.sources import open_source
+
+    fifo = tmp_path / "in.ts"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen([FFMPEG, "-v", "error", "-nostdin", "-y", "-i", str(sample_dir / "demo.mp4"), "-t", "1",
+                               "-c:v", "libx264", "-preset", "ultrafast", "-f", "mpegts", str(fifo)])
+    try:
+        src = open_source(str(fifo), live=False, open_timeout_s=30)
+        frames = list(src.frames())
+        src.close()
+    finally:
+        writer.wait(timeout=60)
+    assert len(frames) == 20 and frames[0].image.shape == (468, 606, 3)
+
+
+@needs_ffmpeg
+def test_ctrl_c_on_a_stalled_stream_with_a_long_timeout_ends_cleanly(sample_dir, tiny_checkpoint, tmp_path):
+    """Defect 2: the sender stalls (SIGSTOP: the connection stays open, no data), the read blocks for up
+    to --timeout 20 s, and Ctrl-C then closed the source under the blocked read: a segfault (rc -11).
+    Now the source is closed only once the bounded read has returned: exit 130, outputs written."""
+    from test_live_stream import Server, free_port
+
+    port = free_port()
+    server = Server(sample_dir / "demo.mp4", port)
+    out = tmp_path / "o.csv"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    p = subprocess.Popen([sys.executable, "-m", "streamseg.cli", "live", "--device", f"tcp://127.0.0.1:{port}",
+                          "--csv", str(out), "--no-show", "--model", str(tiny_checkpoint), "--backend", "torch",
+                          "--timeout", "20"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not any(n.startswith(".o.csv.") for n in hidden(tmp_path)):
+            assert p.poll() is None, p.communicate()
+            time.sleep(0.1)
+        time.sleep(3.0)  # frames flow, then the sender stalls
+        os.kill(server.p.pid, signal.SIGSTOP)
+        time.sleep(2.0)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=90)
+    finally:
+        if server.p.poll() is None:
+            os.kill(server.p.pid, signal.SIGCONT)
+        server.stop()
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err  # Ctrl-C's exit status; a crash here was -11 (SIGSEGV)
+    assert "Traceback" not in err and "outputs finalised" in err and out.exists()
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("grows", [False, True])
+def test_resolution_change_mid_file(two_sizes, tiny_checkpoint, tmp_path, grows):
+    """Defect 1 (files): a clip whose resolution changes mid-stream (606x468 then 320x240, or the
+    reverse) is processed whole: every frame segmented at its own size, one CSV row per frame, and
+    the MP4 keeps the first frame's size, later frames scaled to fit (aspect kept, black bars)."""
+    clip = two_sizes
+    if grows:
+        clip = tmp_path / "grows.ts"
+        parts = two_sizes.parent
+        clip.write_bytes((parts / "b.ts").read_bytes() + (parts / "a.ts").read_bytes())
+    rc, text = cli(["file", clip, "--out", tmp_path / "o.mp4", "--csv", tmp_path / "o.csv", "--no-show",
+                    "--model", tiny_checkpoint])
+    assert rc == 0, text
+    assert "Traceback" not in text
+    import av
+
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        sizes = {(f.width, f.height) for f in c.decode(video=0)}
+        n = c.streams.video[0].frames
+    assert sizes == ({(320, 240)} if grows else {(606, 468)})
+    rows = (tmp_path / "o.csv").read_text().splitlines()[1:]
+    assert len(rows) == 40 and n in (0, 40)
