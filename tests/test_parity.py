@@ -144,3 +144,13 @@ def test_onnx_heads_match_torchvision_heads_with_and_without_proposals(calibrate
             for k in ("boxes", "scores", "labels", "masks"):
                 assert got[0][k].shape == ref[0][k].shape, k
                 torch.testing.assert_close(got[0][k].float(), ref[0][k].float(), atol=1e-3, rtol=1e-3)
+
+
+def test_auto_on_cpu_is_onnxruntime_with_onnx_heads(calibrated_checkpoint, engines_dir):
+    """`auto` on CPU opens the path the parity tests above pass: ONNX Runtime for the dense part and
+    the RoI box/mask stacks."""
+    from streamseg.backends.onnx_heads import OrtHeads
+
+    be = backends.load("auto", calibrated_checkpoint, device="cpu", engines_dir=engines_dir)
+    assert be.name == "onnxruntime" and isinstance(be.heads, OrtHeads)
+    assert sorted(p.name.split("-")[4] for p in engines_dir.glob(f"*-{be.info.sha256[:12]}-heads-*.onnx")) == ["box", "mask"]
