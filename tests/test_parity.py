@@ -133,7 +133,10 @@ def test_onnxruntime_with_onnx_heads_scores_as_eager_on_test_patients(test_scans
 def test_onnx_heads_match_torchvision_heads_with_and_without_proposals(calibrated_checkpoint, engines_dir,
                                                                         parity_images):
     """OrtHeads gives RoIHeads' detections for the same features and proposals, also for none."""
+    from streamseg.backends.onnx_heads import OrtHeads
+
     ort = backends.load("onnxruntime", calibrated_checkpoint, engines_dir=engines_dir, onnx_heads=True)
+    assert isinstance(ort.heads, OrtHeads)
     x, _ = backends.preprocess(parity_images[:1], ort.config.image_size)
     with torch.inference_mode():
         features, proposals, sizes = ort.proposals(x, ort.dense(x))
