@@ -150,14 +150,15 @@ def test_onnx_heads_match_torchvision_heads_with_and_without_proposals(calibrate
 
 
 
-def test_auto_on_cpu_is_onnxruntime_and_onnx_heads_are_opt_in(calibrated_checkpoint, engines_dir, monkeypatch):
-    """`auto` on CPU opens ONNX Runtime (the dense part; parity above); the ONNX RoI heads (parity
-    above too) are on with STREAMSEG_ORT_HEADS=1, building both head graphs."""
+
+def test_auto_on_cpu_is_onnxruntime_with_onnx_heads(calibrated_checkpoint, engines_dir, monkeypatch):
+    """`auto` on CPU opens the path the parity tests above pass: ONNX Runtime for the dense part and
+    the RoI box/mask stacks (both head graphs built); STREAMSEG_ORT_HEADS=0 keeps torch's heads."""
     from streamseg.backends.onnx_heads import OrtHeads
 
     be = backends.load("auto", calibrated_checkpoint, device="cpu", engines_dir=engines_dir)
-    assert be.name == "onnxruntime" and be.heads is be.model.roi_heads
-    monkeypatch.setenv("STREAMSEG_ORT_HEADS", "1")
-    be = backends.load("auto", calibrated_checkpoint, device="cpu", engines_dir=engines_dir)
     assert be.name == "onnxruntime" and isinstance(be.heads, OrtHeads)
     assert sorted(p.name.split("-")[4] for p in engines_dir.glob(f"*-{be.info.sha256[:12]}-heads-*.onnx")) == ["box", "mask"]
+    monkeypatch.setenv("STREAMSEG_ORT_HEADS", "0")
+    be = backends.load("auto", calibrated_checkpoint, device="cpu", engines_dir=engines_dir)
+    assert be.name == "onnxruntime" and be.heads is be.model.roi_heads

@@ -55,7 +55,7 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = 
     times (the bench's baseline); the detections are the same. Compiled backends build their
     artefacts into `engines_dir` (default `engines/`) on first use and reuse them while their
     sidecar matches. `onnx_heads` (onnxruntime on CPU) runs the RoI box/mask stacks as ONNX graphs
-    too (None: STREAMSEG_ORT_HEADS=1 turns them on; see onnxrt.open_onnxruntime). `auto` picks the fastest available on `device`.
+    too (None: on for CPU unless STREAMSEG_ORT_HEADS=0; see onnxrt.open_onnxruntime). `auto` picks the fastest available on `device`.
     """
     if name not in BACKENDS:
         raise StreamsegError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
