@@ -92,3 +92,73 @@ def test_infer_gives_the_detections_and_the_stages_of_that_call(eager, calibrate
     assert set(stages) >= {"preprocess", "model", "paste"} and all(v >= 0 for v in stages.values())
     assert eager.info.source == str(calibrated_checkpoint) and eager.info.sha256 == file_sha256(calibrated_checkpoint)
     assert eager.info.config is eager.config and eager.config.max_detections == 2
+
+
+# --- the bundled model on the TEST patients of train/split.json: the fast CPU path scores as eager ---
+
+@pytest.fixture(scope="module")
+def test_scans(univpm_dir):
+    from conftest import REPO
+    from streamseg.training.dataset import load_pair, load_split, scan_folder, select
+
+    samples = select(scan_folder(univpm_dir), load_split(REPO / "train" / "split.json")["test"])
+    assert samples, "no test-patient scan in ../shared/data/median-nerve-univpm"
+    return [(s, *load_pair(s)) for s in samples]
+
+
+def _score(backend, scans) -> dict:
+    from streamseg.training.evaluate import score_predictions
+
+    summary, _ = score_predictions([(s, img, gt, backend.predict_one(img)) for s, img, gt in scans])
+    return summary
+
+
+@pytest.fixture(scope="module")
+def eager_test_score(test_scans):
+    return _score(backends.load("torch"), test_scans)
+
+
+def test_onnxruntime_with_onnx_heads_scores_as_eager_on_test_patients(test_scans, eager_test_score, engines_dir):
+    """The paper's rule (box IoU >= 0.7, confidence > 0.98): same TP/FP/FN, median Dice within 0.005."""
+    fast = backends.load("onnxruntime", engines_dir=engines_dir, onnx_heads=True)
+    assert fast.heads is not fast.model.roi_heads, "the RoI box/mask stacks should run in onnxruntime"
+    got = _score(fast, test_scans)
+    ref = eager_test_score
+    print(f"eager {ref['tp']}/{ref['fp']}/{ref['fn']} Dice {ref['dice_median']:.4f}; "
+          f"onnxruntime {got['tp']}/{got['fp']}/{got['fn']} Dice {got['dice_median']:.4f}")
+    assert (got["tp"], got["fp"], got["fn"]) == (ref["tp"], ref["fp"], ref["fn"])
+    assert abs(got["dice_median"] - ref["dice_median"]) <= 0.005
+
+
+def test_onnx_heads_match_torchvision_heads_with_and_without_proposals(calibrated_checkpoint, engines_dir,
+                                                                        parity_images):
+    """OrtHeads gives RoIHeads' detections for the same features and proposals, also for none."""
+    from streamseg.backends.onnx_heads import OrtHeads
+
+    ort = backends.load("onnxruntime", calibrated_checkpoint, engines_dir=engines_dir, onnx_heads=True)
+    assert isinstance(ort.heads, OrtHeads)
+    x, _ = backends.preprocess(parity_images[:1], ort.config.image_size)
+    with torch.inference_mode():
+        features, proposals, sizes = ort.proposals(x, ort.dense(x))
+        for props in (proposals, [proposals[0][:0]]):
+            ref, _ = ort.model.roi_heads(features, props, sizes)
+            got, _ = ort.heads(features, props, sizes)
+            assert len(got[0]["boxes"]) == len(ref[0]["boxes"]) == (len(props[0]) and 2)
+            for k in ("boxes", "scores", "labels", "masks"):
+                assert got[0][k].shape == ref[0][k].shape, k
+                torch.testing.assert_close(got[0][k].float(), ref[0][k].float(), atol=1e-3, rtol=1e-3)
+
+
+
+
+def test_auto_on_cpu_is_onnxruntime_with_onnx_heads(calibrated_checkpoint, engines_dir, monkeypatch):
+    """`auto` on CPU opens the path the parity tests above pass: ONNX Runtime for the dense part and
+    the RoI box/mask stacks (both head graphs built); STREAMSEG_ORT_HEADS=0 keeps torch's heads."""
+    from streamseg.backends.onnx_heads import OrtHeads
+
+    be = backends.load("auto", calibrated_checkpoint, device="cpu", engines_dir=engines_dir)
+    assert be.name == "onnxruntime" and isinstance(be.heads, OrtHeads)
+    assert sorted(p.name.split("-")[4] for p in engines_dir.glob(f"*-{be.info.sha256[:12]}-heads-*.onnx")) == ["box", "mask"]
+    monkeypatch.setenv("STREAMSEG_ORT_HEADS", "0")
+    be = backends.load("auto", calibrated_checkpoint, device="cpu", engines_dir=engines_dir)
+    assert be.name == "onnxruntime" and be.heads is be.model.roi_heads

@@ -46,7 +46,7 @@ def available(device: str = "cpu") -> list[str]:
 
 
 def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = False, *, model=None, info=None,
-         split: bool = False, engines_dir=None, log=None, **overrides) -> Backend:
+         split: bool = False, engines_dir=None, log=None, onnx_heads: bool | None = None, **overrides) -> Backend:
     """Open a backend by name for a checkpoint (None = the bundled default), or for an in-memory
     `model` with its `info` (a ModelInfo; `overrides` then do not apply).
 
@@ -54,7 +54,8 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = 
     through the split path, as the compiled backends run, so it reports dense/proposals/heads stage
     times (the bench's baseline); the detections are the same. Compiled backends build their
     artefacts into `engines_dir` (default `engines/`) on first use and reuse them while their
-    sidecar matches. `auto` picks the fastest available on `device`.
+    sidecar matches. `onnx_heads` (onnxruntime on CPU) runs the RoI box/mask stacks as ONNX graphs
+    too (None: on for CPU unless STREAMSEG_ORT_HEADS=0; see onnxrt.open_onnxruntime). `auto` picks the fastest available on `device`.
     """
     if name not in BACKENDS:
         raise StreamsegError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
@@ -74,7 +75,7 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = 
     if name != "torch":
         info = info.with_sha256(model)  # artefacts are named by it
     module, opener = _OPENERS[name]
-    kw = {"split": split} if name == "torch" else {}
+    kw = {"split": split} if name == "torch" else {"onnx_heads": onnx_heads} if name == "onnxruntime" else {}
     out = engines_dir if engines_dir is not None else DEFAULT_DIR
     return getattr(importlib.import_module(f".{module}", __name__), opener)(model, info, device, half, out, log, **kw)
 

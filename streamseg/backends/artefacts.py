@@ -2,7 +2,7 @@
 checked and opened.
 
 Every artefact is named after what it was built from and carries a sidecar JSON (`<file>.json`):
-    <backbone>-mask<M>-<sha12>-dense-b<B>-<S>-<fp32|fp16>.<onnx|engine|pt2>
+    <backbone>-mask<M>-<sha12>-<dense|heads-box|heads-mask>-b<B>-<S>-<fp32|fp16|int8>.<onnx|engine|pt2>
 The sidecar records the checkpoint's (or, for a model built from a config, the weights') sha256,
 the model config, input shape, precision and the versions that matter. `ensure_artefact` reuses an
 artefact only while its sidecar matches what is asked for (and an optional check passes), else
@@ -30,10 +30,12 @@ def _sha(info: ModelInfo) -> str:
     return info.sha256
 
 
-def artefact_path(info: ModelInfo, out_dir: str | Path, suffix: str, batch: int = 1, half: bool = False) -> Path:
+def artefact_path(info: ModelInfo, out_dir: str | Path, suffix: str, batch: int = 1, half: bool = False,
+                  part: str = "dense", precision: str | None = None) -> Path:
+    """`part`: dense, heads-box, heads-mask; `precision` overrides fp32/fp16 (e.g. int8)."""
     cfg = info.config
-    prec = "fp16" if half else "fp32"
-    stem = f"{cfg.backbone}-mask{cfg.mask_head}-{_sha(info)[:12]}-dense-b{batch}-{cfg.image_size}-{prec}"
+    prec = precision or ("fp16" if half else "fp32")
+    stem = f"{cfg.backbone}-mask{cfg.mask_head}-{_sha(info)[:12]}-{part}-b{batch}-{cfg.image_size}-{prec}"
     return Path(out_dir) / f"{stem}.{suffix}"
 
 

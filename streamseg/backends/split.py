@@ -6,7 +6,7 @@
 - `SplitBackend`: runs a pluggable dense step (eager, ONNX Runtime, TensorRT, compiled), then
   anchor decoding, top-k and NMS with torchvision's own `RegionProposalNetwork` methods and the
   RoI heads (`model.roi_heads`: MultiScaleRoIAlign, box and mask heads) in torch on the same
-  device. Reusing torchvision's code is what makes every backend match eager results.
+  device, or a pluggable heads step with the same signature (`onnx_heads.OrtHeads`). Reusing torchvision's code is what makes every backend match eager results.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from ..model import ModelInfo
 from .base import Backend
 
 DenseFn = Callable[[torch.Tensor], Sequence[torch.Tensor]]
+HeadsFn = Callable[..., tuple]  # (features, proposals, image_sizes) -> (detections, losses), as RoIHeads
 
 
 class DenseNet(nn.Module):
@@ -105,7 +106,7 @@ class SplitBackend(Backend):
     name = "split"
 
     def __init__(self, model: nn.Module, info: ModelInfo, dense: DenseFn, device: str = "cpu", half: bool = False,
-                 name: str | None = None):
+                 name: str | None = None, heads: HeadsFn | None = None):
         dev = torch.device(device)
         super().__init__(info, dev, half and dev.type == "cuda")
         if name:
@@ -114,6 +115,7 @@ class SplitBackend(Backend):
         self.rpn = self.model.rpn
         self.names = feature_names(self.model)
         self.dense = dense
+        self.heads = heads or self.model.roi_heads  # onnx_heads.OrtHeads runs the box/mask stacks in ORT
         self._anchors: dict[tuple, list[torch.Tensor]] = {}
         self._inner: dict[str, float] = {}
         if self.device.type == "cuda":
@@ -151,7 +153,7 @@ class SplitBackend(Backend):
         features, proposals, sizes = self.proposals(x, outs)
         clock.mark("proposals")
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
-            detections, _ = self.model.roi_heads(features, proposals, sizes)
+            detections, _ = self.heads(features, proposals, sizes)
         clock.mark("heads")
         self._inner = clock.stages()
         return detections
