@@ -210,7 +210,7 @@ def bench(
     frames: int = typer.Option(20, help="timed frames per backend"),
     warmup: int = typer.Option(3, help="untimed frames first"),
     images: Optional[Path] = typer.Option(None, help="folder of real .png images (default: the bundled sample)"),
-    engines: Optional[Path] = typer.Option(None, help="artefact folder (default engines/)"),
+    engines: Optional[Path] = typer.Option(None, help="artefact folder (default: $XDG_CACHE_HOME/streamseg/engines)"),
     out: Path = typer.Option(Path("benchmarks/results"), help="folder for the JSON report"),
     e2e: bool = typer.Option(True, help="also replay a clip at its frame rate through the live pipeline"),
     video: Optional[Path] = typer.Option(None, help="clip for the end-to-end part (default: the bundled demo)"),
@@ -249,14 +249,18 @@ def export(
     format: ExportFormat = typer.Option("onnx", "--format", help="onnx, engine (TensorRT) or compiled (AOTInductor)"),
     half: bool = typer.Option(False, help="FP16 (engine, and onnx/compiled for CUDA)"),
     model: Optional[Path] = typer.Option(None, help="checkpoint (default: the bundled model)"),
-    out: Path = typer.Option(Path("engines"), help="artefact folder"),
+    out: Optional[Path] = typer.Option(None, help="artefact folder (default: the user cache, "
+                                       "$XDG_CACHE_HOME/streamseg/engines); usable later as --engines DIR"),
     compute: str = _compute(),
 ):
     """Export the model to ONNX / TensorRT / compiled artefacts (--compute matters for compiled only)."""
     compute = check_compute(compute)
-    check_out_dir("--out", out)
+    from .backends.artefacts import DEFAULT_DIR
     from .backends.device import select_device
     from .backends.export import build
+
+    out = DEFAULT_DIR if out is None else out
+    check_out_dir("--out", out)
     from .checkpoint import load_checkpoint
 
     select_device(compute, "--compute")

@@ -13,13 +13,15 @@ from .types import StreamsegError
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call write(tmp_path) then rename onto `path`; the target never exists half-written."""
+    """Call write(tmp_path) then rename onto `path`; the target never exists half-written and gets
+    ordinary file modes (`public_mode`)."""
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise StreamsegError(f"{path}: folder {path.parent} does not exist")
     tmp = temp_beside(path, ".tmp")
     try:
         write(tmp)
+        public_mode(tmp)  # mkstemp made it 0600: the output gets the mode the umask gives (0644 under 022)
         os.replace(tmp, path)
     except PermissionError:
         raise StreamsegError(f"{path}: not writable") from None

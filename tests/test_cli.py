@@ -155,3 +155,28 @@ def test_an_unknown_choice_is_refused_by_the_parser(work, monkeypatch):
     monkeypatch.chdir(work)
     r = CliRunner().invoke(app, ["file", "demo.mp4", "--backend", "tpu"])
     assert r.exit_code == 2 and "tpu" in r.stderr and "Traceback" not in r.output
+
+
+def test_outputs_get_ordinary_file_modes(tmp_path):
+    """atomic_write gives every output the mode the umask allows (0644 under 022), not mkstemp's 0600."""
+    import os
+
+    from streamseg.files import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "o.json", lambda tmp: open(tmp, "w").write("{}"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "o.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_default_engines_folder_is_the_user_cache(tmp_path):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if k != "STREAMSEG_ENGINES"}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    r = subprocess.run([sys.executable, "-c", "from streamseg.backends.artefacts import DEFAULT_DIR; print(DEFAULT_DIR)"],
+                       env=env, capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == str(tmp_path / "streamseg" / "engines")

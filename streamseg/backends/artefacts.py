@@ -1,4 +1,4 @@
-"""Compiled artefacts in `engines/`: their names, their sidecars, and the one way each is built,
+"""Compiled artefacts in the engines folder (DEFAULT_DIR, a user cache): their names, their sidecars, and the one way each is built,
 checked and opened.
 
 Every artefact is named after what it was built from and carries a sidecar JSON (`<file>.json`):
@@ -20,7 +20,10 @@ from ..files import atomic_write, first_line
 from ..model import RUNTIME_KEYS, ModelInfo
 from ..types import StreamsegError
 
-DEFAULT_DIR = Path(os.environ.get("STREAMSEG_ENGINES", "engines"))
+# The user cache, never the current folder: $STREAMSEG_ENGINES, else $XDG_CACHE_HOME/streamseg/engines,
+# else ~/.cache/streamseg/engines (`--engines DIR` overrides it per command).
+DEFAULT_DIR = Path(os.environ.get("STREAMSEG_ENGINES")
+                   or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamseg" / "engines")
 T = TypeVar("T")
 
 
