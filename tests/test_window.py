@@ -85,8 +85,14 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 def csv_rows(path) -> list[dict]:
-    if not Path(path).exists():
-        return []
+    """The rows written so far: the CSV is renamed into place at the end of the run, so while it
+    runs its rows are in the hidden temp file beside it (`.NAME.PID.*.part`)."""
+    path = Path(path)
+    if not path.exists():
+        parts = sorted(path.parent.glob(f".{path.name}.*.part"))
+        if not parts:
+            return []
+        path = parts[-1]
     with open(path, newline="") as f:
         return [r for r in csv.DictReader(f) if r.get("end_to_end_ms")]  # whole rows only
 
