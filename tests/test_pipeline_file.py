@@ -125,7 +125,11 @@ def test_signal_mid_file_finalises_outputs(video_dir, tiny_checkpoint, tmp_path,
                           "--out", str(out), "--csv", str(table), "--no-show", "--model", str(tiny_checkpoint), "--backend", "torch"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not table.exists() or len(table.read_text().splitlines()) < 6):
+    def lines_so_far():  # the CSV is renamed into place at the end: while running, its rows are in the temp beside it
+        parts = sorted(tmp_path.glob(f".{table.name}.*.part"))
+        return len(parts[-1].read_text().splitlines()) if parts else 0
+
+    while time.monotonic() < deadline and lines_so_far() < 6:
         assert p.poll() is None, p.communicate()
         time.sleep(0.1)
     p.send_signal(sig)
