@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -110,3 +111,14 @@ def calibrated_checkpoint(tmp_path_factory) -> Path:
 def engines_dir(tmp_path_factory) -> Path:
     """One artefact folder per test session: each graph is exported once and reused."""
     return tmp_path_factory.mktemp("engines")
+
+
+GT_BOX = np.array([100, 100, 200, 160], np.float32)  # an expert box for constructed metric cases
+
+
+def box_mask(box, shape=(300, 300)) -> np.ndarray:
+    """A boolean mask filling `box` (x1, y1, x2, y2), for constructed metric cases."""
+    m = np.zeros(shape, bool)
+    x1, y1, x2, y2 = map(int, box)
+    m[y1:y2, x1:x2] = True
+    return m

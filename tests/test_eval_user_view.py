@@ -9,14 +9,7 @@ from streamseg.training.evaluate import is_nerve_free, user_view
 from streamseg.training.metrics import (bland_altman, false_detections, operating_point, paper_rule, per_patient,
                                         shown_outcome)
 
-GT_BOX = np.array([100, 100, 200, 160], np.float32)
-
-
-def _mask(box, shape=(300, 300)):
-    m = np.zeros(shape, bool)
-    x1, y1, x2, y2 = map(int, box)
-    m[y1:y2, x1:x2] = True
-    return m
+from conftest import GT_BOX, box_mask as _mask
 
 
 def _scan(boxes, scores, patient="P1", name="x"):

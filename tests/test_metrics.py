@@ -6,14 +6,7 @@ import pytest
 from streamseg.letterbox import mask_box
 from streamseg.training.metrics import coco_ap, dice, hd95, paper_rule, summarize
 
-GT_BOX = np.array([100, 100, 200, 160], np.float32)
-
-
-def _mask(box, shape=(300, 300)):
-    m = np.zeros(shape, bool)
-    x1, y1, x2, y2 = map(int, box)
-    m[y1:y2, x1:x2] = True
-    return m
+from conftest import GT_BOX, box_mask as _mask
 
 
 def _rule(boxes, scores, **kw):
