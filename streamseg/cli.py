@@ -103,6 +103,10 @@ def _pipeline(**kw):
         raise typer.Exit(1)
 
 
+_ENGINES = typer.Option(None, "--engines", help="compiled artefacts folder: built there on first use, reused after "
+                        "(default: $XDG_CACHE_HOME/streamseg/engines); an `export --out DIR` folder, even read-only")
+
+
 @app.command()
 @friendly
 def live(
@@ -121,6 +125,7 @@ def live(
                                   "keeps trying for about 5 minutes (a cable unplugged and plugged back in)"),
     backoff: float = typer.Option(0.5, "--backoff", help="first reconnect delay, s (doubles, max 8 s between attempts)"),
     timeout: float = typer.Option(3.0, "--timeout", help="network read timeout, s"),
+    engines: Optional[Path] = _ENGINES,
 ):
     """Segment a live source (frame grabber or network stream); the newest frame always wins."""
     from .sinks import has_display
@@ -129,7 +134,7 @@ def live(
               show=has_display() if show is None else show, mm_per_px=mm_per_px, depth_mm=depth_mm, profile=profile,
               crop=crop, max_frames=max_frames, duration_s=duration, cts_cutoff_mm2=cts_cutoff, score_thresh=score_thresh,
               confident=confident, width=width, height=height, fps=fps, reconnect_attempts=reconnect, backoff_s=backoff,
-              read_timeout_s=timeout)
+              read_timeout_s=timeout, engines=engines)
 
 
 @app.command()
@@ -142,11 +147,15 @@ def file(
     mm_per_px: Optional[float] = _MMPX, depth_mm: Optional[float] = _DEPTH, profile: Optional[str] = _PROFILE,
     crop: Optional[str] = _CROP, max_frames: Optional[int] = _MAXF,
     cts_cutoff: float = _CUTOFF, score_thresh: float = _SCORE, confident: float = _CONF,
+    fps: Optional[float] = typer.Option(None, "--fps", help="frame rate of an input whose frames carry no "
+                                        "timestamps (raw .h264/.hevc); default: the rate the stream declares. "
+                                        "Inputs with timestamps keep theirs"),
+    engines: Optional[Path] = _ENGINES,
 ):
     """Segment a recorded video file: every frame, in order, same count and timestamps."""
     _pipeline(input=str(input), live=False, out=out, csv=csv, jsonl=jsonl, model=model, backend=backend, compute=compute,
               show=show, mm_per_px=mm_per_px, depth_mm=depth_mm, profile=profile, crop=crop, max_frames=max_frames,
-              cts_cutoff_mm2=cts_cutoff, score_thresh=score_thresh, confident=confident)
+              cts_cutoff_mm2=cts_cutoff, score_thresh=score_thresh, confident=confident, fps=fps, engines=engines)
 
 
 @app.command()

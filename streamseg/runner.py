@@ -60,6 +60,7 @@ class Options:
     open_timeout_s: float = 5.0
     read_timeout_s: float = 3.0
     summary: bool = True
+    engines: Path | None = None  # --engines: compiled artefacts folder (None: the user cache)
 
     def __post_init__(self):
         check_compute(self.compute)
@@ -79,6 +80,8 @@ class Options:
         summary = dict(zip(("summary JSON", "CSA plot"), self.summary_paths()))
         check_outputs({"--out": self.out, "--csv": self.csv, "--jsonl": self.jsonl, **summary},
                       inputs=() if self.live else (self.input,))
+        if self.engines is not None and Path(self.engines).exists() and not Path(self.engines).is_dir():
+            raise StreamsegError(f"--engines {self.engines}: is a file, expected a folder")
         if self.show:
             require_display()  # here, before the model loads and any output is opened
 
@@ -137,7 +140,7 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
             from . import backends
 
             backend = backends.load(o.backend, o.model, device=backends.select_device(o.compute, "--compute"),
-                                    half=o.half, max_detections=o.max_detections)
+                                    half=o.half, max_detections=o.max_detections, engines_dir=o.engines)
     except BaseException:
         source.close()
         raise
@@ -149,7 +152,7 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
     try:  # every output file is complete (as a temp file): the summary, then all are renamed at once
         st = source.stats
         if st.decode_errors or (st.expected_frames and not o.max_frames and stats.stopped_by is None
-                                and st.frames_read < st.expected_frames):
+                                and st.frames_read + st.expected_slack < st.expected_frames):
             exp = f" of {st.expected_frames}" if st.expected_frames else ""
             log(f"warning: decoded {st.frames_read}{exp} frames; {st.decode_errors} packet(s) could not be decoded")
         report = _report(o, source, stats, summary.summary(), video_frames)

@@ -91,6 +91,9 @@ class BaseSource:
         self._it = self._connect()
         try:
             first = next(self._it, None)
+        except StreamsegError:
+            self.close()
+            raise
         except _AV_ERRORS as e:
             self.close()
             raise StreamsegError(f"{self.spec}: cannot decode video ({first_line(e)})") from None
@@ -208,8 +211,10 @@ class BaseSource:
 class AVSource(BaseSource):
     """Files and network streams through PyAV (FFmpeg)."""
 
-    def __init__(self, spec: str, live: bool, open_timeout_s: float = 5.0, read_timeout_s: float = 3.0, **kw):
+    def __init__(self, spec: str, live: bool, open_timeout_s: float = 5.0, read_timeout_s: float = 3.0,
+                 untimed_fps: float | None = None, **kw):
         super().__init__(spec, live, **kw)
+        self.untimed_fps = untimed_fps  # --fps: the rate of frames without timestamps (files)
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
         self._container = None
@@ -255,14 +260,28 @@ class AVSource(BaseSource):
         self.rate = Fraction(rate) if rate else None
         self.fps = float(rate) if rate else None
         self.time_base = Fraction(st.time_base) if st.time_base else None
-        if not self.live and st.frames:
-            self.stats.expected_frames = int(st.frames)
+        if not self.live:
+            self.stats.expected_frames = expected_frames(c, st, self.rate)
+            self.stats.expected_slack = 0 if st.frames else 1
         return self._decode(c, st)
+
+    def _untimed_rate(self) -> Fraction:
+        """The rate that times frames which carry no timestamp (raw .h264/.hevc elementary streams):
+        `--fps` when given, else the rate the stream declares; neither is one clear error."""
+        if self.untimed_fps:  # it is then the source's rate too (the output video's)
+            self.rate = Fraction(self.untimed_fps).limit_denominator(1001)
+            self.fps = float(self.untimed_fps)
+            self.untimed_fps = None
+        if self.rate:
+            return self.rate
+        raise StreamsegError(f"{self.spec}: the frames carry no timestamps and the stream gives no frame rate; "
+                             "give it with --fps")
 
     def _decode(self, c, st):
         """Yield (bgr, pts seconds); corrupt packets are counted and skipped (files) or end the
         connection (live: a read error is a lost signal)."""
         demux = c.demux(st)
+        untimed = 0  # frames without a timestamp so far
         while True:
             try:
                 packet = next(demux)
@@ -280,6 +299,9 @@ class AVSource(BaseSource):
                 continue
             for f in decoded:
                 pts = float(f.pts * f.time_base) if f.pts is not None and f.time_base else None
+                if pts is None and not self.live:  # no timestamps: frame n is at n / rate, never the wall clock
+                    pts = float(untimed / self._untimed_rate())
+                    untimed += 1
                 yield f.to_ndarray(format="bgr24"), pts
 
     def _disconnect(self):
@@ -289,6 +311,23 @@ class AVSource(BaseSource):
             except _AV_ERRORS:
                 pass
             self._container = None
+
+
+def expected_frames(c, st, rate: Fraction | None) -> int | None:
+    """How many frames a file should hold: the count its container stores (MP4), else its duration
+    (the stream's, else the container's) x its frame rate (MKV, TS, ...); None when it says neither.
+    A file cut short that keeps its header (MKV, MP4) still says its full length; MPEG-TS stores
+    no length (FFmpeg estimates it from the data there), so a truncated TS cannot be told apart.
+    An estimate may be one frame off (start offsets, the last frame's duration, rounded rates)."""
+    if st.frames:
+        return int(st.frames)
+    if st.duration and st.time_base:
+        seconds = st.duration * Fraction(st.time_base)
+    elif c.duration:
+        seconds = Fraction(c.duration, av.time_base)
+    else:
+        return None
+    return round(seconds * rate) if rate else None
 
 
 @contextmanager
@@ -373,5 +412,6 @@ def open_source(spec: str, live: bool, crop=None, width: int | None = None, heig
     if kind == "v4l2":
         src: BaseSource = V4L2Source(spec, width=width, height=height, fps=fps, **kw)
     else:
-        src = AVSource(spec, live, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s, **kw)
+        src = AVSource(spec, live, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s,
+                       untimed_fps=None if live else fps, **kw)
     return src.open()

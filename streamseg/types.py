@@ -120,7 +120,8 @@ class SourceStats:
     signal_lost: int = 0
     reconnect_attempts: int = 0
     reconnects: int = 0  # successful
-    expected_frames: int | None = None  # from the container, when it says
+    expected_frames: int | None = None  # from the container, when it says (a count, or duration x rate)
+    expected_slack: int = 0  # how far the expectation may be off: 1 when estimated from duration x rate
     notes: list[str] = field(default_factory=list)
 
 

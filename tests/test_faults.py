@@ -3,6 +3,7 @@ JSONL and MP4 are committed together or not at all), a full disk is one line and
 of killed runs are cleaned by the next run, Ctrl-C while the model loads is one line and exit 130."""
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -292,3 +293,54 @@ def test_resolution_change_mid_file(two_sizes, tiny_checkpoint, tmp_path, grows)
     assert sizes == ({(320, 240)} if grows else {(606, 468)})
     rows = (tmp_path / "o.csv").read_text().splitlines()[1:]
     assert len(rows) == 40 and n in (0, 40)
+
+
+@pytest.fixture(scope="module")
+def testsrc_clips(tmp_path_factory) -> Path:
+    """Real clips by ffmpeg: 40 frames of testsrc at 25 fps as a raw Annex-B stream (no timestamps),
+    and 60 frames as MKV, damaged mid-file (4000 bytes zeroed) as a bad disk or transfer leaves it."""
+    if FFMPEG is None:
+        pytest.skip("ffmpeg not installed")
+    d = tmp_path_factory.mktemp("testsrc")
+    for name, n in (("x.h264", 40), ("x.mkv", 60)):
+        subprocess.run([FFMPEG, "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25",
+                        "-frames:v", str(n), "-c:v", "libx264", "-preset", "ultrafast", "-g", "10", str(d / name)],
+                       check=True)
+    data = bytearray((d / "x.mkv").read_bytes())
+    data[len(data) // 3: len(data) // 3 + 4000] = bytes(4000)
+    (d / "corrupt.mkv").write_bytes(bytes(data))
+    return d
+
+
+@needs_ffmpeg
+def test_a_raw_h264_gives_an_mp4_as_long_as_its_frames(testsrc_clips, tiny_checkpoint, tmp_path):
+    """Defect 8: 40 frames at 25 fps without timestamps became a 9 s MP4 (wall-clock times); now 1.6 s.
+    With --fps 10 the same frames last 4 s."""
+    import av
+
+    for extra, seconds in (([], 1.6), (["--fps", "10"], 4.0)):
+        out = tmp_path / "o.mp4"
+        rc, text = cli(["file", testsrc_clips / "x.h264", "--out", out, "--model", tiny_checkpoint, *extra])
+        assert rc == 0 and "Traceback" not in text, text
+        with av.open(str(out)) as c:
+            assert c.duration / av.time_base == pytest.approx(seconds, abs=0.01)
+            assert sum(1 for _ in c.decode(video=0)) == 40
+
+
+@pytest.mark.parametrize("fps", ["0", "-5", "inf", "nan"])
+def test_fps_is_checked_once(fps, tmp_path, sample_dir):
+    rc, text = cli(["file", sample_dir / "demo.mp4", "--out", tmp_path / "o.mp4", "--fps", fps])
+    assert rc == 2 and "Traceback" not in text, text
+    assert f"--fps {float(fps):g}: " in text and ("finite" in text or "must be within" in text), text
+    assert not (tmp_path / "o.mp4").exists()
+
+
+@needs_ffmpeg
+def test_a_damaged_mkv_says_how_many_frames_it_lost(testsrc_clips, tiny_checkpoint, tmp_path):
+    """Defect 7: an MKV damaged mid-file gave 49 of 60 frames without a word; now a warning line at
+    the end and the counts in the summary JSON."""
+    rc, text = cli(["file", testsrc_clips / "corrupt.mkv", "--csv", tmp_path / "o.csv", "--model", tiny_checkpoint])
+    assert rc == 0, text
+    summary = json.loads((tmp_path / "o.summary.json").read_text())
+    assert summary["expected_frames"] == 60 and 0 < summary["frames_seen"] < 55
+    assert f"warning: decoded {summary['frames_seen']} of 60 frames" in text

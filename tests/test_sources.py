@@ -129,3 +129,57 @@ def test_a_file_played_live_ends_at_its_end(sample_dir):
     src = open_source(str(sample_dir / "demo.mp4"), live=True, on_event=lambda kind, msg: events.append(kind))
     assert sum(1 for _ in src.frames()) == 350
     assert events == [] and src.stats.signal_lost == 0
+
+
+@pytest.fixture(scope="module")
+def testsrc(tmp_path_factory):
+    """make(name, frames, *extra): a real clip of ffmpeg's testsrc (320x240 at 25 fps, H.264)."""
+    d = tmp_path_factory.mktemp("testsrc")
+
+    def make(name, frames, *extra):
+        ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-frames:v", frames, "-c:v", "libx264",
+               "-preset", "ultrafast", *extra, d / name)
+        return d / name
+
+    return make
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("name", ["x.mkv", "x.ts", "x.mp4"])
+def test_every_container_says_how_many_frames_it_holds(testsrc, name):
+    """Defect 7: only MP4 stored a frame count; MKV and TS now give duration x rate (one frame slack)."""
+    src = open_source(str(testsrc(name, 60, "-g", "10")), live=False)
+    assert sum(1 for _ in src.frames()) == 60
+    assert src.stats.expected_frames == 60
+    assert src.stats.expected_slack == (0 if name == "x.mp4" else 1)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("how", ["truncated", "corrupt"])
+def test_a_damaged_mkv_reports_the_frames_it_should_have(testsrc, tmp_path, how):
+    """Defect 7: an MKV cut short or damaged mid-file decoded 30 or 49 of its 60 frames and nothing
+    said how many it should have held (expected_frames None)."""
+    data = bytearray(testsrc("whole.mkv", 60, "-g", "10").read_bytes())
+    if how == "truncated":
+        data = data[: len(data) * 6 // 10]
+    else:
+        data[len(data) // 3: len(data) // 3 + 4000] = bytes(4000)
+    damaged = tmp_path / f"{how}.mkv"
+    damaged.write_bytes(bytes(data))
+    src = open_source(str(damaged), live=False)
+    n = sum(1 for _ in src.frames())
+    assert 0 < n < 55
+    assert src.stats.expected_frames == 60 and n + src.stats.expected_slack < 60
+
+
+@needs_ffmpeg
+def test_a_raw_h264_stream_is_timed_by_its_rate_not_the_wall_clock(testsrc):
+    """Defect 8: an Annex-B .h264 has no timestamps; frame n is at n / 25 s (the stream's rate), or at
+    n / --fps when given. Before, pts were None and the output video used the wall clock."""
+    clip = testsrc("x.h264", 40)
+    src = open_source(str(clip), live=False)
+    pts = [f.pts for f in src.frames()]
+    assert len(pts) == 40 and pts[0] == 0.0 and pts[-1] == pytest.approx(39 / 25)
+    src = open_source(str(clip), live=False, fps=10)
+    pts = [f.pts for f in src.frames()]
+    assert pts[-1] == pytest.approx(3.9) and src.fps == 10 and src.rate == 10
