@@ -28,8 +28,9 @@ def exported(calibrated_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     res = runner.invoke(app, ["export", "--format", "onnx", "--model", str(calibrated_checkpoint), "--out", str(out)])
     assert res.exit_code == 0, res.output
-    files = sorted(out.glob("*.onnx"))
+    files = sorted(out.glob("*-dense-*.onnx"))  # beside it the RoI heads graphs (onnxruntime on CPU)
     assert len(files) == 1 and "built" in res.output
+    assert len(list(out.glob("*-heads-*.onnx"))) == 2
     return files[0]
 
 

@@ -344,3 +344,53 @@ def test_a_damaged_mkv_says_how_many_frames_it_lost(testsrc_clips, tiny_checkpoi
     summary = json.loads((tmp_path / "o.summary.json").read_text())
     assert summary["expected_frames"] == 60 and 0 < summary["frames_seen"] < 55
     assert f"warning: decoded {summary['frames_seen']} of 60 frames" in text
+
+
+def _tree(d: Path) -> dict:
+    """Every file under d -> (size, mtime_ns): what a run that writes nothing leaves as it was."""
+    return {str(p.relative_to(d)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(d.rglob("*"))}
+
+
+def _streamseg(args, cwd=None, env=None, timeout=300):
+    env = {**{k: v for k, v in os.environ.items() if k != "STREAMSEG_ENGINES"}, "PYTHONPATH": str(REPO), **(env or {})}
+    p = subprocess.run([sys.executable, "-m", "streamseg.cli", *map(str, args)], capture_output=True, text=True,
+                       env=env, cwd=cwd, timeout=timeout)
+    return p.returncode, p.stderr + p.stdout
+
+
+def test_exported_artefacts_are_used_by_file_engines_without_a_rebuild(sample_dir, tmp_path):
+    """Defect 12: `export --out DIR` wrote the dense graph only, so `file --engines DIR --backend
+    onnxruntime` (CPU) then built the RoI heads graphs into DIR. Now the export holds them too and
+    the folder, read-only (chmod 555), is used as it is: nothing in it is written or rebuilt.
+    (Modes do not stop root, so the folder's files are compared before and after.)"""
+    pytest.importorskip("onnxruntime")
+    eng = tmp_path / "eng"
+    rc, text = _streamseg(["export", "--format", "onnx", "--out", eng, "--compute", "cpu"])
+    assert rc == 0, text
+    before = _tree(eng)
+    assert any("heads-box" in n for n in before) and any("heads-mask" in n for n in before), before
+    eng.chmod(0o555)
+    try:
+        rc, text = _streamseg(["file", sample_dir / "demo.mp4", "--csv", tmp_path / "o.csv", "--max-frames", "3",
+                               "--engines", eng, "--backend", "onnxruntime", "--compute", "cpu"])
+    finally:
+        eng.chmod(0o755)
+    assert rc == 0 and "model: onnxruntime" in text and "rebuilding" not in text, text
+    assert _tree(eng) == before
+
+
+def test_backend_auto_runs_from_a_read_only_folder(sample_dir, tmp_path):
+    """Defect 12: `--backend auto` from a read-only current folder builds its artefacts into the user
+    cache ($XDG_CACHE_HOME/streamseg/engines) and writes nothing into the current folder."""
+    cwd, cache = tmp_path / "ro", tmp_path / "cache"
+    cwd.mkdir()
+    cwd.chmod(0o555)
+    try:
+        rc, text = _streamseg(["file", sample_dir / "demo.mp4", "--csv", tmp_path / "o.csv", "--max-frames", "2",
+                               "--compute", "cpu"], cwd=cwd, env={"XDG_CACHE_HOME": str(cache)})
+    finally:
+        cwd.chmod(0o755)
+    assert rc == 0 and "Traceback" not in text, text
+    assert list(cwd.iterdir()) == []
+    if "model: onnxruntime" in text:  # auto picks onnxruntime where it is installed
+        assert list((cache / "streamseg" / "engines").glob("*.onnx"))

@@ -3,7 +3,7 @@
 
 Modules, each importing only those below it (no circles):
     __init__ (load, available) -> torch_eager, onnxrt, compiled, tensorrt   one module per backend
-    export (`streamseg export`) -> onnx_export, compiled, tensorrt
+    export (`streamseg export`) -> onnx_export, onnx_heads, compiled, tensorrt
     onnx_export -> artefacts, split;  split -> base;  artefacts, device, bn_warmup, parity: leaves
 A new backend is a module with `open_<name>(model, info, device, half, out_dir, log) -> Backend`
 (its artefacts through `artefacts.ensure_artefact` / `load_or_rebuild`), an entry in `_OPENERS`

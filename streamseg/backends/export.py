@@ -12,6 +12,7 @@ from .artefacts import DEFAULT_DIR, artefact_path, ensure_dir, sidecar_path
 from .compiled import ensure_compiled
 from .device import select_device
 from .onnx_export import ensure_onnx, export_onnx
+from .onnx_heads import ensure_heads
 from .tensorrt import ensure_engine
 
 FORMATS = ("onnx", "engine", "compiled")
@@ -24,9 +25,10 @@ def build(model: nn.Module, info: ModelInfo, fmt: str, out_dir: str | Path = DEF
         raise StreamsegError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
     info = info.with_sha256(model)
     out = ensure_dir(out_dir)
-    if fmt == "onnx":
+    if fmt == "onnx":  # with the RoI heads graphs that onnxruntime runs on CPU, so `--engines DIR` builds nothing
         path = export_onnx(model, info, artefact_path(info, out, "onnx", batch, half), batch, half)
-        return [path, sidecar_path(path)]
+        heads = list(ensure_heads(model, info, out, log).values())
+        return [path, sidecar_path(path), *(q for h in heads for q in (h, sidecar_path(h)))]
     if fmt == "engine":
         onnx_path = ensure_onnx(model, info, out, batch, False, log)  # TensorRT sets FP16 itself
         path = ensure_engine(info, onnx_path, out, batch, half, force=True, log=log)
