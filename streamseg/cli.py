@@ -7,7 +7,12 @@ import sys
 from pathlib import Path
 from typing import Literal, Optional
 
-import typer
+from .interrupts import exit_at_once_on_interrupt, interrupt_raises
+
+if __name__ == "__main__" or Path(sys.argv[0]).name == "streamseg":  # the command, not an import
+    exit_at_once_on_interrupt()  # Ctrl-C while it starts: one line, exit 130 (streamseg/interrupts.py)
+
+import typer  # noqa: E402
 from rich.console import Console
 
 from .options import check_compute, check_numbers, check_out_dir, check_outputs
@@ -37,6 +42,7 @@ def friendly(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        interrupt_raises()
         try:
             return fn(*args, **kwargs)
         except StreamsegError as e:
@@ -84,6 +90,7 @@ def _pipeline(**kw):
     1 when a live source was lost for good."""
     from .runner import Options, run
 
+    exit_at_once_on_interrupt()  # until the outputs are opened (runner.run): nothing to finalise yet
     r = run(Options(**kw), log=lambda msg: console.print(msg, highlight=False, markup=False))
     c = r.csa
     if c.median is None:

@@ -16,6 +16,7 @@ from . import pipeline
 from .calibration import Calibration, parse_crop, resolve
 from .dicom import dicom_calibration
 from .files import atomic_write, public_mode
+from .interrupts import interrupt_raises
 from .options import check_compute, check_numbers, check_outputs
 from .measure import Analyser
 from .overlay import Style, draw, lost_screen
@@ -148,6 +149,7 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
     mm = cal.mm_per_px(source.height)
     log(f"source: {source.describe()}; calibration: {cal.describe(source.height)}")
     summary = ScanSummary(mm, o.score_thresh, o.confident, o.cts_cutoff_mm2)
+    interrupt_raises()  # outputs open from here: Ctrl-C finalises or discards them (streamseg/interrupts.py)
     stats, files, video_frames = _stream(o, source, backend, mm, summary, log)
     try:  # every output file is complete (as a temp file): the summary, then all are renamed at once
         st = source.stats

@@ -6,9 +6,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal, Protocol
+from typing import TYPE_CHECKING, Iterator, Literal, Protocol
 
-import numpy as np
+if TYPE_CHECKING:  # annotations only: `streamseg` starts without numpy, so Ctrl-C at once is handled (cli.py)
+    import numpy as np
 
 
 # Score thresholds of the runtime. A detection scoring at least NERVE_SCORE is shown as the nerve;

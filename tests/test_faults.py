@@ -394,3 +394,22 @@ def test_backend_auto_runs_from_a_read_only_folder(sample_dir, tmp_path):
     assert list(cwd.iterdir()) == []
     if "model: onnxruntime" in text:  # auto picks onnxruntime where it is installed
         assert list((cache / "streamseg" / "engines").glob("*.onnx"))
+
+
+@pytest.mark.parametrize("delay_s", [0.3, 1.0, 2.0, 4.0])
+def test_ctrl_c_in_the_first_seconds_is_one_line_and_exit_130(sample_dir, tmp_path, delay_s):
+    """Defect 11b: Ctrl-C while `streamseg file` starts (imports, model load, source open) raised
+    KeyboardInterrupt inside torch's imports: a traceback, or exit by SIGINT (-2) after the line was
+    printed. Now it is one line and exit 130, or, once the run has begun, the outputs are finalised."""
+    script = shutil.which("streamseg")  # the console script, as a user runs it; else the module
+    cmd = [sys.executable, script] if script else [sys.executable, "-m", "streamseg.cli"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    p = subprocess.Popen([*cmd, "file", str(sample_dir / "demo.mp4"), "--out", str(tmp_path / "o.mp4")], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay_s)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "interrupted" in err or "stopped by SIGINT" in err, err
+    assert hidden(tmp_path) == []  # no temp output left behind
