@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import shutil
 import socket
 import subprocess
@@ -169,3 +170,49 @@ def test_live_duration_stops_the_run(clip, tiny_checkpoint, tmp_path):
     s = json.loads((tmp_path / "d.summary.json").read_text())
     assert s["stopped_by"] == "duration" and 3.0 <= s["wall_s"] < 3.0 + 15
     assert s["frames_processed"] >= 1 and frames_in(out) == s["frames_processed"]
+
+
+def rows_so_far(folder, name) -> int:
+    """CSV rows a running session has written (outputs are temp files until the end: `.NAME.PID.*.part`)."""
+    parts = [p for p in folder.iterdir() if p.name.startswith(f".{name}.")]
+    return max((len(p.read_text().splitlines()) - 1 for p in parts), default=0)
+
+
+def test_stream_comes_back_larger_after_a_reconnect(clip, tiny_checkpoint, tmp_path):
+    """Defect 1b (live): the sender comes back at a larger resolution (320x240, then 606x468). Every
+    frame is still processed at its own size; the MP4 keeps the first size (later frames scaled to
+    fit, black bars), and the CSV has one row per MP4 frame."""
+    small = tmp_path / "small.mp4"
+    subprocess.run([FFMPEG, "-v", "error", "-nostdin", "-y", "-i", str(clip), "-t", "3", "-vf", "scale=320:240",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-an", str(small)], check=True, timeout=60)
+    port = free_port()
+    server = Server(small, port)
+    out, table = tmp_path / "g.mp4", tmp_path / "g.csv"
+    p = subprocess.Popen(cli("--device", f"tcp://127.0.0.1:{port}", "--out", out, "--csv", table, "--model",
+                             tiny_checkpoint, "--reconnect", 40, "--backoff", 0.2, "--timeout", 2),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while rows_so_far(tmp_path, "g.csv") < 4:
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+            time.sleep(0.1)
+        server.stop()
+        server = Server(clip, port)  # back on the same port, at 606x468
+        n = rows_so_far(tmp_path, "g.csv")
+        while rows_so_far(tmp_path, "g.csv") < n + 12:
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+            time.sleep(0.1)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=90)
+    finally:
+        server.stop()
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130 and "Traceback" not in err, err
+    assert "signal lost" in err and "reconnected" in err, err
+    with av.open(str(out)) as c:
+        sizes = {(f.width, f.height) for f in c.decode(video=0)}
+    assert sizes == {(320, 240)}
+    assert frames_in(out) == len(csv_rows(table)) >= 16
+    s = json.loads((tmp_path / "g.summary.json").read_text())
+    assert s["reconnects"] >= 1 and s["stopped_by"] == "SIGINT"
