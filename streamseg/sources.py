@@ -1,7 +1,8 @@
 """Open `--device` / a file / a URL -> an iterator of `Frame` (crop applied, BGR uint8).
 
 - `/dev/videoN` or an index: OpenCV's V4L2 backend, buffer size 1, the requested size/fps
-  (frame grabbers present as UVC devices).
+  (frame grabbers present as UVC devices); each read waits at most the read timeout
+  (`bound_v4l2_reads`).
 - URLs (rtsp/udp/tcp/http/...) and files: PyAV, any container/codec FFmpeg decodes, keeping the
   presentation timestamps. Network opens and reads have timeouts, so nothing hangs.
 - Live frames carry the session's capture clock as `pts` (seconds since the first frame, from
@@ -13,6 +14,7 @@
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import select
@@ -349,15 +351,18 @@ def _fifo_with_data(path: Path, timeout_s: float):
 class V4L2Source(BaseSource):
     """UVC frame grabbers through OpenCV's V4L2 backend (buffer size 1: always the newest frame)."""
 
-    def __init__(self, spec: str, width: int | None = None, height: int | None = None, fps: float | None = None, **kw):
+    def __init__(self, spec: str, width: int | None = None, height: int | None = None, fps: float | None = None,
+                 read_timeout_s: float = 3.0, **kw):
         super().__init__(spec, True, **kw)
         self.req = (width, height, fps)
+        self.read_timeout_s = read_timeout_s
         self._cap = None
 
     def _device_path(self) -> str:
         return f"/dev/video{self.spec}" if self.spec.isdigit() else self.spec
 
     def _connect(self):
+        bound_v4l2_reads(self.read_timeout_s)
         path = self._device_path()
         if not os.path.exists(path):
             raise StreamsegError(f"{path}: no such capture device")
@@ -399,6 +404,17 @@ class V4L2Source(BaseSource):
             self._cap = None
 
 
+def bound_v4l2_reads(timeout_s: float) -> None:
+    """Bound every V4L2 read by `timeout_s` (whole seconds, at least 1). OpenCV's V4L2 backend waits in
+    select() for each frame, 10 s by default, and takes no per-capture read timeout
+    (CAP_PROP_READ_TIMEOUT_MSEC is the FFmpeg backend's); it reads OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT
+    and OPENCV_VIDEOIO_V4L_READ_ATTEMPTS from the environment once, at the first read of the process.
+    Values the user has set are kept. A read that times out returns no frame: the signal is lost
+    and the source reconnects, and close() waits for it as for a network read."""
+    os.environ.setdefault("OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT", str(max(1, math.ceil(timeout_s))))
+    os.environ.setdefault("OPENCV_VIDEOIO_V4L_READ_ATTEMPTS", "1")
+
+
 def open_source(spec: str, live: bool, crop=None, width: int | None = None, height: int | None = None,
                 fps: float | None = None, open_timeout_s: float = 5.0, read_timeout_s: float = 3.0,
                 reconnect_attempts: int = RECONNECT_ATTEMPTS, backoff_s: float = BACKOFF_S, on_event=None) -> BaseSource:
@@ -410,7 +426,7 @@ def open_source(spec: str, live: bool, crop=None, width: int | None = None, heig
     if kind == "file" and is_dicom(spec):
         return DicomSource(spec, live, **kw).open()
     if kind == "v4l2":
-        src: BaseSource = V4L2Source(spec, width=width, height=height, fps=fps, **kw)
+        src: BaseSource = V4L2Source(spec, width=width, height=height, fps=fps, read_timeout_s=read_timeout_s, **kw)
     else:
         src = AVSource(spec, live, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s,
                        untimed_fps=None if live else fps, **kw)

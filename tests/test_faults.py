@@ -413,3 +413,12 @@ def test_ctrl_c_in_the_first_seconds_is_one_line_and_exit_130(sample_dir, tmp_pa
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert "interrupted" in err or "stopped by SIGINT" in err, err
     assert hidden(tmp_path) == []  # no temp output left behind
+
+
+@pytest.mark.parametrize("device", ["/dev/video97", "/dev/null"])
+def test_live_on_a_path_that_is_no_capture_device_is_one_line(device, tmp_path):
+    """Defect 2b: a device path that is missing or is not a V4L2 capture device: one line, exit 2,
+    before the model loads and before any output exists."""
+    rc, text = cli(["live", "--device", device, "--no-show", "--csv", tmp_path / "o.csv"])
+    assert rc == 2 and "Traceback" not in text and len(text.strip().splitlines()) == 1, text
+    assert not list(tmp_path.iterdir())

@@ -2,6 +2,7 @@
 input is one clear StreamsegError; corrupt or truncated data decodes what it can."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import threading
@@ -183,3 +184,19 @@ def test_a_raw_h264_stream_is_timed_by_its_rate_not_the_wall_clock(testsrc):
     src = open_source(str(clip), live=False, fps=10)
     pts = [f.pts for f in src.frames()]
     assert pts[-1] == pytest.approx(3.9) and src.fps == 10 and src.rate == 10
+
+
+def test_v4l2_reads_are_bounded_by_the_read_timeout(monkeypatch):
+    """Defect 2b (by design: no capture device here): OpenCV's V4L2 backend waits up to 10 s per
+    frame unless OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT says otherwise; the source sets it (and one read
+    attempt) from its read timeout before its first read, keeping what the user set."""
+    monkeypatch.delenv("OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT", raising=False)
+    monkeypatch.delenv("OPENCV_VIDEOIO_V4L_READ_ATTEMPTS", raising=False)
+    with pytest.raises(StreamsegError, match="no such capture device"):
+        open_source("/dev/video97", live=True, read_timeout_s=2.5)
+    assert os.environ["OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT"] == "3"
+    assert os.environ["OPENCV_VIDEOIO_V4L_READ_ATTEMPTS"] == "1"
+    monkeypatch.setenv("OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT", "7")
+    with pytest.raises(StreamsegError):
+        V4L2Source("/dev/null", read_timeout_s=1).open()
+    assert os.environ["OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT"] == "7"
