@@ -2,7 +2,12 @@
 
 Importing the package is cheap and torch-free: `build_model` and `ModelConfig` (torch) are loaded on
 first use, so the runtime stages (sources, measure, overlay, sinks, pipeline) never pull in torch."""
-from .types import Detection, Frame, Measurement, Result, StreamsegError, Timings
+from .interrupts import exit_at_once_on_interrupt, started_as_the_command
+
+if started_as_the_command():  # first thing: Ctrl-C while the command starts is one line, exit 130
+    exit_at_once_on_interrupt()
+
+from .types import Detection, Frame, Measurement, Result, StreamsegError, Timings  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["build_model", "ModelConfig", "Frame", "Detection", "Measurement", "Result", "Timings", "StreamsegError"]

@@ -7,14 +7,10 @@ import sys
 from pathlib import Path
 from typing import Literal, Optional
 
-from .interrupts import exit_at_once_on_interrupt, interrupt_raises
-
-if __name__ == "__main__" or Path(sys.argv[0]).name == "streamseg":  # the command, not an import
-    exit_at_once_on_interrupt()  # Ctrl-C while it starts: one line, exit 130 (streamseg/interrupts.py)
-
-import typer  # noqa: E402
+import typer
 from rich.console import Console
 
+from .interrupts import exit_at_once_on_interrupt, interrupt_raises
 from .options import check_compute, check_numbers, check_out_dir, check_outputs
 from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, StreamsegError
 
