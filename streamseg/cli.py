@@ -56,6 +56,7 @@ def not_built(issue: str):
 
 # --- real-time pipeline: file, live, calibrate (issue 3) ------------------------------------------
 _OUT = typer.Option(None, "--out", "-o", help="overlay video (H.264 .mp4)")
+_RAW = typer.Option(None, "--save-input", help="the input's frames without the overlay (.mp4): same frames and timestamps")
 _CSV = typer.Option(None, "--csv", help="one CSV row per processed frame")
 _JSONL = typer.Option(None, "--jsonl", help="one JSON line per processed frame")
 _MODEL = typer.Option(None, "--model", "-m", help="checkpoint (default: the bundled model)")
@@ -82,9 +83,12 @@ def _compute(default: str = "auto"):
 def _pipeline(**kw):
     """Run file/live and report: one summary line; exit 128+signal when stopped by a signal,
     1 when a live source was lost for good."""
+    from .progress import progress_bar
     from .runner import Options, run
 
-    r = run(Options(**kw), log=lambda msg: console.print(msg, highlight=False, markup=False))
+    o = Options(**kw)
+    with progress_bar(console) as bar:  # file: frames done of the total; live runs until stopped, no bar
+        r = run(o, log=lambda msg: console.print(msg, highlight=False, markup=False), progress=None if o.live else bar)
     c = r.csa
     if c.median is None:
         csa = f"CSA: no confident frames (score >= {c.confident_threshold:g})"
@@ -107,7 +111,7 @@ def _pipeline(**kw):
 @friendly
 def live(
     device: str = typer.Option("/dev/video0", "--device", "-d", help="/dev/videoN, an index, or a URL (rtsp/udp/tcp/http)"),
-    out: Optional[Path] = _OUT, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,
+    out: Optional[Path] = _OUT, save_input: Optional[Path] = _RAW, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,
     model: Optional[Path] = _MODEL, backend: BackendName = _BACKEND, compute: str = _compute(),
     show: Optional[bool] = typer.Option(None, "--show/--no-show", help="window (default: on when a display exists)"),
     mm_per_px: Optional[float] = _MMPX, depth_mm: Optional[float] = _DEPTH, profile: Optional[str] = _PROFILE,
@@ -125,7 +129,7 @@ def live(
     """Segment a live source (frame grabber or network stream); the newest frame always wins."""
     from .sinks import has_display
 
-    _pipeline(input=device, live=True, out=out, csv=csv, jsonl=jsonl, model=model, backend=backend, compute=compute,
+    _pipeline(input=device, live=True, out=out, save_input=save_input, csv=csv, jsonl=jsonl, model=model, backend=backend, compute=compute,
               show=has_display() if show is None else show, mm_per_px=mm_per_px, depth_mm=depth_mm, profile=profile,
               crop=crop, max_frames=max_frames, duration_s=duration, cts_cutoff_mm2=cts_cutoff, score_thresh=score_thresh,
               confident=confident, width=width, height=height, fps=fps, reconnect_attempts=reconnect, backoff_s=backoff,
@@ -136,7 +140,7 @@ def live(
 @friendly
 def file(
     input: Path = typer.Argument(..., help="video file (any container/codec FFmpeg decodes) or DICOM (.dcm)"),
-    out: Optional[Path] = _OUT, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,
+    out: Optional[Path] = _OUT, save_input: Optional[Path] = _RAW, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,
     model: Optional[Path] = _MODEL, backend: BackendName = _BACKEND, compute: str = _compute(),
     show: bool = typer.Option(False, "--show/--no-show", help="show a window while processing"),
     mm_per_px: Optional[float] = _MMPX, depth_mm: Optional[float] = _DEPTH, profile: Optional[str] = _PROFILE,
@@ -144,7 +148,7 @@ def file(
     cts_cutoff: float = _CUTOFF, score_thresh: float = _SCORE, confident: float = _CONF,
 ):
     """Segment a recorded video file: every frame, in order, same count and timestamps."""
-    _pipeline(input=str(input), live=False, out=out, csv=csv, jsonl=jsonl, model=model, backend=backend, compute=compute,
+    _pipeline(input=str(input), live=False, out=out, save_input=save_input, csv=csv, jsonl=jsonl, model=model, backend=backend, compute=compute,
               show=show, mm_per_px=mm_per_px, depth_mm=depth_mm, profile=profile, crop=crop, max_frames=max_frames,
               cts_cutoff_mm2=cts_cutoff, score_thresh=score_thresh, confident=confident)
 
