@@ -274,7 +274,12 @@ def export(
         import_tensorrt()
     m, info = load_checkpoint(model)
     log = lambda msg: console.print(msg, highlight=False, markup=False)  # noqa: E731
-    for p in build(m, info, format, out, half=half, device=None if compute == "auto" else compute, log=log):
+    from .progress import progress_bar
+
+    with progress_bar(console, "artefacts") as bar:  # one step, of unknown length: spinner and time elapsed
+        bar.add_task(f"export {format}", total=None)
+        built = build(m, info, format, out, half=half, device=None if compute == "auto" else compute, log=log)
+    for p in built:
         console.print(f"built {p} ({p.stat().st_size / 2**20:.1f} MiB)", highlight=False, markup=False)
 
 
@@ -308,9 +313,8 @@ def train(
     max_iters_per_epoch: Optional[int] = typer.Option(None, hidden=True),
 ):
     """Train the paper's Mask R-CNN on labelled scans (patient-wise split)."""
-    from rich.progress import Progress
-
     from .backends.device import select_device
+    from .progress import progress_bar
 
     check_numbers([("--epochs", epochs, 1, 100000), ("--lr", lr, 0, 10, dict(lo_open=True)),
                    ("--batch-size", batch_size, 1, 1024), ("--workers", workers, 0, 256),
@@ -333,8 +337,8 @@ def train(
                "mask_head_width": mask_head_width, "fpn_channels": fpn_channels},
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    with Progress(console=console, transient=True) as progress:
-        summary = run_train(cfg, progress=progress, log=lambda s: progress.console.print(s, highlight=False))
+    with progress_bar(console, "iterations") as progress:
+        summary = run_train(cfg, progress=progress, log=lambda s: console.print(s, highlight=False))
     console.print(f"best checkpoint: {summary['best']}  (val top-1 Dice {summary['best_score']:.3f}), "
                   f"last: {summary['last']}, {summary['seconds'] / 60:.1f} min")
 
@@ -361,9 +365,8 @@ def eval_(
     """Evaluate a checkpoint with the paper's metrics (Prec/Rec, mAP, Dice median+IQR, HD95, area error),
     what a user sees at the display threshold, per-patient results and CSA agreement; or the false
     detections on a nerve-free folder."""
-    from rich.progress import Progress
-
     from .backends.device import select_device
+    from .progress import progress_bar
     from .training.evaluate import run_eval
 
     check_numbers([("--mm-per-px", mm_per_px, 0, 10, dict(lo_open=True, hi_open=True)), ("--conf", conf, 0, 1),
@@ -371,7 +374,7 @@ def eval_(
     check_outputs({"--json": json_out}, inputs=(data,))
     check_out_dir("--out-dir", out_dir)
     device = select_device(check_compute(compute), "--compute")
-    with Progress(console=console, transient=True) as progress:
+    with progress_bar(console, "images") as progress:
         summary, _ = run_eval(data, model, split, subset, json_out, out_dir, mm_per_px, conf, iou, fn_rule,
                               device, progress, box=box, score_thresh=score_thresh)
     _print_eval(summary)

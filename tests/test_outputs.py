@@ -205,3 +205,26 @@ def test_hud_shows_lag_live_and_processing_speed_for_a_file():
     file = hud_text(hud, live=False)
     assert file == "proc 4.2 fps | model 230 ms | src 20.0 fps"  # no queueing time passed off as lag
     assert "lag" not in file and "2359" not in file and "drop" not in file
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_eval_shows_images_done_on_a_terminal_only(terminal, sample_dir, tiny_checkpoint, monkeypatch):
+    import streamseg.cli as cli
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=buf, force_terminal=terminal, width=150, color_system=None))
+    r = CliRunner().invoke(app, ["eval", "--data", str(sample_dir), "--model", str(tiny_checkpoint)])
+    assert r.exit_code == 0, r.output
+    n = len(list((sample_dir / "images").glob("*.png")))
+    assert (f"{n}/{n} images" in buf.getvalue()) is terminal and "images/s" not in r.output
+
+
+def test_the_runtime_loads_matplotlib_only_to_draw_the_plot():
+    import subprocess
+    import sys
+
+    code = ("import sys, streamseg.runner, streamseg.sinks, streamseg.overlay, streamseg.progress; "
+            "print('matplotlib' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
