@@ -2,6 +2,7 @@
 a StreamsegError becomes one red line and exit code 2."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from pathlib import Path
@@ -87,8 +88,9 @@ def _pipeline(**kw):
     from .runner import Options, run
 
     o = Options(**kw)
-    with progress_bar(console) as bar:  # file: frames done of the total; live runs until stopped, no bar
-        r = run(o, log=lambda msg: console.print(msg, highlight=False, markup=False), progress=None if o.live else bar)
+    bar = None if o.live else progress_bar(console)  # file: frames done of the total; live runs until stopped
+    with bar or contextlib.nullcontext():
+        r = run(o, log=lambda msg: console.print(msg, highlight=False, markup=False), progress=bar)
     c = r.csa
     if c.median is None:
         csa = f"CSA: no confident frames (score >= {c.confident_threshold:g})"

@@ -1,4 +1,5 @@
-"""Where results go: an H.264 MP4 (PyAV), CSV and JSONL rows, an OpenCV window, and the scan summary.
+"""Where results go: an H.264 MP4 of the overlay (PyAV) and one of the raw input (`--save-input`),
+CSV and JSONL rows, an OpenCV window, and the scan summary (numbers and a matplotlib CSA plot).
 
 Every sink implements `types.Sink`: `write(result)`, `close()` (the file written, or None and no
 file when nothing was written) and `quit_requested`; `abort()` where there is something to discard.
@@ -7,7 +8,8 @@ and committed in two steps: `finish()` completes the temp file (the step that ca
 `commit()` renames it onto the target. The runner finishes every file first and commits only when
 all finished, so a failed run leaves the earlier outputs as they were (all or none); `abort()`
 discards the temp file. `close()` is finish + commit for one sink. Temp files left by a killed run
-are removed by the next run that writes the same target (files.remove_stale_temps).
+are removed by the next run that writes the same target (files.remove_stale_temps). The summary
+JSON and the CSA plot, written whole once the run is over, join the same commit as `StagedFile`s.
 """
 from __future__ import annotations
 
@@ -417,7 +419,7 @@ class ScanSummary:
         self.conf.append(bool(present and d.score >= self.confident))
 
     def close(self) -> None:
-        """Nothing to finalise: the runner writes `summary()` and `plot()` once the run is over."""
+        """Nothing to finalise: the runner writes `summary()` and `write_plot()` (as `StagedFile`s) once the run is over."""
 
     def summary(self) -> CsaSummary:
         vals = np.array([v for v, c in zip(self.value, self.conf) if c], dtype=float)
