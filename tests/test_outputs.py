@@ -228,3 +228,22 @@ def test_the_runtime_loads_matplotlib_only_to_draw_the_plot():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
+
+
+def test_live_save_input_matches_the_overlay(sample_dir, tmp_path):
+    """Live (a real ffmpeg serving the demo clip over TCP): the raw video has the overlay's frames
+    and timestamps (the capture clock)."""
+    from test_live_stream import FFMPEG, Server, free_port
+
+    if FFMPEG is None:
+        pytest.skip("ffmpeg not installed")
+    port = free_port()
+    server = Server(sample_dir / "demo.mp4", port)
+    try:
+        out, raw = tmp_path / "o.mp4", tmp_path / "raw.mp4"
+        run(Options(input=f"tcp://127.0.0.1:{port}", live=True, max_frames=12, out=out, save_input=raw),
+            log=lambda m: None, backend=EllipseBackend())
+    finally:
+        server.stop()
+    n, pts = probe(out)
+    assert n == 12 and probe(raw) == (n, pts)
