@@ -2,6 +2,7 @@
 a StreamsegError becomes one red line and exit code 2."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from pathlib import Path
@@ -58,6 +59,7 @@ def not_built(issue: str):
 
 # --- real-time pipeline: file, live, calibrate (issue 3) ------------------------------------------
 _OUT = typer.Option(None, "--out", "-o", help="overlay video (H.264 .mp4)")
+_RAW = typer.Option(None, "--save-input", help="the input's frames without the overlay (.mp4): same frames and timestamps")
 _CSV = typer.Option(None, "--csv", help="one CSV row per processed frame")
 _JSONL = typer.Option(None, "--jsonl", help="one JSON line per processed frame")
 _MODEL = typer.Option(None, "--model", "-m", help="checkpoint (default: the bundled model)")
@@ -84,10 +86,14 @@ def _compute(default: str = "auto"):
 def _pipeline(**kw):
     """Run file/live and report: one summary line; exit 128+signal when stopped by a signal,
     1 when a live source was lost for good."""
+    from .progress import progress_bar
     from .runner import Options, run
 
     exit_at_once_on_interrupt()  # until the outputs are opened (runner.run): nothing to finalise yet
-    r = run(Options(**kw), log=lambda msg: console.print(msg, highlight=False, markup=False))
+    o = Options(**kw)
+    bar = None if o.live else progress_bar(console)  # file: frames done of the total; live runs until stopped
+    with bar or contextlib.nullcontext():
+        r = run(o, log=lambda msg: console.print(msg, highlight=False, markup=False), progress=bar)
     c = r.csa
     if c.median is None:
         csa = f"CSA: no confident frames (score >= {c.confident_threshold:g})"
@@ -114,7 +120,7 @@ _ENGINES = typer.Option(None, "--engines", help="compiled artefacts folder: buil
 @friendly
 def live(
     device: str = typer.Option("/dev/video0", "--device", "-d", help="/dev/videoN, an index, or a URL (rtsp/udp/tcp/http)"),
-    out: Optional[Path] = _OUT, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,
+    out: Optional[Path] = _OUT, save_input: Optional[Path] = _RAW, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,
     model: Optional[Path] = _MODEL, backend: BackendName = _BACKEND, compute: str = _compute(),
     show: Optional[bool] = typer.Option(None, "--show/--no-show", help="window (default: on when a display exists)"),
     mm_per_px: Optional[float] = _MMPX, depth_mm: Optional[float] = _DEPTH, profile: Optional[str] = _PROFILE,
@@ -133,7 +139,7 @@ def live(
     """Segment a live source (frame grabber or network stream); the newest frame always wins."""
     from .sinks import has_display
 
-    _pipeline(input=device, live=True, out=out, csv=csv, jsonl=jsonl, model=model, backend=backend, compute=compute,
+    _pipeline(input=device, live=True, out=out, save_input=save_input, csv=csv, jsonl=jsonl, model=model, backend=backend, compute=compute,
               show=has_display() if show is None else show, mm_per_px=mm_per_px, depth_mm=depth_mm, profile=profile,
               crop=crop, max_frames=max_frames, duration_s=duration, cts_cutoff_mm2=cts_cutoff, score_thresh=score_thresh,
               confident=confident, width=width, height=height, fps=fps, reconnect_attempts=reconnect, backoff_s=backoff,
@@ -144,7 +150,7 @@ def live(
 @friendly
 def file(
     input: Path = typer.Argument(..., help="video file (any container/codec FFmpeg decodes) or DICOM (.dcm)"),
-    out: Optional[Path] = _OUT, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,
+    out: Optional[Path] = _OUT, save_input: Optional[Path] = _RAW, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,
     model: Optional[Path] = _MODEL, backend: BackendName = _BACKEND, compute: str = _compute(),
     show: bool = typer.Option(False, "--show/--no-show", help="show a window while processing"),
     mm_per_px: Optional[float] = _MMPX, depth_mm: Optional[float] = _DEPTH, profile: Optional[str] = _PROFILE,
@@ -156,7 +162,7 @@ def file(
     engines: Optional[Path] = _ENGINES,
 ):
     """Segment a recorded video file: every frame, in order, same count and timestamps."""
-    _pipeline(input=str(input), live=False, out=out, csv=csv, jsonl=jsonl, model=model, backend=backend, compute=compute,
+    _pipeline(input=str(input), live=False, out=out, save_input=save_input, csv=csv, jsonl=jsonl, model=model, backend=backend, compute=compute,
               show=show, mm_per_px=mm_per_px, depth_mm=depth_mm, profile=profile, crop=crop, max_frames=max_frames,
               cts_cutoff_mm2=cts_cutoff, score_thresh=score_thresh, confident=confident, fps=fps, engines=engines)
 
@@ -282,7 +288,12 @@ def export(
         import_tensorrt()
     m, info = load_checkpoint(model)
     log = lambda msg: console.print(msg, highlight=False, markup=False)  # noqa: E731
-    for p in build(m, info, format, out, half=half, device=None if compute == "auto" else compute, log=log):
+    from .progress import progress_bar
+
+    with progress_bar(console, "artefacts") as bar:  # one step, of unknown length: spinner and time elapsed
+        bar.add_task(f"export {format}", total=None)
+        built = build(m, info, format, out, half=half, device=None if compute == "auto" else compute, log=log)
+    for p in built:
         console.print(f"built {p} ({p.stat().st_size / 2**20:.1f} MiB)", highlight=False, markup=False)
 
 
@@ -316,9 +327,8 @@ def train(
     max_iters_per_epoch: Optional[int] = typer.Option(None, hidden=True),
 ):
     """Train the paper's Mask R-CNN on labelled scans (patient-wise split)."""
-    from rich.progress import Progress
-
     from .backends.device import select_device
+    from .progress import progress_bar
 
     check_numbers([("--epochs", epochs, 1, 100000), ("--lr", lr, 0, 10, dict(lo_open=True)),
                    ("--batch-size", batch_size, 1, 1024), ("--workers", workers, 0, 256),
@@ -341,8 +351,8 @@ def train(
                "mask_head_width": mask_head_width, "fpn_channels": fpn_channels},
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    with Progress(console=console, transient=True) as progress:
-        summary = run_train(cfg, progress=progress, log=lambda s: progress.console.print(s, highlight=False))
+    with progress_bar(console, "iterations") as progress:
+        summary = run_train(cfg, progress=progress, log=lambda s: console.print(s, highlight=False))
     console.print(f"best checkpoint: {summary['best']}  (val top-1 Dice {summary['best_score']:.3f}), "
                   f"last: {summary['last']}, {summary['seconds'] / 60:.1f} min")
 
@@ -369,9 +379,8 @@ def eval_(
     """Evaluate a checkpoint with the paper's metrics (Prec/Rec, mAP, Dice median+IQR, HD95, area error),
     what a user sees at the display threshold, per-patient results and CSA agreement; or the false
     detections on a nerve-free folder."""
-    from rich.progress import Progress
-
     from .backends.device import select_device
+    from .progress import progress_bar
     from .training.evaluate import run_eval
 
     check_numbers([("--mm-per-px", mm_per_px, 0, 10, dict(lo_open=True, hi_open=True)), ("--conf", conf, 0, 1),
@@ -379,7 +388,7 @@ def eval_(
     check_outputs({"--json": json_out}, inputs=(data,))
     check_out_dir("--out-dir", out_dir)
     device = select_device(check_compute(compute), "--compute")
-    with Progress(console=console, transient=True) as progress:
+    with progress_bar(console, "images") as progress:
         summary, _ = run_eval(data, model, split, subset, json_out, out_dir, mm_per_px, conf, iou, fn_rule,
                               device, progress, box=box, score_thresh=score_thresh)
     _print_eval(summary)

@@ -2,7 +2,9 @@
 
 Uncalibrated runs show the area in px² marked "uncalibrated" (never a made-up mm²). A frame
 without a confident detection shows a clear "no nerve" state; a lost source shows "SIGNAL LOST".
-OpenCV's Hershey fonts are ASCII only, so units are written mm^2 / px^2.
+OpenCV's Hershey fonts are ASCII only: a "²" in a label is drawn as a small raised "2" (`_text`).
+The HUD line (`hud_text`) differs by mode: live shows the lag (capture to overlay); a file shows
+the processing rate and the model time (there capture to overlay is queueing, not lag).
 """
 from __future__ import annotations
 
@@ -24,18 +26,60 @@ class Style:
     cts_cutoff_mm2: float = 10.0
     alpha: float = 0.35
     colour: tuple[int, int, int] = (0, 200, 255)  # BGR mask fill
+    live: bool = False  # the HUD shows the lag (live) or the processing rate and model time (file)
+
+
+SUP = 0.6  # a superscript's scale, relative to the text's
+
+
+def _pieces(s: str, scale: float, thick: int) -> list[tuple[str, float, int, int, int]]:
+    """`s` cut at each "²": (text, scale, x offset, baseline raise, width) per piece; "²" is a "2"
+    at SUP scale raised to the cap line (Hershey fonts have no "²")."""
+    out, x = [], 0
+    (_, cap), _ = cv2.getTextSize("M", FONT, scale, thick)
+    for k, part in enumerate(s.split("²")):
+        if k:
+            (w, _), _ = cv2.getTextSize("2", FONT, scale * SUP, thick)
+            out.append(("2", scale * SUP, x, int(cap * (1 - SUP)) + 1, w))
+            x += w + 1
+        if part:
+            (w, _), _ = cv2.getTextSize(part, FONT, scale, thick)
+            out.append((part, scale, x, 0, w))
+            x += w
+    return out
+
+
+def text_size(s: str, scale: float, thick: int = 1) -> tuple[int, int, int]:
+    """(width, height, baseline) of `s` as `_text` draws it."""
+    (_, h), base = cv2.getTextSize(s.replace("²", "") or "M", FONT, scale, thick)
+    pieces = _pieces(s, scale, thick)
+    return (pieces[-1][2] + pieces[-1][4] if pieces else 0), h, base
 
 
 def _text(img, s, org, scale, colour, thick=1):
-    (w, h), base = cv2.getTextSize(s, FONT, scale, thick)
+    """`s` on a black box at `org` (bottom-left); returns the line height used."""
+    w, h, base = text_size(s, scale, thick)
     x, y = org
     cv2.rectangle(img, (x - 2, y - h - 3), (x + w + 2, y + base), (0, 0, 0), -1)
-    cv2.putText(img, s, (x, y), FONT, scale, colour, thick, cv2.LINE_AA)
+    for part, sc, dx, up, _ in _pieces(s, scale, thick):
+        cv2.putText(img, part, (x + dx, y - up), FONT, sc, colour, thick, cv2.LINE_AA)
     return h + base + 4
 
 
 def _fmt(v, unit, digits=1):
     return "-" if v is None else f"{v:.{digits}f}{unit}"
+
+
+def hud_text(hud: Hud, live: bool) -> str:
+    """The HUD line. Live: capture-to-overlay time is the lag the user sees ("lag N ms"), and frames
+    dropped count. File: every frame waits its turn in a queue, so that time is not lag; the line
+    shows the processing rate and the model's time per frame instead."""
+    src = f"src {_fmt(hud.source_fps, '', 1)} fps"
+    proc = f"proc {_fmt(hud.processed_fps, '', 1)} fps"
+    model = f"model {_fmt(hud.model_ms, ' ms', 0)}"
+    if live:
+        return " | ".join([src, proc, f"lag {_fmt(hud.end_to_end_ms, ' ms', 0)}", model, f"drop {hud.dropped}"])
+    return " | ".join([proc, model, src])
 
 
 def draw(r: Result, style: Style, hud: Hud | None = None) -> np.ndarray:
@@ -62,21 +106,20 @@ def draw(r: Result, style: Style, hud: Hud | None = None) -> np.ndarray:
     if present:
         if style.calibrated and m.csa_mm2 is not None:
             shown = m.csa_mm2_stable if m.csa_mm2_stable is not None else m.csa_mm2
-            y += _text(img, f"CSA {shown:.1f} mm^2 (raw {m.csa_mm2:.1f})", (x, y), scale, WHITE, thick)
+            y += _text(img, f"CSA {shown:.1f} mm² (raw {m.csa_mm2:.1f})", (x, y), scale, WHITE, thick)
             flag = shown >= style.cts_cutoff_mm2
-            y += _text(img, (f"CTS? CSA >= {style.cts_cutoff_mm2:g} mm^2" if flag else f"below {style.cts_cutoff_mm2:g} mm^2 cut-off"),
+            y += _text(img, (f"CTS? CSA >= {style.cts_cutoff_mm2:g} mm²" if flag else f"below {style.cts_cutoff_mm2:g} mm² cut-off"),
                        (x, y), scale, RED if flag else GREEN, thick)
         else:
             shown = m.area_px_stable if m.area_px_stable is not None else m.area_px
-            y += _text(img, f"area {shown:.0f} px^2 (uncalibrated)", (x, y), scale, WHITE, thick)
+            y += _text(img, f"area {shown:.0f} px² (uncalibrated)", (x, y), scale, WHITE, thick)
         y += _text(img, f"score {d.score:.2f}", (x, y), scale, CYAN, thick)
     else:
         why = "no nerve" if d is None else f"no nerve (best score {d.score:.2f})"
         y += _text(img, why, (x, y), scale, YELLOW, thick)
 
     if hud is not None:
-        line = (f"src {_fmt(hud.source_fps, '', 1)} fps | proc {_fmt(hud.processed_fps, '', 1)} fps | "
-                f"model {_fmt(hud.model_ms, ' ms', 0)} | e2e {_fmt(hud.end_to_end_ms, ' ms', 0)} | drop {hud.dropped}")
+        line = hud_text(hud, style.live)
         small = scale * 0.85
         (tw, _), _ = cv2.getTextSize(line, FONT, small, 1)
         if tw > W - 12:  # narrow frames: two lines

@@ -8,22 +8,25 @@ created.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from . import pipeline
 from .calibration import Calibration, parse_crop, resolve
 from .dicom import dicom_calibration
-from .files import atomic_write, public_mode
 from .interrupts import interrupt_raises
 from .options import check_compute, check_numbers, check_outputs
 from .measure import Analyser
 from .overlay import Style, draw, lost_screen
-from .sinks import CsaSummary, RowSink, ScanSummary, VideoSink, WindowSink, require_display
+from .progress import ProgressSink, files_written
+from .sinks import CsaSummary, RawVideoSink, RowSink, ScanSummary, StagedFile, VideoSink, WindowSink, require_display
 from .sources import BACKOFF_S, RECONNECT_ATTEMPTS, BaseSource, open_source
 from .stats import percentiles
 from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, Backend, Sink, StreamsegError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 
@@ -35,6 +38,7 @@ class Options:
     input: str
     live: bool
     out: Path | None = None
+    save_input: Path | None = None  # the input's frames, without the overlay, as a video
     csv: Path | None = None
     jsonl: Path | None = None
     model: Path | None = None
@@ -76,10 +80,12 @@ class Options:
             ("--backoff", self.backoff_s, 0, 3600), ("--timeout", self.read_timeout_s, 0, 3600, dict(lo_open=True)),
             ("open timeout", self.open_timeout_s, 0, 3600, dict(lo_open=True)),
         ])
-        if self.out is not None and Path(self.out).suffix.lower() not in VIDEO_SUFFIXES:
-            raise StreamsegError(f"{self.out}: --out must end in .mp4, .mov, .m4v or .mkv")
+        for flag, path in (("--out", self.out), ("--save-input", self.save_input)):
+            if path is not None and Path(path).suffix.lower() not in VIDEO_SUFFIXES:
+                raise StreamsegError(f"{path}: {flag} must end in .mp4, .mov, .m4v or .mkv")
         summary = dict(zip(("summary JSON", "CSA plot"), self.summary_paths()))
-        check_outputs({"--out": self.out, "--csv": self.csv, "--jsonl": self.jsonl, **summary},
+        check_outputs({"--out": self.out, "--save-input": self.save_input, "--csv": self.csv, "--jsonl": self.jsonl,
+                       **summary},
                       inputs=() if self.live else (self.input,))
         if self.engines is not None and Path(self.engines).exists() and not Path(self.engines).is_dir():
             raise StreamsegError(f"--engines {self.engines}: is a file, expected a folder")
@@ -87,7 +93,7 @@ class Options:
             require_display()  # here, before the model loads and any output is opened
 
     def outputs(self) -> list[Path]:
-        return [Path(p) for p in (self.out, self.csv, self.jsonl) if p is not None]
+        return [Path(p) for p in (self.out, self.csv, self.jsonl, self.save_input) if p is not None]
 
     def summary_paths(self) -> list[Path]:
         """`<stem>.summary.json` and `<stem>.csa.png` beside the first output given (none without outputs)."""
@@ -123,16 +129,20 @@ class ScanReport:
     video_frames: int | None  # frames in the overlay video (None without --out)
     summary_json: str | None = None  # the files written beside the outputs (not in the JSON)
     csa_png: str | None = None
+    written: list[str] = field(default_factory=list)  # every file the run wrote (not in the JSON)
 
     def to_dict(self) -> dict:
-        run = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("csa", "summary_json", "csa_png")}
+        run = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in ("csa", "summary_json", "csa_png", "written")}
         return {**asdict(self.csa), **run}
 
 
-def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None = None) -> ScanReport:
+def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None = None,
+        progress: Progress | None = None) -> ScanReport:
     """Run one file or live session; returns its report (also written beside the outputs).
 
-    `backend`: an already loaded Backend to reuse (then `o.model`/`o.backend` are not read)."""
+    `backend`: an already loaded Backend to reuse (then `o.model`/`o.backend` are not read);
+    `progress`: a progress bar (`progress.progress_bar`) advanced once per frame written."""
     cal = resolve(o.mm_per_px, o.depth_mm, o.profile)
     source = _open_source(o, cal, log)
     try:  # the input is checked first (cheap), then the model is loaded
@@ -150,8 +160,8 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
     log(f"source: {source.describe()}; calibration: {cal.describe(source.height)}")
     summary = ScanSummary(mm, o.score_thresh, o.confident, o.cts_cutoff_mm2)
     interrupt_raises()  # outputs open from here: Ctrl-C finalises or discards them (streamseg/interrupts.py)
-    stats, files, video_frames = _stream(o, source, backend, mm, summary, log)
-    try:  # every output file is complete (as a temp file): the summary, then all are renamed at once
+    stats, files, video_frames = _stream(o, source, backend, mm, summary, log, progress)
+    try:  # every output file is complete (as a temp file): the summary and plot too, then all are renamed at once
         st = source.stats
         if st.decode_errors or (st.expected_frames and not o.max_frames and stats.stopped_by is None
                                 and st.frames_read + st.expected_slack < st.expected_frames):
@@ -161,15 +171,17 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
         paths = o.summary_paths()
         if paths and stats.processed:
             text = json.dumps(report.to_dict(), indent=2) + "\n"
-            atomic_write(paths[0], lambda tmp: (Path(tmp).write_text(text), public_mode(tmp)))
-            summary.plot(paths[1])
+            staged = [StagedFile(paths[0], lambda tmp: Path(tmp).write_text(text)), StagedFile(paths[1], summary.write_plot)]
+            files += staged
+            for f in staged:
+                f.finish()
             report.summary_json, report.csa_png = str(paths[0]), str(paths[1])
         written = _commit(files)
     except BaseException:
         _abort(files)
         raise
-    for p in written:
-        log(f"wrote {p}")
+    report.written = [str(p) for p in written]
+    log(files_written(written))
     return report
 
 
@@ -181,14 +193,15 @@ def _open_source(o: Options, cal: Calibration, log: Callable[[str], None]) -> Ba
 
 
 def _stream(o: Options, source: BaseSource, backend: Backend, mm: float | None, summary: ScanSummary,
-            log: Callable[[str], None]) -> tuple[pipeline.RunStats, list[FileSink], int | None]:
+            log: Callable[[str], None], progress: Progress | None = None
+            ) -> tuple[pipeline.RunStats, list[FileSink], int | None]:
     """Open the sinks, run the pipeline, finish the output files (not yet renamed onto their targets)
     and close the source -> (stats, the file sinks to commit, overlay video frames). On any failure
     every output file is discarded: the targets keep what they held before the run."""
-    style = Style(calibrated=mm is not None, score_thresh=o.score_thresh, cts_cutoff_mm2=o.cts_cutoff_mm2)
+    style = Style(calibrated=mm is not None, score_thresh=o.score_thresh, cts_cutoff_mm2=o.cts_cutoff_mm2, live=o.live)
     sinks: list[Sink] = []
     try:
-        sinks = _open_sinks(o, source, mm, summary, log)
+        sinks = _open_sinks(o, source, mm, summary, log, progress)
         window = next((s for s in sinks if isinstance(s, WindowSink)), None)
         stats = pipeline.run(source, backend.infer, Analyser(mm, o.stable_window, o.confident),
                              lambda r, hud: draw(r, style, hud), sinks, live=o.live, max_frames=o.max_frames,
@@ -199,7 +212,7 @@ def _stream(o: Options, source: BaseSource, backend: Backend, mm: float | None, 
         raise
     finally:
         source.close()
-    video = next((s for s in sinks if isinstance(s, VideoSink)), None)
+    video = next((s for s in sinks if type(s) is VideoSink), None)  # the overlay video (not --save-input's)
     return stats, files, (video.frames if video is not None else None)
 
 
@@ -219,17 +232,22 @@ def _show_lost(window: WindowSink | None, source: BaseSource) -> Callable[[bool]
 
 
 def _open_sinks(o: Options, source: BaseSource, mm: float | None, summary: ScanSummary,
-                log: Callable[[str], None]) -> list[Sink]:
-    """The sinks the options ask for, and the scan summary; on a failure, those already opened are closed."""
+                log: Callable[[str], None], progress: Progress | None = None) -> list[Sink]:
+    """The sinks the options ask for, the scan summary, and the progress bar's; on a failure, those
+    already opened are closed."""
     sinks: list[Sink] = []
     try:
-        if o.out is not None:
-            sinks.append(VideoSink(o.out, source.width, source.height, source.rate,  # live: pts are the capture clock
+        for path, video in ((o.out, VideoSink), (o.save_input, RawVideoSink)):
+            if path is not None:
+                sinks.append(video(path, source.width, source.height, source.rate,  # live: pts are the capture clock
                                    None if o.live else source.time_base))
         for path, kind in ((o.csv, "csv"), (o.jsonl, "jsonl")):
             if path is not None:
                 sinks.append(RowSink(path, kind, mm, o.score_thresh))
         sinks.append(summary)
+        if progress is not None:
+            total = [n for n in (o.max_frames, source.stats.expected_frames) if n]
+            sinks.append(ProgressSink(progress, "live" if o.live else "frames", min(total) if total else None))
         if o.show:
             sinks.append(WindowSink(snapshot_dir=Path(o.out).parent if o.out else ".", on_event=lambda k, m: log(m)))
     except BaseException:
@@ -238,7 +256,7 @@ def _open_sinks(o: Options, source: BaseSource, mm: float | None, summary: ScanS
     return sinks
 
 
-FileSink = VideoSink | RowSink  # the sinks that write a file: finish(), commit(), abort()
+FileSink = VideoSink | RowSink | StagedFile  # the files of a run: finish(), commit(), abort()
 
 
 def _finish(sinks: list[Sink]) -> list[FileSink]:
@@ -263,7 +281,7 @@ def _abort(sinks: list[Sink]) -> None:
     """Discard every output file's temp file (the targets stay as they were) and close the other sinks."""
     for s in sinks:
         try:
-            s.abort() if isinstance(s, (VideoSink, RowSink)) else s.close()
+            s.abort() if isinstance(s, (VideoSink, RowSink, StagedFile)) else s.close()
         except Exception:  # noqa: BLE001 - discarding anyway
             pass
 

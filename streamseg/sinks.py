@@ -1,4 +1,5 @@
-"""Where results go: an H.264 MP4 (PyAV), CSV and JSONL rows, an OpenCV window, and the scan summary.
+"""Where results go: an H.264 MP4 of the overlay (PyAV) and one of the raw input (`--save-input`),
+CSV and JSONL rows, an OpenCV window, and the scan summary (numbers and a matplotlib CSA plot).
 
 Every sink implements `types.Sink`: `write(result)`, `close()` (the file written, or None and no
 file when nothing was written) and `quit_requested`; `abort()` where there is something to discard.
@@ -7,7 +8,8 @@ and committed in two steps: `finish()` completes the temp file (the step that ca
 `commit()` renames it onto the target. The runner finishes every file first and commits only when
 all finished, so a failed run leaves the earlier outputs as they were (all or none); `abort()`
 discards the temp file. `close()` is finish + commit for one sink. Temp files left by a killed run
-are removed by the next run that writes the same target (files.remove_stale_temps).
+are removed by the next run that writes the same target (files.remove_stale_temps). The summary
+JSON and the CSA plot, written whole once the run is over, join the same commit as `StagedFile`s.
 """
 from __future__ import annotations
 
@@ -81,9 +83,12 @@ class VideoSink:
         self._last_pts = pts
         return pts
 
+    def image(self, r: Result) -> np.ndarray:
+        """What this video shows of `r`: the overlay (the frame itself when none was drawn)."""
+        return r.overlay if r.overlay is not None else r.frame.image
+
     def write(self, r: Result) -> None:
-        img = r.overlay if r.overlay is not None else r.frame.image
-        img = _fit(img, self.stream.width, self.stream.height)
+        img = _fit(self.image(r), self.stream.width, self.stream.height)
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
         vf.pts = self._pts(r)
         vf.time_base = self.time_base
@@ -135,6 +140,18 @@ class VideoSink:
         self.container = None
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
+
+
+class RawVideoSink(VideoSink):
+    """The input as it came in (after --crop), without the overlay: same frames and timestamps as the
+    overlay video, so a later model can be run on the session (`--save-input`). Encoded at a lower
+    CRF than the overlay (less loss) by default."""
+
+    def __init__(self, path, width: int, height: int, rate, time_base=None, crf: int = 15, **kw):
+        super().__init__(path, width, height, rate, time_base, crf=crf, **kw)
+
+    def image(self, r: Result) -> np.ndarray:
+        return r.frame.image
 
 
 def _fit(img: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -402,7 +419,7 @@ class ScanSummary:
         self.conf.append(bool(present and d.score >= self.confident))
 
     def close(self) -> None:
-        """Nothing to finalise: the runner writes `summary()` and `plot()` once the run is over."""
+        """Nothing to finalise: the runner writes `summary()` and `write_plot()` (as `StagedFile`s) once the run is over."""
 
     def summary(self) -> CsaSummary:
         vals = np.array([v for v, c in zip(self.value, self.conf) if c], dtype=float)
@@ -416,48 +433,69 @@ class ScanSummary:
                 s.cts_flag = bool(med >= self.cutoff)
         return s
 
-    def plot(self, path, width: int = 900, height: int = 360) -> Path:
-        """CSA (or px² area) over time: raw per frame (grey dots), stabilised (line), cut-off (red)."""
-        img = np.full((height, width, 3), 255, np.uint8)
-        L, R, T, B = 70, 20, 30, 40
+    def figure(self):
+        """CSA (or px² area) over time, a matplotlib Figure on the Agg canvas (imported here, so the
+        runtime loads matplotlib only when a summary is written): raw per frame (dots, darker when
+        confident), stabilised (line), the CTS cut-off (dashed, labelled with its value)."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(9, 3.6), dpi=100, layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
         t = np.array(self.t, float)
-        v = np.array(self.value, float)
-        sv = np.array(self.stable, float)
-        finite = np.concatenate([v[np.isfinite(v)], sv[np.isfinite(sv)]])
-        hi = float(finite.max()) if finite.size else 1.0
-        if self.mm_per_px is not None:
-            hi = max(hi, self.cutoff)
-        hi = hi * 1.1 if hi > 0 else 1.0
-        t0, t1 = (float(t.min()), float(t.max())) if t.size else (0.0, 1.0)
-        t1 = t1 if t1 > t0 else t0 + 1.0
+        t = t - t[0] if t.size else t
+        v, sv, conf = np.array(self.value, float), np.array(self.stable, float), np.array(self.conf, bool)
+        cal = self.mm_per_px is not None
+        name = "CSA" if cal else "area"
+        ax.plot(t[conf], v[conf], ".", color="0.35", ms=4, label=f"{name} per frame (score >= {self.confident:g})")
+        if (~conf).any():
+            ax.plot(t[~conf], v[~conf], ".", color="0.75", ms=4, label=f"{name} per frame (less confident)")
+        ax.plot(t, sv, "-", color="tab:blue", lw=2, label=f"stabilised {name} (running median)")
+        if cal:
+            ax.axhline(self.cutoff, color="tab:red", ls="--", lw=1.2, label=f"CTS cut-off {self.cutoff:g} mm²")
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel(f"CSA ({self.unit})" if cal else f"area ({self.unit}, uncalibrated)")
+        ax.set_title(f"{name} over time" + ("" if cal else " (uncalibrated: no pixel spacing)"))
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+        return fig
 
-        def xy(ti, vi):
-            return int(L + (ti - t0) / (t1 - t0) * (width - L - R)), int(height - B - vi / hi * (height - T - B))
+    def write_plot(self, path) -> None:
+        """The CSA-over-time PNG written straight to `path` (a temp file: see `StagedFile`)."""
+        self.figure().savefig(path, format="png")
 
-        cv2.rectangle(img, (L, T), (width - R, height - B), (0, 0, 0), 1)
-        for k in range(5):
-            val = hi * k / 4
-            _, y = xy(t0, val)
-            cv2.line(img, (L - 4, y), (L, y), (0, 0, 0), 1)
-            cv2.putText(img, f"{val:.3g}", (4, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-        for k in range(5):
-            tv = t0 + (t1 - t0) * k / 4
-            x, _ = xy(tv, 0)
-            cv2.putText(img, f"{tv:.1f}s", (x - 12, height - B + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-        if self.mm_per_px is not None:
-            y = xy(t0, self.cutoff)[1]
-            for x in range(L, width - R, 12):
-                cv2.line(img, (x, y), (min(x + 6, width - R), y), (0, 0, 220), 1)
-        for ti, vi, c in zip(t, v, self.conf):
-            if np.isfinite(vi):
-                cv2.circle(img, xy(ti, vi), 2, (90, 90, 90) if c else (190, 190, 190), -1)
-        pts = [xy(ti, vi) for ti, vi in zip(t, sv) if np.isfinite(vi)]
-        if len(pts) > 1:
-            cv2.polylines(img, [np.array(pts, np.int32)], False, (200, 120, 0), 2, cv2.LINE_AA)
-        title = f"CSA over time ({self.unit.replace('²', '^2')}{'' if self.mm_per_px is not None else ', uncalibrated'})"
-        cv2.putText(img, title, (L, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
-        ok, png = cv2.imencode(".png", img)
-        if not ok:
-            raise StreamsegError(f"{path}: could not encode the CSA plot")
-        atomic_write(Path(path), lambda tmp: (Path(tmp).write_bytes(png.tobytes()), public_mode(tmp)))
+    def plot(self, path) -> Path:
+        """The CSA-over-time PNG at `path`, written atomically on its own."""
+        atomic_write(Path(path), self.write_plot)
         return Path(path)
+
+
+class StagedFile:
+    """An output written whole at the end of a run (the summary JSON, the CSA plot) that joins the
+    all-or-none commit like the sinks' files: `finish()` writes it to a temp file beside the
+    target, `commit()` renames it onto the target, `abort()` discards it."""
+
+    def __init__(self, path, write):
+        self.path, self.write_to, self.tmp = Path(path), write, None
+
+    def finish(self) -> None:
+        self.tmp = temp_beside(self.path, ".part")
+        try:
+            self.write_to(self.tmp)
+            public_mode(self.tmp)
+        except OSError as e:
+            self.abort()
+            raise StreamsegError(f"{self.path}: cannot write ({_why(e)})") from None
+        except BaseException:
+            self.abort()
+            raise
+
+    def commit(self) -> Path:
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self.tmp and os.path.exists(self.tmp):
+            os.unlink(self.tmp)

@@ -13,7 +13,6 @@ import copy
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torchvision.models.detection.roi_heads import maskrcnn_inference
