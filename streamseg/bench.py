@@ -396,8 +396,14 @@ def write_report(report: dict, out: Path | None) -> Path:
 
 
 def _ms(v: float) -> str:
-    """Milliseconds in at most 4 characters up to 9999 (3 significant digits below 100)."""
+    """Milliseconds in at most 4 characters (3 significant digits below 100; whole seconds from 10 s)."""
+    if v >= 9999.5:
+        return f"{v / 1000:.0f}s"
     return f"{v:.0f}" if v >= 99.95 else f"{v:.1f}" if v >= 0.995 else f"{v:.2f}"
+
+
+def _fps(v: float) -> str:
+    return f"{v:.0f}" if v >= 99.95 else f"{v:.1f}" if v >= 9.995 else f"{v:.2f}"
 
 
 def table(report: dict):
@@ -410,7 +416,7 @@ def table(report: dict):
     where = report["machine"].get("gpu") or f"{report['machine']['cores']}-core CPU"
     t = Table(title=f"{m['backbone']} mask{m['mask_head']} on {where}, {report['frames']} frames × {report['repeat']} "
                     "repeats. ms: p50 per stage; per frame p50 (median of the repeats' p50) and its min–max, p95, "
-                    "p99; speed ×base = baseline p50 / p50", box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False,
+                    "p99; speed ×base = baseline p50 / p50", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False,
               title_justify="left")
     t.add_column("backend", no_wrap=True)
     for s in STAGES:
@@ -419,12 +425,12 @@ def table(report: dict):
         t.add_column(c, justify="right", no_wrap=True)
     for r in report["results"]:
         if "stages" not in r:
-            t.add_row(r["label"], *["-"] * len(STAGES), "skipped", "", "", "", "", "")
+            t.add_row(r["label"], *["-"] * len(STAGES), "-", "skipped", "", "", "", "")
             continue
         st, f = r["stages"], r["frame_p50"]
         t.add_row(r["label"], *[_ms(st[s]["p50"]) if s in st else "-" for s in STAGES], _ms(f["median"]),
                   f"{_ms(f['min'])}–{_ms(f['max'])}", _ms(st["frame"]["p95"]), _ms(st["frame"]["p99"]),
-                  f"{r['fps']:.1f}" if r["fps"] >= 10 else f"{r['fps']:.2f}", f"{r['speedup_frame_p50']:.2f}")
+                  _fps(r["fps"]), f"{r['speedup_frame_p50']:.2f}")
     return t
 
 
