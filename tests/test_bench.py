@@ -204,3 +204,35 @@ def test_gpu_check_script_parses_and_refuses_without_gpu(tmp_path):
     r = subprocess.run(["bash", str(script)], cwd=REPO, capture_output=True, text=True, timeout=120,
                        env={"PATH": f"{REPO / '.venv' / 'bin'}:/usr/bin:/bin", "OUT": str(tmp_path)})
     assert r.returncode != 0 and "no CUDA GPU" in (r.stdout + r.stderr)
+
+
+def _readme_bench_examples() -> list[list[str]]:
+    import re
+    import shlex
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### `streamseg export` and `streamseg bench`", 1)[1].split("\n## ", 1)[0]
+    lines = [ln.split("#", 1)[0].strip() for b in re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+             for ln in b.splitlines()]
+    return [shlex.split(ln) for ln in lines if ln.startswith("streamseg bench")]
+
+
+def test_readme_bench_examples_run_as_written(engines_dir, tmp_path, monkeypatch):
+    """Each quick example verbatim (cwd a temp folder, the caches there); the --paper one is the
+    run test_paper_times_the_untrained_r101 makes with fewer frames (its flags are checked here)."""
+    import streamseg.backends
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(streamseg.backends, "DEFAULT_DIR", engines_dir)
+    examples = _readme_bench_examples()
+    assert any("--paper" in e for e in examples) and any("--out" in e for e in examples)
+    help_text = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "200"}).output
+    for argv in examples:
+        assert all(a in help_text for a in argv if a.startswith("--")), argv
+        if "--paper" in argv:
+            continue
+        res = CliRunner().invoke(app, argv[1:])
+        assert res.exit_code == 0, (argv, res.output)
+        wrote = tmp_path / res.output.split("wrote ", 1)[1].split()[0]  # bench.json is relative to the cwd
+        assert wrote.is_file() and wrote.is_relative_to(tmp_path) and json.loads(wrote.read_text())["repeat"] == 2
