@@ -322,7 +322,8 @@ def open_plan(plan: list[Entry], model, info, device: str, o: BenchOptions, log=
 
 def time_plan(opened, images: list[np.ndarray], o: BenchOptions, loads: list[dict], loadavg, progress=None) -> None:
     """Run every opened backend `o.repeat` times, interleaved (A B A B ...), reading the load after
-    each round into `loads`; fills each row with its summary (`summarise`) and memory."""
+    each round into `loads` (the last reading is "after"); fills each row with its summary
+    (`summarise`), memory and speed relative to the first row (the baseline)."""
     live = [(row, be) for row, be in opened if be is not None]
     runs: dict[int, list[dict]] = {id(row): [] for row, _ in live}
     task = progress.add_task("timing", total=o.repeat * len(live) * len(images)) if progress is not None else None
@@ -335,7 +336,7 @@ def time_plan(opened, images: list[np.ndarray], o: BenchOptions, loads: list[dic
                 torch.cuda.reset_peak_memory_stats(be.device)
             runs[id(row)].append(run_backend(make_infer(be), images, o.warmup, tick))
             row["memory"] = peak_memory(be.device)
-        loads.append(read_load(loadavg, f"after repeat {r + 1}"))
+        loads.append(read_load(loadavg, "after" if r == o.repeat - 1 else f"after repeat {r + 1}"))
     for row, _ in live:
         row.update(summarise(runs[id(row)]))
     base = next((row for row, _ in live), None)
@@ -350,7 +351,7 @@ def end_to_end(opened, o: BenchOptions, log=print) -> dict:
     from .bench_live import run_live
 
     row, be = min(((r, b) for r, b in opened if b is not None), key=lambda rb: rb[0]["frame_p50"]["median"])
-    return {"label": row["label"], **run_live(be, o, log)}
+    return {"label": row["label"], **run_live(be, o, log, infer=make_infer(be))}
 
 
 def run(o: BenchOptions, log=print, progress=None, loadavg=os.getloadavg) -> dict:
@@ -371,7 +372,6 @@ def run(o: BenchOptions, log=print, progress=None, loadavg=os.getloadavg) -> dic
     if all(be is None for _, be in opened):
         raise StreamsegError("no backend could be opened: " + "; ".join(r["skipped"] for r, _ in opened))
     time_plan(opened, images, o, loads, loadavg, progress)
-    loads.append(read_load(loadavg, "after"))
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": o.command,
               "machine": machine(), "load": load_verdict(loads, os.cpu_count() or 1),
               "model": {"description": desc, "source": info.source, **info.config.to_dict()},
