@@ -215,6 +215,13 @@ def summarise(runs: list[dict]) -> dict:
             "detections_mean": float(np.mean(dets)), "detections_min": int(min(dets)), "encode": runs[0]["encode"]}
 
 
+def time_backend(be, images: list[np.ndarray], frames: int, warmup: int) -> dict:
+    """One run of `be` over `warmup` + `frames` of `images` (cycled, in order) -> its summary and
+    peak memory (benchmarks/gpu_check.py times each backend so)."""
+    seq = [images[i % len(images)] for i in range(warmup + frames)]
+    return {**summarise([run_backend(make_infer(be), seq, warmup)]), "memory": peak_memory(be.device)}
+
+
 @dataclass
 class Entry:
     """One line of the plan: what is opened and how it is labelled ("auto -> X" for auto's pick)."""

@@ -176,6 +176,21 @@ def test_frames_are_the_clips_consecutive_frames_replayed_in_order():
     assert [id(x) for x in seen] == [id(x) for x in images] and len(run["samples"]["frame"]) == 3
 
 
+def test_gpu_check_times_a_backend_through_the_bench(calibrated_checkpoint):
+    """benchmarks/gpu_check.py (run on a GPU box only) imports and uses bench.time_backend: it stays in step."""
+    import importlib.util
+
+    from streamseg import backends
+    from streamseg.backends.bn_warmup import sample_images
+
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks" / "gpu_check.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))  # its imports resolve
+    be = backends.load("torch", calibrated_checkpoint, split=True)
+    row = bench.time_backend(be, sample_images(limit=2), frames=3, warmup=1)
+    assert row["stages"]["dense"]["n"] == 3 and row["stages"]["model"]["p99"] > 0 and row["detections_mean"] == 2
+    assert "process_peak_rss_mb" in row["memory"]
+
+
 @pytest.mark.parametrize("args, says", [
     (["--backend", "openvino"], "unknown backend 'openvino'"),
     (["--model", "m.pt", "--paper"], "give one"),
