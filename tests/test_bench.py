@@ -176,6 +176,15 @@ def test_frames_are_the_clips_consecutive_frames_replayed_in_order():
     assert [id(x) for x in seen] == [id(x) for x in images] and len(run["samples"]["frame"]) == 3
 
 
+def test_images_instead_of_the_clip_are_cycled_in_name_order(sample_dir):
+    from streamseg.backends.bn_warmup import sample_images
+
+    images, source = bench.bench_frames(BenchOptions(images=sample_dir / "images", frames=8, warmup=1))
+    names = sample_images(sample_dir / "images")
+    assert len(images) == 9 and len(names) == 7 and "name order" in source
+    assert all(np.array_equal(a, names[i % 7]) for i, a in enumerate(images))
+
+
 def test_gpu_check_times_a_backend_through_the_bench(calibrated_checkpoint):
     """benchmarks/gpu_check.py (run on a GPU box only) imports and uses bench.time_backend: it stays in step."""
     import importlib.util
