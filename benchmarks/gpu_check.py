@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 from streamseg import backends  # noqa: E402
 from streamseg.backends.bn_warmup import bench_model  # noqa: E402
 from streamseg.backends.parity import compare  # noqa: E402
-from streamseg.bench import BenchOptions, machine, run_backend  # noqa: E402
+from streamseg.bench import BenchOptions, machine, time_backend  # noqa: E402
 from streamseg.types import StreamsegError  # noqa: E402
 
 BUDGET_S = float(os.environ.get("GPU_CHECK_BUDGET_S", 330))  # steps start only before this; the shell caps at 470 s
@@ -66,7 +66,7 @@ def check_backend(row: dict, model, info, imgs: list, reference: list, engines: 
         row.update(parity=False, error=str(e)[:300])
         print(f"{label} {name}/{prec}: {e}", flush=True)
         return False
-    row.update(run_backend(be, imgs, FRAMES, WARMUP))
+    row.update(time_backend(be, imgs, FRAMES, WARMUP))
     st = row["stages"]
     print(f"{label} {name}/{prec}: Dice {worst[0]:.4f} IoU {worst[1]:.4f} dense p50 {st['dense']['p50']:.2f} ms "
           f"model p50 {st['model']['p50']:.2f} ms", flush=True)

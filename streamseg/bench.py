@@ -1,11 +1,17 @@
-"""`streamseg bench`: per-stage latency of every available backend on real images, side by side.
+"""`streamseg bench`: per-stage latency of what `file` and `live` run, backend by backend, side by side.
+
+By default it times the bundled model (streamseg/weights/default.pt) with the backend `auto` picks
+(the baseline, labelled "auto -> X"), then every other available backend; `--paper` times the
+paper's R101 mask112 instead (untrained, BatchNorm warmed up on real images). The timed frames are
+consecutive frames of a clip (the bundled demo.mp4), replayed in their order.
 
 Stages per frame: preprocess (letterbox), dense (backbone+FPN+RPN head), proposals (anchors, top-k,
 NMS), heads (RoIAlign, box and mask heads), paste (masks into the source frame), measure, overlay,
-encode (H.264). Each as p50/p95/p99/max in ms over N frames after warm-up; throughput; peak
-memory; ratios to eager FP32 torch. CUDA stages are timed with CUDA events. The eager baseline
-runs through the same split path as the compiled backends (`backends.load("torch", split=True)`:
-identical outputs to `TorchBackend`, tests/test_parity.py), so the stage columns compare like with like.
+encode (H.264). Each backend runs `--repeat` times, interleaved (A B A B ...): the table shows the
+median frame p50 over the repeats and its min–max; the JSON keeps every percentile, the machine and
+the load average read before, between repeats and after (a loaded machine is flagged). Eager torch
+runs through the split path (`backends.load("torch", split=True)`: identical outputs to
+`TorchBackend`, tests/test_parity.py), so its stage columns compare with the compiled backends'.
 """
 from __future__ import annotations
 
@@ -13,63 +19,103 @@ import json
 import os
 import platform
 import resource
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from .types import SHOWN_DETECTIONS, Result, StreamsegError
+from .stats import percentiles
+from .types import SHOWN_DETECTIONS, Detection, Result, StreamsegError
 
 STAGES = ("preprocess", "dense", "proposals", "heads", "paste", "measure", "overlay", "encode")
+SHORT = {"preprocess": "pre", "dense": "dense", "proposals": "prop", "heads": "heads", "paste": "paste",
+         "measure": "meas", "overlay": "draw", "encode": "enc"}
+Infer = Callable[[np.ndarray], "tuple[list[Detection], dict[str, float]]"]
 
 
 @dataclass
 class BenchOptions:
-    model: Path | None = None
-    backbone: str = "resnet101"
+    model: Path | None = None  # a checkpoint; None (and no backbone): the bundled model, as file and live run
+    backbone: str | None = None  # an architecture timed untrained, BN warmed up (--paper: resnet101)
     mask_head: str = "112"
-    backends: list[str] | None = None  # None: every available one
+    backends: list[str] | None = None  # None: auto's pick, then every other available one
     precisions: list[str] | None = None  # None: fp32 on CPU, fp32+fp16 on CUDA
     device: str = "auto"
     frames: int = 20
     warmup: int = 3
-    images: Path | None = None  # folder of real images; default the bundled sample
+    repeat: int = 3  # runs per backend, interleaved A B A B ...
+    images: Path | None = None  # folder of .png images to time instead of the clip's frames
     engines_dir: Path | None = None
-    out_dir: Path = Path("benchmarks/results")
+    out: Path | None = None  # the JSON report; None: default_out()
     e2e: bool = True
-    e2e_video: Path | None = None
+    e2e_video: Path | None = None  # the clip timed and replayed; None: the bundled demo
     e2e_seconds: float = 15.0
-    max_detections: int = SHOWN_DETECTIONS  # as `file` and `live` run; 3 was the fixed setting of earlier runs
+    max_detections: int = SHOWN_DETECTIONS  # as `file` and `live` run
     command: str = ""
     extra: dict = field(default_factory=dict)
 
 
 def pct(xs_s: list[float]) -> dict:
-    """Seconds -> ms percentiles (nearest-rank on the sorted samples)."""
-    a = np.asarray(xs_s, dtype=np.float64) * 1000.0
-    if a.size == 0:
-        return {}
-    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
-            "p99": float(np.percentile(a, 99)), "max": float(a.max()), "mean": float(a.mean()), "n": int(a.size)}
+    """Seconds -> ms percentiles (stats.percentiles)."""
+    return percentiles(xs_s, 1000.0)
+
+
+def default_out(now: datetime | None = None) -> Path:
+    """$XDG_CACHE_HOME/streamseg/bench/bench-<local time>.json (else ~/.cache/...): never the source tree."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "streamseg" / "bench" / f"bench-{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}.json"
 
 
 def make_model(o: BenchOptions):
-    """-> (model, its ModelInfo, description). A checkpoint as trained, or an architecture with
-    BatchNorm warmed up on real images."""
+    """-> (model, its ModelInfo, description). A checkpoint as trained (the bundled one by default),
+    or an architecture with BatchNorm warmed up on real images."""
     from .backends.bn_warmup import bench_model, sample_images
+    from .checkpoint import DEFAULT_WEIGHTS, load_checkpoint
 
-    if o.model is not None:
-        from .checkpoint import load_checkpoint
-
+    if o.backbone is None:
         model, info = load_checkpoint(o.model, max_detections=o.max_detections)
-        return model, info, f"checkpoint {o.model}, at most {o.max_detections} detection(s)"
+        name = f"checkpoint {o.model}" if o.model is not None else f"the bundled model ({DEFAULT_WEIGHTS.name})"
+        return model, info, f"{name}, {info.config.backbone}, at most {o.max_detections} detection(s)"
     images = sample_images(o.images) if o.images else sample_images()
     model, info = bench_model(o.backbone, o.mask_head, images=images, max_detections=o.max_detections)
     return model, info, (f"{o.backbone} mask{o.mask_head}, untrained, BN warmed up on {len(images)} real images, "
                          f"score threshold 0, {o.max_detections} detection(s)")
+
+
+def bench_frames(o: BenchOptions, log=print) -> tuple[list[np.ndarray], str]:
+    """The warm-up + timed frames, in their order: consecutive frames of the clip (o.e2e_video, default
+    the bundled demo; looped when shorter), or the .png images of o.images (sorted, cycled)."""
+    from .backends.bn_warmup import sample_images
+    from .bench_live import DEMO
+
+    n = o.warmup + o.frames
+    if o.images is not None:
+        imgs = sample_images(o.images)
+        return [imgs[i % len(imgs)] for i in range(n)], f"{len(imgs)} images of {o.images}, in name order"
+    video = Path(o.e2e_video or DEMO)
+    try:
+        from .sources import open_source
+    except ImportError as e:  # e.g. no PyAV on a GPU box
+        log(f"no clip decoder ({e}): timing the bundled sample images instead")
+        imgs = sample_images()
+        return [imgs[i % len(imgs)] for i in range(n)], "the bundled sample images (no PyAV)"
+    src = open_source(str(video), live=False)
+    try:
+        clip = []
+        for f in src.frames(threading.Event()):
+            clip.append(f.image)
+            if len(clip) == n:
+                break
+    finally:
+        src.close()
+    if not clip:
+        raise StreamsegError(f"{video}: no frames decoded")
+    return [clip[i % len(clip)] for i in range(n)], f"{video.name} frames 0–{len(clip) - 1} in order"
 
 
 class _Encoder:
@@ -112,74 +158,134 @@ def peak_memory(device: torch.device) -> dict:
     return mem
 
 
-def run_backend(be, images: list[np.ndarray], frames: int, warmup: int) -> dict:
-    """Time `be` stage by stage over `frames` frames (cycling `images`) after `warmup` frames."""
+def make_infer(be) -> Infer:
+    """The callable a run times, `infer(image) -> (detections, seconds per stage)`, built fresh for
+    each run (so a stateful wrapper, e.g. a tracker, starts clean): today the backend's own `infer`."""
+    return be.infer
+
+
+def run_backend(infer: Infer, images: list[np.ndarray], warmup: int, tick=None) -> dict:
+    """Time `infer` stage by stage over `images` in their order; the first `warmup` are untimed.
+    -> {"samples": stage -> seconds per timed frame, "detections": count per timed frame}."""
     from .measure import measure
     from .overlay import Hud, Style, draw
     from .types import Frame, Timings
 
     style = Style(calibrated=False)
     enc = _encoder(images[0].shape[1], images[0].shape[0]) if len({im.shape for im in images}) == 1 else None
-    samples: dict[str, list[float]] = {s: [] for s in STAGES}
-    samples["model"], samples["frame"] = [], []
+    samples: dict[str, list[float]] = {s: [] for s in (*STAGES, "model", "frame")}
     dets_per_frame = []
-    if be.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(be.device)
-    for i in range(warmup + frames):
-        img = images[i % len(images)]
+    for i, img in enumerate(images):
         t0 = time.perf_counter()
-        dets, st = be.infer(img)
+        dets, st = infer(img)
         t1 = time.perf_counter()
         m = measure(dets[0].mask) if dets else None
         t2 = time.perf_counter()
-        r = Result(frame=Frame(img, i), detections=list(dets), measurement=m, timings=Timings())
-        over = draw(r, style, Hud())
+        over = draw(Result(frame=Frame(img, i), detections=list(dets), measurement=m, timings=Timings()), style, Hud())
         t3 = time.perf_counter()
         if enc is not None:
             enc.encode(over)
         t4 = time.perf_counter()
+        if tick is not None:
+            tick()
         if i < warmup:
             continue
         for s in ("preprocess", "dense", "proposals", "heads", "paste", "model"):
-            samples[s].append(st[s])
+            if s in st:
+                samples[s].append(st[s])
         samples["measure"].append(t2 - t1)
         samples["overlay"].append(t3 - t2)
         if enc is not None:
             samples["encode"].append(t4 - t3)
         samples["frame"].append(t4 - t0)
         dets_per_frame.append(len(dets))
-    stages = {k: pct(v) for k, v in samples.items() if v}
-    mean_frame = float(np.mean(samples["frame"]))
-    return {"stages": stages, "fps": 1.0 / mean_frame if mean_frame > 0 else 0.0,
-            "detections_mean": float(np.mean(dets_per_frame)), "detections_min": int(min(dets_per_frame)),
-            "memory": peak_memory(be.device), "encode": "libx264 veryfast" if enc is not None else "skipped (no PyAV)"}
+    return {"samples": samples, "detections": dets_per_frame,
+            "encode": "libx264 veryfast" if enc is not None else "skipped (no PyAV)"}
 
 
-def default_plan(device: str, backends: list[str] | None, precisions: list[str] | None) -> list[tuple[str, str]]:
+def summarise(runs: list[dict]) -> dict:
+    """The repeats of one backend -> percentiles over all their frames, and the spread of frame p50."""
+    stages = {s: pct([x for r in runs for x in r["samples"][s]]) for s in runs[0]["samples"]}
+    p50s = [pct(r["samples"]["frame"])["p50"] for r in runs]
+    dets = [d for r in runs for d in r["detections"]]
+    mean_frame = stages["frame"]["mean"] / 1000.0
+    return {"stages": {k: v for k, v in stages.items() if v},
+            "frame_p50": {"median": float(np.median(p50s)), "min": min(p50s), "max": max(p50s), "repeats": p50s},
+            "fps": 1.0 / mean_frame if mean_frame > 0 else 0.0,
+            "detections_mean": float(np.mean(dets)), "detections_min": int(min(dets)), "encode": runs[0]["encode"]}
+
+
+def time_backend(be, images: list[np.ndarray], frames: int, warmup: int) -> dict:
+    """One run of `be` over `warmup` + `frames` of `images` (cycled, in order) -> its summary and
+    peak memory (benchmarks/gpu_check.py times each backend so)."""
+    seq = [images[i % len(images)] for i in range(warmup + frames)]
+    return {**summarise([run_backend(make_infer(be), seq, warmup)]), "memory": peak_memory(be.device)}
+
+
+@dataclass
+class Entry:
+    """One line of the plan: what is opened and how it is labelled ("auto -> X" for auto's pick)."""
+
+    backend: str
+    precision: str
+    label: str
+
+
+def default_plan(device: str, backends: list[str] | None, precisions: list[str] | None) -> list[Entry]:
+    """Auto's pick first (the baseline), then every other available backend; or the `backends` asked
+    for, in their order (the first is the baseline; "auto" may be one of them). Each in `precisions`."""
     from . import backends as bk
 
     avail = bk.available(device)
-    names = backends or [n for n in ("torch", "compiled", "onnxruntime", "tensorrt")
-                         if n in avail and not (n == "compiled" and device == "cpu")]
-    unknown = [n for n in names if n not in bk.BACKENDS or n == "auto"]
+    names = backends or ["auto", *avail[1:]]
+    unknown = [n for n in names if n not in bk.BACKENDS]
     if unknown:
-        raise StreamsegError(f"unknown backend {unknown[0]!r}: choose from {', '.join(bk.BACKENDS[1:])}")
+        raise StreamsegError(f"unknown backend {unknown[0]!r}: choose from {', '.join(bk.BACKENDS)}")
     precs = precisions or (["fp32", "fp16"] if device.startswith("cuda") else ["fp32"])
     for p in precs:
         if p not in ("fp32", "fp16"):
             raise StreamsegError(f"unknown precision {p!r}: fp32 or fp16")
-    plan = [("torch", "fp32")]  # the baseline every ratio refers to
-    for n in names:
+    plan: list[Entry] = []
+    for n in dict.fromkeys(names):
+        real = avail[0] if n == "auto" else n
         for p in precs:
-            if (n, p) not in plan and not (p == "fp16" and not device.startswith("cuda")):
-                plan.append((n, p))
+            if p == "fp16" and not device.startswith("cuda"):
+                continue
+            if any(e.backend == real and e.precision == p for e in plan):
+                continue
+            label = (f"auto -> {real}" if n == "auto" else real) + ("" if p == "fp32" else f" {p}")
+            plan.append(Entry(real, p, label))
+    if not plan:
+        raise StreamsegError("nothing to time: fp16 needs --compute cuda")
     return plan
+
+
+def load_threshold(cores: int) -> float:
+    """The 1-min load average above which the machine counts as loaded: 1.25 × cores, and at least
+    cores + 0.5 (2 cores: 2.5). The bench's own threads count in the readings taken while it runs."""
+    return max(1.25 * cores, cores + 0.5)
+
+
+def read_load(loadavg: Callable[[], tuple[float, float, float]], when: str) -> dict:
+    one, five, fifteen = loadavg()
+    return {"when": when, "1m": round(one, 2), "5m": round(five, 2), "15m": round(fifteen, 2)}
+
+
+def load_verdict(samples: list[dict], cores: int) -> dict:
+    """Whether any reading's 1-min load exceeded `load_threshold(cores)`, with the warning line to print."""
+    thr = load_threshold(cores)
+    peak = max(s["1m"] for s in samples)
+    loaded = peak > thr
+    warning = (f"warning: loaded machine: 1-min load average up to {peak:.2f} on {cores} cores (flagged above "
+               f"{thr:g}); other work shares the cores, so these timings are slower than an idle machine gives"
+               if loaded else None)
+    return {"cores": cores, "threshold_1m": thr, "max_1m": peak, "loaded": loaded, "warning": warning,
+            "samples": samples}
 
 
 def machine() -> dict:
     info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "load_avg": [round(x, 2) for x in os.getloadavg()]}
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__}
     import torchvision
 
     info["torchvision"] = torchvision.__version__
@@ -200,96 +306,153 @@ def machine() -> dict:
     return info
 
 
-def run_plan(plan: list[tuple[str, str]], model, info, device: str, images: list[np.ndarray], o: BenchOptions,
-             log=print) -> list[dict]:
-    """One row per (backend, precision): its stage timings, or why it was skipped; ratios to eager FP32."""
+def open_plan(plan: list[Entry], model, info, device: str, o: BenchOptions, log=print) -> list[tuple[dict, object]]:
+    """Open every backend of the plan -> (its row, the backend or None when it was skipped, with why)."""
     from . import backends
 
-    rows = []
-    for name, prec in plan:
+    opened = []
+    for e in plan:
+        row = {"label": e.label, "backend": e.backend, "precision": e.precision, "device": device}
         t = time.perf_counter()
         try:  # eager torch through the split path, so its stage columns compare with the compiled ones
-            be = backends.load(name, model=model, info=info, device=device, half=prec == "fp16", split=name == "torch",
-                               engines_dir=o.engines_dir, log=log)
-        except StreamsegError as e:
-            log(f"skipped {name}/{prec}: {e}")
-            rows.append({"backend": name, "precision": prec, "skipped": str(e)})
+            be = backends.load(e.backend, model=model, info=info, device=device, half=e.precision == "fp16",
+                               split=e.backend == "torch", engines_dir=o.engines_dir, log=log)
+        except StreamsegError as err:
+            log(f"skipped {e.label}: {err}")
+            opened.append(({**row, "skipped": str(err)}, None))
             continue
-        setup = time.perf_counter() - t
-        log(f"running {name}/{prec} (setup {setup:.1f} s)")
-        res = run_backend(be, images, o.frames, o.warmup)
-        rows.append({"backend": name, "precision": prec, "device": device, "setup_s": setup, **res})
-        del be
-    base = next((r for r in rows if r["backend"] == "torch" and r["precision"] == "fp32" and "stages" in r), None)
-    for r in rows:
-        if base and "stages" in r:
-            r["speedup_frame_p50"] = base["stages"]["frame"]["p50"] / r["stages"]["frame"]["p50"]
-            r["speedup_dense_p50"] = base["stages"]["dense"]["p50"] / r["stages"]["dense"]["p50"]
-    return rows
+        row["setup_s"] = time.perf_counter() - t
+        log(f"opened {e.label} ({be.describe()}, setup {row['setup_s']:.1f} s)")
+        opened.append((row, be))
+    return opened
 
 
-def end_to_end(rows: list[dict], model, info, device: str, o: BenchOptions, log=print) -> dict:
-    """The fastest backend of `rows` (frame p50) through the live pipeline (`bench_live.run_live`)."""
-    from . import backends
+def time_plan(opened, images: list[np.ndarray], o: BenchOptions, loads: list[dict], loadavg, progress=None) -> None:
+    """Run every opened backend `o.repeat` times, interleaved (A B A B ...), reading the load after
+    each round into `loads` (the last reading is "after"); fills each row with its summary
+    (`summarise`), memory and speed relative to the first row (the baseline)."""
+    live = [(row, be) for row, be in opened if be is not None]
+    runs: dict[int, list[dict]] = {id(row): [] for row, _ in live}
+    task = progress.add_task("timing", total=o.repeat * len(live) * len(images)) if progress is not None else None
+    tick = (lambda: progress.advance(task)) if progress is not None else None
+    for r in range(o.repeat):
+        for row, be in live:
+            if progress is not None:
+                progress.update(task, description=f"{row['label']} ({r + 1}/{o.repeat})")
+            if be.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(be.device)
+            runs[id(row)].append(run_backend(make_infer(be), images, o.warmup, tick))
+            row["memory"] = peak_memory(be.device)
+        loads.append(read_load(loadavg, "after" if r == o.repeat - 1 else f"after repeat {r + 1}"))
+    for row, _ in live:
+        row.update(summarise(runs[id(row)]))
+    base = next((row for row, _ in live), None)
+    for row, _ in live:
+        row["speedup_frame_p50"] = base["frame_p50"]["median"] / row["frame_p50"]["median"]
+        if "dense" in row["stages"] and "dense" in base["stages"]:
+            row["speedup_dense_p50"] = base["stages"]["dense"]["p50"] / row["stages"]["dense"]["p50"]
+
+
+def end_to_end(opened, o: BenchOptions, log=print) -> dict:
+    """The fastest opened backend (median frame p50) through the live pipeline (`bench_live.run_live`)."""
     from .bench_live import run_live
 
-    best = min((r for r in rows if "stages" in r), key=lambda r: r["stages"]["frame"]["p50"])
-    be = backends.load(best["backend"], model=model, info=info, device=device, half=best["precision"] == "fp16",
-                       split=best["backend"] == "torch", engines_dir=o.engines_dir, log=log)
-    return run_live(be, o, log)
+    row, be = min(((r, b) for r, b in opened if b is not None), key=lambda rb: rb[0]["frame_p50"]["median"])
+    return {"label": row["label"], **run_live(be, o, log, infer=make_infer(be))}
 
 
-def run(o: BenchOptions, log=print) -> dict:
+def run(o: BenchOptions, log=print, progress=None, loadavg=os.getloadavg) -> dict:
+    """Time the plan, write the JSON report (o.out, else `default_out()`) and return the report.
+    `progress`: a rich Progress to advance per frame (or None); `loadavg`: () -> (1, 5, 15-min load)."""
     from .backends import select_device
-    from .backends.bn_warmup import sample_images
 
+    loads = [read_load(loadavg, "before")]
     device = select_device(o.device, "--compute")
-    if o.frames < 1 or o.warmup < 0:
-        raise StreamsegError("--frames must be >= 1 and --warmup >= 0")
+    if o.frames < 1 or o.warmup < 0 or o.repeat < 1:
+        raise StreamsegError("--frames and --repeat must be >= 1 and --warmup >= 0")
     plan = default_plan(device, o.backends, o.precisions)
     model, info, desc = make_model(o)
-    images = sample_images(o.images) if o.images else sample_images()
-    log(f"model: {desc}; device {device}; {o.frames} frames after {o.warmup} warm-up; plan: "
-        + ", ".join(f"{n}/{p}" for n, p in plan))
-    rows = run_plan(plan, model, info, device, images, o, log)
+    images, source = bench_frames(o, log)
+    log(f"model: {desc}; device {device}; {o.frames} frames of {source} after {o.warmup} warm-up, "
+        f"{o.repeat} repeat(s) interleaved; plan: {', '.join(e.label for e in plan)} (the first is the baseline)")
+    opened = open_plan(plan, model, info, device, o, log)
+    if all(be is None for _, be in opened):
+        raise StreamsegError("no backend could be opened: " + "; ".join(r["skipped"] for r, _ in opened))
+    time_plan(opened, images, o, loads, loadavg, progress)
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": o.command,
-              "machine": machine(), "model": {"description": desc, **info.config.to_dict()},
-              "frames": o.frames, "warmup": o.warmup, "images": str(o.images or "bundled sample"), "results": rows}
+              "machine": machine(), "load": load_verdict(loads, os.cpu_count() or 1),
+              "model": {"description": desc, "source": info.source, **info.config.to_dict()},
+              "frames": o.frames, "warmup": o.warmup, "repeat": o.repeat, "frames_source": source,
+              "results": [row for row, _ in opened]}
     if o.e2e:
-        report["end_to_end"] = end_to_end(rows, model, info, device, o, log)
-    report["json"] = str(write_report(report, o.out_dir))
+        report["end_to_end"] = end_to_end(opened, o, log)
+    report["json"] = str(write_report(report, o.out))
     return report
 
 
-def write_report(report: dict, out_dir: Path) -> Path:
+def write_report(report: dict, out: Path | None) -> Path:
+    """The report as JSON at `out` (its folder must exist), or at `default_out()` (folder created)."""
     from .files import atomic_write
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    dev = "cuda" if any(r.get("device", "").startswith("cuda") for r in report["results"]) else "cpu"
-    path = out / f"bench-{report['model']['backbone']}-mask{report['model']['mask_head']}-{dev}-{stamp}.json"
-    text = json.dumps(report, indent=2) + "\n"
-    atomic_write(path, lambda tmp: (Path(tmp).write_text(text), os.chmod(tmp, 0o644)))
+    path = Path(out) if out is not None else default_out()
+    if out is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({**report, "json": str(path)}, indent=2) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return path
 
 
+def _ms(v: float) -> str:
+    """Milliseconds in at most 4 characters (3 significant digits below 100; whole seconds from 10 s)."""
+    if v >= 9999.5:
+        return f"{v / 1000:.0f}s"
+    return f"{v:.0f}" if v >= 99.95 else f"{v:.1f}" if v >= 0.995 else f"{v:.2f}"
+
+
+def _fps(v: float) -> str:
+    return f"{v:.0f}" if v >= 99.95 else f"{v:.1f}" if v >= 9.995 else f"{v:.2f}"
+
+
 def table(report: dict):
-    """A rich Table of the results (p50 per stage, frame percentiles, ratios to eager FP32)."""
+    """A rich Table that fits 100 columns: p50 per stage, the frame's p50 (median over the repeats)
+    with its min–max, p95, p99, fps and speed relative to the first row (the baseline)."""
+    from rich import box
     from rich.table import Table
 
-    t = Table(title=f"streamseg bench — {report['model']['backbone']} mask{report['model']['mask_head']} "
-                    f"({report['machine'].get('gpu') or report['machine']['cpu']})")
-    for c in ["backend", "prec", *[f"{s}" for s in STAGES], "frame p50/p95/p99/max", "fps", "×eager dense", "×eager frame", "dets"]:
-        t.add_column(c, justify="left" if c in ("backend", "prec") else "right")
+    m = report["model"]
+    where = report["machine"].get("gpu") or f"{report['machine']['cores']}-core CPU"
+    t = Table(title=f"{m['backbone']} mask{m['mask_head']} on {where}, {report['frames']} frames × {report['repeat']} "
+                    "repeats. ms: p50 per stage; per frame p50 (median of the repeats' p50) and its min–max, p95, "
+                    "p99; speed ×base = baseline p50 / p50", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False,
+              title_justify="left")
+    t.add_column("backend", no_wrap=True)
+    for s in STAGES:
+        t.add_column(SHORT[s], justify="right", no_wrap=True)
+    for c in ("frame", "min–max", "p95", "p99", "fps", "×base"):
+        t.add_column(c, justify="right", no_wrap=True)
     for r in report["results"]:
         if "stages" not in r:
-            t.add_row(r["backend"], r["precision"], *["-"] * len(STAGES), "skipped", "", "", "", "")
+            t.add_row(r["label"], *["-"] * len(STAGES), "-", "skipped", "", "", "", "")
             continue
-        st = r["stages"]
-        f = st["frame"]
-        t.add_row(r["backend"], r["precision"], *[f"{st[s]['p50']:.1f}" if s in st else "-" for s in STAGES],
-                  f"{f['p50']:.0f}/{f['p95']:.0f}/{f['p99']:.0f}/{f['max']:.0f}", f"{r['fps']:.2f}",
-                  f"{r.get('speedup_dense_p50', float('nan')):.2f}", f"{r.get('speedup_frame_p50', float('nan')):.2f}",
-                  f"{r['detections_mean']:.1f}")
+        st, f = r["stages"], r["frame_p50"]
+        t.add_row(r["label"], *[_ms(st[s]["p50"]) if s in st else "-" for s in STAGES], _ms(f["median"]),
+                  f"{_ms(f['min'])}–{_ms(f['max'])}", _ms(st["frame"]["p95"]), _ms(st["frame"]["p99"]),
+                  _fps(r["fps"]), f"{r['speedup_frame_p50']:.2f}")
     return t
+
+
+def print_report(report: dict, console, log) -> None:
+    """The table on `console`; under it the load warning, the end-to-end line and where the JSON went (`log`)."""
+    console.print(table(report))
+    skipped = [r for r in report["results"] if "skipped" in r]
+    for r in skipped:
+        log(f"skipped {r['label']}: {r['skipped']}")
+    if report["load"]["warning"]:
+        log(report["load"]["warning"])
+    e = report.get("end_to_end") or {}
+    if e.get("capture_to_overlay_ms"):
+        c = e["capture_to_overlay_ms"]
+        log(f"end-to-end ({e['label']}, {e['source_fps']:g} fps source): capture->overlay p50 {c['p50']:.0f} / "
+            f"p95 {c['p95']:.0f} / p99 {c['p99']:.0f} ms; {e['processed']} processed, {e['dropped']} of "
+            f"{e['frames_released']} dropped")
+    log(f"wrote {report['json']}")

@@ -60,9 +60,10 @@ class PacedSource:
         self.src.close()
 
 
-def run_live(backend: Backend, o, log=print) -> dict:
+def run_live(backend: Backend, o, log=print, infer=None) -> dict:
     """Replay o.e2e_video (default: the bundled demo clip) for at most o.e2e_seconds through the live
-    pipeline with `backend` (already opened), after o.warmup untimed frames (at least one)."""
+    pipeline with `backend` (already opened), after o.warmup untimed frames (at least one).
+    `infer`: the callable the pipeline runs (`infer(image) -> (detections, stages)`), default backend.infer."""
     try:
         from .sources import open_source
     except ImportError as e:  # e.g. no PyAV on a GPU box
@@ -78,7 +79,7 @@ def run_live(backend: Backend, o, log=print) -> dict:
     log(f"end-to-end: {video.name} at {paced.fps:g} fps for up to {o.e2e_seconds:g} s through the live pipeline "
         f"({backend.name}/{precision})")
     try:
-        stats = pipeline.run(paced, backend.infer, Analyser(), lambda r, hud: draw(r, style, hud), [],
+        stats = pipeline.run(paced, infer or backend.infer, Analyser(), lambda r, hud: draw(r, style, hud), [],
                              live=True)
     finally:
         paced.close()

@@ -219,46 +219,56 @@ def _command_line(fn, values: dict) -> str:
 @app.command()
 @friendly
 def bench(
-    model: Optional[Path] = typer.Option(None, help="checkpoint to benchmark (default: an architecture from --backbone/--mask-head)"),
-    backbone: Backbone = typer.Option("resnet101", help="architecture when no --model"),
-    mask_head: MaskHead = typer.Option("112", help="mask head when no --model"),
-    backend: Optional[str] = typer.Option(None, help="comma list of backends (default: every available one)"),
+    model: Optional[Path] = typer.Option(None, help="checkpoint to time (default: the bundled model, as file and live run)"),
+    paper: bool = typer.Option(False, "--paper", help="time the paper's R101 mask112 instead: untrained, BatchNorm "
+                               "warmed up on real images (= --backbone resnet101)"),
+    backbone: Optional[Backbone] = typer.Option(None, help="time this architecture instead, untrained like --paper"),
+    mask_head: Optional[MaskHead] = typer.Option(None, help="mask head with --paper/--backbone (default 112)"),
+    backend: Optional[str] = typer.Option(None, help="comma list of backends, the first is the baseline (default: "
+                                          "auto's pick, then every other available one)"),
     precision: Optional[str] = typer.Option(None, help="comma list of fp32,fp16 (default: fp32 on CPU, both on CUDA)"),
     compute: str = _compute(),
-    frames: int = typer.Option(20, help="timed frames per backend"),
-    warmup: int = typer.Option(3, help="untimed frames first"),
-    images: Optional[Path] = typer.Option(None, help="folder of real .png images (default: the bundled sample)"),
+    frames: int = typer.Option(20, help="timed frames per run: consecutive frames of the clip, in order"),
+    warmup: int = typer.Option(3, help="untimed frames first, each run"),
+    repeat: int = typer.Option(3, help="runs per backend, interleaved (A B A B ...); the table shows the median "
+                               "frame p50 and its min–max"),
+    images: Optional[Path] = typer.Option(None, help="folder of .png images to time instead of the clip's frames"),
     engines: Optional[Path] = typer.Option(None, help="artefact folder (default: $XDG_CACHE_HOME/streamseg/engines)"),
-    out: Path = typer.Option(Path("benchmarks/results"), help="folder for the JSON report"),
-    e2e: bool = typer.Option(True, help="also replay a clip at its frame rate through the live pipeline"),
-    video: Optional[Path] = typer.Option(None, help="clip for the end-to-end part (default: the bundled demo)"),
+    out: Optional[Path] = typer.Option(None, help="JSON report (default: $XDG_CACHE_HOME/streamseg/bench/"
+                                       "bench-<time>.json, else ~/.cache/...)"),
+    e2e: bool = typer.Option(True, help="also replay the clip at its frame rate through the live pipeline"),
+    video: Optional[Path] = typer.Option(None, help="clip timed and replayed (default: the bundled demo.mp4)"),
     e2e_seconds: float = typer.Option(15.0, help="length of the end-to-end replay"),
     max_detections: int = typer.Option(SHOWN_DETECTIONS, min=1, help="detections per frame (default: as file/live run; each costs one mask-head pass)"),
 ):
-    """Benchmark the backends, stage by stage."""
+    """Time what file and live run (the bundled model, auto's backend first), stage by stage, against
+    the other backends; --paper times the paper's R101."""
     compute = check_compute(compute)
-    check_numbers([("--frames", frames, 1, 100000), ("--warmup", warmup, 0, 100000),
+    check_numbers([("--frames", frames, 1, 100000), ("--warmup", warmup, 0, 100000), ("--repeat", repeat, 1, 1000),
                    ("--e2e-seconds", e2e_seconds, 0, 3600, dict(lo_open=True))])
-    check_out_dir("--out", out)
+    if paper and backbone not in (None, "resnet101"):
+        raise StreamsegError(f"--paper is the resnet101 model: drop --paper or --backbone {backbone}")
+    arch = "resnet101" if paper else backbone
+    if model is not None and arch is not None:
+        raise StreamsegError("--model times a checkpoint, --paper/--backbone an untrained architecture: give one")
+    if mask_head is not None and arch is None:
+        raise StreamsegError("--mask-head goes with --paper or --backbone (a checkpoint has its own)")
+    check_outputs({"--out": out}, inputs=(model, video))
     values = dict(locals())  # for the report's command line
-    from rich.console import Console as _Console
+    from rich.progress import Progress
 
-    from .bench import BenchOptions, run, table
+    from .bench import BenchOptions, print_report, run
 
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
-    o = BenchOptions(model=model, backbone=backbone, mask_head=mask_head, backends=split(backend),
-                     precisions=split(precision), device=compute, frames=frames, warmup=warmup, images=images,
-                     engines_dir=engines, out_dir=out, e2e=e2e, e2e_video=video, e2e_seconds=e2e_seconds,
+    o = BenchOptions(model=model, backbone=arch, mask_head=mask_head or "112", backends=split(backend),
+                     precisions=split(precision), device=compute, frames=frames, warmup=warmup, repeat=repeat,
+                     images=images, engines_dir=engines, out=out, e2e=e2e, e2e_video=video, e2e_seconds=e2e_seconds,
                      max_detections=max_detections, command=_command_line(bench, values))
-    report = run(o, log=lambda m: console.print(m, highlight=False, markup=False))
-    _Console(width=max(170, console.width)).print(table(report))
-    e = report.get("end_to_end") or {}
-    if "capture_to_overlay_ms" in e and e["capture_to_overlay_ms"]:
-        c = e["capture_to_overlay_ms"]
-        console.print(f"end-to-end ({e['backend']}/{e['precision']}, {e['source_fps']:g} fps source): capture->overlay "
-                      f"p50 {c['p50']:.0f} / p95 {c['p95']:.0f} / p99 {c['p99']:.0f} ms; {e['processed']} processed, "
-                      f"{e['dropped']} of {e['frames_released']} dropped", highlight=False)
-    console.print(f"wrote {report['json']}", highlight=False)
+    log = lambda m: console.print(m, highlight=False, markup=False)  # noqa: E731
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
+        report = run(o, log=log, progress=progress)
+    table_console = Console(highlight=False)
+    print_report(report, table_console if table_console.is_terminal else Console(width=100, highlight=False), log)
 
 
 @app.command()

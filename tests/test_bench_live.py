@@ -40,3 +40,15 @@ def test_run_live_replays_the_clip_through_the_live_pipeline():
     assert 0 < e["processed"] <= e["frames_released"] and e["processed"] + e["dropped"] <= e["frames_released"]
     assert e["capture_to_overlay_ms"]["n"] == e["processed"] and e["model_ms"]["p50"] >= 20
     assert any("through the live pipeline" in line for line in logs)
+
+
+def test_run_live_runs_the_infer_it_is_handed():
+    """The bench hands the replay the callable it timed (bench.make_infer), e.g. a tracking wrapper."""
+    be, calls = FakeBackend(), []
+
+    def infer(image):
+        calls.append(image.shape)
+        return be.infer(image)
+
+    e = run_live(be, SimpleNamespace(e2e_video=None, e2e_seconds=0.5, warmup=1), log=lambda m: None, infer=infer)
+    assert e["processed"] > 0 and len(calls) == e["processed"]
