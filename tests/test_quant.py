@@ -106,3 +106,29 @@ def test_unknown_precision_is_refused_by_the_parser(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(app, ["export", "--precision", "int4"])
     assert r.exit_code == 2 and "int4" in r.stderr and "Traceback" not in r.output
+
+
+def test_int8_is_rebuilt_when_the_calibration_set_changes(int8_graph, calib4, tmp_path):
+    two = tmp_path / "calib2"
+    two.mkdir()
+    for p in calibration_files(calib4)[:2]:
+        shutil.copy(p, two / p.name)
+    fp32_graph = int8_graph.with_name(int8_graph.name.replace("-int8", "-fp32"))
+    copy = tmp_path / fp32_graph.name
+    shutil.copy(fp32_graph, copy)
+    shutil.copy(str(fp32_graph) + ".json", str(copy) + ".json")
+    shutil.copy(int8_graph, int8_path(copy))
+    shutil.copy(str(int8_graph) + ".json", str(int8_path(copy)) + ".json")
+    logged = []
+    ensure_int8(copy, two, log=logged.append)
+    meta = json.loads((tmp_path / (int8_path(copy).name + ".json")).read_text())
+    assert meta["calibration_images"] == 2 and any("calibration_sha256 differs" in m for m in logged), logged
+
+
+def test_precision_choices_are_one_list():
+    import typing
+
+    from streamseg import cli
+    from streamseg.options import PRECISIONS
+
+    assert typing.get_args(cli.Precision) == PRECISIONS

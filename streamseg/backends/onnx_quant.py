@@ -13,19 +13,16 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from ..files import atomic_write, first_line
+from ..files import atomic_write, file_sha256, first_line
 from ..letterbox import ensure_bgr
 from ..types import StreamsegError
 from .artefacts import ensure_artefact, read_sidecar
 from .base import preprocess
 from .onnx_export import check_onnx
 
-Precision = Literal["fp32", "int8"]
-PRECISIONS: tuple[str, ...] = ("fp32", "int8")
 CALIB_DIR = Path(__file__).resolve().parents[1] / "data" / "calib" / "images"
 METHODS = ("MinMax", "Percentile", "Entropy")
 DEFAULT_METHOD = "MinMax"
@@ -131,8 +128,10 @@ def int8_meta(fp32_path: Path, calib_sha256: str, method: str) -> dict:
 
     src = read_sidecar(fp32_path) or {}
     keep = {k: src[k] for k in ("checkpoint_sha256", "config", "input_shape", "opset") if k in src}
-    return {**keep, "format": f"{src.get('format', 'onnx')}-int8", "precision": "int8", "fp32_stem": True, "source": fp32_path.name, "quant_format": "QDQ", "per_channel": True,
-            "calibration_sha256": calib_sha256, "calibration_method": method, "onnxruntime": onnxruntime.__version__}
+    return {**keep, "format": f"{src.get('format', 'onnx')}-int8", "precision": "int8",
+            "source": fp32_path.name, "source_sha256": file_sha256(fp32_path), "quant_format": "QDQ",
+            "per_channel": True, "fp32_stem": True, "calibration_sha256": calib_sha256,
+            "calibration_method": method, "onnxruntime": onnxruntime.__version__}
 
 
 def ensure_int8(fp32_path: str | Path, calib_dir: str | Path = CALIB_DIR, method: str = DEFAULT_METHOD,
@@ -140,6 +139,8 @@ def ensure_int8(fp32_path: str | Path, calib_dir: str | Path = CALIB_DIR, method
     """The INT8 copy of the FP32 graph at `fp32_path`, quantised now unless a matching one is there."""
     fp32_path = Path(fp32_path)
     files = calibration_files(calib_dir)
+    if not fp32_path.is_file():
+        raise StreamsegError(f"{fp32_path}: no FP32 ONNX graph to quantise (streamseg export --format onnx)")
     meta = int8_meta(fp32_path, calibration_hash(files), method)
 
     def build(path: Path) -> dict:
