@@ -119,7 +119,7 @@ def open_onnxruntime(model: nn.Module, info: ModelInfo, device: str = "cpu", hal
     dev = torch.device(device)
     half = half and dev.type == "cuda"
     if precision == "int8" and (dev.type != "cpu" or half):
-        raise StreamsegError("INT8 runs on CPU only (drop --half and use --device cpu)")
+        raise StreamsegError("INT8 runs on the CPU only: use --compute cpu without --half")
     if onnx_path is None:
         onnx_path = ensure_onnx(model, info, out_dir, 1, half, log)
     if precision == "int8":
