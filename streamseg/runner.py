@@ -16,7 +16,7 @@ from . import pipeline
 from .calibration import Calibration, parse_crop, resolve
 from .dicom import dicom_calibration
 from .interrupts import interrupt_raises
-from .options import check_compute, check_numbers, check_outputs
+from .options import check_compute, check_numbers, check_outputs, check_precision
 from .measure import Analyser
 from .overlay import Style, draw, lost_screen
 from .progress import ProgressSink, files_written
@@ -45,6 +45,7 @@ class Options:
     backend: str = "auto"
     compute: str = "auto"  # torch device for inference: cpu | cuda | cuda:N | auto
     half: bool = False
+    precision: str = "fp32"  # or "int8": onnxruntime on CPU with the INT8 dense graph (backends/onnx_quant.py)
     show: bool = False
     mm_per_px: float | None = None
     depth_mm: float | None = None
@@ -69,6 +70,7 @@ class Options:
 
     def __post_init__(self):
         check_compute(self.compute)
+        check_precision(self.precision, self.backend, self.compute, self.half)
         check_numbers([
             ("--score-thresh", self.score_thresh, 0.0, 1.0), ("--confident", self.confident, 0.0, 1.0),
             ("--max-frames", self.max_frames, 1, None), ("--duration", self.duration_s, 0, None, dict(lo_open=True)),
@@ -150,8 +152,10 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
         if backend is None:
             from . import backends
 
-            backend = backends.load(o.backend, o.model, device=backends.select_device(o.compute, "--compute"),
-                                    half=o.half, max_detections=o.max_detections, engines_dir=o.engines)
+            compute = "cpu" if o.precision == "int8" else o.compute  # INT8 is a CPU path (check_precision)
+            backend = backends.load(o.backend, o.model, device=backends.select_device(compute, "--compute"),
+                                    half=o.half, precision=o.precision, max_detections=o.max_detections,
+                                    engines_dir=o.engines)
     except BaseException:
         source.close()
         raise

@@ -46,7 +46,8 @@ def available(device: str = "cpu") -> list[str]:
 
 
 def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = False, *, model=None, info=None,
-         split: bool = False, engines_dir=None, log=None, onnx_heads: bool | None = None, **overrides) -> Backend:
+         split: bool = False, engines_dir=None, log=None, onnx_heads: bool | None = None, precision: str = "fp32",
+         **overrides) -> Backend:
     """Open a backend by name for a checkpoint (None = the bundled default), or for an in-memory
     `model` with its `info` (a ModelInfo; `overrides` then do not apply).
 
@@ -56,10 +57,13 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = 
     artefacts into `engines_dir` (default `engines/`) on first use and reuse them while their
     sidecar matches. `onnx_heads` (onnxruntime on CPU) runs the RoI box/mask stacks as ONNX graphs
     too (None: on for CPU unless STREAMSEG_ORT_HEADS=0; see onnxrt.open_onnxruntime). `auto` picks the fastest available on `device`.
+    `precision`: "fp32", or "int8" (onnxruntime on CPU: an INT8 dense graph, `onnx_quant`).
     """
     if name not in BACKENDS:
         raise StreamsegError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
     device = select_device(device, "device")
+    if precision not in ("fp32", "int8"):
+        raise StreamsegError(f"unknown precision {precision!r}: choose fp32 or int8")
     if name == "tensorrt":
         from .tensorrt import import_tensorrt
 
@@ -72,10 +76,13 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = 
         raise TypeError("backends.load(model=...) needs the model's info (a ModelInfo) too")
     if name == "auto":
         name = available(device)[0]
+    if precision == "int8" and name != "onnxruntime":
+        raise StreamsegError(f"INT8 runs with the onnxruntime backend on CPU, not {name}")
     if name != "torch":
         info = info.with_sha256(model)  # artefacts are named by it
     module, opener = _OPENERS[name]
-    kw = {"split": split} if name == "torch" else {"onnx_heads": onnx_heads} if name == "onnxruntime" else {}
+    kw = ({"split": split} if name == "torch" else {"onnx_heads": onnx_heads, "precision": precision}
+          if name == "onnxruntime" else {})
     out = engines_dir if engines_dir is not None else DEFAULT_DIR
     return getattr(importlib.import_module(f".{module}", __name__), opener)(model, info, device, half, out, log, **kw)
 

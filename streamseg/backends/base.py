@@ -68,6 +68,7 @@ class Backend(ABC):
     stage seconds). Concrete backends implement `forward` (and may report inner stages)."""
 
     name: str = "base"
+    precision: str | None = None  # set where it is neither fp32 nor fp16 (onnxruntime's "int8")
 
     def __init__(self, info: ModelInfo, device: str | torch.device = "cpu", half: bool = False):
         self.info = info
@@ -109,5 +110,5 @@ class Backend(ABC):
         return dets[0], dict(stages)
 
     def describe(self) -> str:
-        prec = "fp16" if self.half else "fp32"
+        prec = self.precision or ("fp16" if self.half else "fp32")
         return f"{self.name} ({self.device.type}, {prec}, {self.config.backbone}, mask{self.config.mask_head})"

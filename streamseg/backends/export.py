@@ -7,6 +7,7 @@ from pathlib import Path
 from torch import nn
 
 from ..model import ModelInfo
+from ..options import check_export_precision
 from ..types import StreamsegError
 from .artefacts import DEFAULT_DIR, artefact_path, ensure_dir, sidecar_path
 from .compiled import ensure_compiled
@@ -19,16 +20,24 @@ FORMATS = ("onnx", "engine", "compiled")
 
 
 def build(model: nn.Module, info: ModelInfo, fmt: str, out_dir: str | Path = DEFAULT_DIR, half: bool = False,
-          batch: int = 1, device: str | None = None, log=None) -> list[Path]:
-    """Build one artefact format for `model`; returns the files written (sidecars included)."""
+          batch: int = 1, device: str | None = None, log=None, precision: str = "fp32") -> list[Path]:
+    """Build one artefact format for `model`; returns the files written (sidecars included).
+    `precision="int8"` (onnx only): the FP32 graph and its INT8 copy (`onnx_quant.ensure_int8`)."""
     if fmt not in FORMATS:
         raise StreamsegError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    check_export_precision(precision, fmt, half)
     info = info.with_sha256(model)
     out = ensure_dir(out_dir)
     if fmt == "onnx":  # with the RoI heads graphs that onnxruntime runs on CPU, so `--engines DIR` builds nothing
         path = export_onnx(model, info, artefact_path(info, out, "onnx", batch, half), batch, half)
         heads = list(ensure_heads(model, info, out, log).values())
-        return [path, sidecar_path(path), *(q for h in heads for q in (h, sidecar_path(h)))]
+        files = [path, sidecar_path(path), *(q for h in heads for q in (h, sidecar_path(h)))]
+        if precision == "int8":
+            from .onnx_quant import ensure_int8
+
+            q = ensure_int8(path, log=log, force=True)
+            files += [q, sidecar_path(q)]
+        return files
     if fmt == "engine":
         onnx_path = ensure_onnx(model, info, out, batch, False, log)  # TensorRT sets FP16 itself
         path = ensure_engine(info, onnx_path, out, batch, half, force=True, log=log)

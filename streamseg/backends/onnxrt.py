@@ -107,17 +107,25 @@ class OrtDense:
 
 
 def open_onnxruntime(model: nn.Module, info: ModelInfo, device: str = "cpu", half: bool = False, out_dir=DEFAULT_DIR,
-                     log=None, onnx_path: str | Path | None = None, onnx_heads: bool | None = None) -> SplitBackend:
+                     log=None, onnx_path: str | Path | None = None, onnx_heads: bool | None = None,
+                     precision: str = "fp32") -> SplitBackend:
     """SplitBackend whose dense step is ONNX Runtime; exports the graph into `out_dir` if needed.
     `onnx_heads` (default: on, on CPU; STREAMSEG_ORT_HEADS=0 turns it off) runs the RoI box and
     mask stacks as ONNX graphs too (`onnx_heads.OrtHeads`): heads stage 848 -> 405 ms side by side
-    on a loaded 2-core CPU, same TP/FP/FN and Dice as eager on the test patients (tests/test_parity.py)."""
+    on a loaded 2-core CPU, same TP/FP/FN and Dice as eager on the test patients (tests/test_parity.py).
+    `precision="int8"` (CPU only) runs an INT8 copy of the dense graph (`onnx_quant.ensure_int8`)."""
     if not available():
         raise StreamsegError("onnxruntime is not installed (pip install 'streamseg[onnx]')")
     dev = torch.device(device)
     half = half and dev.type == "cuda"
+    if precision == "int8" and (dev.type != "cpu" or half):
+        raise StreamsegError("INT8 runs on the CPU only: use --compute cpu without --half")
     if onnx_path is None:
         onnx_path = ensure_onnx(model, info, out_dir, 1, half, log)
+    if precision == "int8":
+        from .onnx_quant import ensure_int8
+
+        onnx_path = ensure_int8(onnx_path, log=log)
     meta = read_sidecar(onnx_path) or {}
     threads = int(os.environ.get("STREAMSEG_ORT_THREADS", 0)) or None
     dense = OrtDense(onnx_path, dev, threads)
@@ -131,4 +139,7 @@ def open_onnxruntime(model: nn.Module, info: ModelInfo, device: str = "cpu", hal
         from .onnx_heads import open_heads
 
         heads = open_heads(model, info, out_dir, log, lambda p: open_session(p, dev, threads))
-    return SplitBackend(model, info, dense, device, half, name="onnxruntime", heads=heads)
+    backend = SplitBackend(model, info, dense, device, half, name="onnxruntime", heads=heads)
+    if precision != "fp32":
+        backend.precision = precision
+    return backend
