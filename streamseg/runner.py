@@ -22,6 +22,7 @@ from .overlay import Style, draw, lost_screen
 from .sinks import CsaSummary, RowSink, ScanSummary, VideoSink, WindowSink, require_display
 from .sources import BACKOFF_S, RECONNECT_ATTEMPTS, BaseSource, open_source
 from .stats import percentiles
+from .tracking import Tracker, tracked
 from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, Backend, Sink, StreamsegError
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
@@ -60,6 +61,7 @@ class Options:
     open_timeout_s: float = 5.0
     read_timeout_s: float = 3.0
     summary: bool = True
+    track: bool = True  # run windows around a confident nerve (tracking.py); False: full frames every time
 
     def __post_init__(self):
         check_compute(self.compute)
@@ -175,6 +177,14 @@ def _open_source(o: Options, cal: Calibration, log: Callable[[str], None]) -> Ba
                        on_event=lambda kind, msg: log(msg))
 
 
+def _infer(o: Options, backend: Backend) -> Callable:
+    """What the pipeline runs per frame: the backend's `infer`, tracked unless `--no-track`."""
+    if not o.track:
+        return backend.infer
+    return tracked(backend.infer, Tracker(image_size=backend.image_size, sizes=backend.roi_sizes,
+                                          threshold=o.score_thresh))
+
+
 def _stream(o: Options, source: BaseSource, backend: Backend, mm: float | None, summary: ScanSummary,
             log: Callable[[str], None]) -> tuple[pipeline.RunStats, list[FileSink], int | None]:
     """Open the sinks, run the pipeline, finish the output files (not yet renamed onto their targets)
@@ -185,7 +195,7 @@ def _stream(o: Options, source: BaseSource, backend: Backend, mm: float | None, 
     try:
         sinks = _open_sinks(o, source, mm, summary, log)
         window = next((s for s in sinks if isinstance(s, WindowSink)), None)
-        stats = pipeline.run(source, backend.infer, Analyser(mm, o.stable_window, o.confident),
+        stats = pipeline.run(source, _infer(o, backend), Analyser(mm, o.stable_window, o.confident),
                              lambda r, hud: draw(r, style, hud), sinks, live=o.live, max_frames=o.max_frames,
                              duration_s=o.duration_s, on_tick=_show_lost(window, source))
         files = _finish(sinks)

@@ -13,7 +13,8 @@ from ..model import ModelInfo
 from ..types import StreamsegError
 from .artefacts import DEFAULT_DIR, read_sidecar
 from .onnx_export import ensure_onnx
-from .split import SplitBackend
+from ..tracking import ROI_SIZES
+from .split import SizedDense, SplitBackend
 
 _NP = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16}
 _ORT_TYPES = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16}
@@ -121,6 +122,9 @@ def open_onnxruntime(model: nn.Module, info: ModelInfo, device: str = "cpu", hal
     meta = read_sidecar(onnx_path) or {}
     threads = int(os.environ.get("STREAMSEG_ORT_THREADS", 0)) or None
     dense = OrtDense(onnx_path, dev, threads)
+    # tracking windows: one static graph per window size, exported (or found) on first use
+    sized = SizedDense(dense, lambda s: OrtDense(ensure_onnx(model, info, out_dir, 1, half, log, size=s), dev, threads),
+                       info.config.image_size)
     backbone = info.config.backbone
     if meta.get("config", {}).get("backbone", backbone) != backbone:
         raise StreamsegError(f"{onnx_path}: built for another architecture ({meta['config']['backbone']})")
@@ -131,4 +135,4 @@ def open_onnxruntime(model: nn.Module, info: ModelInfo, device: str = "cpu", hal
         from .onnx_heads import open_heads
 
         heads = open_heads(model, info, out_dir, log, lambda p: open_session(p, dev, threads))
-    return SplitBackend(model, info, dense, device, half, name="onnxruntime", heads=heads)
+    return SplitBackend(model, info, sized, device, half, name="onnxruntime", heads=heads, roi_sizes=ROI_SIZES)

@@ -100,15 +100,33 @@ class EagerDense:
             return self.net(x)
 
 
+class SizedDense:
+    """One dense step per square input size: `full` at the model's size, the others (window sizes,
+    for tracking) made by `make(size)` on first use, e.g. one static ONNX graph each."""
+
+    def __init__(self, full: DenseFn, make: Callable[[int], DenseFn], size: int):
+        self.make = make
+        self.steps: dict[int, DenseFn] = {size: full}
+
+    def __call__(self, x: torch.Tensor) -> Sequence[torch.Tensor]:
+        size = int(x.shape[-1])
+        if size not in self.steps:
+            self.steps[size] = self.make(size)
+        return self.steps[size](x)
+
+
 class SplitBackend(Backend):
-    """Dense step pluggable; proposals and RoI heads are torchvision's, in torch, on `device`."""
+    """Dense step pluggable; proposals and RoI heads are torchvision's, in torch, on `device`.
+    `roi_sizes`: the window inputs the dense step runs at (an eager or `SizedDense` step; none for
+    a single static graph), so `infer(image, roi)` works; anchors are cached per input shape."""
 
     name = "split"
 
     def __init__(self, model: nn.Module, info: ModelInfo, dense: DenseFn, device: str = "cpu", half: bool = False,
-                 name: str | None = None, heads: HeadsFn | None = None):
+                 name: str | None = None, heads: HeadsFn | None = None, roi_sizes: tuple[int, ...] = ()):
         dev = torch.device(device)
         super().__init__(info, dev, half and dev.type == "cuda")
+        self.roi_sizes = tuple(roi_sizes)
         if name:
             self.name = name
         self.model = model.eval().to(self.device)
@@ -134,7 +152,7 @@ class SplitBackend(Backend):
         feats = [o.float() for o in outs[:n]] if not self.half else list(outs[:n])
         objectness = [o.float() for o in outs[n:2 * n]]
         deltas = [o.float() for o in outs[2 * n:3 * n]]
-        size = self.config.image_size
+        size = x.shape[-1]  # image_size, or a window's input size (tracking)
         images = ImageList(x, [(size, size)] * x.shape[0])
         anchors = self._anchors_for(images, objectness)  # same grids as the features, float32
         num_anchors_per_level = [o[0].shape[0] * o[0].shape[1] * o[0].shape[2] for o in objectness]
