@@ -5,8 +5,9 @@ instead of the whole frame, until the nerve is lost; then the full frame again.
   the full frame's scale (`image_size / max(H, W)`, so the nerve has the size the model was
   trained on) into a smaller square input (`size`, one of the backend's `roi_sizes`).
 - `Tracker`: the policy. After a detection scoring >= `threshold` (the display threshold,
-  `types.NERVE_SCORE`), the next frame's window is a square around its box, side
-  `margin` × the box's longer side, at least the smallest input size, clamped inside the frame.
+  `types.NERVE_SCORE`), the next frame's window is a square around its box: the smallest input
+  size holding `margin` × the box's longer side (else the largest, while it holds `min_margin` ×),
+  shifted inside the frame.
   Full frame again when the window's best detection drops below the threshold (the same frame is
   re-run on the full frame at once, so tracking never hides a nerve the full frame shows), when
   nothing is found, and every `recheck` frames.
@@ -98,7 +99,8 @@ class Tracker:
     image_size: int = 512
     sizes: Sequence[int] = ROI_SIZES
     threshold: float = NERVE_SCORE
-    margin: float = 2.0
+    margin: float = 1.5  # window side / the box's longer side, wanted ...
+    min_margin: float = 1.25  # ... and at least (else the full frame): a long nerve gets the largest window
     recheck: int = 30  # a full frame at least every `recheck` frames
     box: np.ndarray | None = None  # the last confident box, source pixels
     since_full: int = 0
@@ -109,11 +111,12 @@ class Tracker:
             return None
         scale = self.image_size / max(src_h, src_w)
         b = self.box
-        want = max(self.margin * max(b[2] - b[0], b[3] - b[1]) * scale, min(self.sizes))
-        fit = [s for s in sorted(self.sizes) if s >= want]
-        if not fit or fit[0] >= self.image_size:
-            return None  # a window as large as the frame saves nothing
-        roi = square_roi(b, math.floor(fit[0] / scale), src_h, src_w)
+        side = max(b[2] - b[0], b[3] - b[1]) * scale  # the box's longer side, model pixels
+        fit = [s for s in sorted(self.sizes) if s >= self.margin * side]
+        size = fit[0] if fit else max(self.sizes)
+        if size < self.min_margin * side or size >= self.image_size:
+            return None  # too tight for the nerve, or as large as the frame: nothing saved
+        roi = square_roi(b, math.floor(size / scale), src_h, src_w)
         if (roi[2] - roi[0]) >= src_w and (roi[3] - roi[1]) >= src_h:
             return None
         return roi
