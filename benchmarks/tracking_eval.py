@@ -11,7 +11,7 @@ Model ms: the wall time of each infer call (tracked: the window, plus the full f
 window lost the nerve), mean and p50, and the share of frames run on a window.
 
     python benchmarks/tracking_eval.py [--backend onnxruntime] [--frames 120] [--scan-frames 20]
-        [--max-scans 0] [--threads 2] [--out benchmarks/results/tracking.json]
+        [--max-scans 0] [--threads 2] [--window-proposals N] [--out benchmarks/results/tracking.json]
 """
 from __future__ import annotations
 
@@ -172,14 +172,18 @@ def main() -> None:
     ap.add_argument("--max-scans", type=int, default=0, help="0: every test scan")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--window-proposals", type=int, default=None,
+                    help="RPN proposals kept for a window (split backends; default: the backend's)")
     ap.add_argument("--out", default=None, help="JSON results")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     backend = backends.load(a.backend, a.model, max_detections=SHOWN_DETECTIONS)
+    if a.window_proposals is not None:
+        backend.window_proposals = a.window_proposals
     warm = cv2.imread(str(REPO / "streamseg" / "data" / "sample" / "images" / "Pz065-001.png"))
     for roi_pair in (Pair(backend),) * 2:  # warm-up: graphs exported/opened, caches filled
         roi_pair(warm)
-    res = {"backend": backend.describe(), "threads": a.threads, "machine": "see the run notes (shared, loaded)",
+    res = {"backend": backend.describe(), "threads": a.threads, "window_proposals": a.window_proposals, "machine": "see the run notes (shared, loaded)",
            "demo": demo_clip(Pair(backend), Path(a.clip), a.frames),
            "test": test_patients(Pair(backend), Path(a.data), Path(a.split), a.scan_frames, a.max_scans, a.seed)}
     table(res)

@@ -127,6 +127,7 @@ class SplitBackend(Backend):
         dev = torch.device(device)
         super().__init__(info, dev, half and dev.type == "cuda")
         self.roi_sizes = tuple(roi_sizes)
+        self.window_proposals = 0  # proposals kept for a tracking window (0: as the full frame)
         if name:
             self.name = name
         self.model = model.eval().to(self.device)
@@ -159,6 +160,8 @@ class SplitBackend(Backend):
         obj, pred = concat_box_prediction_layers(objectness, deltas)
         boxes = self.rpn.box_coder.decode(pred, anchors).view(x.shape[0], -1, 4)
         proposals, _ = self.rpn.filter_proposals(boxes, obj, images.image_sizes, num_anchors_per_level)
+        if size != self.config.image_size and self.window_proposals:  # a tracking window: fewer RoIs
+            proposals = [p[:self.window_proposals] for p in proposals]  # kept best first (NMS order)
         features = OrderedDict(zip(self.names, feats))
         return features, proposals, images.image_sizes
 
