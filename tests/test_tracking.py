@@ -185,3 +185,25 @@ def test_file_tracks_the_demo_clip(sample_dir):
     src.close()
     assert flags[0] is False and sum(flags) >= 4, flags
     assert _infer(Options(input="x.mp4", live=False, summary=False, track=False), be) == be.infer
+
+
+def test_a_window_keeps_window_proposals_rpn_proposals_and_the_full_frame_all(sample_dir):
+    """SplitBackend.window_proposals caps the RoIs a window hands the heads (the best, in NMS order);
+    the full frame keeps rpn_post_nms_top_n_test."""
+    from streamseg import backends
+
+    be = backends.load("torch", split=True, max_detections=1)
+    seen = []
+    heads = be.heads
+    be.heads = lambda feats, props, sizes: (seen.append(len(props[0])), heads(feats, props, sizes))[1]
+    image = cv2.imread(str(sample_dir / "images" / "Pz089-001.png"))
+    full, _ = be.infer(image)
+    t = Tracker(image_size=be.image_size, sizes=be.roi_sizes)
+    t.update(full, None)
+    roi = t.roi(*image.shape[:2])
+    be.window_proposals = 0
+    all_, _ = be.infer(image, roi=roi)
+    be.window_proposals = 25
+    few, _ = be.infer(image, roi=roi)
+    assert seen[0] == seen[1] == be.config.rpn_post_nms_top_n_test and seen[2] == 25
+    assert few[0].score >= NERVE_SCORE and dice(few[0].mask, all_[0].mask) >= 0.95
