@@ -22,6 +22,11 @@ from torchvision.models.detection.rpn import concat_box_prediction_layers
 from ..model import ModelInfo
 from .base import Backend
 
+# RPN proposals a tracking window hands the RoI heads (the full frame keeps rpn_post_nms_top_n_test,
+# 150): on the test patients with simulated motion, 25 keeps Dice and misses (0.801 / 30 misses with
+# 150, 0.801 / 30 with 25) and takes tracked model time from 1.75x to 2.6x faster than full frames
+# (p50, benchmarks/tracking_eval.py, loaded 2-core CPU).
+WINDOW_PROPOSALS = 25
 DenseFn = Callable[[torch.Tensor], Sequence[torch.Tensor]]
 HeadsFn = Callable[..., tuple]  # (features, proposals, image_sizes) -> (detections, losses), as RoIHeads
 
@@ -127,7 +132,7 @@ class SplitBackend(Backend):
         dev = torch.device(device)
         super().__init__(info, dev, half and dev.type == "cuda")
         self.roi_sizes = tuple(roi_sizes)
-        self.window_proposals = 0  # proposals kept for a tracking window (0: as the full frame)
+        self.window_proposals = WINDOW_PROPOSALS  # RPN proposals kept for a tracking window (0: as the full frame)
         if name:
             self.name = name
         self.model = model.eval().to(self.device)
