@@ -41,20 +41,20 @@ def test_full_frame_until_a_confident_detection():
 
 def test_window_is_a_square_around_the_nerve_at_the_smallest_size_that_holds_it():
     t = Tracker()
-    box = (280, 200, 340, 240)  # 60 px wide: 1.5 x 60 x scale = 76 model px -> the 160 input
+    box = (280, 200, 340, 240)  # 60 px wide: 1.5 x 60 x scale = 76 model px -> the smallest input
     t.update([det(box)], None)
     x0, y0, x1, y1 = t.roi(H, W)
-    assert x1 - x0 == y1 - y0 == int(160 / SCALE)
+    assert x1 - x0 == y1 - y0 == int(min(ROI_SIZES) / SCALE)
     assert x0 <= 280 and y0 <= 200 and x1 >= 340 and y1 >= 240
     assert abs((x0 + x1) / 2 - 310) <= 1 and abs((y0 + y1) / 2 - 220) <= 1
-    assert Window.of((x0, y0, x1, y1), H, W, 512, ROI_SIZES).size == 160
+    assert Window.of((x0, y0, x1, y1), H, W, 512, ROI_SIZES).size == min(ROI_SIZES)
 
 
 def test_window_at_the_border_is_shifted_inside_the_frame_not_shrunk():
     t = Tracker()
     t.update([det((0, 430, 50, 468))], None)  # bottom-left corner
     x0, y0, x1, y1 = t.roi(H, W)
-    assert x0 == 0 and y1 == H and x1 - x0 == y1 - y0 == int(160 / SCALE)
+    assert x0 == 0 and y1 == H and x1 - x0 == y1 - y0 == int(min(ROI_SIZES) / SCALE)
 
 
 def test_a_long_nerve_gets_the_largest_window_and_a_too_long_one_the_full_frame():
@@ -100,7 +100,7 @@ def test_tracked_reruns_the_full_frame_at_once_when_the_window_loses_the_nerve()
 
 
 def test_window_boxes_map_back_to_the_frame():
-    w = Window.of((100, 50, 100 + 189, 50 + 189), H, W, 512, ROI_SIZES)
+    w = Window.of((100, 50, 100 + 189, 50 + 189), H, W, 512, (160, 192))
     assert w.size == 160 and w.scale == pytest.approx(SCALE)
     got = w.boxes_to_source(np.array([[10 * SCALE, 20 * SCALE, 60 * SCALE, 80 * SCALE]]), H, W)
     assert np.allclose(got, [[110, 70, 160, 130]], atol=1e-3)
