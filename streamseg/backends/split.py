@@ -24,8 +24,8 @@ from .base import Backend
 
 # RPN proposals a tracking window hands the RoI heads (the full frame keeps rpn_post_nms_top_n_test,
 # 150): on the test patients with simulated motion, 25 keeps Dice and misses (0.801 / 30 misses with
-# 150, 0.801 / 30 with 25) and takes tracked model time from 1.75x to 2.6x faster than full frames
-# (p50, benchmarks/tracking_eval.py, loaded 2-core CPU).
+# 150, 0.801 / 30 with 25) and took tracked model time from 1.75x to 2.6x faster than full frames
+# (p50, benchmarks/tracking_eval.py, side by side on a loaded 2-core CPU, windows from 160 then).
 WINDOW_PROPOSALS = 25
 DenseFn = Callable[[torch.Tensor], Sequence[torch.Tensor]]
 HeadsFn = Callable[..., tuple]  # (features, proposals, image_sizes) -> (detections, losses), as RoIHeads
