@@ -74,6 +74,8 @@ _CROP = typer.Option(None, "--crop", help="x,y,w,h of the ultrasound image in th
 _MAXF = typer.Option(None, "--max-frames", help="stop after N frames")
 _CUTOFF = typer.Option(10.0, "--cts-cutoff", help="CTS flag cut-off, mm²")
 _SCORE = typer.Option(NERVE_SCORE, "--score-thresh", help="score at which a detection is shown as the nerve")
+_TRACK = typer.Option(True, "--track/--no-track", help="after a confident nerve, run the model on a window around it "
+                      "until it is lost (faster); --no-track runs the full frame every time")
 _CONF = typer.Option(CONFIDENT_SCORE, "--confident", help="score for frames counted in the CSA summary")
 
 
@@ -137,7 +139,7 @@ def live(
     reconnect: int = typer.Option(41, "--reconnect", help="reconnect attempts after the signal is lost; the default "
                                   "keeps trying for about 5 minutes (a cable unplugged and plugged back in)"),
     backoff: float = typer.Option(0.5, "--backoff", help="first reconnect delay, s (doubles, max 8 s between attempts)"),
-    timeout: float = typer.Option(3.0, "--timeout", help="network read timeout, s"),
+    timeout: float = typer.Option(3.0, "--timeout", help="network read timeout, s"), track: bool = _TRACK,
     engines: Optional[Path] = _ENGINES,
 ):
     """Segment a live source (frame grabber or network stream); the newest frame always wins."""
@@ -148,7 +150,7 @@ def live(
               show=has_display() if show is None else show, mm_per_px=mm_per_px, depth_mm=depth_mm, profile=profile,
               crop=crop, max_frames=max_frames, duration_s=duration, cts_cutoff_mm2=cts_cutoff, score_thresh=score_thresh,
               confident=confident, width=width, height=height, fps=fps, reconnect_attempts=reconnect, backoff_s=backoff,
-              read_timeout_s=timeout, engines=engines)
+              read_timeout_s=timeout, engines=engines, track=track)
 
 
 @app.command()
@@ -161,7 +163,7 @@ def file(
     show: bool = typer.Option(False, "--show/--no-show", help="show a window while processing"),
     mm_per_px: Optional[float] = _MMPX, depth_mm: Optional[float] = _DEPTH, profile: Optional[str] = _PROFILE,
     crop: Optional[str] = _CROP, max_frames: Optional[int] = _MAXF,
-    cts_cutoff: float = _CUTOFF, score_thresh: float = _SCORE, confident: float = _CONF,
+    cts_cutoff: float = _CUTOFF, score_thresh: float = _SCORE, confident: float = _CONF, track: bool = _TRACK,
     fps: Optional[float] = typer.Option(None, "--fps", help="frame rate of an input whose frames carry no "
                                         "timestamps (raw .h264/.hevc); default: the rate the stream declares. "
                                         "Inputs with timestamps keep theirs"),
@@ -171,7 +173,8 @@ def file(
     _pipeline(input=str(input), live=False, out=out, save_input=save_input, csv=csv, jsonl=jsonl, model=model, backend=backend, compute=compute,
               precision=precision,
               show=show, mm_per_px=mm_per_px, depth_mm=depth_mm, profile=profile, crop=crop, max_frames=max_frames,
-              cts_cutoff_mm2=cts_cutoff, score_thresh=score_thresh, confident=confident, fps=fps, engines=engines)
+              cts_cutoff_mm2=cts_cutoff, score_thresh=score_thresh, confident=confident, fps=fps, engines=engines,
+              track=track)
 
 
 @app.command()

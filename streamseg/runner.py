@@ -23,6 +23,7 @@ from .progress import ProgressSink, files_written
 from .sinks import CsaSummary, RawVideoSink, RowSink, ScanSummary, StagedFile, VideoSink, WindowSink, require_display
 from .sources import BACKOFF_S, RECONNECT_ATTEMPTS, BaseSource, open_source
 from .stats import percentiles
+from .tracking import Tracker, tracked
 from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, Backend, Sink, StreamsegError
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class Options:
     read_timeout_s: float = 3.0
     summary: bool = True
     engines: Path | None = None  # --engines: compiled artefacts folder (None: the user cache)
+    track: bool = True  # run windows around a confident nerve (tracking.py); False: full frames every time
 
     def __post_init__(self):
         check_compute(self.compute)
@@ -196,6 +198,14 @@ def _open_source(o: Options, cal: Calibration, log: Callable[[str], None]) -> Ba
                        on_event=lambda kind, msg: log(msg))
 
 
+def _infer(o: Options, backend: Backend) -> Callable:
+    """What the pipeline runs per frame: the backend's `infer`, tracked unless `--no-track`."""
+    if not o.track:
+        return backend.infer
+    return tracked(backend.infer, Tracker(image_size=backend.image_size, sizes=backend.roi_sizes,
+                                          threshold=o.score_thresh))
+
+
 def _stream(o: Options, source: BaseSource, backend: Backend, mm: float | None, summary: ScanSummary,
             log: Callable[[str], None], progress: Progress | None = None
             ) -> tuple[pipeline.RunStats, list[FileSink], int | None]:
@@ -207,7 +217,7 @@ def _stream(o: Options, source: BaseSource, backend: Backend, mm: float | None, 
     try:
         sinks = _open_sinks(o, source, mm, summary, log, progress)
         window = next((s for s in sinks if isinstance(s, WindowSink)), None)
-        stats = pipeline.run(source, backend.infer, Analyser(mm, o.stable_window, o.confident),
+        stats = pipeline.run(source, _infer(o, backend), Analyser(mm, o.stable_window, o.confident),
                              lambda r, hud: draw(r, style, hud), sinks, live=o.live, max_frames=o.max_frames,
                              duration_s=o.duration_s, on_tick=_show_lost(window, source))
         files = _finish(sinks)

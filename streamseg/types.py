@@ -149,16 +149,24 @@ class Source(Protocol):
 
 class Backend(Protocol):
     """How the network runs (`backends/`): a BGR image of any size in, detections in source pixels
-    out, best first. `infer` also returns the seconds each stage took for that call."""
+    out, best first. `infer` also returns the seconds each stage took for that call. With `roi`
+    (x0, y0, x1, y1, source pixels) it runs only that window, at the full frame's scale
+    (`image_size / max(H, W)`) in a smaller square input, one of `roi_sizes` (empty: the backend
+    runs full frames only); detections still come back in full-frame pixels (`tracking.py`)."""
 
     name: str
     half: bool
+    roi_sizes: tuple[int, ...]
+
+    @property
+    def image_size(self) -> int: ...
 
     def describe(self) -> str: ...
 
     def predict_one(self, image: np.ndarray) -> list[Detection]: ...
 
-    def infer(self, image: np.ndarray) -> tuple[list[Detection], dict[str, float]]: ...
+    def infer(self, image: np.ndarray, roi: tuple[int, int, int, int] | None = None
+              ) -> tuple[list[Detection], dict[str, float]]: ...
 
 
 class Sink(Protocol):

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from streamseg import backends
 from streamseg.backends.artefacts import artefact_path, read_sidecar, sidecar_path
 from streamseg.backends.onnx_export import ensure_onnx, export_onnx
+from streamseg.tracking import ROI_SIZES
 from streamseg.backends.split import DenseNet
 from streamseg.checkpoint import load_checkpoint, load_model
 from streamseg.files import file_sha256
@@ -28,8 +29,10 @@ def exported(calibrated_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     res = runner.invoke(app, ["export", "--format", "onnx", "--model", str(calibrated_checkpoint), "--out", str(out)])
     assert res.exit_code == 0, res.output
-    files = sorted(out.glob("*-dense-*.onnx"))  # beside it the RoI heads graphs (onnxruntime on CPU)
+    # the full-frame graph, beside it one per tracking window size and the RoI heads graphs (onnxruntime on CPU)
+    files = sorted(out.glob("*-dense-*-512-fp32.onnx"))
     assert len(files) == 1 and "built" in res.output
+    assert sorted(int(p.name.split("-")[-2]) for p in out.glob("*-dense-*.onnx")) == sorted([*ROI_SIZES, 512])
     assert len(list(out.glob("*-heads-*.onnx"))) == 2
     return files[0]
 

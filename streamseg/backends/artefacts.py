@@ -34,11 +34,12 @@ def _sha(info: ModelInfo) -> str:
 
 
 def artefact_path(info: ModelInfo, out_dir: str | Path, suffix: str, batch: int = 1, half: bool = False,
-                  part: str = "dense", precision: str | None = None) -> Path:
-    """`part`: dense, heads-box, heads-mask; `precision` overrides fp32/fp16 (e.g. int8)."""
+                  part: str = "dense", precision: str | None = None, size: int | None = None) -> Path:
+    """`part`: dense, heads-box, heads-mask; `precision` overrides fp32/fp16 (e.g. int8); `size`
+    the square input side where it is not the model's image_size (tracking windows)."""
     cfg = info.config
     prec = precision or ("fp16" if half else "fp32")
-    stem = f"{cfg.backbone}-mask{cfg.mask_head}-{_sha(info)[:12]}-{part}-b{batch}-{cfg.image_size}-{prec}"
+    stem = f"{cfg.backbone}-mask{cfg.mask_head}-{_sha(info)[:12]}-{part}-b{batch}-{size or cfg.image_size}-{prec}"
     return Path(out_dir) / f"{stem}.{suffix}"
 
 

@@ -3,12 +3,16 @@
 differ only in how they run the network (`forward`).
 
 The contract every backend keeps (`types.Backend`): `name`, `half`, `describe()`,
-`predict_one(image)`, and `infer(image)` -> (detections, seconds per stage of that call). A
-backend also holds its model's identity, `info` (a `ModelInfo`: config, source, sha256, meta)."""
+`predict_one(image)`, and `infer(image, roi=None)` -> (detections, seconds per stage of that call).
+With `roi` (x0, y0, x1, y1 in source pixels) only that window is run: cropped, letterboxed at the
+full frame's scale into the smallest of `roi_sizes` that holds it (`tracking.Window`), and the
+detections come back in full-frame pixels (masks H×W). A backend also holds its model's identity,
+`info` (a `ModelInfo`: config, source, sha256, meta)."""
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -17,7 +21,8 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from ..letterbox import Letterbox, ensure_bgr, mask_box
 from ..model import ModelInfo
-from ..types import Detection
+from ..tracking import ROI_SIZES, Roi, Window
+from ..types import Detection, StreamsegError
 
 
 def to_tensor(image_lb: np.ndarray) -> torch.Tensor:
@@ -41,6 +46,28 @@ def preprocess(images: Sequence[np.ndarray], size: int) -> tuple[torch.Tensor, l
     lbs = [Letterbox(im.shape[0], im.shape[1], size) for im in images]
     batch = torch.stack([to_tensor(lb.image(ensure_bgr(im))) for lb, im in zip(lbs, images)])
     return batch, lbs
+
+
+@dataclass(frozen=True)
+class WindowMap:
+    """Maps a window's boxes back to its full frame (what `postprocess` asks of a `Letterbox`)."""
+
+    window: Window
+    src_h: int
+    src_w: int
+
+    def boxes_to_source(self, boxes: np.ndarray) -> np.ndarray:
+        return self.window.boxes_to_source(boxes, self.src_h, self.src_w)
+
+
+def preprocess_window(image: np.ndarray, roi: Roi, size: int, sizes: Sequence[int]) -> tuple[torch.Tensor, list[WindowMap]]:
+    """One image's window `roi` -> a 1×3×S×S batch (S from `sizes`) and its map back to the frame."""
+    h, w = image.shape[:2]
+    try:
+        win = Window.of(roi, h, w, size, sizes)
+    except ValueError as e:
+        raise StreamsegError(str(e)) from None
+    return to_tensor(win.image(ensure_bgr(image)))[None], [WindowMap(win, h, w)]
 
 
 def postprocess(outputs: list[dict], lbs: list[Letterbox], mask_threshold: float = 0.5,
@@ -69,6 +96,7 @@ class Backend(ABC):
 
     name: str = "base"
     precision: str | None = None  # set where it is neither fp32 nor fp16 (onnxruntime's "int8")
+    roi_sizes: tuple[int, ...] = ROI_SIZES  # window inputs `infer(image, roi)` may run at; () = none
 
     def __init__(self, info: ModelInfo, device: str | torch.device = "cpu", half: bool = False):
         self.info = info
@@ -82,13 +110,21 @@ class Backend(ABC):
         """Letterboxed batch (B×3×S×S float in [0,1], on CPU) -> per-image dicts of
         boxes (letterbox px), labels, scores, masks (N×1×M×M probabilities)."""
 
+    @property
+    def image_size(self) -> int:
+        """The full-frame letterbox side (the window scale is image_size / max(H, W))."""
+        return self.config.image_size
+
     def forward_stages(self) -> dict[str, float]:
         """Seconds per stage inside the last `forward` (e.g. dense, proposals, heads); none by default."""
         return {}
 
-    def _run(self, images: Sequence[np.ndarray]) -> tuple[list[list[Detection]], dict[str, float]]:
+    def _run(self, images: Sequence[np.ndarray], roi: Roi | None = None) -> tuple[list[list[Detection]], dict[str, float]]:
         t0 = time.perf_counter()
-        batch, lbs = preprocess(images, self.config.image_size)
+        if roi is None:
+            batch, lbs = preprocess(images, self.config.image_size)
+        else:
+            batch, lbs = preprocess_window(images[0], roi, self.config.image_size, self.roi_sizes)
         t1 = time.perf_counter()
         outputs = self.forward(batch)
         t2 = time.perf_counter()
@@ -103,9 +139,10 @@ class Backend(ABC):
     def predict_one(self, image: np.ndarray) -> list[Detection]:
         return self.predict([image])[0]
 
-    def infer(self, image: np.ndarray) -> tuple[list[Detection], dict[str, float]]:
-        """One image -> (its detections, best first; seconds per stage of this call)."""
-        dets, stages = self._run([image])
+    def infer(self, image: np.ndarray, roi: Roi | None = None) -> tuple[list[Detection], dict[str, float]]:
+        """One image (or its window `roi`) -> (its detections in source pixels, best first; seconds
+        per stage of this call)."""
+        dets, stages = self._run([image], roi)
         self.last_stages = stages
         return dets[0], dict(stages)
 

@@ -15,6 +15,7 @@ from .device import select_device
 from .onnx_export import ensure_onnx, export_onnx
 from .onnx_heads import ensure_heads
 from .tensorrt import ensure_engine
+from ..tracking import ROI_SIZES
 
 FORMATS = ("onnx", "engine", "compiled")
 
@@ -30,14 +31,14 @@ def build(model: nn.Module, info: ModelInfo, fmt: str, out_dir: str | Path = DEF
     out = ensure_dir(out_dir)
     if fmt == "onnx":  # with the RoI heads graphs that onnxruntime runs on CPU, so `--engines DIR` builds nothing
         path = export_onnx(model, info, artefact_path(info, out, "onnx", batch, half), batch, half)
+        # the tracking windows' graphs too, so `file --engines DIR` (read-only) finds all it runs
+        windows = [ensure_onnx(model, info, out, batch, half, log, size=s) for s in ROI_SIZES]
         heads = list(ensure_heads(model, info, out, log).values())
-        files = [path, sidecar_path(path), *(q for h in heads for q in (h, sidecar_path(h)))]
         if precision == "int8":
             from .onnx_quant import ensure_int8
 
-            q = ensure_int8(path, log=log, force=True)
-            files += [q, sidecar_path(q)]
-        return files
+            windows += [ensure_int8(p, log=log, force=True) for p in [path, *windows]]
+        return [q for p in [path, *windows, *heads] for q in (p, sidecar_path(p))]
     if fmt == "engine":
         onnx_path = ensure_onnx(model, info, out, batch, False, log)  # TensorRT sets FP16 itself
         path = ensure_engine(info, onnx_path, out, batch, half, force=True, log=log)

@@ -17,18 +17,22 @@ from .split import DenseNet, output_names
 OPSET = 17
 
 
-def onnx_meta(info: ModelInfo, batch: int, half: bool) -> dict:
-    return {"format": "streamseg-dense-onnx", "opset": OPSET, **base_meta(info, batch, half)}
+def onnx_meta(info: ModelInfo, batch: int, half: bool, size: int | None = None) -> dict:
+    """`size`: the square input side (default the model's image_size; smaller for tracking windows)."""
+    s = size or info.config.image_size
+    return {"format": "streamseg-dense-onnx", "opset": OPSET, **base_meta(info, batch, half),
+            "input_shape": [batch, 3, s, s]}
 
 
-def _write_onnx(model: nn.Module, info: ModelInfo, path: Path, batch: int, half: bool, dynamo: bool) -> dict:
+def _write_onnx(model: nn.Module, info: ModelInfo, path: Path, batch: int, half: bool, dynamo: bool,
+                size: int | None = None) -> dict:
     """Export to `path` (atomically); returns the sidecar's format-specific fields."""
     import onnx
 
     net = copy.deepcopy(DenseNet(model)).eval().cpu()
     dtype = torch.float16 if half else torch.float32
     net = net.to(dtype)
-    size = info.config.image_size
+    size = size or info.config.image_size
     x = torch.rand(batch, 3, size, size, dtype=dtype)
     names = output_names(net.feature_names)
 
@@ -75,7 +79,9 @@ def check_onnx(path: str | Path) -> str | None:
 
 
 def ensure_onnx(model: nn.Module, info: ModelInfo, out_dir: str | Path = DEFAULT_DIR, batch: int = 1,
-                half: bool = False, log=None) -> Path:
-    """The dense ONNX for this model, exported now unless a matching, valid one is there."""
-    return ensure_artefact(artefact_path(info, out_dir, "onnx", batch, half), onnx_meta(info, batch, half),
-                           lambda p: _write_onnx(model, info, p, batch, half, False), check=check_onnx, log=log)
+                half: bool = False, log=None, size: int | None = None) -> Path:
+    """The dense ONNX for this model (input size×size, default image_size), exported now unless a
+    matching, valid one is there."""
+    return ensure_artefact(artefact_path(info, out_dir, "onnx", batch, half, size=size),
+                           onnx_meta(info, batch, half, size),
+                           lambda p: _write_onnx(model, info, p, batch, half, False, size), check=check_onnx, log=log)

@@ -13,7 +13,8 @@ from ..model import ModelInfo
 from ..types import StreamsegError
 from .artefacts import DEFAULT_DIR, read_sidecar
 from .onnx_export import ensure_onnx
-from .split import SplitBackend
+from ..tracking import ROI_SIZES
+from .split import SizedDense, SplitBackend
 
 _NP = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16}
 _ORT_TYPES = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16}
@@ -120,15 +121,22 @@ def open_onnxruntime(model: nn.Module, info: ModelInfo, device: str = "cpu", hal
     half = half and dev.type == "cuda"
     if precision == "int8" and (dev.type != "cpu" or half):
         raise StreamsegError("INT8 runs on the CPU only: use --compute cpu without --half")
-    if onnx_path is None:
-        onnx_path = ensure_onnx(model, info, out_dir, 1, half, log)
-    if precision == "int8":
-        from .onnx_quant import ensure_int8
 
-        onnx_path = ensure_int8(onnx_path, log=log)
+    def graph(size: int | None = None, path: str | Path | None = None) -> Path:
+        """The dense graph at `size` (None: the model's), exported on first use; its INT8 copy for int8."""
+        path = path or ensure_onnx(model, info, out_dir, 1, half, log, size=size)
+        if precision == "int8":
+            from .onnx_quant import ensure_int8
+
+            path = ensure_int8(path, log=log)
+        return Path(path)
+
+    onnx_path = graph(path=onnx_path)
     meta = read_sidecar(onnx_path) or {}
     threads = int(os.environ.get("STREAMSEG_ORT_THREADS", 0)) or None
     dense = OrtDense(onnx_path, dev, threads)
+    # tracking windows: one static graph per window size, exported (or found) on first use
+    sized = SizedDense(dense, lambda s: OrtDense(graph(size=s), dev, threads), info.config.image_size)
     backbone = info.config.backbone
     if meta.get("config", {}).get("backbone", backbone) != backbone:
         raise StreamsegError(f"{onnx_path}: built for another architecture ({meta['config']['backbone']})")
@@ -139,7 +147,7 @@ def open_onnxruntime(model: nn.Module, info: ModelInfo, device: str = "cpu", hal
         from .onnx_heads import open_heads
 
         heads = open_heads(model, info, out_dir, log, lambda p: open_session(p, dev, threads))
-    backend = SplitBackend(model, info, dense, device, half, name="onnxruntime", heads=heads)
+    backend = SplitBackend(model, info, sized, device, half, name="onnxruntime", heads=heads, roi_sizes=ROI_SIZES)
     if precision != "fp32":
         backend.precision = precision
     return backend

@@ -22,6 +22,11 @@ from torchvision.models.detection.rpn import concat_box_prediction_layers
 from ..model import ModelInfo
 from .base import Backend
 
+# RPN proposals a tracking window hands the RoI heads (the full frame keeps rpn_post_nms_top_n_test,
+# 150): on the test patients with simulated motion, 25 keeps Dice and misses (0.801 / 30 misses with
+# 150, 0.801 / 30 with 25) and took tracked model time from 1.75x to 2.6x faster than full frames
+# (p50, benchmarks/tracking_eval.py, side by side on a loaded 2-core CPU, windows from 160 then).
+WINDOW_PROPOSALS = 25
 DenseFn = Callable[[torch.Tensor], Sequence[torch.Tensor]]
 HeadsFn = Callable[..., tuple]  # (features, proposals, image_sizes) -> (detections, losses), as RoIHeads
 
@@ -100,15 +105,34 @@ class EagerDense:
             return self.net(x)
 
 
+class SizedDense:
+    """One dense step per square input size: `full` at the model's size, the others (window sizes,
+    for tracking) made by `make(size)` on first use, e.g. one static ONNX graph each."""
+
+    def __init__(self, full: DenseFn, make: Callable[[int], DenseFn], size: int):
+        self.make = make
+        self.steps: dict[int, DenseFn] = {size: full}
+
+    def __call__(self, x: torch.Tensor) -> Sequence[torch.Tensor]:
+        size = int(x.shape[-1])
+        if size not in self.steps:
+            self.steps[size] = self.make(size)
+        return self.steps[size](x)
+
+
 class SplitBackend(Backend):
-    """Dense step pluggable; proposals and RoI heads are torchvision's, in torch, on `device`."""
+    """Dense step pluggable; proposals and RoI heads are torchvision's, in torch, on `device`.
+    `roi_sizes`: the window inputs the dense step runs at (an eager or `SizedDense` step; none for
+    a single static graph), so `infer(image, roi)` works; anchors are cached per input shape."""
 
     name = "split"
 
     def __init__(self, model: nn.Module, info: ModelInfo, dense: DenseFn, device: str = "cpu", half: bool = False,
-                 name: str | None = None, heads: HeadsFn | None = None):
+                 name: str | None = None, heads: HeadsFn | None = None, roi_sizes: tuple[int, ...] = ()):
         dev = torch.device(device)
         super().__init__(info, dev, half and dev.type == "cuda")
+        self.roi_sizes = tuple(roi_sizes)
+        self.window_proposals = WINDOW_PROPOSALS  # RPN proposals kept for a tracking window (0: as the full frame)
         if name:
             self.name = name
         self.model = model.eval().to(self.device)
@@ -134,13 +158,15 @@ class SplitBackend(Backend):
         feats = [o.float() for o in outs[:n]] if not self.half else list(outs[:n])
         objectness = [o.float() for o in outs[n:2 * n]]
         deltas = [o.float() for o in outs[2 * n:3 * n]]
-        size = self.config.image_size
+        size = x.shape[-1]  # image_size, or a window's input size (tracking)
         images = ImageList(x, [(size, size)] * x.shape[0])
         anchors = self._anchors_for(images, objectness)  # same grids as the features, float32
         num_anchors_per_level = [o[0].shape[0] * o[0].shape[1] * o[0].shape[2] for o in objectness]
         obj, pred = concat_box_prediction_layers(objectness, deltas)
         boxes = self.rpn.box_coder.decode(pred, anchors).view(x.shape[0], -1, 4)
         proposals, _ = self.rpn.filter_proposals(boxes, obj, images.image_sizes, num_anchors_per_level)
+        if size != self.config.image_size and self.window_proposals:  # a tracking window: fewer RoIs
+            proposals = [p[:self.window_proposals] for p in proposals]  # kept best first (NMS order)
         features = OrderedDict(zip(self.names, feats))
         return features, proposals, images.image_sizes
 

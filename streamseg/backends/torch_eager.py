@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..model import ModelInfo
+from ..tracking import ROI_SIZES
 from .base import Backend
 from .split import DenseNet, EagerDense, SplitBackend
 
@@ -37,4 +38,5 @@ def open_torch(model: nn.Module, info: ModelInfo, device: str = "cpu", half: boo
         return TorchBackend(model, info, device, half)
     dev = torch.device(device)
     half = half and dev.type == "cuda"
-    return SplitBackend(model, info, EagerDense(DenseNet(model), dev, half), device, half, name="torch")
+    return SplitBackend(model, info, EagerDense(DenseNet(model), dev, half), device, half, name="torch",
+                        roi_sizes=ROI_SIZES)

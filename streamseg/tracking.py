@@ -1,0 +1,158 @@
+"""Tracking: after a confident detection, run the network on a window around the last nerve
+instead of the whole frame, until the nerve is lost; then the full frame again.
+
+- `Window`: the geometry of one window (torch-free): the crop in source pixels, letterboxed at
+  the full frame's scale (`image_size / max(H, W)`, so the nerve has the size the model was
+  trained on) into a smaller square input (`size`, one of the backend's `roi_sizes`).
+- `Tracker`: the policy. After a detection scoring >= `threshold` (the display threshold,
+  `types.NERVE_SCORE`), the next frame's window is a square around its box: the smallest input
+  size holding `margin` × the box's longer side (else the largest, while it holds `min_margin` ×),
+  shifted inside the frame.
+  Full frame again when the window's best detection drops below the threshold (the same frame is
+  re-run on the full frame at once, so tracking never hides a nerve the full frame shows), when
+  nothing is found, and every `recheck` frames.
+- `tracked(infer, tracker)`: a plain `infer(image) -> (detections, stages)`, as `backend.infer`,
+  for the pipeline, the runner and the bench. A tracked frame's stages carry `track` (the seconds
+  the policy took); a full-frame one has no `track` entry.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from .types import NERVE_SCORE, Detection
+
+# square window inputs, multiples of 32 (one compiled graph each). No 160: on the demo clip's small
+# nerves a 160 window keeps the nerve at the display threshold in 64 % of frames, 192 in 80 %.
+ROI_SIZES = (192, 256, 320)
+Roi = tuple[int, int, int, int]  # x0, y0, x1, y1 in source pixels (x1, y1 exclusive)
+RoiInfer = Callable[..., tuple[list[Detection], dict[str, float]]]  # backend.infer(image, roi=None)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A crop of an H×W frame, resized at `scale` and zero-padded right/bottom to `size`²."""
+
+    roi: Roi
+    scale: float
+    size: int
+
+    @classmethod
+    def of(cls, roi: Roi, src_h: int, src_w: int, image_size: int, sizes: Sequence[int]) -> "Window":
+        """The window for `roi` in a frame of src_h × src_w: the full-frame scale, the smallest of
+        `sizes` that holds the scaled crop (ValueError when none does)."""
+        x0, y0, x1, y1 = (int(v) for v in roi)
+        if not (0 <= x0 < x1 <= src_w and 0 <= y0 < y1 <= src_h):
+            raise ValueError(f"roi {roi} is not inside the {src_w}x{src_h} frame")
+        scale = image_size / max(src_h, src_w)
+        need = max(round((x1 - x0) * scale), round((y1 - y0) * scale))
+        fit = [s for s in sorted(sizes) if s >= need]
+        if not fit:
+            raise ValueError(f"roi {roi} needs a {need} px input; the largest window input is {max(sizes, default=0)}")
+        return cls((x0, y0, x1, y1), scale, fit[0])
+
+    @property
+    def inner_hw(self) -> tuple[int, int]:
+        x0, y0, x1, y1 = self.roi
+        return min(self.size, round((y1 - y0) * self.scale)), min(self.size, round((x1 - x0) * self.scale))
+
+    def image(self, img: np.ndarray) -> np.ndarray:
+        """The crop, resized as the full-frame letterbox would, padded to size × size."""
+        x0, y0, x1, y1 = self.roi
+        h, w = self.inner_hw
+        interp = cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR
+        resized = cv2.resize(img[y0:y1, x0:x1], (w, h), interpolation=interp)
+        out = np.zeros((self.size, self.size) + img.shape[2:], dtype=img.dtype)
+        out[:h, :w] = resized
+        return out
+
+    def boxes_to_source(self, boxes: np.ndarray, src_h: int, src_w: int) -> np.ndarray:
+        """Window-input x1,y1,x2,y2 -> full-frame source pixels, clipped to the crop."""
+        x0, y0, x1, y1 = self.roi
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / self.scale
+        b[:, 0::2] = (b[:, 0::2] + x0).clip(x0, x1)
+        b[:, 1::2] = (b[:, 1::2] + y0).clip(y0, y1)
+        return b.astype(np.float32)
+
+
+def square_roi(box: np.ndarray, side: float, src_h: int, src_w: int) -> Roi:
+    """A side × side window centred on `box`, shifted (not shrunk) to lie inside the frame; a
+    side longer than the frame is cut to it on that axis."""
+    cx, cy = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
+    out = []
+    for c, n in ((cx, src_w), (cy, src_h)):
+        s = min(int(math.ceil(side)), n)
+        lo = int(round(c - s / 2.0))
+        lo = min(max(lo, 0), n - s)
+        out.append((lo, lo + s))
+    (x0, x1), (y0, y1) = out
+    return x0, y0, x1, y1
+
+
+@dataclass
+class Tracker:
+    """Chooses each frame's window from the last detections (see the module doc)."""
+
+    image_size: int = 512
+    sizes: Sequence[int] = ROI_SIZES
+    threshold: float = NERVE_SCORE
+    margin: float = 1.5  # window side / the box's longer side, wanted ...
+    min_margin: float = 1.25  # ... and at least (else the full frame): a long nerve gets the largest window
+    recheck: int = 30  # a full frame at least every `recheck` frames
+    box: np.ndarray | None = None  # the last confident box, source pixels
+    since_full: int = 0
+
+    def roi(self, src_h: int, src_w: int) -> Roi | None:
+        """The window for the next frame, or None for the full frame."""
+        if self.box is None or not self.sizes or self.since_full + 1 >= self.recheck:
+            return None
+        scale = self.image_size / max(src_h, src_w)
+        b = self.box
+        side = max(b[2] - b[0], b[3] - b[1]) * scale  # the box's longer side, model pixels
+        fit = [s for s in sorted(self.sizes) if s >= self.margin * side]
+        size = fit[0] if fit else max(self.sizes)
+        if size < self.min_margin * side or size >= self.image_size:
+            return None  # too tight for the nerve, or as large as the frame: nothing saved
+        roi = square_roi(b, math.floor(size / scale), src_h, src_w)
+        if (roi[2] - roi[0]) >= src_w and (roi[3] - roi[1]) >= src_h:
+            return None
+        return roi
+
+    def update(self, detections: Sequence[Detection], roi: Roi | None) -> bool:
+        """Take the detections of a frame run on `roi` (None: full frame); False when a window lost
+        the nerve (its best detection is missing or below the threshold)."""
+        best = detections[0] if detections else None
+        found = best is not None and best.score >= self.threshold
+        self.since_full = 0 if roi is None else self.since_full + 1
+        self.box = np.asarray(best.box, dtype=np.float64) if found else None
+        return found or roi is None
+
+
+def tracked(infer: RoiInfer, tracker: Tracker) -> Callable[[np.ndarray], tuple[list[Detection], dict[str, float]]]:
+    """`infer(image, roi=...)` (a backend's) driven by `tracker`: an `infer(image)` like the backend's.
+    A window that loses the nerve is followed by the full frame on the same image (stages summed)."""
+
+    def run(image: np.ndarray) -> tuple[list[Detection], dict[str, float]]:
+        t0 = time.perf_counter()
+        roi = tracker.roi(image.shape[0], image.shape[1])
+        policy = time.perf_counter() - t0
+        if roi is None:
+            dets, stages = infer(image)
+            tracker.update(dets, None)
+            return dets, stages
+        dets, stages = infer(image, roi=roi)
+        t1 = time.perf_counter()
+        kept = tracker.update(dets, roi)
+        policy += time.perf_counter() - t1
+        if kept:
+            return dets, {**stages, "track": policy}
+        full, more = infer(image)
+        tracker.update(full, None)
+        return full, {k: stages.get(k, 0.0) + more.get(k, 0.0) for k in {**stages, **more}}
+
+    return run
