@@ -44,7 +44,8 @@ class BenchOptions:
     backbone: str | None = None  # an architecture timed untrained, BN warmed up (--paper: resnet101)
     mask_head: str = "112"
     backends: list[str] | None = None  # None: auto's pick, then every other available one
-    precisions: list[str] | None = None  # None: fp32 on CPU, fp32+fp16 on CUDA
+    precisions: list[str] | None = None  # None: fp32 on CPU, fp32+fp16 on CUDA; int8: onnxruntime on CPU
+    tracking: list[bool] | None = None  # None: tracked (as file/live run), plus auto's pick on full frames
     device: str = "auto"
     frames: int = 20
     warmup: int = 3
@@ -158,10 +159,15 @@ def peak_memory(device: torch.device) -> dict:
     return mem
 
 
-def make_infer(be) -> Infer:
+def make_infer(be, track: bool = False) -> Infer:
     """The callable a run times, `infer(image) -> (detections, seconds per stage)`, built fresh for
-    each run (so a stateful wrapper, e.g. a tracker, starts clean): today the backend's own `infer`."""
-    return be.infer
+    each run so the tracker starts clean: as `file` and `live` run it (runner._infer) when `track`,
+    else the backend's own `infer` on every full frame."""
+    if not track:
+        return be.infer
+    from .tracking import Tracker, tracked
+
+    return tracked(be.infer, Tracker(image_size=be.image_size, sizes=be.roi_sizes))
 
 
 def run_backend(infer: Infer, images: list[np.ndarray], warmup: int, tick=None) -> dict:
@@ -174,7 +180,7 @@ def run_backend(infer: Infer, images: list[np.ndarray], warmup: int, tick=None) 
     style = Style(calibrated=False)
     enc = _encoder(images[0].shape[1], images[0].shape[0]) if len({im.shape for im in images}) == 1 else None
     samples: dict[str, list[float]] = {s: [] for s in (*STAGES, "model", "frame")}
-    dets_per_frame = []
+    dets_per_frame, windowed = [], []
     for i, img in enumerate(images):
         t0 = time.perf_counter()
         dets, st = infer(img)
@@ -199,7 +205,8 @@ def run_backend(infer: Infer, images: list[np.ndarray], warmup: int, tick=None) 
             samples["encode"].append(t4 - t3)
         samples["frame"].append(t4 - t0)
         dets_per_frame.append(len(dets))
-    return {"samples": samples, "detections": dets_per_frame,
+        windowed.append("track" in st)  # tracking.tracked marks a frame run on a window
+    return {"samples": samples, "detections": dets_per_frame, "windowed": windowed,
             "encode": "libx264 veryfast" if enc is not None else "skipped (no PyAV)"}
 
 
@@ -212,7 +219,8 @@ def summarise(runs: list[dict]) -> dict:
     return {"stages": {k: v for k, v in stages.items() if v},
             "frame_p50": {"median": float(np.median(p50s)), "min": min(p50s), "max": max(p50s), "repeats": p50s},
             "fps": 1.0 / mean_frame if mean_frame > 0 else 0.0,
-            "detections_mean": float(np.mean(dets)), "detections_min": int(min(dets)), "encode": runs[0]["encode"]}
+            "detections_mean": float(np.mean(dets)), "detections_min": int(min(dets)), "encode": runs[0]["encode"],
+            "windowed_share": float(np.mean([w for r in runs for w in r["windowed"]]))}
 
 
 def time_backend(be, images: list[np.ndarray], frames: int, warmup: int) -> dict:
@@ -229,11 +237,27 @@ class Entry:
     backend: str
     precision: str
     label: str
+    track: bool = False
 
 
-def default_plan(device: str, backends: list[str] | None, precisions: list[str] | None) -> list[Entry]:
+def _combos(real: str, first: bool, cuda: bool, precs: list[str] | None, tracking: list[bool] | None):
+    """(precision, track) pairs timed for backend `real`. Default: as file/live run it (tracked, at
+    the default precision: INT8 for onnxruntime on the CPU, `backends.default_precision`), and for
+    the first backend also the full-frame FP32 path (what ran before tracking and INT8)."""
+    from .backends import default_precision
+
+    if precs is None and tracking is None:
+        combos = [(p, True) for p in (["fp32", "fp16"] if cuda else [default_precision(real, "cpu")])]
+        return combos + ([("fp32", False)] if first else [])
+    return [(p, t) for p in precs or (["fp32", "fp16"] if cuda else ["fp32"]) for t in tracking or [True]]
+
+
+def default_plan(device: str, backends: list[str] | None, precisions: list[str] | None,
+                 tracking: list[bool] | None = None) -> list[Entry]:
     """Auto's pick first (the baseline), then every other available backend; or the `backends` asked
-    for, in their order (the first is the baseline; "auto" may be one of them). Each in `precisions`."""
+    for, in their order (the first is the baseline; "auto" may be one of them). Each in `precisions`
+    and `tracking` (True: windows around the nerve, as file/live run; False: the full frame every
+    time); by default as `_combos` says."""
     from . import backends as bk
 
     avail = bk.available(device)
@@ -241,22 +265,22 @@ def default_plan(device: str, backends: list[str] | None, precisions: list[str] 
     unknown = [n for n in names if n not in bk.BACKENDS]
     if unknown:
         raise StreamsegError(f"unknown backend {unknown[0]!r}: choose from {', '.join(bk.BACKENDS)}")
-    precs = precisions or (["fp32", "fp16"] if device.startswith("cuda") else ["fp32"])
-    for p in precs:
-        if p not in ("fp32", "fp16"):
-            raise StreamsegError(f"unknown precision {p!r}: fp32 or fp16")
+    bad = [p for p in precisions or [] if p not in ("fp32", "fp16", "int8")]
+    if bad:
+        raise StreamsegError(f"unknown precision {bad[0]!r}: fp32, fp16 or int8")
+    cuda = device.startswith("cuda")
     plan: list[Entry] = []
-    for n in dict.fromkeys(names):
+    for i, n in enumerate(dict.fromkeys(names)):
         real = avail[0] if n == "auto" else n
-        for p in precs:
-            if p == "fp16" and not device.startswith("cuda"):
+        for p, track in _combos(real, i == 0, cuda, precisions, tracking):
+            if (p == "fp16" and not cuda) or (p == "int8" and (real != "onnxruntime" or cuda)):
                 continue
-            if any(e.backend == real and e.precision == p for e in plan):
+            if any(e.backend == real and e.precision == p and e.track == track for e in plan):
                 continue
             label = (f"auto -> {real}" if n == "auto" else real) + ("" if p == "fp32" else f" {p}")
-            plan.append(Entry(real, p, label))
+            plan.append(Entry(real, p, label + ("" if track else " full"), track))
     if not plan:
-        raise StreamsegError("nothing to time: fp16 needs --compute cuda")
+        raise StreamsegError("nothing to time: fp16 needs --compute cuda, int8 onnxruntime on the CPU")
     return plan
 
 
@@ -312,15 +336,18 @@ def open_plan(plan: list[Entry], model, info, device: str, o: BenchOptions, log=
 
     opened = []
     for e in plan:
-        row = {"label": e.label, "backend": e.backend, "precision": e.precision, "device": device}
+        row = {"label": e.label, "backend": e.backend, "precision": e.precision, "track": e.track, "device": device}
         t = time.perf_counter()
         try:  # eager torch through the split path, so its stage columns compare with the compiled ones
             be = backends.load(e.backend, model=model, info=info, device=device, half=e.precision == "fp16",
-                               split=e.backend == "torch", engines_dir=o.engines_dir, log=log)
+                               precision="int8" if e.precision == "int8" else "fp32", split=e.backend == "torch",
+                               engines_dir=o.engines_dir, log=log)
         except StreamsegError as err:
             log(f"skipped {e.label}: {err}")
             opened.append(({**row, "skipped": str(err)}, None))
             continue
+        if e.track:
+            be.prepare_windows()  # as file/live do before the first frame
         row["setup_s"] = time.perf_counter() - t
         log(f"opened {e.label} ({be.describe()}, setup {row['setup_s']:.1f} s)")
         opened.append((row, be))
@@ -341,7 +368,7 @@ def time_plan(opened, images: list[np.ndarray], o: BenchOptions, loads: list[dic
                 progress.update(task, description=f"{row['label']} ({r + 1}/{o.repeat})")
             if be.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(be.device)
-            runs[id(row)].append(run_backend(make_infer(be), images, o.warmup, tick))
+            runs[id(row)].append(run_backend(make_infer(be, row["track"]), images, o.warmup, tick))
             row["memory"] = peak_memory(be.device)
         loads.append(read_load(loadavg, "after" if r == o.repeat - 1 else f"after repeat {r + 1}"))
     for row, _ in live:
@@ -358,7 +385,7 @@ def end_to_end(opened, o: BenchOptions, log=print) -> dict:
     from .bench_live import run_live
 
     row, be = min(((r, b) for r, b in opened if b is not None), key=lambda rb: rb[0]["frame_p50"]["median"])
-    return {"label": row["label"], **run_live(be, o, log, infer=make_infer(be))}
+    return {"label": row["label"], **run_live(be, o, log, infer=make_infer(be, row["track"]))}
 
 
 def run(o: BenchOptions, log=print, progress=None, loadavg=os.getloadavg) -> dict:
@@ -370,7 +397,7 @@ def run(o: BenchOptions, log=print, progress=None, loadavg=os.getloadavg) -> dic
     device = select_device(o.device, "--compute")
     if o.frames < 1 or o.warmup < 0 or o.repeat < 1:
         raise StreamsegError("--frames and --repeat must be >= 1 and --warmup >= 0")
-    plan = default_plan(device, o.backends, o.precisions)
+    plan = default_plan(device, o.backends, o.precisions, o.tracking)
     model, info, desc = make_model(o)
     images, source = bench_frames(o, log)
     log(f"model: {desc}; device {device}; {o.frames} frames of {source} after {o.warmup} warm-up, "

@@ -31,7 +31,8 @@ Norm = Literal["batch", "group", "frozen"]
 Subset = Literal["train", "val", "test"]
 FnRule = Literal["paper", "strict"]
 BoxKind = Literal["mask", "regressed"]
-Precision = Literal["fp32", "int8"]  # options.PRECISIONS
+Precision = Literal["auto", "fp32", "int8"]  # options.PRECISIONS
+ExportPrecision = Literal["fp32", "int8"]
 console = Console(stderr=True, soft_wrap=True)  # one error = one line, never wrapped
 
 
@@ -65,8 +66,9 @@ _CSV = typer.Option(None, "--csv", help="one CSV row per processed frame")
 _JSONL = typer.Option(None, "--jsonl", help="one JSON line per processed frame")
 _MODEL = typer.Option(None, "--model", "-m", help="checkpoint (default: the bundled model)")
 _BACKEND = typer.Option("auto", "--backend", help="inference backend")
-_PRECISION = typer.Option("fp32", "--precision", help="int8: onnxruntime on the CPU with an INT8 dense graph "
-                          "(about 2.4x faster dense part, median Dice -0.003 on the test patients; README)")
+_PRECISION = typer.Option("auto", "--precision", help="auto: int8 where onnxruntime runs on the CPU, else fp32. "
+                          "int8: an INT8 dense graph (dense part 2.2-2.6x faster, same detections on the test "
+                          "patients, median Dice -0.003; README); fp32: as trained")
 _MMPX = typer.Option(None, "--mm-per-px", help="pixel spacing in mm")
 _DEPTH = typer.Option(None, "--depth-mm", help="imaged depth (mm) spanning the crop height")
 _PROFILE = typer.Option(None, "--profile", help="saved calibration profile (streamseg calibrate)")
@@ -212,6 +214,16 @@ def calibrate(
                   f"(use it with --profile {name})", highlight=False, markup=False)
 
 
+def _on_off(values: list[str] | None) -> list[bool] | None:
+    """bench --tracking: "on"/"off" -> True/False, checked once here."""
+    if values is None:
+        return None
+    bad = [v for v in values if v not in ("on", "off")]
+    if bad:
+        raise StreamsegError(f"--tracking {bad[0]!r}: a comma list of on, off")
+    return [v == "on" for v in values]
+
+
 def _command_line(fn, values: dict) -> str:
     """`streamseg <command>` with the options the user changed from their defaults (for reports)."""
     import inspect
@@ -236,7 +248,11 @@ def bench(
     mask_head: Optional[MaskHead] = typer.Option(None, help="mask head with --paper/--backbone (default 112)"),
     backend: Optional[str] = typer.Option(None, help="comma list of backends, the first is the baseline (default: "
                                           "auto's pick, then every other available one)"),
-    precision: Optional[str] = typer.Option(None, help="comma list of fp32,fp16 (default: fp32 on CPU, both on CUDA)"),
+    precision: Optional[str] = typer.Option(None, help="comma list of fp32,fp16,int8 (default: fp32 on CPU, "
+                                            "fp32,fp16 on CUDA; int8: onnxruntime on the CPU)"),
+    tracking: Optional[str] = typer.Option(None, help="comma list of on,off: windows around the nerve as file/live "
+                                           "run (on), or the full frame every time (off). Default: on, plus off "
+                                           "for the first backend"),
     compute: str = _compute(),
     frames: int = typer.Option(20, help="timed frames per run: consecutive frames of the clip, in order"),
     warmup: int = typer.Option(3, help="untimed frames first, each run"),
@@ -271,7 +287,7 @@ def bench(
 
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
     o = BenchOptions(model=model, backbone=arch, mask_head=mask_head or "112", backends=split(backend),
-                     precisions=split(precision), device=compute, frames=frames, warmup=warmup, repeat=repeat,
+                     precisions=split(precision), tracking=_on_off(split(tracking)), device=compute, frames=frames, warmup=warmup, repeat=repeat,
                      images=images, engines_dir=engines, out=out, e2e=e2e, e2e_video=video, e2e_seconds=e2e_seconds,
                      max_detections=max_detections, command=_command_line(bench, values))
     log = lambda m: console.print(m, highlight=False, markup=False)  # noqa: E731
@@ -286,7 +302,7 @@ def bench(
 def export(
     format: ExportFormat = typer.Option("onnx", "--format", help="onnx, engine (TensorRT) or compiled (AOTInductor)"),
     half: bool = typer.Option(False, help="FP16 (engine, and onnx/compiled for CUDA)"),
-    precision: Precision = typer.Option("fp32", "--precision", help="int8: also an INT8 copy of the ONNX graph "
+    precision: ExportPrecision = typer.Option("fp32", "--precision", help="int8: also an INT8 copy of the ONNX graph "
                                         "(CPU; calibrated on the bundled training-patient scans)"),
     model: Optional[Path] = typer.Option(None, help="checkpoint (default: the bundled model)"),
     out: Optional[Path] = typer.Option(None, help="artefact folder (default: the user cache, "

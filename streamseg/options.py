@@ -42,14 +42,15 @@ def check_compute(name: str, flag: str = "--compute") -> str:
     return str(name)
 
 
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("auto", "fp32", "int8")
 
 
 def check_precision(precision: str, backend: str = "auto", compute: str = "auto", half: bool = False) -> str:
-    """fp32 | int8; INT8 is onnxruntime's on the CPU (backends/onnx_quant.py), so it needs backend
-    auto or onnxruntime, compute cpu (or auto: then the CPU is used) and no FP16."""
+    """auto | fp32 | int8; INT8 is onnxruntime's on the CPU (backends/onnx_quant.py), so it needs backend
+    auto or onnxruntime, compute cpu (or auto: then the CPU is used) and no FP16; auto is INT8 where
+    onnxruntime runs on the CPU, else FP32 (`backends.default_precision`)."""
     if precision not in PRECISIONS:
-        raise StreamsegError(f"--precision {precision!r}: choose fp32 or int8")
+        raise StreamsegError(f"--precision {precision!r}: choose auto, fp32 or int8")
     if precision == "int8":
         if backend not in ("auto", "onnxruntime"):
             raise StreamsegError(f"--precision int8 runs on the onnxruntime backend, not {backend}")
@@ -60,7 +61,7 @@ def check_precision(precision: str, backend: str = "auto", compute: str = "auto"
 
 def check_export_precision(precision: str, fmt: str, half: bool = False) -> str:
     """`export --precision int8` builds the FP32 ONNX graph and its INT8 copy (CPU): onnx only, no FP16."""
-    if precision not in PRECISIONS:
+    if precision not in ("fp32", "int8"):
         raise StreamsegError(f"--precision {precision!r}: choose fp32 or int8")
     if precision == "int8" and (fmt != "onnx" or half):
         raise StreamsegError("--precision int8 builds an ONNX graph for the CPU: use --format onnx without --half")

@@ -46,7 +46,7 @@ class Options:
     backend: str = "auto"
     compute: str = "auto"  # torch device for inference: cpu | cuda | cuda:N | auto
     half: bool = False
-    precision: str = "fp32"  # or "int8": onnxruntime on CPU with the INT8 dense graph (backends/onnx_quant.py)
+    precision: str = "auto"  # auto (int8 where onnxruntime runs on the CPU, else fp32) | fp32 | int8 (backends/onnx_quant.py)
     show: bool = False
     mm_per_px: float | None = None
     depth_mm: float | None = None
@@ -202,6 +202,7 @@ def _infer(o: Options, backend: Backend) -> Callable:
     """What the pipeline runs per frame: the backend's `infer`, tracked unless `--no-track`."""
     if not o.track:
         return backend.infer
+    backend.prepare_windows()
     return tracked(backend.infer, Tracker(image_size=backend.image_size, sizes=backend.roi_sizes,
                                           threshold=o.score_thresh))
 

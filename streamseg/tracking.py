@@ -27,9 +27,11 @@ import numpy as np
 
 from .types import NERVE_SCORE, Detection
 
-# square window inputs, multiples of 32 (one compiled graph each). No 160: on the demo clip's small
-# nerves a 160 window keeps the nerve at the display threshold in 64 % of frames, 192 in 80 %.
-ROI_SIZES = (192, 256, 320)
+# square window inputs, multiples of 32 (one compiled graph each). One size, 384 (a 454-px window of
+# a 606x468 scan): the model needs the context around the nerve. Second frames of the 22 test-patient
+# scans, paper's rule (TP/FP/FN, median Dice), FP32 windows: 192-320 gave 13/1/8 0.908, 320 17/1/4
+# 0.908, 384 17/1/4 0.920 = eager's 17/1/4 0.921 (benchmarks/RESULTS.md). The policy takes any sizes.
+ROI_SIZES = (384,)
 Roi = tuple[int, int, int, int]  # x0, y0, x1, y1 in source pixels (x1, y1 exclusive)
 RoiInfer = Callable[..., tuple[list[Detection], dict[str, float]]]  # backend.infer(image, roi=None)
 

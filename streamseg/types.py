@@ -168,6 +168,10 @@ class Backend(Protocol):
     def infer(self, image: np.ndarray, roi: tuple[int, int, int, int] | None = None
               ) -> tuple[list[Detection], dict[str, float]]: ...
 
+    def prepare_windows(self) -> None:
+        """Build what the window inputs need now (e.g. one compiled graph per size), not at the
+        first tracked frame: called where tracking is on, before the first frame."""
+
 
 class Sink(Protocol):
     """Where results go (`sinks.py`: video, CSV/JSONL rows, window, scan summary).

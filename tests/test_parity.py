@@ -151,6 +151,40 @@ def test_onnx_heads_match_torchvision_heads_with_and_without_proposals(calibrate
 
 
 
+def test_the_default_cpu_path_scores_as_eager_on_test_patients(test_scans, eager_test_score, engines_dir):
+    """What `file` and `live` run by default on a CPU (backend auto -> onnxruntime, precision auto ->
+    INT8 dense graph, tracking on): each test scan is shown twice, as two frames of a clip; the first
+    runs on the full frame, the second on the window the tracker chose around a confident nerve.
+    Scored with the paper's rule: the full frames give eager FP32's TP/FP/FN, the windows never a
+    worse count (measured: 18/0/4 against eager's 17/1/4, one scan's box IoU crossing 0.7); median
+    Dice within 0.005 of eager's for both."""
+    from streamseg.tracking import Tracker, tracked
+
+    fast = backends.load("auto", device="cpu", precision="auto", engines_dir=engines_dir)
+    assert fast.name == "onnxruntime" and "int8" in fast.describe()
+    fast.prepare_windows()
+    full, windowed, n_windows = [], [], 0
+    for s, img, gt in test_scans:
+        infer = tracked(fast.infer, Tracker(image_size=fast.image_size, sizes=fast.roi_sizes))
+        full.append((s, img, gt, infer(img)[0]))
+        dets, stages = infer(img)
+        n_windows += "track" in stages
+        windowed.append((s, img, gt, dets))
+    from streamseg.training.evaluate import score_predictions
+
+    ref = eager_test_score
+    assert n_windows >= ref["tp"], "every confidently found nerve should be tracked on the next frame"
+    for name, preds in (("full frame", full), ("window", windowed)):
+        got, _ = score_predictions(preds)
+        print(f"eager {ref['tp']}/{ref['fp']}/{ref['fn']} Dice {ref['dice_median']:.4f}; default path, {name}: "
+              f"{got['tp']}/{got['fp']}/{got['fn']} Dice {got['dice_median']:.4f}")
+        if name == "full frame":
+            assert (got["tp"], got["fp"], got["fn"]) == (ref["tp"], ref["fp"], ref["fn"]), name
+        else:
+            assert got["tp"] >= ref["tp"] and got["fp"] <= ref["fp"] and got["fn"] <= ref["fn"], name
+        assert abs(got["dice_median"] - ref["dice_median"]) <= 0.005, name
+
+
 def test_auto_on_cpu_is_onnxruntime_with_onnx_heads(calibrated_checkpoint, engines_dir, monkeypatch):
     """`auto` on CPU opens the path the parity tests above pass: ONNX Runtime for the dense part and
     the RoI box/mask stacks (both head graphs built); STREAMSEG_ORT_HEADS=0 keeps torch's heads."""

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from streamseg.tracking import ROI_SIZES, Tracker, Window, square_roi, tracked
+from streamseg.tracking import ROI_SIZES, Tracker, Window, square_roi, tracked  # noqa: F401
 from streamseg.types import NERVE_SCORE, Detection
 
 H, W = 468, 606  # the sample scans' size
 SCALE = 512 / W
+SIZES = (192, 256, 320)  # several window sizes: the policy picks among them (the default is one, ROI_SIZES)
 
 
 def det(box, score=0.99, shape=(H, W)) -> Detection:
@@ -31,7 +32,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 # --- the policy ---
 
 def test_full_frame_until_a_confident_detection():
-    t = Tracker()
+    t = Tracker(sizes=SIZES)
     assert t.roi(H, W) is None
     t.update([], None)
     assert t.roi(H, W) is None
@@ -40,25 +41,25 @@ def test_full_frame_until_a_confident_detection():
 
 
 def test_window_is_a_square_around_the_nerve_at_the_smallest_size_that_holds_it():
-    t = Tracker()
+    t = Tracker(sizes=SIZES)
     box = (280, 200, 340, 240)  # 60 px wide: 1.5 x 60 x scale = 76 model px -> the smallest input
     t.update([det(box)], None)
     x0, y0, x1, y1 = t.roi(H, W)
-    assert x1 - x0 == y1 - y0 == int(min(ROI_SIZES) / SCALE)
+    assert x1 - x0 == y1 - y0 == int(min(SIZES) / SCALE)
     assert x0 <= 280 and y0 <= 200 and x1 >= 340 and y1 >= 240
     assert abs((x0 + x1) / 2 - 310) <= 1 and abs((y0 + y1) / 2 - 220) <= 1
-    assert Window.of((x0, y0, x1, y1), H, W, 512, ROI_SIZES).size == min(ROI_SIZES)
+    assert Window.of((x0, y0, x1, y1), H, W, 512, SIZES).size == min(SIZES)
 
 
 def test_window_at_the_border_is_shifted_inside_the_frame_not_shrunk():
-    t = Tracker()
+    t = Tracker(sizes=SIZES)
     t.update([det((0, 430, 50, 468))], None)  # bottom-left corner
     x0, y0, x1, y1 = t.roi(H, W)
-    assert x0 == 0 and y1 == H and x1 - x0 == y1 - y0 == int(min(ROI_SIZES) / SCALE)
+    assert x0 == 0 and y1 == H and x1 - x0 == y1 - y0 == int(min(SIZES) / SCALE)
 
 
 def test_a_long_nerve_gets_the_largest_window_and_a_too_long_one_the_full_frame():
-    t = Tracker()
+    t = Tracker(sizes=SIZES)
     t.update([det((50, 50, 50 + 280, 100))], None)  # 280 px: 1.5x needs 355 model px > 320; 1.25x fits 320
     x0, y0, x1, y1 = t.roi(H, W)
     assert x1 - x0 == int(320 / SCALE)
@@ -67,7 +68,7 @@ def test_a_long_nerve_gets_the_largest_window_and_a_too_long_one_the_full_frame(
 
 
 def test_lost_in_the_window_means_full_frame_next_and_a_recheck_every_n_frames():
-    t = Tracker(recheck=4)
+    t = Tracker(sizes=SIZES, recheck=4)
     t.update([det((280, 200, 340, 240))], None)
     rois = []
     for _ in range(6):
@@ -89,7 +90,7 @@ def test_tracked_reruns_the_full_frame_at_once_when_the_window_loses_the_nerve()
         calls.append(roi)
         return next(answers), {"model": 0.01}
 
-    run = tracked(infer, Tracker())
+    run = tracked(infer, Tracker(sizes=SIZES))
     img = np.zeros((H, W, 3), np.uint8)
     d1, s1 = run(img)  # full frame
     d2, s2 = run(img)  # window, kept
@@ -105,7 +106,7 @@ def test_window_boxes_map_back_to_the_frame():
     got = w.boxes_to_source(np.array([[10 * SCALE, 20 * SCALE, 60 * SCALE, 80 * SCALE]]), H, W)
     assert np.allclose(got, [[110, 70, 160, 130]], atol=1e-3)
     with pytest.raises(ValueError):
-        Window.of((0, 0, 500, 400), H, W, 512, ROI_SIZES)  # needs a 423 px input
+        Window.of((0, 0, 500, 400), H, W, 512, SIZES)  # needs a 423 px input
 
 
 # --- the bundled model on real scans ---
@@ -141,11 +142,13 @@ def test_window_detection_matches_the_full_frame(backend, sample_dir, name):
 
 
 def test_window_at_the_frame_border(backend, sample_dir):
-    """The scan cut just above the nerve (full width, so the same scale): its window is shifted
-    down to lie flush with the top edge, and still finds the nerve where the full frame does."""
+    """The scan cut just above the nerve, with dark rows added below so the frame is taller than a
+    window (full width, so the same scale): its window is shifted down to lie flush with the top
+    edge, and still finds the nerve where the full frame does."""
     image = cv2.imread(str(sample_dir / "images" / "Pz065-001.png"))
     full, _ = backend.infer(image)
-    cut = np.ascontiguousarray(image[max(0, int(full[0].box[1]) - 6):])
+    top = image[max(0, int(full[0].box[1]) - 6):]
+    cut = np.ascontiguousarray(np.vstack([top, np.zeros((image.shape[1] - 20 - top.shape[0], image.shape[1], 3), np.uint8)]))
     x0, y0, x1, y1 = _check_window(backend, cut)
     assert y0 == 0 and y1 < cut.shape[0]
 

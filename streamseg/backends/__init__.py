@@ -45,6 +45,13 @@ def available(device: str = "cpu") -> list[str]:
     return names
 
 
+def default_precision(name: str, device, half: bool = False) -> str:
+    """What `--precision auto` runs: INT8 where onnxruntime runs on the CPU (the same TP/FP/FN as
+    eager FP32 on the test patients, median Dice -0.003; dense part 2.2-2.6x faster: benchmarks/
+    RESULTS.md), else FP32 (or FP16 with `half`)."""
+    return "int8" if name == "onnxruntime" and str(device) == "cpu" and not half else "fp32"
+
+
 def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = False, *, model=None, info=None,
          split: bool = False, engines_dir=None, log=None, onnx_heads: bool | None = None, precision: str = "fp32",
          **overrides) -> Backend:
@@ -57,13 +64,14 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = 
     artefacts into `engines_dir` (default `engines/`) on first use and reuse them while their
     sidecar matches. `onnx_heads` (onnxruntime on CPU) runs the RoI box/mask stacks as ONNX graphs
     too (None: on for CPU unless STREAMSEG_ORT_HEADS=0; see onnxrt.open_onnxruntime). `auto` picks the fastest available on `device`.
-    `precision`: "fp32", or "int8" (onnxruntime on CPU: an INT8 dense graph, `onnx_quant`).
+    `precision`: "fp32", "int8" (onnxruntime on CPU: an INT8 dense graph, `onnx_quant`), or "auto"
+    (`default_precision` of the backend `auto` resolves to: what `file` and `live` run).
     """
     if name not in BACKENDS:
         raise StreamsegError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
     device = select_device(device, "device")
-    if precision not in ("fp32", "int8"):
-        raise StreamsegError(f"unknown precision {precision!r}: choose fp32 or int8")
+    if precision not in ("auto", "fp32", "int8"):
+        raise StreamsegError(f"unknown precision {precision!r}: choose auto, fp32 or int8")
     if name == "tensorrt":
         from .tensorrt import import_tensorrt
 
@@ -76,6 +84,8 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = 
         raise TypeError("backends.load(model=...) needs the model's info (a ModelInfo) too")
     if name == "auto":
         name = available(device)[0]
+    if precision == "auto":
+        precision = default_precision(name, device, half)
     if precision == "int8" and name != "onnxruntime":
         raise StreamsegError(f"INT8 runs with the onnxruntime backend on CPU, not {name}")
     if name != "torch":

@@ -115,6 +115,9 @@ class Backend(ABC):
         """The full-frame letterbox side (the window scale is image_size / max(H, W))."""
         return self.config.image_size
 
+    def prepare_windows(self) -> None:
+        """Build what the window inputs need before the first frame (nothing for eager torch)."""
+
     def forward_stages(self) -> dict[str, float]:
         """Seconds per stage inside the last `forward` (e.g. dense, proposals, heads); none by default."""
         return {}

@@ -32,7 +32,8 @@ def build(model: nn.Module, info: ModelInfo, fmt: str, out_dir: str | Path = DEF
     if fmt == "onnx":  # with the RoI heads graphs that onnxruntime runs on CPU, so `--engines DIR` builds nothing
         path = export_onnx(model, info, artefact_path(info, out, "onnx", batch, half), batch, half)
         # the tracking windows' graphs too, so `file --engines DIR` (read-only) finds all it runs
-        windows = [ensure_onnx(model, info, out, batch, half, log, size=s) for s in ROI_SIZES]
+        windows = [ensure_onnx(model, info, out, batch, half, log, size=s) for s in ROI_SIZES
+                   if s < info.config.image_size]
         heads = list(ensure_heads(model, info, out, log).values())
         if precision == "int8":
             from .onnx_quant import ensure_int8

@@ -113,6 +113,12 @@ class SizedDense:
         self.make = make
         self.steps: dict[int, DenseFn] = {size: full}
 
+    def prepare(self, sizes: Sequence[int]) -> None:
+        """Make the steps for `sizes` now (a live session must not stall on its first window)."""
+        for s in sizes:
+            if s not in self.steps:
+                self.steps[s] = self.make(s)
+
     def __call__(self, x: torch.Tensor) -> Sequence[torch.Tensor]:
         size = int(x.shape[-1])
         if size not in self.steps:
@@ -144,6 +150,11 @@ class SplitBackend(Backend):
         self._inner: dict[str, float] = {}
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+
+    def prepare_windows(self) -> None:
+        """One dense step per window size smaller than the frame's, built now (`SizedDense.prepare`)."""
+        if isinstance(self.dense, SizedDense):
+            self.dense.prepare([s for s in self.roi_sizes if s < self.config.image_size])
 
     def _anchors_for(self, images: ImageList, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         """Anchors depend only on shapes (static here): torchvision's generator, computed once."""
