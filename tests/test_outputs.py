@@ -7,7 +7,6 @@ bundled real demo clip. The saved input is then run by the real CLI on a real ch
 from __future__ import annotations
 
 import io
-import json
 import os
 from fractions import Fraction
 

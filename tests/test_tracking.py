@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from streamseg.tracking import ROI_SIZES, Tracker, Window, square_roi, tracked  # noqa: F401
+from streamseg.tracking import Tracker, Window, tracked
 from streamseg.types import NERVE_SCORE, Detection
 
 H, W = 468, 606  # the sample scans' size
