@@ -452,7 +452,7 @@ def table(report: dict):
                     "repeats. ms: p50 per stage; per frame p50 (median of the repeats' p50) and its min–max, p95, "
                     "p99; speed ×base = baseline p50 / p50", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False,
               title_justify="left")
-    t.add_column("backend", no_wrap=True)
+    t.add_column("backend", max_width=16, overflow="fold")  # long labels wrap, so the numbers never get cut
     for s in STAGES:
         t.add_column(SHORT[s], justify="right", no_wrap=True)
     for c in ("frame", "min–max", "p95", "p99", "fps", "×base"):

@@ -74,10 +74,9 @@ def run_live(backend: Backend, o, log=print, infer=None) -> dict:
     for _ in range(max(1, o.warmup)):  # warm the backend before the clock starts
         backend.predict_one(np.zeros((480, 640, 3), np.uint8))
     paced = PacedSource(open_source(str(video), live=False), o.e2e_seconds)
-    style = Style(calibrated=False)
-    precision = "fp16" if backend.half else "fp32"
+    style = Style(calibrated=False, live=True)  # the HUD a live session shows (lag, drops)
     log(f"end-to-end: {video.name} at {paced.fps:g} fps for up to {o.e2e_seconds:g} s through the live pipeline "
-        f"({backend.name}/{precision})")
+        f"({backend.describe()})")
     try:
         stats = pipeline.run(paced, infer or backend.infer, Analyser(), lambda r, hud: draw(r, style, hud), [],
                              live=True)
