@@ -163,6 +163,7 @@ def table(res: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", default="onnxruntime")
+    ap.add_argument("--precision", default="auto", help="auto (as file/live: int8 for onnxruntime on CPU), fp32, int8")
     ap.add_argument("--model", default=None, help="checkpoint (default: the bundled model)")
     ap.add_argument("--clip", default=str(REPO / "streamseg" / "data" / "sample" / "demo.mp4"))
     ap.add_argument("--frames", type=int, default=120, help="demo clip frames")
@@ -177,7 +178,8 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="JSON results")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    backend = backends.load(a.backend, a.model, max_detections=SHOWN_DETECTIONS)
+    backend = backends.load(a.backend, a.model, max_detections=SHOWN_DETECTIONS, precision=a.precision)
+    backend.prepare_windows()  # as the runner does: no graph is built inside a timed frame
     if a.window_proposals is not None:
         backend.window_proposals = a.window_proposals
     warm = cv2.imread(str(REPO / "streamseg" / "data" / "sample" / "images" / "Pz065-001.png"))
