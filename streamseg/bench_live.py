@@ -82,7 +82,7 @@ def run_live(backend: Backend, o, log=print, infer=None) -> dict:
                              live=True)
     finally:
         paced.close()
-    return {"video": str(video), "source_fps": paced.fps, "backend": backend.name, "precision": precision,
+    return {"video": str(video), "source_fps": paced.fps, "backend": backend.name, "describe": backend.describe(),
             "frames_released": paced.released, "processed": stats.processed, "dropped": stats.dropped,
             "dropped_fraction": stats.dropped / paced.released if paced.released else 0.0,
             "processed_fps": stats.processed_fps, "capture_to_overlay_ms": percentiles(stats.end_to_end_ms),

@@ -121,8 +121,8 @@ class RecordingProgress:
 def test_a_loaded_machine_is_flagged_and_the_default_json_goes_to_the_user_cache(
         calibrated_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    o = BenchOptions(model=calibrated_checkpoint, backends=["torch"], device="cpu", frames=2, warmup=1, repeat=2,
-                     e2e=False)
+    o = BenchOptions(model=calibrated_checkpoint, backends=["torch"], tracking=[True], device="cpu", frames=2,
+                     warmup=1, repeat=2, e2e=False)
     progress, logs = RecordingProgress(), []
     report = bench.run(o, log=logs.append, progress=progress, loadavg=BUSY)
     [path] = (tmp_path / "cache" / "streamseg" / "bench").glob("bench-*.json")

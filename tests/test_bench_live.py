@@ -36,7 +36,7 @@ def test_run_live_replays_the_clip_through_the_live_pipeline():
     o = SimpleNamespace(e2e_video=None, e2e_seconds=1.0, warmup=1)
     logs = []
     e = run_live(FakeBackend(), o, log=logs.append)
-    assert e["video"] == str(DEMO) and e["backend"] == "fake" and e["precision"] == "fp32"
+    assert e["video"] == str(DEMO) and e["backend"] == "fake" and e["describe"] == "fake"
     assert 0 < e["processed"] <= e["frames_released"] and e["processed"] + e["dropped"] <= e["frames_released"]
     assert e["capture_to_overlay_ms"]["n"] == e["processed"] and e["model_ms"]["p50"] >= 20
     assert any("through the live pipeline" in line for line in logs)
