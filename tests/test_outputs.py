@@ -30,16 +30,21 @@ class EllipseBackend:
     """A `types.Backend` that finds one nerve, a fixed ellipse, in every frame."""
 
     name, half = "ellipse", False
+    roi_sizes: tuple[int, ...] = ()  # full frames only: tracking never asks for a window
+    image_size = 512
 
     def describe(self) -> str:
         return "ellipse stand-in"
+
+    def prepare_windows(self) -> None:
+        pass
 
     def predict_one(self, image):
         mask = np.zeros(image.shape[:2], np.uint8)
         cv2.ellipse(mask, (image.shape[1] // 3, image.shape[0] // 3), (40, 22), 0, 0, 360, 1, -1)
         return [Detection(np.array([0, 0, 10, 10], np.float32), 0.99, mask.astype(bool))]
 
-    def infer(self, image):
+    def infer(self, image, roi=None):
         return self.predict_one(image), {"model": 0.001}
 
 
