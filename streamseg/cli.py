@@ -32,7 +32,7 @@ Subset = Literal["train", "val", "test"]
 FnRule = Literal["paper", "strict"]
 BoxKind = Literal["mask", "regressed"]
 Precision = Literal["auto", "fp32", "int8"]  # options.PRECISIONS
-ExportPrecision = Literal["fp32", "int8"]
+ExportPrecision = Literal["auto", "fp32", "int8"]
 console = Console(stderr=True, soft_wrap=True)  # one error = one line, never wrapped
 
 
@@ -302,8 +302,9 @@ def bench(
 def export(
     format: ExportFormat = typer.Option("onnx", "--format", help="onnx, engine (TensorRT) or compiled (AOTInductor)"),
     half: bool = typer.Option(False, help="FP16 (engine, and onnx/compiled for CUDA)"),
-    precision: ExportPrecision = typer.Option("fp32", "--precision", help="int8: also an INT8 copy of the ONNX graph "
-                                        "(CPU; calibrated on the bundled training-patient scans)"),
+    precision: ExportPrecision = typer.Option("auto", "--precision", help="int8: also an INT8 copy of the ONNX graphs "
+                                        "(CPU; calibrated on the bundled training-patient scans); auto: int8 for onnx "
+                                        "on the CPU without --half (what file and live run there), else fp32"),
     model: Optional[Path] = typer.Option(None, help="checkpoint (default: the bundled model)"),
     out: Optional[Path] = typer.Option(None, help="artefact folder (default: the user cache, "
                                        "$XDG_CACHE_HOME/streamseg/engines); usable later as --engines DIR"),
@@ -311,10 +312,14 @@ def export(
 ):
     """Export the model to ONNX / TensorRT / compiled artefacts (--compute matters for compiled only)."""
     compute = check_compute(compute)
-    check_export_precision(precision, format, half)
     from .backends.artefacts import DEFAULT_DIR
     from .backends.device import select_device
     from .backends.export import build
+
+    if precision == "auto":
+        cpu = select_device(compute, "--compute") == "cpu"
+        precision = "int8" if format == "onnx" and cpu and not half else "fp32"
+    check_export_precision(precision, format, half)
 
     out = DEFAULT_DIR if out is None else out
     check_out_dir("--out", out)

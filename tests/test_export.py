@@ -32,7 +32,9 @@ def exported(calibrated_checkpoint, tmp_path_factory):
     # the full-frame graph, beside it one per tracking window size and the RoI heads graphs (onnxruntime on CPU)
     files = sorted(out.glob("*-dense-*-512-fp32.onnx"))
     assert len(files) == 1 and "built" in res.output
-    assert sorted(int(p.name.split("-")[-2]) for p in out.glob("*-dense-*.onnx")) == sorted([*ROI_SIZES, 512])
+    assert sorted(int(p.name.split("-")[-2]) for p in out.glob("*-dense-*-fp32.onnx")) == sorted([*ROI_SIZES, 512])
+    # --precision auto on the CPU: the INT8 copies `file` and `live` run there, beside each FP32 graph
+    assert sorted(int(p.name.split("-")[-2]) for p in out.glob("*-dense-*-int8.onnx")) == sorted([*ROI_SIZES, 512])
     assert len(list(out.glob("*-heads-*.onnx"))) == 2
     return files[0]
 

@@ -44,7 +44,7 @@ def test_int8_detections_match_fp32_on_sample_scans(fp32, int8_graph, sample_dir
     from streamseg.backends.onnxrt import open_onnxruntime
 
     int8 = open_onnxruntime(fp32.model, fp32.info, "cpu", False, int8_graph.parent, onnx_path=int8_graph)
-    assert int8.dense.path == int8_graph
+    assert int8.dense.steps[int8.image_size].path == int8_graph
     for p in sorted((sample_dir / "images").glob("*.png"))[:3]:
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
         ref, got = fp32.predict_one(img), int8.predict_one(img)
