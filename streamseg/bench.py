@@ -68,8 +68,9 @@ def pct(xs_s: list[float]) -> dict:
 
 def default_out(now: datetime | None = None) -> Path:
     """$XDG_CACHE_HOME/streamseg/bench/bench-<local time>.json (else ~/.cache/...): never the source tree."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "streamseg" / "bench" / f"bench-{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}.json"
+    from .files import user_cache
+
+    return user_cache("bench") / f"bench-{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}.json"
 
 
 def make_model(o: BenchOptions):
@@ -161,13 +162,11 @@ def peak_memory(device: torch.device) -> dict:
 
 def make_infer(be, track: bool = False) -> Infer:
     """The callable a run times, `infer(image) -> (detections, seconds per stage)`, built fresh for
-    each run so the tracker starts clean: as `file` and `live` run it (runner._infer) when `track`,
+    each run so the tracker starts clean: as `file` and `live` run it (`tracking.track`) when `track`,
     else the backend's own `infer` on every full frame."""
-    if not track:
-        return be.infer
-    from .tracking import Tracker, tracked
+    from .tracking import track as tracked_infer
 
-    return tracked(be.infer, Tracker(image_size=be.image_size, sizes=be.roi_sizes))
+    return tracked_infer(be) if track else be.infer
 
 
 def run_backend(infer: Infer, images: list[np.ndarray], warmup: int, tick=None) -> dict:

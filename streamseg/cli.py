@@ -316,9 +316,11 @@ def export(
     from .backends.device import select_device
     from .backends.export import build
 
-    if precision == "auto":
-        cpu = select_device(compute, "--compute") == "cpu"
-        precision = "int8" if format == "onnx" and cpu and not half else "fp32"
+    if precision == "auto":  # what `file` and `live` run on the device the graphs are for
+        from .backends import default_precision
+
+        device = select_device(compute, "--compute")
+        precision = default_precision("onnxruntime", device, half) if format == "onnx" else "fp32"
     check_export_precision(precision, format, half)
 
     out = DEFAULT_DIR if out is None else out

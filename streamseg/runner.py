@@ -23,7 +23,7 @@ from .progress import ProgressSink, files_written
 from .sinks import CsaSummary, RawVideoSink, RowSink, ScanSummary, StagedFile, VideoSink, WindowSink, require_display
 from .sources import BACKOFF_S, RECONNECT_ATTEMPTS, BaseSource, open_source
 from .stats import percentiles
-from .tracking import Tracker, tracked
+from .tracking import track
 from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, Backend, Sink, StreamsegError
 
 if TYPE_CHECKING:
@@ -200,11 +200,7 @@ def _open_source(o: Options, cal: Calibration, log: Callable[[str], None]) -> Ba
 
 def _infer(o: Options, backend: Backend) -> Callable:
     """What the pipeline runs per frame: the backend's `infer`, tracked unless `--no-track`."""
-    if not o.track:
-        return backend.infer
-    backend.prepare_windows()
-    return tracked(backend.infer, Tracker(image_size=backend.image_size, sizes=backend.roi_sizes,
-                                          threshold=o.score_thresh))
+    return track(backend, o.score_thresh) if o.track else backend.infer
 
 
 def _stream(o: Options, source: BaseSource, backend: Backend, mm: float | None, summary: ScanSummary,

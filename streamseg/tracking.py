@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from .types import NERVE_SCORE, Detection
+from .types import NERVE_SCORE, Backend, Detection
 
 # square window inputs, multiples of 32 (one compiled graph each). One size, 384 (a 454-px window of
 # a 606x468 scan): the model needs the context around the nerve. Second frames of the 22 test-patient
@@ -158,3 +158,16 @@ def tracked(infer: RoiInfer, tracker: Tracker) -> Callable[[np.ndarray], tuple[l
         return full, {k: stages.get(k, 0.0) + more.get(k, 0.0) for k in {**stages, **more}}
 
     return run
+
+
+def track(backend: Backend, threshold: float = NERVE_SCORE) -> Callable[[np.ndarray], tuple[list[Detection], dict[str, float]]]:
+    """`backend.infer` as `file` and `live` run it: window inputs built first (`prepare_windows`),
+    then driven by a fresh `Tracker` at the backend's window sizes (the runner and the bench)."""
+    backend.prepare_windows()
+    return tracked(backend.infer, Tracker(image_size=backend.image_size, sizes=backend.roi_sizes, threshold=threshold))
+
+
+def window_sizes(sizes: Sequence[int], image_size: int) -> tuple[int, ...]:
+    """The window inputs worth building for a model run at `image_size`: those smaller than it (a
+    window as large as the frame saves nothing; `Tracker.roi` never asks for one)."""
+    return tuple(s for s in sizes if s < image_size)

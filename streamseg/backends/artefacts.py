@@ -16,14 +16,13 @@ import os
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from ..files import atomic_write, first_line
+from ..files import atomic_write, first_line, user_cache
 from ..model import RUNTIME_KEYS, ModelInfo
 from ..types import StreamsegError
 
 # The user cache, never the current folder: $STREAMSEG_ENGINES, else $XDG_CACHE_HOME/streamseg/engines,
 # else ~/.cache/streamseg/engines (`--engines DIR` overrides it per command).
-DEFAULT_DIR = Path(os.environ.get("STREAMSEG_ENGINES")
-                   or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamseg" / "engines")
+DEFAULT_DIR = Path(os.environ.get("STREAMSEG_ENGINES") or user_cache("engines"))
 T = TypeVar("T")
 
 

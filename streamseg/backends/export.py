@@ -15,7 +15,7 @@ from .device import select_device
 from .onnx_export import ensure_onnx, export_onnx
 from .onnx_heads import ensure_heads
 from .tensorrt import ensure_engine
-from ..tracking import ROI_SIZES
+from ..tracking import ROI_SIZES, window_sizes
 
 FORMATS = ("onnx", "engine", "compiled")
 
@@ -32,8 +32,8 @@ def build(model: nn.Module, info: ModelInfo, fmt: str, out_dir: str | Path = DEF
     if fmt == "onnx":  # with the RoI heads graphs that onnxruntime runs on CPU, so `--engines DIR` builds nothing
         path = export_onnx(model, info, artefact_path(info, out, "onnx", batch, half), batch, half)
         # the tracking windows' graphs too, so `file --engines DIR` (read-only) finds all it runs
-        windows = [ensure_onnx(model, info, out, batch, half, log, size=s) for s in ROI_SIZES
-                   if s < info.config.image_size]
+        windows = [ensure_onnx(model, info, out, batch, half, log, size=s)
+                   for s in window_sizes(ROI_SIZES, info.config.image_size)]
         heads = list(ensure_heads(model, info, out, log).values())
         if precision == "int8":
             from .onnx_quant import ensure_int8

@@ -147,7 +147,5 @@ def open_onnxruntime(model: nn.Module, info: ModelInfo, device: str = "cpu", hal
         from .onnx_heads import open_heads
 
         heads = open_heads(model, info, out_dir, log, lambda p: open_session(p, dev, threads))
-    backend = SplitBackend(model, info, sized, device, half, name="onnxruntime", heads=heads, roi_sizes=ROI_SIZES)
-    if precision != "fp32":
-        backend.precision = precision
-    return backend
+    return SplitBackend(model, info, sized, device, half, name="onnxruntime", heads=heads, roi_sizes=ROI_SIZES,
+                        precision=None if precision == "fp32" else precision)

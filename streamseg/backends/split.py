@@ -20,6 +20,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 
 from ..model import ModelInfo
+from ..tracking import window_sizes
 from .base import Backend
 
 # RPN proposals a tracking window hands the RoI heads (the full frame keeps rpn_post_nms_top_n_test,
@@ -107,7 +108,8 @@ class EagerDense:
 
 class SizedDense:
     """One dense step per square input size: `full` at the model's size, the others (window sizes,
-    for tracking) made by `make(size)` on first use, e.g. one static ONNX graph each."""
+    for tracking) made by `make(size)`, e.g. one static ONNX graph each: all at once by `prepare`
+    (before the first frame), else on first use."""
 
     def __init__(self, full: DenseFn, make: Callable[[int], DenseFn], size: int):
         self.make = make
@@ -134,9 +136,11 @@ class SplitBackend(Backend):
     name = "split"
 
     def __init__(self, model: nn.Module, info: ModelInfo, dense: DenseFn, device: str = "cpu", half: bool = False,
-                 name: str | None = None, heads: HeadsFn | None = None, roi_sizes: tuple[int, ...] = ()):
+                 name: str | None = None, heads: HeadsFn | None = None, roi_sizes: tuple[int, ...] = (),
+                 precision: str | None = None):
         dev = torch.device(device)
         super().__init__(info, dev, half and dev.type == "cuda")
+        self.precision = precision  # None: fp32/fp16 as `half` says; "int8" for onnxruntime's INT8 graphs
         self.roi_sizes = tuple(roi_sizes)
         self.window_proposals = WINDOW_PROPOSALS  # RPN proposals kept for a tracking window (0: as the full frame)
         if name:
@@ -154,7 +158,7 @@ class SplitBackend(Backend):
     def prepare_windows(self) -> None:
         """One dense step per window size smaller than the frame's, built now (`SizedDense.prepare`)."""
         if isinstance(self.dense, SizedDense):
-            self.dense.prepare([s for s in self.roi_sizes if s < self.config.image_size])
+            self.dense.prepare(window_sizes(self.roi_sizes, self.config.image_size))
 
     def _anchors_for(self, images: ImageList, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         """Anchors depend only on shapes (static here): torchvision's generator, computed once."""
