@@ -211,6 +211,8 @@ def test_gpu_check_times_a_backend_through_the_bench(calibrated_checkpoint):
     (["--paper", "--backbone", "resnet50"], "--paper is the resnet101"),
     (["--mask-head", "56"], "--mask-head goes with"),
     (["--repeat", "0"], "--repeat 0"),
+    (["--tracking", "maybe"], "--tracking 'maybe'"),
+    (["--precision", "int4", "--frames", "1", "--no-e2e"], "unknown precision 'int4'"),
 ])
 def test_bad_bench_flags_are_one_line(tmp_path, args, says):
     res = _cli([*args, "--out", str(tmp_path / "r.json")])
