@@ -172,7 +172,8 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
         if st.decode_errors or (st.expected_frames and not o.max_frames and stats.stopped_by is None
                                 and st.frames_read + st.expected_slack < st.expected_frames):
             exp = f" of {st.expected_frames}" if st.expected_frames else ""
-            log(f"warning: decoded {st.frames_read}{exp} frames; {st.decode_errors} packet(s) could not be decoded")
+            bad = f"; {st.decode_errors} packet(s) could not be decoded" if st.decode_errors else ""
+            log(f"warning: decoded {st.frames_read}{exp} frames{bad}")
         report = _report(o, source, stats, summary.summary(), video_frames)
         paths = o.summary_paths()
         if paths and stats.processed:

@@ -346,6 +346,20 @@ def test_a_damaged_mkv_says_how_many_frames_it_lost(testsrc_clips, tiny_checkpoi
     assert f"warning: decoded {summary['frames_seen']} of 60 frames" in text
 
 
+@needs_ffmpeg
+def test_a_truncated_mkv_warns_without_a_count_of_undecodable_packets(testsrc_clips, tiny_checkpoint, tmp_path):
+    """A file cut short loses frames but no packet fails to decode: the warning says how many frames
+    came of how many, and no longer adds "0 packet(s) could not be decoded"."""
+    data = (testsrc_clips / "x.mkv").read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    rc, text = cli(["file", cut, "--csv", tmp_path / "o.csv", "--model", tiny_checkpoint])
+    assert rc == 0, text
+    summary = json.loads((tmp_path / "o.summary.json").read_text())
+    assert f"warning: decoded {summary['frames_seen']} of 60 frames" in text
+    assert "0 packet(s)" not in text, text
+
+
 def _tree(d: Path) -> dict:
     """Every file under d -> (size, mtime_ns): what a run that writes nothing leaves as it was."""
     return {str(p.relative_to(d)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(d.rglob("*"))}
