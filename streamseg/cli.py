@@ -24,7 +24,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 # step with streamseg.backends.BACKENDS, which imports torch and so is not imported here).
 BackendName = Literal["auto", "torch", "compiled", "onnxruntime", "tensorrt"]
 ExportFormat = Literal["onnx", "engine", "compiled"]
-Backbone = Literal["resnet101", "resnet50", "resnet18", "mobilenet_v3_large"]
+Backbone = Literal["resnet101", "resnet50", "resnet18", "mobilenet_v3_large", "mobilenet_v2"]
 MaskHead = Literal["112", "56", "28"]
 Schedule = Literal["constant", "cosine"]
 Norm = Literal["batch", "group", "frozen"]
@@ -358,6 +358,9 @@ def train(
     norm: Norm = typer.Option("batch", help="normalisation (frozen only with --init)"),
     split: Optional[Path] = typer.Option(None, help="patient split JSON (written if missing)"),
     init: Optional[Path] = typer.Option(None, help="initialise from a COCO Mask R-CNN or ImageNet ResNet state dict, or fine-tune a streamseg checkpoint"),
+    pretrained: bool = typer.Option(False, help="start the backbone from torchvision's ImageNet weights (mobilenet_v2; read from torch's cache, never downloaded)"),
+    freeze_blocks: int = typer.Option(4, help="with --pretrained: the first N backbone blocks stay frozen (4 = stem and stride-4 stage)"),
+    folds: Optional[int] = typer.Option(None, help="patient-wise K-fold cross-validation (K >= 2): one model per fold in OUT's folder, resumable, pooled report cv.md"),
     intensity_aug: bool = typer.Option(False, help="gain/gamma/speckle augmentation on top of the paper's"),
     hflip: bool = typer.Option(False, help="random horizontal flips on top of the paper's augmentation"),
     negatives: Optional[Path] = typer.Option(None, help="folder of nerve-free scans to train on (its train split)"),
@@ -380,7 +383,12 @@ def train(
     check_numbers([("--epochs", epochs, 1, 100000), ("--lr", lr, 0, 10, dict(lo_open=True)),
                    ("--batch-size", batch_size, 1, 1024), ("--workers", workers, 0, 256),
                    ("--box-head-width", box_head_width, 1, 65536), ("--mask-head-width", mask_head_width, 1, 65536),
-                   ("--fpn-channels", fpn_channels, 1, 65536), ("--negative-share", negative_share, 0, 4)])
+                   ("--fpn-channels", fpn_channels, 1, 65536), ("--negative-share", negative_share, 0, 4),
+                   ("--freeze-blocks", freeze_blocks, 0, 64), ("--folds", folds or 2, 2, 100)])
+    if folds and split:
+        raise StreamsegError("--folds makes its own patient folds: leave out --split")
+    if pretrained and init:
+        raise StreamsegError("--pretrained and --init both set the first weights: choose one")
     select_device(check_compute(compute), "--compute")
     check_out_dir("--out", out.parent)  # created below when missing
     if out.parent.is_dir():
@@ -394,12 +402,22 @@ def train(
         init=str(init) if init else None, resume=resume, device=compute, workers=workers,
         max_iters_per_epoch=max_iters_per_epoch, negatives=str(negatives) if negatives else None,
         negative_share=negative_share, keep_epochs=keep_epochs, stop_after=stop_after,
+        pretrained=pretrained, freeze_blocks=freeze_blocks,
         model={"backbone": backbone, "mask_head": mask_head, "norm": norm, "box_head_width": box_head_width,
                "mask_head_width": mask_head_width, "fpn_channels": fpn_channels},
     )
     out.parent.mkdir(parents=True, exist_ok=True)
+    log = lambda s: console.print(s, highlight=False, markup=False)  # noqa: E731
+    if folds:
+        from .training.cv import run_cv
+
+        with progress_bar(console, "iterations") as progress:
+            report = run_cv(cfg, out.parent, folds, seed, progress=progress, log=log)
+        console.print(f"cross-validation report: {out.parent / 'cv.md'} ({len(report['folds_done'])} folds)",
+                      highlight=False, markup=False)
+        return
     with progress_bar(console, "iterations") as progress:
-        summary = run_train(cfg, progress=progress, log=lambda s: console.print(s, highlight=False))
+        summary = run_train(cfg, progress=progress, log=log)
     console.print(f"best checkpoint: {summary['best']}  (val top-1 Dice {summary['best_score']:.3f}), "
                   f"last: {summary['last']}, {summary['seconds'] / 60:.1f} min")
 

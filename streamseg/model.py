@@ -12,6 +12,7 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -27,7 +28,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from .types import StreamsegError
 
-BACKBONES = ("resnet101", "resnet50", "resnet18", "mobilenet_v3_large")
+BACKBONES = ("resnet101", "resnet50", "resnet18", "mobilenet_v3_large", "mobilenet_v2")
 MASK_HEADS = {"28": 1, "56": 2, "112": 3}  # head name -> number of transposed convs
 NORMS = ("batch", "group", "frozen")
 # Test-time settings: they change what is kept after the dense part (proposals, detections, the
@@ -162,34 +163,76 @@ def _group_norm(groups: int, channels: int):
     return nn.GroupNorm(min(groups, channels), channels)
 
 
-def _backbone(cfg: ModelConfig) -> nn.Module:
-    """Backbone + FPN returning 5 maps at strides 4, 8, 16, 32 (+ max-pool 64), one anchor size each.
+# MobileNetV2's features: the last block of each stride (4, 8, 16, 32; block 18, the 1x1 conv to
+# 1280 channels, is ImageNet's classifier input and is left out).
+MOBILENET_V2_TAPS = (3, 6, 13, 17)
+# Backbones with ImageNet weights that `--pretrained` loads through torchvision's weights API.
+PRETRAINED = {"mobilenet_v2": tv_models.MobileNet_V2_Weights.IMAGENET1K_V1}
 
-    ResNets as torchvision's `resnet_fpn_backbone`; MobileNetV3 taps its stride-4..32 stages the
-    same way (torchvision's own MobileNet detector uses only strides 16/32, too coarse for a
-    nerve ~50 px across). `fpn_channels` may be narrowed for compact models (paper: 256).
-    """
-    norm_layer = _norm_layer(cfg.norm)
-    if cfg.backbone == "mobilenet_v3_large":
+
+def pretrained_weights(backbone: str):
+    """(torchvision weights enum, its file in torch's cache) for `backbone`, without downloading:
+    a missing file is one clear line that says where to put it."""
+    if backbone not in PRETRAINED:
+        raise StreamsegError(f"no ImageNet weights for backbone {backbone!r}: --pretrained needs one of "
+                             f"{', '.join(PRETRAINED)}")
+    weights = PRETRAINED[backbone]
+    file = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if not file.is_file():
+        raise StreamsegError(f"{file}: ImageNet weights not found; copy torchvision's {file.name} there "
+                             "(or set TORCH_HOME): README, 'Pretrained weights', says where to get it")
+    return weights, file
+
+
+def _body(cfg: ModelConfig, norm_layer, weights) -> tuple[nn.Module, dict[str, str], list[int]]:
+    """(feature extractor, its layers to tap -> FPN level names, their channels)."""
+    if cfg.backbone == "mobilenet_v2":
+        features = tv_models.mobilenet_v2(weights=weights, norm_layer=norm_layer).features[:MOBILENET_V2_TAPS[-1] + 1]
+        taps = MOBILENET_V2_TAPS
+    elif cfg.backbone == "mobilenet_v3_large":
         features = tv_models.mobilenet_v3_large(weights=None, norm_layer=norm_layer).features
         stages = [0] + [i for i, b in enumerate(features) if getattr(b, "_is_cn", False)]  # 0, 2, 4, 7, 13
         taps = stages[1:5]
-        return_layers = {str(k): str(v) for v, k in enumerate(taps)}
-        in_channels = [features[k].out_channels for k in taps]
-        body = features
     else:
         body = getattr(tv_models, cfg.backbone)(weights=None, norm_layer=norm_layer)
-        return_layers = {f"layer{k}": str(k - 1) for k in (1, 2, 3, 4)}
         base = 64 if cfg.backbone == "resnet18" else 256
-        in_channels = [base * 2 ** (k - 1) for k in (1, 2, 3, 4)]
+        return body, {f"layer{k}": str(k - 1) for k in (1, 2, 3, 4)}, [base * 2 ** (k - 1) for k in (1, 2, 3, 4)]
+    return features, {str(k): str(v) for v, k in enumerate(taps)}, [features[k].out_channels for k in taps]
+
+
+def _backbone(cfg: ModelConfig, weights=None) -> nn.Module:
+    """Backbone + FPN returning 5 maps at strides 4, 8, 16, 32 (+ max-pool 64), one anchor size each.
+
+    ResNets as torchvision's `resnet_fpn_backbone`; the MobileNets tap their stride-4..32 stages the
+    same way (torchvision's own MobileNet detector uses only strides 16/32, too coarse for a
+    nerve ~50 px across). `fpn_channels` may be narrowed for compact models (paper: 256).
+    `weights`: torchvision ImageNet weights for the body (training from `--pretrained` only).
+    """
+    norm_layer = _norm_layer(cfg.norm)
+    body, return_layers, in_channels = _body(cfg, norm_layer, weights)
     fpn_norm = None if cfg.norm == "frozen" else (norm_layer if cfg.norm == "group" else None)
     return BackboneWithFPN(body, return_layers, in_channels, cfg.fpn_channels, extra_blocks=LastLevelMaxPool(),
                            norm_layer=fpn_norm)
 
 
-def build_model(config: ModelConfig | None = None, **overrides) -> MaskRCNN:
+def freeze_blocks(model: nn.Module, blocks: int) -> int:
+    """Stop training the first `blocks` children of the backbone's body (pretrained low-level
+    features; no gradient then flows through them, which also saves their backward pass).
+    Returns the number of tensors frozen."""
+    frozen = 0
+    for i, child in enumerate(model.backbone.body.children()):
+        if i >= blocks:
+            break
+        for p in child.parameters():
+            p.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
+def build_model(config: ModelConfig | None = None, *, backbone_weights=None, **overrides) -> MaskRCNN:
     """The paper's Mask R-CNN as configured by `config` (or keyword overrides of the defaults).
     The module carries no identity: keep the config beside it (or a `ModelInfo`).
+    `backbone_weights`: torchvision ImageNet weights for the backbone (see `pretrained_weights`).
 
     >>> m = build_model(backbone="resnet18", mask_head="56")
     """
@@ -198,7 +241,7 @@ def build_model(config: ModelConfig | None = None, **overrides) -> MaskRCNN:
     elif overrides:
         config = ModelConfig.from_dict({**config.to_dict(), **overrides})
     cfg = config
-    backbone = _backbone(cfg)
+    backbone = _backbone(cfg, backbone_weights)
     if len(cfg.anchor_sizes) != 5:
         raise StreamsegError("anchor_sizes needs 5 sizes, one per FPN level")
     sizes = tuple((s,) for s in cfg.anchor_sizes)  # one size per FPN level, as the paper

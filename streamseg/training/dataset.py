@@ -168,6 +168,18 @@ def load_split(path: str | Path) -> dict:
         raise StreamsegError(f"{path}: not a split file ({type(e).__name__})") from None
 
 
+def load_negative_split(path: str | Path, root: str | Path) -> dict[str, list[Path]] | None:
+    """The nerve-free images a split file assigns to train / val / test (names relative to `root`,
+    the negatives folder), or None when the split file does not list them."""
+    try:
+        doc = json.loads(Path(path).read_text()).get("negatives")
+        if doc is None:
+            return None
+        return {k: [Path(root) / name for name in doc.get(k, [])] for k in ("train", "val", "test")}
+    except (OSError, ValueError, AttributeError, TypeError) as e:
+        raise StreamsegError(f"{path}: its 'negatives' part is not readable ({type(e).__name__})") from None
+
+
 def select(samples: list[Sample], patients) -> list[Sample]:
     keep = set(patients)
     return [s for s in samples if s.patient in keep]

@@ -20,10 +20,12 @@ import torch
 import torch.distributed as dist
 
 from ..checkpoint import read_checkpoint, save_checkpoint
-from ..model import ModelConfig, build_model, init_from_file
+from ..files import file_sha256
+from ..model import ModelConfig, build_model, freeze_blocks, init_from_file, pretrained_weights
 from ..types import StreamsegError
 from .augment import PaperAugment
-from .dataset import NerveDataset, collate, load_split, patient_split, save_split, scan_folder, select
+from .dataset import (NerveDataset, collate, load_negative_split, load_split, patient_split, save_split, scan_folder,
+                      select)
 from .negatives import MixedDataset, scan_negatives, split_negatives, top_scores
 
 
@@ -44,6 +46,8 @@ class TrainConfig:
     intensity_aug: bool = False
     hflip: bool = False
     init: str | None = None  # user-supplied state dict (COCO Mask R-CNN or ImageNet ResNet)
+    pretrained: bool = False  # the backbone's ImageNet weights through torchvision's weights API
+    freeze_blocks: int = 4  # with `pretrained`: the first N backbone blocks stay as ImageNet left them
     resume: bool = False
     device: str = "auto"
     max_iters_per_epoch: int | None = None  # for quick tests
@@ -134,15 +138,37 @@ class Run:
 
 
 def _train_set(cfg: TrainConfig, mcfg: ModelConfig, train_s, log) -> tuple[torch.utils.data.Dataset, list[Path]]:
-    """The augmented wrist scans (+ nerve-free draws with --negatives) and the validation negatives."""
+    """The augmented wrist scans (+ nerve-free draws with --negatives) and the validation negatives.
+    The negatives are split by acquisition group (seed), unless the split file lists them itself
+    (a cross-validation fold)."""
     ds = NerveDataset(train_s, mcfg.image_size, PaperAugment(cfg.intensity_aug, cfg.hflip))
     if not cfg.negatives:
         return ds, []
-    neg_split = split_negatives(scan_negatives(cfg.negatives), seed=cfg.seed)
+    neg_split = (load_negative_split(cfg.split, cfg.negatives) if cfg.split and Path(cfg.split).is_file() else None) \
+        or split_negatives(scan_negatives(cfg.negatives), seed=cfg.seed)
     ds = MixedDataset(ds, neg_split["train"], per_epoch=round(cfg.negative_share * len(ds)))
     log(f"negatives: {len(neg_split['train'])} train / {len(neg_split['val'])} val / "
         f"{len(neg_split['test'])} test images; {ds.per_epoch} nerve-free draws per epoch")
     return ds, neg_split["val"]
+
+
+def _build(cfg: TrainConfig, mcfg: ModelConfig, log) -> tuple[torch.nn.Module, dict]:
+    """The model to train and where its first weights came from (recorded in every checkpoint)."""
+    if not cfg.pretrained:
+        model = build_model(mcfg)
+        origin = {"kind": "random"}
+    else:
+        weights, file = pretrained_weights(mcfg.backbone)
+        model = build_model(mcfg, backbone_weights=weights)
+        frozen = freeze_blocks(model, cfg.freeze_blocks)
+        origin = {"kind": "torchvision weights", "weights": f"{type(weights).__name__}.{weights.name}",
+                  "file": file.name, "sha256": file_sha256(file), "frozen_blocks": cfg.freeze_blocks}
+        log(f"backbone from {origin['weights']} ({file}); first {cfg.freeze_blocks} blocks frozen ({frozen} tensors)")
+    if cfg.init:
+        info = init_from_file(model, cfg.init)
+        origin = {**origin, "init_file": str(cfg.init), "init_sha256": file_sha256(cfg.init)}
+        log(f"initialised {info['loaded']} tensors from {cfg.init} ({info['skipped']} left fresh/skipped)")
+    return model, origin
 
 
 def _loader(cfg: TrainConfig, ds, world: int):
@@ -165,10 +191,7 @@ def setup(cfg: TrainConfig, log=print) -> Run:
     if not train_s:
         raise StreamsegError(f"{cfg.data}: the split leaves no training images")
     mcfg = ModelConfig.from_dict(cfg.model)
-    model = build_model(mcfg)
-    if cfg.init:
-        info = init_from_file(model, cfg.init)
-        log(f"initialised {info['loaded']} tensors from {cfg.init} ({info['skipped']} left fresh/skipped)")
+    model, origin = _build(cfg, mcfg, log)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -176,7 +199,8 @@ def setup(cfg: TrainConfig, log=print) -> Run:
     loader, sampler = _loader(cfg, ds, world)
     meta_base = {"train": {k: v for k, v in asdict(cfg).items() if k != "model"},
                  "data": {"source": str(cfg.data), "images": len(samples), "patients": len({s.patient for s in samples}),
-                          "train_images": len(train_s), "val_images": len(val_s)}, "split": split}
+                          "train_images": len(train_s), "val_images": len(val_s)}, "split": split,
+                 "initial_weights": origin}
     return Run(cfg, mcfg, device, world, rank, model, params, opt,
                scaler=torch.amp.GradScaler("cuda", enabled=device.type == "cuda"), loader=loader, sampler=sampler,
                iters_per_epoch=min(len(loader), cfg.max_iters_per_epoch or len(loader)), val_s=val_s,

@@ -83,29 +83,39 @@ class ImageResult:
     extra: dict = field(default_factory=dict)
 
 
+def paper_match(gt_box: np.ndarray, boxes: np.ndarray, scores: np.ndarray, conf: float = CONF_THRESH,
+                iou: float = IOU_THRESH, fn_rule: str = "paper") -> tuple[int | None, int, int]:
+    """The TP/FP/FN rule on one image with one ground-truth nerve -> (index of the detection that
+    is the TP or None, number of FPs, FN 0/1)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-scores, kind="stable")
+    keep = [int(i) for i in order if scores[i] > conf]
+    match, fp = None, 0
+    for i in keep:
+        if match is None and box_iou(boxes[i], gt_box)[0, 0] >= iou:
+            match = i
+        else:
+            fp += 1
+    fn = int(match is None and (not keep or fn_rule == "strict"))
+    return match, fp, fn
+
+
 def paper_rule(name: str, gt_box: np.ndarray, gt_mask: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
                masks: list[np.ndarray], conf: float = CONF_THRESH, iou: float = IOU_THRESH,
                fn_rule: str = "paper") -> ImageResult:
     """Apply the TP/FP/FN rule to one image with one ground-truth nerve."""
     r = ImageResult(name=name, area_gt_px=float(gt_mask.sum()))
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    if len(order):
-        r.top_score = float(scores[order[0]])
-        r.top_iou = float(box_iou(boxes[order[0]], gt_box)[0, 0])
-        r.top_area_px = float(masks[order[0]].sum())
-    keep = [i for i in order if scores[i] > conf]
-    matched = False
-    for i in keep:
-        if not matched and box_iou(boxes[i], gt_box)[0, 0] >= iou:
-            matched = True
-            r.tp = 1
-            r.dice = dice(masks[i], gt_mask)
-            r.hd95 = hd95(masks[i], gt_mask)
-            r.area_pred_px = float(masks[i].sum())
-        else:
-            r.fp += 1
-    if not matched and (not keep or fn_rule == "strict"):
-        r.fn = 1
+    if len(scores):
+        top = int(np.argmax(np.asarray(scores)))
+        r.top_score = float(scores[top])
+        r.top_iou = float(box_iou(boxes[top], gt_box)[0, 0])
+        r.top_area_px = float(masks[top].sum())
+    match, r.fp, r.fn = paper_match(gt_box, boxes, scores, conf, iou, fn_rule)
+    if match is not None:
+        r.tp = 1
+        r.dice = dice(masks[match], gt_mask)
+        r.hd95 = hd95(masks[match], gt_mask)
+        r.area_pred_px = float(masks[match].sum())
     return r
 
 

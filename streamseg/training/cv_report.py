@@ -1,0 +1,159 @@
+"""The cross-validation report: per fold and pooled over every held-out scan (predictions pooled,
+never fold means): the paper's metrics, what a user is shown at a display threshold, the nerve-free
+false-detection rates by acquisition, a reliability table, and the display and CSA-summary
+thresholds chosen on the pooled predictions."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..types import NERVE_SCORE
+from .metrics import CONF_THRESH, IOU_THRESH, ImageResult, box_iou, coco_ap, operating_point, paper_match, summarize
+
+GRID = tuple(round(float(t), 3) for t in np.arange(0.5, 0.9951, 0.005))
+BINS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0001)
+MAX_WRONG = 0.03  # display threshold: at most 3 % of scans outlined off the nerve ...
+MAX_NEG_SHOWN = 0.01  # ... and at most 1 % of nerve-free images showing an outline
+MAX_WRONG_AMONG_SHOWN = 0.01  # CSA summary threshold: at most 1 % of the outlines it keeps are off the nerve
+
+
+def image_result(scan: dict) -> ImageResult:
+    """A stored held-out scan -> the paper-rule result (Dice and area from the stored detection)."""
+    dets = scan["detections"]
+    boxes = np.array([d["box"] for d in dets], dtype=np.float64).reshape(-1, 4)
+    scores = np.array([d["score"] for d in dets], dtype=np.float64)
+    gt_box = np.asarray(scan["gt_box"], dtype=np.float64)
+    r = ImageResult(name=scan["name"], area_gt_px=scan["area_gt_px"], extra={"patient": scan["patient"]})
+    if dets:
+        top = int(np.argmax(scores))
+        r.top_score, r.top_area_px = float(scores[top]), dets[top]["area_px"]
+        r.top_iou = float(box_iou(boxes[top], gt_box)[0, 0])
+        r.extra["top_dice"] = dets[top]["dice"]
+    match, r.fp, r.fn = paper_match(gt_box, boxes, scores, CONF_THRESH, IOU_THRESH)
+    if match is not None:
+        r.tp, r.dice, r.area_pred_px = 1, dets[match]["dice"], dets[match]["area_px"]
+    return r
+
+
+def box_map(scans: list[dict], iou: float = IOU_THRESH) -> float:
+    per_image = [([np.asarray(s["gt_box"])], [d["score"] for d in s["detections"]],
+                  [np.asarray(d["box"]) for d in s["detections"]]) for s in scans]
+    return coco_ap(per_image, "bbox", [iou])[round(iou, 2)]
+
+
+def negative_rates(negs: list[dict], thresh: float) -> dict:
+    """Nerve-free images over `thresh` (shown) and over the paper's 0.98, overall and by acquisition."""
+    groups: dict[str, list[float]] = {"all": []}
+    for n in negs:
+        groups["all"].append(n["top_score"])
+        groups.setdefault(n["group"].split("/")[0], []).append(n["top_score"])
+    return {g: {"images": len(v), "shown": int(sum(t >= thresh for t in v)),
+                "over_098": int(sum(t > CONF_THRESH for t in v)),
+                "shown_share": (sum(t >= thresh for t in v) / len(v)) if v else None,
+                "over_098_share": (sum(t > CONF_THRESH for t in v) / len(v)) if v else None}
+            for g, v in groups.items()}
+
+
+def scores_table(scans: list[dict], negs: list[dict], thresh: float) -> dict:
+    """One row of the report: paper metrics, the user's view at `thresh`, negatives."""
+    results = [image_result(s) for s in scans]
+    summary = summarize(results)
+    shown = [r for r in results if r.top_score is not None and r.top_score >= thresh and (r.top_iou or 0) >= IOU_THRESH]
+    rel = [abs(r.top_area_px - r.area_gt_px) / r.area_gt_px for r in shown]
+    return {"images": len(scans), "patients": len({s["patient"] for s in scans}),
+            "tp": summary["tp"], "fp": summary["fp"], "fn": summary["fn"],
+            "precision": summary["precision"], "recall": summary["recall"], "map_07": box_map(scans),
+            "dice_median": summary["dice_median"], "dice_q1": summary["dice_q1"], "dice_q3": summary["dice_q3"],
+            "dice_mean": summary["dice_mean"], "area_abs_rel_error_median": summary["area_abs_rel_error_median"],
+            "shown_area_abs_rel_error_median": float(np.median(rel)) if rel else None,
+            "user_view": operating_point(results, thresh), "negatives": negative_rates(negs, thresh)}
+
+
+def reliability(scans: list[dict], negs: list[dict]) -> list[dict]:
+    """Top-score bins -> how many scans fall there and the share whose top outline is on the nerve
+    (box IoU >= 0.7), and how many nerve-free images fall there."""
+    tops = [(r.top_score or 0.0, (r.top_iou or 0.0) >= IOU_THRESH) for r in map(image_result, scans)]
+    neg = [n["top_score"] for n in negs]
+    rows = []
+    for lo, hi in zip(BINS[:-1], BINS[1:]):
+        inside = [ok for t, ok in tops if lo <= t < hi]
+        rows.append({"bin": f"{lo:.2f}-{min(hi, 1.0):.2f}", "scans": len(inside),
+                     "on_nerve_share": (sum(inside) / len(inside)) if inside else None,
+                     "nerve_free": sum(lo <= t < hi for t in neg)})
+    return rows
+
+
+def choose_thresholds(scans: list[dict], negs: list[dict]) -> dict:
+    """Display threshold: the most scans outlined on the nerve, with wrong structure <= 3 % of scans
+    and <= 1 % of nerve-free images shown (ties: the higher threshold); if no threshold meets both,
+    the one with the fewest wrong outlines among those meeting the nerve-free limit. CSA summary
+    threshold: the lowest at or above the display threshold whose kept outlines are <= 1 % off the
+    nerve."""
+    results = [image_result(s) for s in scans]
+    neg = np.array([n["top_score"] for n in negs], dtype=float)
+    rows = []
+    for t in GRID:
+        op = operating_point(results, t)["shares"]
+        rows.append((t, op["correct"], op["wrong structure"], float((neg >= t).mean()) if len(neg) else 0.0))
+    feasible = [r for r in rows if r[2] <= MAX_WRONG and r[3] <= MAX_NEG_SHOWN]
+    if feasible:
+        display, met = max(feasible, key=lambda r: (r[1], r[0]))[0], True
+    else:
+        neg_ok = [r for r in rows if r[3] <= MAX_NEG_SHOWN] or rows
+        display, met = min(neg_ok, key=lambda r: (r[2], -r[1], r[0]))[0], False
+    summary = next((t for t, c, w, _n in rows if t >= display and (c + w) > 0 and w / (c + w) <= MAX_WRONG_AMONG_SHOWN),
+                   None)
+    return {"display": display, "display_targets_met": met, "csa_summary": summary,
+            "rule": {"max_wrong": MAX_WRONG, "max_nerve_free_shown": MAX_NEG_SHOWN,
+                     "max_wrong_among_kept": MAX_WRONG_AMONG_SHOWN, "grid": [GRID[0], GRID[-1], 0.005]}}
+
+
+def pooled_report(preds: list[dict], k: int) -> dict:
+    """Per-fold rows and the pooled row, at the chosen display threshold and at today's."""
+    scans = [s for p in preds for s in p["scans"]]
+    negs = [n for p in preds for n in p["negatives"]]
+    chosen = choose_thresholds(scans, negs)
+    t = chosen["display"]
+    return {"folds_done": sorted(p["fold"] for p in preds), "folds": k, "epochs": preds[0]["epochs"],
+            "thresholds": chosen, "runtime_display_threshold": NERVE_SCORE,
+            "per_fold": [{"fold": p["fold"], "train_seconds": p.get("train_seconds"),
+                          **scores_table(p["scans"], p["negatives"], t)} for p in preds],
+            "pooled": scores_table(scans, negs, t),
+            "pooled_at_runtime_threshold": scores_table(scans, negs, NERVE_SCORE),
+            "reliability": reliability(scans, negs)}
+
+
+def _f(v, digits=3, pct=False) -> str:
+    if v is None:
+        return "—"
+    return f"{100 * v:.1f} %" if pct else f"{v:.{digits}f}"
+
+
+def _row(label: str, r: dict) -> str:
+    uv, neg = r["user_view"], r["negatives"]["all"]
+    c = uv["counts"]
+    groups = ", ".join(f"{g} {v['shown']}/{v['images']}" for g, v in r["negatives"].items() if g != "all")
+    return (f"| {label} | {r['patients']} / {r['images']} | {r['tp']}/{r['fp']}/{r['fn']} | {_f(r['precision'])} | "
+            f"{_f(r['recall'])} | {_f(r['map_07'])} | {_f(r['dice_median'])} ({_f(r['dice_q1'])}–{_f(r['dice_q3'])}) | "
+            f"{_f(r['dice_mean'])} | {_f(r['area_abs_rel_error_median'], pct=True)} | "
+            f"{c['correct']} / {c['wrong structure']} / {c['nothing shown']} | "
+            f"{neg['shown']}/{neg['images']} ({groups}) | {neg['over_098']}/{neg['images']} |")
+
+
+def report_markdown(rep: dict) -> str:
+    t = rep["thresholds"]
+    head = ("| fold | patients / scans | TP/FP/FN | Prec | Rec | mAP@0.7 | Dice median (IQR) | Dice mean | "
+            "median abs. area error | correct / wrong / nothing at display | nerve-free shown | nerve-free > 0.98 |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    rows = [_row(f"{p['fold']}", p) for p in rep["per_fold"]]
+    rows.append(_row("**pooled**", rep["pooled"]))
+    rows.append(_row(f"pooled at {rep['runtime_display_threshold']}", rep["pooled_at_runtime_threshold"]))
+    rel = "\n".join(f"| {b['bin']} | {b['scans']} | {_f(b['on_nerve_share'], pct=True)} | {b['nerve_free']} |"
+                    for b in rep["reliability"])
+    secs = [p["train_seconds"] for p in rep["per_fold"] if p["train_seconds"]]
+    return (f"Folds done: {rep['folds_done']} of {rep['folds']} ({rep['epochs']} epochs each"
+            + (f"; training {np.mean(secs) / 60:.0f} min a fold" if secs else "") + ").\n"
+            f"Display threshold chosen on the pooled predictions: **{t['display']}** "
+            f"(targets {'met' if t['display_targets_met'] else 'not met'}); CSA summary threshold: "
+            f"**{t['csa_summary']}**. Rows at the chosen display threshold unless named.\n\n"
+            + head + "\n".join(rows) + "\n\nReliability of the top detection (pooled):\n\n"
+            "| top score | scans | on the nerve | nerve-free images |\n|---|---|---|---|\n" + rel + "\n")

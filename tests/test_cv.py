@@ -1,0 +1,146 @@
+"""Patient-wise cross-validation (train --folds K) and the pretrained backbone (--pretrained)."""
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import SHARED, in_ci
+from streamseg.cli import app
+from streamseg.checkpoint import read_checkpoint
+from streamseg.model import ModelConfig, build_model, freeze_blocks, pretrained_weights
+from streamseg.training.cv import assign_folds, fold_split, make_folds
+from streamseg.training.cv_report import choose_thresholds, pooled_report
+from streamseg.training.dataset import scan_folder
+from streamseg.training.negatives import group_of, scan_negatives
+from streamseg.types import StreamsegError
+
+WEIGHTS = "mobilenet_v2-b0353104.pth"
+COMPACT = ["--backbone", "mobilenet_v2", "--norm", "frozen", "--fpn-channels", "64", "--mask-head-width", "64",
+           "--box-head-width", "128"]
+
+
+@pytest.fixture()
+def torch_home(tmp_path, monkeypatch) -> Path:
+    """A torch cache holding torchvision's ImageNet MobileNetV2 file from ../shared/pretrained."""
+    src = SHARED.parent / "pretrained" / WEIGHTS
+    if not src.is_file():
+        if in_ci():
+            pytest.fail(f"{src} missing: CI=true promises ../shared/pretrained", pytrace=False)
+        pytest.skip(f"{src} not beside the repo")
+    home = tmp_path / "torch"
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    (home / "hub" / "checkpoints" / WEIGHTS).symlink_to(src)
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return home
+
+
+def test_folds_hold_out_every_patient_and_every_negative_group_once(univpm_dir, negatives_dir):
+    doc = make_folds(str(univpm_dir), str(negatives_dir), 4, seed=0)
+    samples = scan_folder(univpm_dir)
+    patients = [p for f in doc["patients"] for p in f]
+    assert sorted(patients) == sorted({s.patient for s in samples}) and len(patients) == 83
+    sizes = [len(f) for f in doc["images"]]
+    assert sum(sizes) == 196 and max(sizes) - min(sizes) <= 2, sizes
+    negs = [n for f in doc["negatives"] for n in f]
+    assert sorted(negs) == sorted(str(p.relative_to(negatives_dir)) for p in scan_negatives(negatives_dir))
+    fold_of_group = {}
+    for i, f in enumerate(doc["negatives"]):
+        for n in f:
+            assert fold_of_group.setdefault(group_of(Path(n)), i) == i  # a group never spans two folds
+    assert make_folds(str(univpm_dir), str(negatives_dir), 4, seed=0) == doc  # seeded
+    assert make_folds(str(univpm_dir), None, 4, seed=1)["patients"] != doc["patients"]
+
+
+def test_fold_split_trains_on_the_other_folds_only():
+    folds = {"k": 3, "patients": [["a", "b"], ["c"], ["d"]], "negatives": [["n1"], ["n2"], []]}
+    s = fold_split(folds, 0)
+    assert s["test"] == ["a", "b"] and s["train"] == ["c", "d"] and s["val"] == []
+    assert s["negatives"] == {"train": ["n2"], "val": [], "test": ["n1"]}
+    assert assign_folds({"x": 5, "y": 1, "z": 1, "w": 3}, 2, seed=0) in (
+        [["x"], ["w", "y", "z"]], [["w", "y", "z"], ["x"]])
+
+
+def test_pretrained_backbone_is_torchvisions_imagenet_file(torch_home):
+    cfg = ModelConfig(backbone="mobilenet_v2", norm="frozen", fpn_channels=64)
+    weights, file = pretrained_weights("mobilenet_v2")
+    sd = torch.load(file, weights_only=True)
+    model = build_model(cfg, backbone_weights=weights)
+    assert torch.equal(model.backbone.body["0"][0].weight, sd["features.0.0.weight"])
+    assert torch.equal(model.backbone.body["13"].conv[2].weight, sd["features.13.conv.2.weight"])
+    assert torch.equal(model.backbone.body["5"].conv[1][1].running_var, sd["features.5.conv.1.1.running_var"])
+    assert freeze_blocks(model, 4) > 0
+    assert not any(p.requires_grad for p in model.backbone.body["3"].parameters())
+    assert all(p.requires_grad for p in model.backbone.body["4"].parameters())
+    fresh = build_model(cfg)  # the runtime builds without weights: nothing is read or downloaded
+    assert not torch.equal(fresh.backbone.body["0"][0].weight, sd["features.0.0.weight"])
+
+
+def test_pretrained_without_the_file_is_one_line_and_no_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    with pytest.raises(StreamsegError, match=f"{WEIGHTS}: ImageNet weights not found"):
+        pretrained_weights("mobilenet_v2")
+    with pytest.raises(StreamsegError, match="no ImageNet weights for backbone"):
+        pretrained_weights("resnet101")
+    r = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--pretrained", "--init", "x.pt"])
+    assert r.exit_code == 2 and "choose one" in r.output
+
+
+def test_cv_on_the_sample_trains_each_fold_once_and_resumes(torch_home, sample_dir, tmp_path):
+    out = tmp_path / "cv" / "model.pt"
+    args = ["train", "--data", str(sample_dir), *COMPACT, "--pretrained", "--epochs", "1", "--batch-size", "2",
+            "--max-iters-per-epoch", "1", "--folds", "2", "--out", str(out), "--compute", "cpu"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    cv = out.parent
+    folds = json.loads((cv / "folds.json").read_text())
+    held = Counter(s["name"] for i in range(2)
+                   for s in json.loads((cv / f"fold{i}" / "predictions.json").read_text())["scans"])
+    assert sorted(held) == sorted(s.name for s in scan_folder(sample_dir)) and set(held.values()) == {1}
+    meta = read_checkpoint(cv / "fold0" / "model_last.pt")["meta"]
+    assert meta["initial_weights"]["weights"] == "MobileNet_V2_Weights.IMAGENET1K_V1"
+    assert meta["initial_weights"]["sha256"].startswith("b0353104")
+    assert set(meta["split"]["test"]) == set(folds["patients"][0])
+    report = json.loads((cv / "cv.json").read_text())
+    assert report["folds_done"] == [0, 1] and report["pooled"]["images"] == 7
+    # a fold whose predictions are lost is predicted again from its last checkpoint, not retrained
+    (cv / "fold1" / "predictions.json").unlink()
+    before = (cv / "fold1" / "model_last.pt").stat().st_mtime_ns
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "fold 1/2: done before" in r.output and (cv / "fold1" / "predictions.json").is_file()
+    assert (cv / "fold1" / "model_last.pt").stat().st_mtime_ns == before
+    r = CliRunner().invoke(app, [*args[:-4], "--folds", "3", "--out", str(out)])
+    assert r.exit_code == 2 and "use another --out" in r.output
+
+
+def _scan(name, patient, score, on_nerve, dice=0.9):
+    box = [10.0, 10.0, 50.0, 50.0] if on_nerve else [200.0, 200.0, 240.0, 240.0]
+    return {"name": name, "patient": patient, "gt_box": [10.0, 10.0, 50.0, 50.0], "area_gt_px": 1600.0,
+            "detections": [{"box": box, "score": score, "dice": dice if on_nerve else 0.0, "area_px": 1500.0}]}
+
+
+def test_the_report_pools_predictions_not_fold_means():
+    fold0 = {"fold": 0, "epochs": 1, "scans": [_scan("a", "p1", 0.99, True)], "negatives": []}
+    fold1 = {"fold": 1, "epochs": 1, "scans": [_scan(f"b{i}", "p2", 0.99 if i else 0.5, True) for i in range(4)],
+             "negatives": [{"image": "muscle/x.png", "group": "muscle/x", "top_score": 0.2}]}
+    rep = pooled_report([fold0, fold1], 2)
+    assert [f["recall"] for f in rep["per_fold"]] == [1.0, 0.75]  # the 0.5 scan is an FN (nothing over 0.98)
+    assert rep["pooled"]["recall"] == 0.8 and rep["pooled"]["images"] == 5  # 4 of 5, not (1 + 0.75) / 2
+    assert rep["pooled_at_runtime_threshold"]["user_view"]["counts"]["nothing shown"] == 1
+    assert rep["pooled"]["negatives"]["muscle"]["images"] == 1
+    assert sum(b["scans"] for b in rep["reliability"]) == 5
+
+
+def test_thresholds_keep_wrong_outlines_and_nerve_free_detections_within_the_targets():
+    scans = [_scan(f"s{i}", f"p{i}", 0.90 + i * 0.001, True) for i in range(95)]
+    scans += [_scan(f"w{i}", f"q{i}", 0.96 + i * 0.002, False) for i in range(5)]  # 5 % wrong, scored 0.96-0.968
+    negs = [{"image": f"n{i}", "group": "muscle/n", "top_score": 0.93} for i in range(100)]
+    t = choose_thresholds(scans, negs)
+    assert t["display_targets_met"] and 0.93 < t["display"] <= 0.965
+    # at the chosen threshold at most 3 of the 5 wrong outlines are shown and no nerve-free image
+    assert sum(s["detections"][0]["score"] >= t["display"] for s in scans[95:]) <= 3
+    assert t["csa_summary"] > 0.968  # the CSA keeps only outlines above every wrong one
