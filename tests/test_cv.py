@@ -1,6 +1,5 @@
 """Patient-wise cross-validation (train --folds K) and the pretrained backbone (--pretrained)."""
 import json
-import shutil
 from collections import Counter
 from pathlib import Path
 

@@ -1,9 +1,8 @@
-"""The paper's TP/FP/FN rule on hand-made cases, and AP against pycocotools' COCOeval."""
+"""The paper's TP/FP/FN rule and AP (pycocotools) on hand-made cases."""
 import cv2
 import numpy as np
 import pytest
 
-from streamseg.letterbox import mask_box
 from streamseg.training.metrics import coco_ap, dice, hd95, paper_rule, summarize
 
 from conftest import GT_BOX, box_mask as _mask
@@ -54,68 +53,24 @@ def test_dice_and_hd95_on_a_real_mask(sample_dir):
     assert hd95(gt, grown) == pytest.approx(4.0, abs=0.6)  # a 4-px grown contour
 
 
-def _coco_eval(per_image, iou_type, shape):
-    pytest.importorskip("pycocotools")
-    from pycocotools import mask as mask_utils
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    def enc(m):
-        rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-        rle["counts"] = rle["counts"].decode()
-        return rle
-
-    images, anns, dets = [], [], []
-    for i, (gts, scores, preds) in enumerate(per_image, start=1):
-        images.append({"id": i, "width": shape[1], "height": shape[0]})
-        for g in gts:
-            box = g if iou_type == "bbox" else mask_box(g)
-            x1, y1, x2, y2 = map(float, box)
-            ann = {"id": len(anns) + 1, "image_id": i, "category_id": 1, "iscrowd": 0,
-                   "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)}
-            if iou_type == "segm":
-                ann["segmentation"] = enc(g)
-                ann["area"] = float(g.sum())
-            anns.append(ann)
-        for s, p in zip(scores, preds):
-            d = {"image_id": i, "category_id": 1, "score": float(s)}
-            if iou_type == "bbox":
-                d["bbox"] = [float(p[0]), float(p[1]), float(p[2] - p[0]), float(p[3] - p[1])]
-            else:
-                d["segmentation"] = enc(p)
-            dets.append(d)
-    gt = COCO()
-    gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "nerve"}]}
-    gt.createIndex()
-    dt = gt.loadRes(dets)
-    ev = COCOeval(gt, dt, iou_type)
-    ev.params.areaRng, ev.params.areaRngLbl = [[0, 1e10]], ["all"]
-    ev.params.maxDets = [100]
-    ev.evaluate()
-    ev.accumulate()
-    prec = ev.eval["precision"][:, :, 0, 0, 0]  # T x R
-    return {round(float(t), 2): float(np.mean(prec[k][prec[k] > -1])) for k, t in enumerate(ev.params.iouThrs)}
+def _box_case(iou_type):
+    """Image 1: one TP (0.9). Image 2: an FP (0.95) above a TP (0.5). By score: FP, TP, TP, so the
+    interpolated precision is 2/3 at every recall: AP = 2/3 (1.0 if the FP were scored lowest)."""
+    gt = [[100, 100, 200, 160]]
+    fp = [300, 300, 360, 340]
+    cases = [(gt, [0.9], [gt[0]]), (gt, [0.95, 0.5], [fp, gt[0]])]
+    if iou_type == "bbox":
+        return [([np.array(g, float) for g in gts], np.array(s), [np.array(p, float) for p in ps]) for gts, s, ps in cases]
+    return [([_mask(g, (480, 480)) for g in gts], np.array(s), [_mask(p, (480, 480)) for p in ps]) for gts, s, ps in cases]
 
 
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
-def test_ap_matches_pycocotools(sample_dir, iou_type):
-    """Predictions made by jittering the real nerve masks of the sample, with scores and misses."""
-    rng = np.random.default_rng(0)
-    per_image = []
-    for path in sorted((sample_dir / "masks").glob("*.png")):
-        gt = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) > 0
-        preds, scores = [], []
-        for _ in range(rng.integers(0, 4)):
-            dx, dy = rng.integers(-25, 26, 2)
-            k = int(rng.integers(1, 9))
-            m = np.roll(np.roll(gt, dx, 1), dy, 0)
-            m = cv2.dilate(m.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
-            preds.append(m if iou_type == "segm" else mask_box(m))
-            scores.append(float(rng.uniform(0.3, 1.0)))
-        per_image.append(([gt if iou_type == "segm" else mask_box(gt)], np.array(scores), preds))
-    ours = coco_ap(per_image, iou_type)
-    theirs = _coco_eval(per_image, iou_type, gt.shape)
-    assert set(ours) == set(theirs)
-    for t in ours:
-        assert ours[t] == pytest.approx(theirs[t], abs=1e-9), t
-    assert 0 < ours[0.5] < 1  # a non-trivial case
+def test_ap_ranks_detections_by_score_over_all_images(iou_type):
+    per_image = _box_case(iou_type)
+    assert coco_ap(per_image, iou_type, [0.5, 0.7])[0.7] == pytest.approx(2 / 3)
+    per_image[1] = (per_image[1][0], np.array([0.05, 0.5]), per_image[1][2])  # the FP now scored last
+    assert coco_ap(per_image, iou_type, [0.7]) == {0.7: pytest.approx(1.0)}
+    shifted = [(g, s, [np.roll(p, 40, axis=-1) if iou_type == "segm" else p + [40, 0, 40, 0] for p in ps])
+               for g, s, ps in per_image]  # every detection 40 px right: IoU 60/140 < 0.5
+    assert coco_ap(shifted, iou_type, [0.5])[0.5] == 0.0
+    assert coco_ap([(per_image[0][0], np.array([]), [])], iou_type, [0.7]) == {0.7: 0.0}

@@ -24,7 +24,7 @@ import numpy as np
 from ..checkpoint import load_checkpoint, read_checkpoint
 from ..files import atomic_write
 from ..types import StreamsegError
-from .dataset import load_pair, scan_folder, select
+from .dataset import scan_folder, select
 from .loop import TrainConfig, train
 from .negatives import group_of, scan_negatives
 

@@ -5,9 +5,8 @@
   other prediction above the confidence is an FP; an FN is a ground truth for which no box is
   predicted at all (`fn_rule="paper"`), or, with `fn_rule="strict"`, any ground truth left unmatched.
 - Dice on TPs only; HD95 and area error alongside.
-- AP as COCOeval computes it (101-point interpolated precision, greedy matching by score,
-  maxDets=100, no crowd), for boxes and masks at any IoU threshold; a test checks it against
-  pycocotools.
+- AP from pycocotools' COCOeval (101-point interpolated precision, greedy matching by score,
+  maxDets=100, no crowd), for boxes and masks at any IoU threshold.
 """
 from __future__ import annotations
 
@@ -119,53 +118,65 @@ def paper_rule(name: str, gt_box: np.ndarray, gt_mask: np.ndarray, boxes: np.nda
     return r
 
 
+def _coco_rle(mask: np.ndarray) -> dict:
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode()
+    return rle
+
+
+def _coco_datasets(per_image, iou_type: str) -> tuple[dict, list[dict]]:
+    """(ground-truth COCO dataset, detection list) for one category, boxes as x1y1x2y2 or bool masks."""
+    images, anns, dets = [], [], []
+    for i, (gts, scores, preds) in enumerate(per_image, start=1):
+        shape = np.asarray(gts[0]).shape if iou_type == "segm" and len(gts) else (1, 1)
+        images.append({"id": i, "height": int(shape[0]), "width": int(shape[1])})
+        for g in gts:
+            ann = {"id": len(anns) + 1, "image_id": i, "category_id": 1, "iscrowd": 0}
+            if iou_type == "segm":
+                ann.update(segmentation=_coco_rle(g), area=float(np.sum(g)))
+            else:
+                x1, y1, x2, y2 = map(float, g)
+                ann.update(bbox=[x1, y1, x2 - x1, y2 - y1], area=(x2 - x1) * (y2 - y1))
+            anns.append(ann)
+        for score, p in zip(scores, preds):
+            d = {"image_id": i, "category_id": 1, "score": float(score)}
+            if iou_type == "segm":
+                d["segmentation"] = _coco_rle(p)
+            else:
+                d["bbox"] = [float(p[0]), float(p[1]), float(p[2] - p[0]), float(p[3] - p[1])]
+            dets.append(d)
+    return {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "nerve"}]}, dets
+
+
 def coco_ap(per_image: list[tuple[list[np.ndarray], np.ndarray, list]], iou_type: str = "bbox",
             iou_thresholds=COCO_IOUS, max_dets: int = 100) -> dict[float, float]:
-    """AP per IoU threshold as pycocotools' COCOeval computes it (one category, area 'all').
+    """AP per IoU threshold from pycocotools' COCOeval (one category, area 'all', maxDets 100).
 
-    per_image: [(gts, det_scores, dets)] where gts/dets are boxes (x1y1x2y2) or bool masks.
-    """
-    rec_thrs = np.linspace(0.0, 1.0, 101)
-    n_gt = sum(len(g) for g, _, _ in per_image)
-    result = {}
-    for t in iou_thresholds:
-        all_scores, all_tp = [], []
-        for gts, scores, dets in per_image:
-            scores = np.asarray(scores, dtype=np.float64)
-            order = np.argsort(-scores, kind="mergesort")[:max_dets]
-            if iou_type == "bbox":
-                ious = box_iou(np.asarray(dets).reshape(-1, 4)[order], np.asarray(gts).reshape(-1, 4))
-            else:
-                ious = mask_iou([dets[i] for i in order], list(gts))
-            gt_used = np.zeros(len(gts), dtype=bool)
-            for d in range(len(order)):
-                best, best_g = min(t, 1 - 1e-10), -1
-                for g in range(len(gts)):
-                    if gt_used[g] or ious[d, g] < best:
-                        continue
-                    best, best_g = ious[d, g], g
-                if best_g >= 0:
-                    gt_used[best_g] = True
-                all_tp.append(best_g >= 0)
-            all_scores.extend(scores[order])
-        if n_gt == 0:
-            result[float(round(t, 2))] = float("nan")
-            continue
-        inds = np.argsort(-np.asarray(all_scores), kind="mergesort")
-        tp = np.asarray(all_tp, dtype=bool)[inds]
-        tps, fps = np.cumsum(tp).astype(float), np.cumsum(~tp).astype(float)
-        rc = tps / n_gt
-        pr = (tps / (fps + tps + np.spacing(1))).tolist()
-        for i in range(len(pr) - 1, 0, -1):
-            if pr[i] > pr[i - 1]:
-                pr[i - 1] = pr[i]
-        q = np.zeros(len(rec_thrs))
-        idx = np.searchsorted(rc, rec_thrs, side="left")
-        for ri, pi in enumerate(idx):
-            if pi < len(pr):
-                q[ri] = pr[pi]
-        result[float(round(t, 2))] = float(q.mean())
-    return result
+    per_image: [(gts, det_scores, dets)] where gts/dets are boxes (x1y1x2y2) or bool masks."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    thresholds = [float(round(t, 2)) for t in iou_thresholds]
+    gt_doc, dets = _coco_datasets(per_image, iou_type)
+    if not gt_doc["annotations"] or not dets:
+        return {t: (0.0 if gt_doc["annotations"] else float("nan")) for t in thresholds}
+    with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its progress
+        gt = COCO()
+        gt.dataset = gt_doc
+        gt.createIndex()
+        ev = COCOeval(gt, gt.loadRes(dets), iou_type)
+        ev.params.iouThrs = np.asarray(iou_thresholds, dtype=np.float64)
+        ev.params.areaRng, ev.params.areaRngLbl, ev.params.maxDets = [[0, 1e10]], ["all"], [max_dets]
+        ev.evaluate()
+        ev.accumulate()
+    prec = ev.eval["precision"][:, :, 0, 0, 0]  # T x R
+    return {t: float(np.mean(prec[k][prec[k] > -1])) if (prec[k] > -1).any() else 0.0
+            for k, t in enumerate(thresholds)}
 
 
 def summarize(results: list[ImageResult]) -> dict:
