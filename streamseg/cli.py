@@ -480,6 +480,8 @@ def _print_eval(summary: dict) -> None:
     op = summary["operating_point"]
     table(f"What a user sees (top detection shown at score >= {op['score_thresh']:g}; correct = box IoU >= "
           f"{op['iou_thresh']:g} with the expert's)", report.operating_rows(op), ("outcome", "scans (share)"))
+    table("What a top score means (scans by their top detection's score)", report.reliability_rows(summary["reliability"]),
+          ("top score", "scans", "on the nerve"))
     ba = summary["csa_agreement"]
     rows = report.agreement_rows(ba["px2"], "px²") + (report.agreement_rows(ba["mm2"], "mm²") if "mm2" in ba else [])
     table("CSA agreement on the correct scans (model − expert)", rows)

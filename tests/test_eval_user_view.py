@@ -36,6 +36,20 @@ def test_operating_point_counts_what_is_shown_at_the_display_threshold():
                                                         "nothing shown", "nothing shown", "nothing shown"]
 
 
+def test_reliability_tells_what_a_top_score_means():
+    from streamseg.training.metrics import reliability
+
+    scans = [_scan([[100, 100, 200, 160]], [0.97]), _scan([[10, 10, 60, 60]], [0.96]), _scan([[100, 100, 200, 160]], [0.995]),
+             _scan([], [])]
+    rows = {r["bin"]: r for r in reliability(scans, nerve_free_scores=[0.955, 0.2])}
+    assert rows["0.95-0.98"]["scans"] == 2 and rows["0.95-0.98"]["on_nerve_share"] == 0.5
+    assert rows["0.95-0.98"]["nerve_free"] == 1 and rows["0.00-0.50"]["nerve_free"] == 1
+    assert rows["0.99-1.00"]["on_nerve_share"] == 1.0 and rows["0.00-0.50"]["scans"] == 1  # no detection: score 0
+    assert rows["0.50-0.80"]["on_nerve_share"] is None
+    assert sum(r["scans"] for r in rows.values()) == 4
+    assert "reliability" in user_view(scans, 0.95, 0.7, None)
+
+
 def test_bland_altman_against_a_hand_computation():
     ba = bland_altman([100, 200, 300], [110, 190, 330])
     # differences 10, -10, 30: mean 10, sample sd sqrt((0² + 20² + 20²) / 2) = 20

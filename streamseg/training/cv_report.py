@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..types import NERVE_SCORE
-from .metrics import CONF_THRESH, IOU_THRESH, ImageResult, box_iou, coco_ap, operating_point, paper_match, summarize
+from .metrics import (CONF_THRESH, IOU_THRESH, ImageResult, box_iou, coco_ap, operating_point, paper_match, reliability,
+                      summarize)
 
 GRID = tuple(round(float(t), 3) for t in np.arange(0.5, 0.9951, 0.005))
-BINS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0001)
 MAX_WRONG = 0.03  # display threshold: at most 3 % of scans outlined off the nerve ...
 MAX_NEG_SHOWN = 0.01  # ... and at most 1 % of nerve-free images showing an outline
 MAX_WRONG_AMONG_SHOWN = 0.01  # CSA summary threshold: at most 1 % of the outlines it keeps are off the nerve
@@ -68,20 +68,6 @@ def scores_table(scans: list[dict], negs: list[dict], thresh: float) -> dict:
             "user_view": operating_point(results, thresh), "negatives": negative_rates(negs, thresh)}
 
 
-def reliability(scans: list[dict], negs: list[dict]) -> list[dict]:
-    """Top-score bins -> how many scans fall there and the share whose top outline is on the nerve
-    (box IoU >= 0.7), and how many nerve-free images fall there."""
-    tops = [(r.top_score or 0.0, (r.top_iou or 0.0) >= IOU_THRESH) for r in map(image_result, scans)]
-    neg = [n["top_score"] for n in negs]
-    rows = []
-    for lo, hi in zip(BINS[:-1], BINS[1:]):
-        inside = [ok for t, ok in tops if lo <= t < hi]
-        rows.append({"bin": f"{lo:.2f}-{min(hi, 1.0):.2f}", "scans": len(inside),
-                     "on_nerve_share": (sum(inside) / len(inside)) if inside else None,
-                     "nerve_free": sum(lo <= t < hi for t in neg)})
-    return rows
-
-
 def choose_thresholds(scans: list[dict], negs: list[dict]) -> dict:
     """Display threshold: the most scans outlined on the nerve, with wrong structure <= 3 % of scans
     and <= 1 % of nerve-free images shown (ties: the higher threshold); if no threshold meets both,
@@ -119,7 +105,7 @@ def pooled_report(preds: list[dict], k: int) -> dict:
                           **scores_table(p["scans"], p["negatives"], t)} for p in preds],
             "pooled": scores_table(scans, negs, t),
             "pooled_at_runtime_threshold": scores_table(scans, negs, NERVE_SCORE),
-            "reliability": reliability(scans, negs)}
+            "reliability": reliability([image_result(s) for s in scans], [n["top_score"] for n in negs])}
 
 
 def _f(v, digits=3, pct=False) -> str:

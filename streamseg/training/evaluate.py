@@ -15,7 +15,7 @@ from ..types import NERVE_SCORE, StreamsegError
 from . import report
 from .dataset import Sample, load_pair, load_split, scan_folder, select
 from .metrics import (CONF_THRESH, IOU_THRESH, ImageResult, bland_altman, coco_ap, dice, false_detections,
-                      operating_point, paper_rule, per_patient, shown_outcome, summarize)
+                      operating_point, paper_rule, per_patient, reliability, shown_outcome, summarize)
 from .negatives import scan_negatives, split_negatives, top_scores
 
 
@@ -136,6 +136,7 @@ def user_view(per_image: list[ImageResult], score_thresh: float, iou: float, mm_
         a = mm_per_px ** 2
         agreement["mm2"] = bland_altman([v * a for v in expert], [v * a for v in model])
     return {"operating_point": operating_point(per_image, score_thresh, iou),
+            "reliability": reliability(per_image, iou=iou),
             "per_patient": per_patient(per_image), "csa_agreement": agreement,
             "_areas": (expert, model)}
 

@@ -231,6 +231,23 @@ def operating_point(results: list[ImageResult], thresh: float, iou: float = IOU_
             "shares": {k: (v / n if n else None) for k, v in counts.items()}}
 
 
+RELIABILITY_BINS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0001)
+
+
+def reliability(results: list[ImageResult], nerve_free_scores=(), iou: float = IOU_THRESH) -> list[dict]:
+    """What a top score means: per score bin, the scans whose top detection falls there, the share
+    of those outlined on the nerve (box IoU >= `iou`), and the nerve-free images scoring there."""
+    tops = [(r.top_score or 0.0, (r.top_iou or 0.0) >= iou) for r in results]
+    neg = [float(t) for t in nerve_free_scores]
+    rows = []
+    for lo, hi in zip(RELIABILITY_BINS[:-1], RELIABILITY_BINS[1:]):
+        inside = [ok for t, ok in tops if lo <= t < hi]
+        rows.append({"bin": f"{lo:.2f}-{min(hi, 1.0):.2f}", "scans": len(inside),
+                     "on_nerve_share": (sum(inside) / len(inside)) if inside else None,
+                     "nerve_free": sum(lo <= t < hi for t in neg)})
+    return rows
+
+
 def bland_altman(expert, predicted) -> dict:
     """Agreement of two area measurements (same unit): bias = mean(predicted - expert), limits of
     agreement = bias ± 1.96·sd (sample sd, ddof=1), MAE, and median |relative error| vs the expert."""

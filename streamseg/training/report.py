@@ -190,6 +190,11 @@ def operating_rows(op: dict) -> list[tuple[str, str]]:
     return [(k, f"{op['counts'][k]} ({_v(op['shares'][k], '{:.1%}')})") for k in op["counts"]]
 
 
+def reliability_rows(rows: list[dict]) -> list[tuple[str, str, str]]:
+    """Top-score bin, scans there, share of them outlined on the nerve."""
+    return [(r["bin"], str(r["scans"]), _v(r["on_nerve_share"], "{:.0%}")) for r in rows]
+
+
 def agreement_rows(ba: dict, unit: str) -> list[tuple[str, str]]:
     f = "{:.2f}" if unit == "mm²" else "{:.0f}"
     return [(f"scans compared ({unit})", str(ba["n"])), (f"bias, model − expert ({unit})", _v(ba["bias"], f)),
