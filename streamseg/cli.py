@@ -394,6 +394,7 @@ def train(
     if out.parent.is_dir():
         check_outputs({"--out": out}, inputs=(data, init, split, negatives))
 
+    from .model import ModelConfig
     from .training.loop import TrainConfig, train as run_train
 
     cfg = TrainConfig(
@@ -403,8 +404,8 @@ def train(
         max_iters_per_epoch=max_iters_per_epoch, negatives=str(negatives) if negatives else None,
         negative_share=negative_share, keep_epochs=keep_epochs, stop_after=stop_after,
         pretrained=pretrained, freeze_blocks=freeze_blocks,
-        model={"backbone": backbone, "mask_head": mask_head, "norm": norm, "box_head_width": box_head_width,
-               "mask_head_width": mask_head_width, "fpn_channels": fpn_channels},
+        model=ModelConfig(backbone=backbone, mask_head=mask_head, norm=norm, box_head_width=box_head_width,
+                          mask_head_width=mask_head_width, fpn_channels=fpn_channels),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     log = lambda s: console.print(s, highlight=False, markup=False)  # noqa: E731
@@ -418,8 +419,8 @@ def train(
         return
     with progress_bar(console, "iterations") as progress:
         summary = run_train(cfg, progress=progress, log=log)
-    console.print(f"best checkpoint: {summary['best']}  (val top-1 Dice {summary['best_score']:.3f}), "
-                  f"last: {summary['last']}, {summary['seconds'] / 60:.1f} min")
+    console.print(f"best checkpoint: {summary.best}  (val top-1 Dice {summary.best_score:.3f}), "
+                  f"last: {summary.last}, {summary.seconds / 60:.1f} min", highlight=False, markup=False)
 
 
 @app.command("eval")
@@ -506,13 +507,14 @@ def ablation(
     from rich.progress import Progress
     from rich.table import Table
 
+    from .model import ModelConfig
     from .training.ablation import run_ablation
     from .training.loop import TrainConfig
     from .training.report import PAPER
 
     base = TrainConfig(data=str(data), epochs=epochs, lr=lr, schedule=schedule, batch_size=batch_size, seed=seed,
                        split=str(split) if split else None, max_iters_per_epoch=max_iters_per_epoch,
-                       model={"backbone": backbone})
+                       model=ModelConfig(backbone=backbone))
     with Progress(console=console, transient=True) as progress:
         results = run_ablation(base, str(out_dir), progress, log=lambda s: None)
     table = Table(title="Table II (test patients): this run | paper")

@@ -138,10 +138,32 @@ def test_stop_after_ends_early_on_the_long_schedule_and_resume_goes_on(sample_di
 
     common = dict(data=str(sample_dir), out=str(tmp_path / "m.pt"), epochs=4, lr=0.01, schedule="cosine",
                   warmup_iters=1, batch_size=2, max_iters_per_epoch=1, split=str(tmp_path / "split.json"),
-                  model={"backbone": "mobilenet_v3_large", "box_head_width": 128, "mask_head_width": 64})
+                  model=ModelConfig(backbone="mobilenet_v3_large", box_head_width=128, mask_head_width=64))
     first = train(TrainConfig(**common, stop_after=1), log=lambda s: None)
-    assert [r["epoch"] for r in first["history"]] == [1]
-    assert first["history"][0]["lr"] > 0.5 * 0.01  # 1 of 4 epochs of the cosine: lr still high
+    assert [r["epoch"] for r in first.history] == [1]
+    assert first.history[0]["lr"] > 0.5 * 0.01  # 1 of 4 epochs of the cosine: lr still high
+    state = load_checkpoint(first.last)[1].meta["train_state"]
+    assert {"optimizer", "scheduler", "scaler"} <= set(state)  # --resume restores the lr schedule and AMP scale
     rest = train(TrainConfig(**common, resume=True), log=lambda s: None)
-    assert [r["epoch"] for r in rest["history"]] == [2, 3, 4]
-    assert rest["history"][-1]["lr"] < 0.2 * 0.01
+    assert [r["epoch"] for r in rest.history] == [2, 3, 4]
+    assert rest.history[-1]["lr"] < 0.2 * 0.01
+
+
+def test_cosine_schedule_is_warm_up_times_cosine_from_torchs_schedulers():
+    import math
+
+    from streamseg.training.loop import TrainConfig, make_scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    sched = make_scheduler(opt, TrainConfig(data="x", schedule="cosine", warmup_iters=10), total_iters=50)
+    for it in range(50):
+        want = 0.01 * min(1.0, (it + 1) / 10) * 0.5 * (1 + math.cos(math.pi * it / 50))
+        assert opt.param_groups[0]["lr"] == pytest.approx(want, abs=1e-12), it
+        opt.step()
+        sched.step()
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.003)
+    sched = make_scheduler(opt, TrainConfig(data="x"), total_iters=50)  # the paper's constant lr
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == 0.003

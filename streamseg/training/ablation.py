@@ -18,7 +18,7 @@ def run_ablation(base: TrainConfig, out_dir: str, progress=None, log=print) -> d
     split_path = base.split or str(out / "split.json")
     results = {}
     for head in HEADS:
-        cfg = replace(base, out=str(out / f"mask{head}.pt"), split=split_path, model={**base.model, "mask_head": head})
+        cfg = replace(base, out=str(out / f"mask{head}.pt"), split=split_path, model=replace(base.model, mask_head=head))
         train(cfg, progress=progress, log=log)
         from ..checkpoint import load_checkpoint
 

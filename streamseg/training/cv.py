@@ -115,8 +115,7 @@ def run_fold(recipe: TrainConfig, folds: dict, out: Path, i: int, progress=None,
     log(f"fold {i + 1}/{folds['k']}: {len(folds['patients'][i])} patients / {len(folds['images'][i])} scans "
         f"and {len(folds['negatives'][i])} nerve-free images held out")
     cfg = replace(recipe, out=str(fold_dir / "model.pt"), split=str(split_path), resume=True, stop_after=None)
-    summary = train(cfg, progress, log)
-    last = Path(summary["last"])
+    last = train(cfg, progress, log).last
     meta = read_checkpoint(last)["meta"]
     if meta.get("epoch") != recipe.epochs:
         raise StreamsegError(f"{last}: ends at epoch {meta.get('epoch')} of {recipe.epochs}")

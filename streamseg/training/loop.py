@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -57,7 +57,7 @@ class TrainConfig:
     negative_share: float = 0.5  # nerve-free draws per epoch, as a share of the wrist scans
     keep_epochs: bool = False  # also keep every epoch's checkpoint (OUT_eNNN.pt) for choosing later
     stop_after: int | None = None  # end after this epoch; the schedule still spans `epochs` (--resume goes on)
-    model: dict = field(default_factory=dict)  # ModelConfig fields
+    model: ModelConfig = field(default_factory=ModelConfig)  # the architecture to train
 
 
 def _seed_all(seed: int) -> None:
@@ -66,11 +66,16 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _lr_factor(cfg: TrainConfig, it: int, total: int) -> float:
-    warm = min(1.0, (it + 1) / max(1, cfg.warmup_iters)) if cfg.schedule == "cosine" else 1.0
-    if cfg.schedule == "cosine":
-        return warm * 0.5 * (1 + math.cos(math.pi * min(it, total) / max(1, total)))
-    return 1.0
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_iters: int):
+    """Stepped once per iteration. "constant" (paper): the lr as given. "cosine": linear warm-up over
+    `warmup_iters` times a cosine decay over the whole run (torch's LinearLR and CosineAnnealingLR,
+    chained: their factors multiply)."""
+    from torch.optim.lr_scheduler import ChainedScheduler, ConstantLR, CosineAnnealingLR, LinearLR
+
+    if cfg.schedule != "cosine":
+        return ConstantLR(opt, factor=1.0, total_iters=0)
+    warm = max(1, cfg.warmup_iters)
+    return ChainedScheduler([LinearLR(opt, 1.0 / warm, 1.0, warm - 1), CosineAnnealingLR(opt, T_max=max(1, total_iters))])
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -115,6 +120,7 @@ class Run:
     model: torch.nn.Module
     params: list
     opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler  # stepped once per iteration
     scaler: torch.amp.GradScaler
     loader: torch.utils.data.DataLoader
     sampler: torch.utils.data.DistributedSampler | None
@@ -190,7 +196,7 @@ def setup(cfg: TrainConfig, log=print) -> Run:
     train_s, val_s = select(samples, split["train"]), select(samples, split["val"])
     if not train_s:
         raise StreamsegError(f"{cfg.data}: the split leaves no training images")
-    mcfg = ModelConfig.from_dict(cfg.model)
+    mcfg = cfg.model
     model, origin = _build(cfg, mcfg, log)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -201,9 +207,10 @@ def setup(cfg: TrainConfig, log=print) -> Run:
                  "data": {"source": str(cfg.data), "images": len(samples), "patients": len({s.patient for s in samples}),
                           "train_images": len(train_s), "val_images": len(val_s)}, "split": split,
                  "initial_weights": origin}
-    return Run(cfg, mcfg, device, world, rank, model, params, opt,
+    iters = min(len(loader), cfg.max_iters_per_epoch or len(loader))
+    return Run(cfg, mcfg, device, world, rank, model, params, opt, sched=make_scheduler(opt, cfg, iters * cfg.epochs),
                scaler=torch.amp.GradScaler("cuda", enabled=device.type == "cuda"), loader=loader, sampler=sampler,
-               iters_per_epoch=min(len(loader), cfg.max_iters_per_epoch or len(loader)), val_s=val_s,
+               iters_per_epoch=iters, val_s=val_s,
                neg_val=neg_val, meta_base=meta_base)
 
 
@@ -215,6 +222,15 @@ def resume(run: Run, log=print) -> tuple[int, float]:
     run.model.load_state_dict(blob["state_dict"])
     state = blob["meta"]["train_state"]
     run.opt.load_state_dict(state["optimizer"])
+    if state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    if "scheduler" in state:
+        run.sched.load_state_dict(state["scheduler"])
+    else:  # a checkpoint written before the scheduler was saved: step it to where the run stopped
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "scheduler.step() before optimizer.step()"
+            for _ in range((state["epoch"] + 1) * run.iters_per_epoch):
+                run.sched.step()
     log(f"resumed from {run.last_path} at epoch {state['epoch'] + 1}")
     return state["epoch"] + 1, state["best"]
 
@@ -255,16 +271,17 @@ def train_one_epoch(run: Run, epoch: int, progress=None, task=None) -> dict[str,
     for i, (images, targets) in enumerate(run.loader):
         if i >= run.iters_per_epoch:
             break
-        for g in run.opt.param_groups:
-            g["lr"] = cfg.lr * _lr_factor(cfg, epoch * run.iters_per_epoch + i, run.total_iters)
+        sums["lr"] = run.opt.param_groups[0]["lr"]  # the lr of the epoch's last step (not a sum)
         losses, loss = _step(run, images, targets, epoch, i)
+        run.sched.step()
         for k, v in losses.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
         sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
         n += 1
         if task is not None:
             progress.update(task, advance=1, description=f"epoch {epoch + 1}/{cfg.epochs} loss {sums['loss'] / n:.3f}")
-    return {k: round(v / max(n, 1), 5) for k, v in sums.items()}
+    lr = sums.pop("lr", run.opt.param_groups[0]["lr"])
+    return {"lr": lr, **{k: round(v / max(n, 1), 5) for k, v in sums.items()}}
 
 
 VAL_KEYS = ("dice_median", "dice_mean", "precision", "recall", "top1_dice_mean", "map")
@@ -298,15 +315,26 @@ def save_epoch(run: Run, epoch: int, row: dict, history: list[dict], best: float
     if run.cfg.keep_epochs:
         epoch_path = run.out.with_name(f"{run.out.stem}_e{epoch + 1:03d}{run.out.suffix}")
         save_checkpoint(epoch_path, run.model, meta, config=run.mcfg)
-    save_checkpoint(run.last_path, run.model, {**meta, "train_state": {"epoch": epoch, "best": best,
-                                                                        "optimizer": run.opt.state_dict()}},
-                    config=run.mcfg)
+    state = {"epoch": epoch, "best": best, "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
+             "scaler": run.scaler.state_dict()}
+    save_checkpoint(run.last_path, run.model, {**meta, "train_state": state}, config=run.mcfg)
     log(json.dumps(row))
     return best
 
 
-def train(cfg: TrainConfig, progress=None, log=print) -> dict:
-    """Train and return a summary (paths, best val metrics, seconds)."""
+@dataclass
+class TrainReport:
+    """What a training call leaves: its checkpoints, the best score, its time and its epochs' rows."""
+
+    best: Path  # the best validation top-1 Dice so far (lowest loss without validation)
+    last: Path  # the last epoch's weights with the state --resume needs
+    best_score: float
+    seconds: float
+    history: list[dict]  # one row per epoch trained in this call (the logs hold every epoch)
+
+
+def train(cfg: TrainConfig, progress=None, log=print) -> TrainReport:
+    """Train (or go on with --resume) and report where the checkpoints are."""
     run = setup(cfg, log)
     start_epoch, best = resume(run, log)
     run.ddp = _wrap(run)
@@ -316,8 +344,7 @@ def train(cfg: TrainConfig, progress=None, log=print) -> dict:
         if progress and run.rank == 0 else None
     for epoch in range(start_epoch, min(cfg.epochs, cfg.stop_after or cfg.epochs)):
         losses = train_one_epoch(run, epoch, progress, task)
-        row = {"epoch": epoch + 1, "lr": run.opt.param_groups[0]["lr"], "seconds": round(time.time() - t_start, 1),
-               **losses}
+        row = {"epoch": epoch + 1, **losses, "seconds": round(time.time() - t_start, 1)}
         if run.rank == 0:
             if run.val_s and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
                 row.update(validate(run.model, run.mcfg, run.val_s, run.neg_val, run.device))
@@ -325,8 +352,7 @@ def train(cfg: TrainConfig, progress=None, log=print) -> dict:
     if run.world > 1:
         dist.barrier()
         dist.destroy_process_group()
-    return {"best": str(run.out), "last": str(run.last_path), "best_score": best, "seconds": time.time() - t_start,
-            "history": history}
+    return TrainReport(run.out, run.last_path, best, time.time() - t_start, history)
 
 
 def _append_logs(csv_path: Path, jsonl_path: Path, row: dict) -> None:
