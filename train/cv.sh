@@ -13,7 +13,7 @@ COMMON=(--data "$DATA" --negatives "$NEG" --mask-head 112 --fpn-channels 128 --m
 recipe() {
   case "$1" in
     # ImageNet MobileNetV2 (torchvision's weights; see README, 'Pretrained backbone'), frozen BatchNorm
-    mnv2) streamseg train "${COMMON[@]}" --backbone mobilenet_v2 --pretrained --norm frozen --lr 0.01 --out "$OUT/mnv2/model.pt" ;;
+    mnv2) streamseg train "${COMMON[@]}" --backbone mobilenet_v2 --pretrained --norm frozen --lr 0.005 --out "$OUT/mnv2/model.pt" ;;
     # today's bundled architecture from scratch (BatchNorm), the same epochs
     v3-scratch) streamseg train "${COMMON[@]}" --backbone mobilenet_v3_large --norm batch --lr 0.01 --out "$OUT/v3-scratch/model.pt" ;;
     *) echo "unknown recipe $1 (mnv2, v3-scratch)" >&2; exit 2 ;;

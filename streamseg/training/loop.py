@@ -231,7 +231,7 @@ def resume(run: Run, log=print) -> tuple[int, float]:
             warnings.simplefilter("ignore", UserWarning)  # "scheduler.step() before optimizer.step()"
             for _ in range((state["epoch"] + 1) * run.iters_per_epoch):
                 run.sched.step()
-    log(f"resumed from {run.last_path} at epoch {state['epoch'] + 1}")
+    log(f"resumed from {run.last_path} after epoch {state['epoch'] + 1}")
     return state["epoch"] + 1, state["best"]
 
 
