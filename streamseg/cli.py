@@ -31,6 +31,7 @@ Norm = Literal["batch", "group", "frozen"]
 Subset = Literal["train", "val", "test"]
 FnRule = Literal["paper", "strict"]
 BoxKind = Literal["mask", "regressed"]
+Instances = Literal["union", "components"]
 Precision = Literal["auto", "fp32", "int8"]  # options.PRECISIONS
 ExportPrecision = Literal["auto", "fp32", "int8"]
 console = Console(stderr=True, soft_wrap=True)  # one error = one line, never wrapped
@@ -359,7 +360,9 @@ def train(
     split: Optional[Path] = typer.Option(None, help="patient split JSON (written if missing)"),
     init: Optional[Path] = typer.Option(None, help="initialise from a COCO Mask R-CNN or ImageNet ResNet state dict, or fine-tune a streamseg checkpoint"),
     pretrained: bool = typer.Option(False, help="start the backbone from torchvision's ImageNet weights (mobilenet_v2; read from torch's cache, never downloaded)"),
-    freeze_blocks: int = typer.Option(4, help="with --pretrained: the first N backbone blocks stay frozen (4 = stem and stride-4 stage)"),
+    freeze_blocks: Optional[int] = typer.Option(None, help="the first N backbone blocks are not trained (default: 4, the stem and stride-4 stage, with --pretrained; else 0)"),
+    nerve_label: Optional[int] = typer.Option(None, help="the mask value that is nerve, for masks that label other structures too (usgra-seg: 1); default: any value > 0"),
+    instances: Instances = typer.Option("union", help="union: one nerve per scan (the median nerve); components: each connected component its own nerve"),
     folds: Optional[int] = typer.Option(None, help="patient-wise K-fold cross-validation (K >= 2): one model per fold in OUT's folder, resumable, pooled report cv.md"),
     intensity_aug: bool = typer.Option(False, help="gain/gamma/speckle augmentation on top of the paper's"),
     hflip: bool = typer.Option(False, help="random horizontal flips on top of the paper's augmentation"),
@@ -384,7 +387,8 @@ def train(
                    ("--batch-size", batch_size, 1, 1024), ("--workers", workers, 0, 256),
                    ("--box-head-width", box_head_width, 1, 65536), ("--mask-head-width", mask_head_width, 1, 65536),
                    ("--fpn-channels", fpn_channels, 1, 65536), ("--negative-share", negative_share, 0, 4),
-                   ("--freeze-blocks", freeze_blocks, 0, 64), ("--folds", folds or 2, 2, 100)])
+                   ("--freeze-blocks", freeze_blocks or 0, 0, 64), ("--folds", folds or 2, 2, 100),
+                   ("--nerve-label", nerve_label or 1, 1, 65535)])
     if folds and split:
         raise StreamsegError("--folds makes its own patient folds: leave out --split")
     if pretrained and init:
@@ -403,7 +407,7 @@ def train(
         init=str(init) if init else None, resume=resume, device=compute, workers=workers,
         max_iters_per_epoch=max_iters_per_epoch, negatives=str(negatives) if negatives else None,
         negative_share=negative_share, keep_epochs=keep_epochs, stop_after=stop_after,
-        pretrained=pretrained, freeze_blocks=freeze_blocks,
+        pretrained=pretrained, freeze_blocks=freeze_blocks, nerve_label=nerve_label, instances=instances,
         model=ModelConfig(backbone=backbone, mask_head=mask_head, norm=norm, box_head_width=box_head_width,
                           mask_head_width=mask_head_width, fpn_channels=fpn_channels),
     )

@@ -101,3 +101,44 @@ def test_coco_json_reads_polygons(sample_dir, tmp_path):
     ref = NerveDataset([s for s in scan_folder(sample_dir) if s.name == "Pz089-001"])[0][1]
     inter = (t["masks"] & ref["masks"]).sum().item()
     assert inter / ref["masks"].sum().item() > 0.97
+
+
+def test_nerve_label_reads_usgra_seg_palette_masks_as_label_indices():
+    """usgra-seg's masks are palette PNGs labelling nerve (1) and vessel (2): --nerve-label 1 keeps
+    the nerve pixels the dataset's manifest counts, and only those."""
+    import csv
+
+    from conftest import shared_data
+    from streamseg.training.dataset import load_pair
+
+    root = shared_data("usgra-seg", needs="test/images") / "test"
+    with open(root.parent / "manifest.csv", newline="") as f:
+        counts = {r["file"]: (int(r["nerve_px(label1)"]), int(r["vessel_px(label2)"])) for r in csv.DictReader(f)}
+    samples = {s.name + ".png": s for s in scan_folder(root, nerve_label=1)}
+    for name in ("0004.png", "0009.png", "0017.png"):
+        _img, mask = load_pair(samples[name])
+        assert mask.sum() == counts[name][0], name
+        _img, both = load_pair(scan_folder(root)[list(samples).index(name)])  # any value > 0: nerve and vessel
+        assert both.sum() == sum(counts[name]), name
+
+
+def test_components_make_one_nerve_per_connected_component():
+    import numpy as np
+
+    from streamseg.training.dataset import NerveDataset, instance_masks
+
+    m = np.zeros((64, 64), bool)
+    m[5:15, 5:15] = True
+    m[30:50, 40:60] = True
+    m[60:62, 0:2] = True  # 4 px: speckle in a mask, not a nerve
+    assert len(instance_masks(m, "union")) == 1
+    parts = instance_masks(m, "components")
+    assert [int(p.sum()) for p in parts] == [100, 400]
+    from conftest import shared_data
+
+    root = shared_data("usgra-seg", needs="test/images") / "test"
+    sample = next(s for s in scan_folder(root, nerve_label=1) if s.name == "0017")  # 3 nerve components
+    _img, target = NerveDataset([sample], instances="components")[0]
+    assert target["boxes"].shape == (3, 4) and target["masks"].shape[0] == 3 and target["labels"].tolist() == [1, 1, 1]
+    _img, target = NerveDataset([sample])[0]
+    assert target["boxes"].shape == (1, 4)

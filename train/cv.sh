@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Patient-wise 4-fold cross-validation of the recipes compared in train/RESULTS.md, on the same
 # folds (seed 0), each fold resumable: rerun after an interruption and it goes on where it stopped.
-#   bash train/cv.sh [RECIPE ...]      RECIPE: mnv2 (default) | v3-scratch
+#   bash train/cv.sh [RECIPE ...]      RECIPE: mnv2 (default) | v3-scratch | mnv2-usgra
 # Each writes runs/cv/RECIPE/{folds.json,foldN/,cv.md,cv.json}; about 40 min a fold on 2 idle CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,16 @@ recipe() {
     mnv2) streamseg train "${COMMON[@]}" --backbone mobilenet_v2 --pretrained --norm frozen --lr 0.005 --out "$OUT/mnv2/model.pt" ;;
     # today's bundled architecture from scratch (BatchNorm), the same epochs
     v3-scratch) streamseg train "${COMMON[@]}" --backbone mobilenet_v3_large --norm batch --lr 0.01 --out "$OUT/v3-scratch/model.pt" ;;
-    *) echo "unknown recipe $1 (mnv2, v3-scratch)" >&2; exit 2 ;;
+    # the pretrained recipe, first trained on usgra-seg's other nerves (label 1, each component a
+    # nerve; its train/ part, 204 scans), then on the median nerve from that checkpoint
+    mnv2-usgra)
+      streamseg train --data ../shared/data/usgra-seg/train --nerve-label 1 --instances components \
+          --backbone mobilenet_v2 --pretrained --norm frozen --mask-head 112 --fpn-channels 128 --mask-head-width 128 \
+        --box-head-width 256 --intensity-aug --hflip --batch-size 4 --schedule cosine --lr 0.005 --epochs 10 \
+        --split "$OUT/usgra/split.json" --resume --out "$OUT/usgra/model.pt"  # a finished run resumes to nothing
+      streamseg train "${COMMON[@]}" --backbone mobilenet_v2 --init "$OUT/usgra/model_last.pt" --norm frozen --freeze-blocks 4 \
+        --lr 0.005 --out "$OUT/mnv2-usgra/model.pt" ;;
+    *) echo "unknown recipe $1 (mnv2, v3-scratch, mnv2-usgra)" >&2; exit 2 ;;
   esac
 }
 for r in "${@:-mnv2}"; do recipe "$r"; done

@@ -44,8 +44,8 @@ def assign_folds(sizes: dict[str, int], k: int, seed: int) -> list[list[str]]:
     return [sorted(f) for f in folds]
 
 
-def make_folds(data: str, negatives: str | None, k: int, seed: int) -> dict:
-    samples = scan_folder(data)
+def make_folds(data: str, negatives: str | None, k: int, seed: int, nerve_label: int | None = None) -> dict:
+    samples = scan_folder(data, nerve_label)
     patients: dict[str, int] = {}
     for s in samples:
         patients[s.patient] = patients.get(s.patient, 0) + 1
@@ -82,7 +82,7 @@ def load_or_make_folds(out: Path, recipe: TrainConfig, k: int, seed: int) -> dic
     """The CV folder's folds.json; made when missing, refused when it belongs to other settings."""
     path = out / "folds.json"
     if not path.is_file():
-        doc = make_folds(recipe.data, recipe.negatives, k, seed)
+        doc = make_folds(recipe.data, recipe.negatives, k, seed, recipe.nerve_label)
         out.mkdir(parents=True, exist_ok=True)
         _write_json(path, doc)
         return doc
@@ -149,7 +149,7 @@ def predict_fold(model_path: Path, recipe: TrainConfig, folds: dict, i: int, dev
 
     device = select_device(device)
     model, info = load_checkpoint(model_path, device=device)
-    samples = select(scan_folder(recipe.data), folds["patients"][i])
+    samples = select(scan_folder(recipe.data, recipe.nerve_label), folds["patients"][i])
     scans = []
     for s, _img, gt, dets in predict_samples(model, samples, device, config=info.config):
         scans.append({"name": s.name, "patient": s.patient, "gt_box": [float(v) for v in mask_box(gt)],

@@ -29,6 +29,7 @@ class Sample:
     image: Path
     mask: Path | None = None  # binary mask file (folder layout)
     polygons: tuple = ()  # COCO polygons (flat xy lists), when no mask file
+    label: int | None = None  # the mask value that is nerve (e.g. 1 of usgra-seg's nerve/vessel masks); None: any > 0
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -42,14 +43,28 @@ def read_image(path: Path) -> np.ndarray:
     return ensure_bgr(img)
 
 
+def _mask_values(path: Path, labelled: bool) -> np.ndarray | None:
+    """The mask's values: grey levels, or with `labelled` the label indices (a palette PNG's indices,
+    which OpenCV would turn into colours)."""
+    if not labelled:
+        return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.array(im if im.mode in ("P", "L", "I", "I;16") else im.convert("L"))
+    except (OSError, UnidentifiedImageError):
+        return None
+
+
 def read_mask(sample: Sample, shape: tuple[int, int]) -> np.ndarray:
     if sample.mask is not None:
-        m = cv2.imread(str(sample.mask), cv2.IMREAD_GRAYSCALE)
+        m = _mask_values(sample.mask, sample.label is not None)
         if m is None:
             raise StreamsegError(f"{sample.mask}: not a readable mask image")
         if m.shape != shape:
             raise StreamsegError(f"{sample.mask}: mask is {m.shape[1]}x{m.shape[0]}, image is {shape[1]}x{shape[0]}")
-        mask = m > 0
+        mask = m == sample.label if sample.label is not None else m > 0
     else:
         canvas = np.zeros(shape, np.uint8)
         for poly in sample.polygons:
@@ -66,8 +81,9 @@ def load_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
     return img, read_mask(sample, img.shape[:2])
 
 
-def scan_folder(root: str | Path) -> list[Sample]:
-    """`images/X.png` + `masks/X.png` (+ optional manifest.csv with file,patient), or a COCO JSON file."""
+def scan_folder(root: str | Path, nerve_label: int | None = None) -> list[Sample]:
+    """`images/X.png` + `masks/X.png` (+ optional manifest.csv with file,patient), or a COCO JSON file.
+    `nerve_label`: the mask value that is nerve, for masks that label other structures too."""
     root = Path(root)
     if root.is_file() and root.suffix == ".json":
         return load_coco(root)
@@ -91,7 +107,7 @@ def scan_folder(root: str | Path) -> list[Sample]:
         mask = next((m for m in (masks_dir / (img.stem + e) for e in IMAGE_EXTS) if m.is_file()), None)
         if mask is None:
             raise StreamsegError(f"{img}: no mask with the same name in {masks_dir}")
-        samples.append(Sample(img.stem, patient_of(img.name, patients), img, mask))
+        samples.append(Sample(img.stem, patient_of(img.name, patients), img, mask, label=nerve_label))
     if not samples:
         raise StreamsegError(f"{images_dir}: no images")
     return samples
@@ -188,8 +204,10 @@ def select(samples: list[Sample], patients) -> list[Sample]:
 class NerveDataset(torch.utils.data.Dataset):
     """Sample -> (3×S×S float image, target with boxes, labels, masks) in letterbox space."""
 
-    def __init__(self, samples: list[Sample], size: int = 512, augment=None, cache: bool = True):
+    def __init__(self, samples: list[Sample], size: int = 512, augment=None, cache: bool = True,
+                 instances: str = "union"):
         self.samples, self.size, self.augment = samples, size, augment
+        self.instances = instances  # "union": one nerve per scan; "components": one per connected component
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.cache = cache
 
@@ -212,13 +230,26 @@ class NerveDataset(torch.utils.data.Dataset):
         mask_t = torch.from_numpy(mask.astype(np.uint8))[None]
         if self.augment is not None:
             img_t, mask_t = self.augment(img_t, mask_t)
-        box = mask_box(mask_t[0].numpy().astype(bool))
-        target = {
-            "boxes": torch.as_tensor(box, dtype=torch.float32)[None],
-            "labels": torch.ones(1, dtype=torch.int64),  # a mask with two components is one nerve
-            "masks": mask_t.to(torch.uint8),
+        masks = instance_masks(mask_t[0].numpy().astype(bool), self.instances)
+        return img_t, {
+            "boxes": torch.as_tensor(np.stack([mask_box(m) for m in masks]), dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.ones(len(masks), dtype=torch.int64),
+            "masks": torch.from_numpy(np.stack(masks).astype(np.uint8)),
         }
-        return img_t, target
+
+
+MIN_COMPONENT_PX = 16
+
+
+def instance_masks(mask: np.ndarray, instances: str = "union") -> list[np.ndarray]:
+    """The nerves in a mask: the whole mask as one ("union": the median nerve, where a second
+    component is part of the same nerve), or each connected component of at least 16 px as its own
+    ("components": several nerves in one scan, as the brachial plexus of usgra-seg)."""
+    if instances == "union":
+        return [mask]
+    n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    parts = [labels == i for i in range(1, n)]
+    return [p for p in parts if p.sum() >= MIN_COMPONENT_PX] or [mask]
 
 
 def collate(batch):

@@ -47,7 +47,9 @@ class TrainConfig:
     hflip: bool = False
     init: str | None = None  # user-supplied state dict (COCO Mask R-CNN or ImageNet ResNet)
     pretrained: bool = False  # the backbone's ImageNet weights through torchvision's weights API
-    freeze_blocks: int = 4  # with `pretrained`: the first N backbone blocks stay as ImageNet left them
+    freeze_blocks: int | None = None  # the first N backbone blocks are not trained (None: 4 with `pretrained`, else 0)
+    nerve_label: int | None = None  # the mask value that is nerve (masks labelling other structures too)
+    instances: str = "union"  # "union": one nerve per scan; "components": one per connected component
     resume: bool = False
     device: str = "auto"
     max_iters_per_epoch: int | None = None  # for quick tests
@@ -147,7 +149,7 @@ def _train_set(cfg: TrainConfig, mcfg: ModelConfig, train_s, log) -> tuple[torch
     """The augmented wrist scans (+ nerve-free draws with --negatives) and the validation negatives.
     The negatives are split by acquisition group (seed), unless the split file lists them itself
     (a cross-validation fold)."""
-    ds = NerveDataset(train_s, mcfg.image_size, PaperAugment(cfg.intensity_aug, cfg.hflip))
+    ds = NerveDataset(train_s, mcfg.image_size, PaperAugment(cfg.intensity_aug, cfg.hflip), instances=cfg.instances)
     if not cfg.negatives:
         return ds, []
     neg_split = (load_negative_split(cfg.split, cfg.negatives) if cfg.split and Path(cfg.split).is_file() else None) \
@@ -160,21 +162,21 @@ def _train_set(cfg: TrainConfig, mcfg: ModelConfig, train_s, log) -> tuple[torch
 
 def _build(cfg: TrainConfig, mcfg: ModelConfig, log) -> tuple[torch.nn.Module, dict]:
     """The model to train and where its first weights came from (recorded in every checkpoint)."""
-    if not cfg.pretrained:
-        model = build_model(mcfg)
-        origin = {"kind": "random"}
-    else:
+    weights, origin = None, {"kind": "random"}
+    if cfg.pretrained:
         weights, file = pretrained_weights(mcfg.backbone)
-        model = build_model(mcfg, backbone_weights=weights)
-        frozen = freeze_blocks(model, cfg.freeze_blocks)
         origin = {"kind": "torchvision weights", "weights": f"{type(weights).__name__}.{weights.name}",
-                  "file": file.name, "sha256": file_sha256(file), "frozen_blocks": cfg.freeze_blocks}
-        log(f"backbone from {origin['weights']} ({file}); first {cfg.freeze_blocks} blocks frozen ({frozen} tensors)")
+                  "file": file.name, "sha256": file_sha256(file)}
+        log(f"backbone from {origin['weights']} ({file})")
+    model = build_model(mcfg, backbone_weights=weights)
     if cfg.init:
         info = init_from_file(model, cfg.init)
-        origin = {**origin, "init_file": str(cfg.init), "init_sha256": file_sha256(cfg.init)}
+        origin = {"kind": "file", "file": str(cfg.init), "sha256": file_sha256(cfg.init)}
         log(f"initialised {info['loaded']} tensors from {cfg.init} ({info['skipped']} left fresh/skipped)")
-    return model, origin
+    blocks = cfg.freeze_blocks if cfg.freeze_blocks is not None else (4 if cfg.pretrained else 0)
+    if blocks:
+        log(f"first {blocks} backbone blocks frozen ({freeze_blocks(model, blocks)} tensors)")
+    return model, {**origin, "frozen_blocks": blocks}
 
 
 def _loader(cfg: TrainConfig, ds, world: int):
@@ -191,7 +193,7 @@ def setup(cfg: TrainConfig, log=print) -> Run:
     world, rank, local = _distributed()
     device = _device(cfg.device, world, local)
     _seed_all(cfg.seed + rank)
-    samples = scan_folder(cfg.data)
+    samples = scan_folder(cfg.data, cfg.nerve_label)
     split = prepare_split(cfg, samples)
     train_s, val_s = select(samples, split["train"]), select(samples, split["val"])
     if not train_s:
