@@ -20,7 +20,7 @@ recipe() {
     # nerve; its train/ part, 204 scans), then on the median nerve from that checkpoint
     mnv2-usgra)
       streamseg train --data ../shared/data/usgra-seg/train --nerve-label 1 --instances components \
-          --backbone mobilenet_v2 --pretrained --norm frozen --mask-head 112 --fpn-channels 128 --mask-head-width 128 \
+        --backbone mobilenet_v2 --pretrained --norm frozen --mask-head 112 --fpn-channels 128 --mask-head-width 128 \
         --box-head-width 256 --intensity-aug --hflip --batch-size 4 --schedule cosine --lr 0.005 --epochs 10 \
         --split "$OUT/usgra/split.json" --resume --out "$OUT/usgra/model.pt"  # a finished run resumes to nothing
       streamseg train "${COMMON[@]}" --backbone mobilenet_v2 --init "$OUT/usgra/model_last.pt" --norm frozen --freeze-blocks 4 \
