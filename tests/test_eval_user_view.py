@@ -14,9 +14,8 @@ from conftest import GT_BOX, box_mask as _mask
 
 def _scan(boxes, scores, patient="P1", name="x"):
     boxes = np.array(boxes, np.float32).reshape(-1, 4)
-    r = paper_rule(name, GT_BOX, _mask(GT_BOX), boxes, np.array(scores, float), [_mask(b) for b in boxes])
-    r.extra["patient"] = patient
-    return r
+    return paper_rule(name, GT_BOX, _mask(GT_BOX), boxes, np.array(scores, float), [_mask(b) for b in boxes],
+                      patient=patient)
 
 
 def test_operating_point_counts_what_is_shown_at_the_display_threshold():

@@ -22,12 +22,12 @@ def image_result(scan: dict) -> ImageResult:
     boxes = np.array([d["box"] for d in dets], dtype=np.float64).reshape(-1, 4)
     scores = np.array([d["score"] for d in dets], dtype=np.float64)
     gt_box = np.asarray(scan["gt_box"], dtype=np.float64)
-    r = ImageResult(name=scan["name"], area_gt_px=scan["area_gt_px"], extra={"patient": scan["patient"]})
+    r = ImageResult(name=scan["name"], area_gt_px=scan["area_gt_px"], patient=scan["patient"])
     if dets:
         top = int(np.argmax(scores))
         r.top_score, r.top_area_px = float(scores[top]), dets[top]["area_px"]
         r.top_iou = float(box_iou(boxes[top], gt_box)[0, 0])
-        r.extra["top_dice"] = dets[top]["dice"]
+        r.top_dice = dets[top]["dice"]
     match, r.fp, r.fn = paper_match(gt_box, boxes, scores, CONF_THRESH, IOU_THRESH)
     if match is not None:
         r.tp, r.dice, r.area_pred_px = 1, dets[match]["dice"], dets[match]["area_px"]

@@ -14,7 +14,7 @@ from ..model import ModelConfig, ModelInfo
 from ..types import NERVE_SCORE, StreamsegError
 from . import report
 from .dataset import Sample, load_pair, load_split, scan_folder, select
-from .metrics import (CONF_THRESH, IOU_THRESH, ImageResult, bland_altman, coco_ap, dice, false_detections,
+from .metrics import (CONF_THRESH, IOU_THRESH, ImageResult, bland_altman, coco_ap, false_detections,
                       operating_point, paper_rule, per_patient, reliability, shown_outcome, summarize)
 from .negatives import scan_negatives, split_negatives, top_scores
 
@@ -43,10 +43,9 @@ def score_predictions(preds, conf: float = CONF_THRESH, iou: float = IOU_THRESH,
         boxes = np.array([d.box for d in dets], dtype=np.float32).reshape(-1, 4)
         scores = np.array([d.score for d in dets], dtype=np.float64)
         masks = [d.mask for d in dets]
-        r = paper_rule(s.name, gt_box, gt, boxes, scores, masks, conf, iou, fn_rule)
-        r.extra["patient"] = s.patient
+        r = paper_rule(s.name, gt_box, gt, boxes, scores, masks, conf, iou, fn_rule, patient=s.patient)
         per_image.append(r)
-        top1.append(dice(masks[0], gt) if masks else 0.0)
+        top1.append(r.top_dice or 0.0)
         ap_box.append(([gt_box], scores, list(boxes)))
         ap_seg.append(([gt], scores, masks))
     summary = summarize(per_image)
@@ -126,19 +125,23 @@ def nerve_free_paths(data, split=None, subset=None) -> list[Path]:
     return paths
 
 
+def shown_areas(per_image: list[ImageResult], score_thresh: float, iou: float) -> tuple[list[float], list[float]]:
+    """(expert's, shown outline's) areas in px² on the scans whose shown outline is on the nerve."""
+    shown = [r for r in per_image if shown_outcome(r, score_thresh, iou) == "correct"]
+    return [r.area_gt_px for r in shown], [r.top_area_px for r in shown]
+
+
 def user_view(per_image: list[ImageResult], score_thresh: float, iou: float, mm_per_px: float | None) -> dict:
     """What a user reads: the operating point at the display threshold, per-patient results and the
     CSA agreement (Bland–Altman) of the outline shown where it is on the nerve ("correct")."""
-    shown = [r for r in per_image if shown_outcome(r, score_thresh, iou) == "correct"]
-    expert, model = [r.area_gt_px for r in shown], [r.top_area_px for r in shown]
+    expert, model = shown_areas(per_image, score_thresh, iou)
     agreement = {"scans": "correct at the display threshold", "px2": bland_altman(expert, model)}
     if mm_per_px:
         a = mm_per_px ** 2
         agreement["mm2"] = bland_altman([v * a for v in expert], [v * a for v in model])
     return {"operating_point": operating_point(per_image, score_thresh, iou),
             "reliability": reliability(per_image, iou=iou),
-            "per_patient": per_patient(per_image), "csa_agreement": agreement,
-            "_areas": (expert, model)}
+            "per_patient": per_patient(per_image), "csa_agreement": agreement}
 
 
 def run_eval(data, model_path=None, split=None, subset=None, json_out=None, out_dir=None, mm_per_px=None,
@@ -154,9 +157,8 @@ def run_eval(data, model_path=None, split=None, subset=None, json_out=None, out_
     model, info = load_checkpoint(model_path, device=device, box_from_mask=(box == "mask"))
     preds = predict_samples(model, samples, device, progress, config=info.config)
     summary, per_image = score_predictions(preds, conf, iou, fn_rule, mm_per_px)
-    view = user_view(per_image, score_thresh, iou, mm_per_px)
-    expert, shown = view.pop("_areas")
-    summary.update(view)
+    summary.update(user_view(per_image, score_thresh, iou, mm_per_px))
+    expert, shown = shown_areas(per_image, score_thresh, iou)
     summary.update({"model": info.source, "data": str(data), "box": box,
                     "subset": (subset or "test") if split is not None else "all"})
     if json_out:

@@ -10,7 +10,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -79,7 +79,8 @@ class ImageResult:
     top_score: float | None = None
     top_iou: float | None = None
     top_area_px: float | None = None  # pixels of the top detection's mask (what a user is shown)
-    extra: dict = field(default_factory=dict)
+    top_dice: float | None = None  # Dice of the top detection's mask, TP or not
+    patient: str = ""
 
 
 def paper_match(gt_box: np.ndarray, boxes: np.ndarray, scores: np.ndarray, conf: float = CONF_THRESH,
@@ -101,14 +102,15 @@ def paper_match(gt_box: np.ndarray, boxes: np.ndarray, scores: np.ndarray, conf:
 
 def paper_rule(name: str, gt_box: np.ndarray, gt_mask: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
                masks: list[np.ndarray], conf: float = CONF_THRESH, iou: float = IOU_THRESH,
-               fn_rule: str = "paper") -> ImageResult:
+               fn_rule: str = "paper", patient: str = "") -> ImageResult:
     """Apply the TP/FP/FN rule to one image with one ground-truth nerve."""
-    r = ImageResult(name=name, area_gt_px=float(gt_mask.sum()))
+    r = ImageResult(name=name, area_gt_px=float(gt_mask.sum()), patient=patient)
     if len(scores):
         top = int(np.argmax(np.asarray(scores)))
         r.top_score = float(scores[top])
         r.top_iou = float(box_iou(boxes[top], gt_box)[0, 0])
         r.top_area_px = float(masks[top].sum())
+        r.top_dice = dice(masks[top], gt_mask)
     match, r.fp, r.fn = paper_match(gt_box, boxes, scores, conf, iou, fn_rule)
     if match is not None:
         r.tp = 1
@@ -264,10 +266,10 @@ def bland_altman(expert, predicted) -> dict:
 
 
 def per_patient(results: list[ImageResult]) -> dict[str, dict]:
-    """`summarize` per patient (results carry the patient in extra["patient"])."""
+    """`summarize` per patient (each image by its `patient`, else its own name)."""
     groups: dict[str, list[ImageResult]] = {}
     for r in results:
-        groups.setdefault(str(r.extra.get("patient", r.name)), []).append(r)
+        groups.setdefault(r.patient or r.name, []).append(r)
     return {p: summarize(rs) for p, rs in sorted(groups.items())}
 
 

@@ -36,7 +36,7 @@ def write_per_image_csv(path, results: list[ImageResult], mm_per_px: float | Non
             w = csv.writer(f)
             w.writerow(cols)
             for r in results:
-                row = [r.name, r.extra.get("patient", ""), r.tp, r.fp, r.fn, _f(r.dice), _f(r.hd95), r.area_gt_px,
+                row = [r.name, r.patient, r.tp, r.fp, r.fn, _f(r.dice), _f(r.hd95), r.area_gt_px,
                        _f(r.area_pred_px), _f(r.top_score), _f(r.top_iou)]
                 if mm_per_px:
                     a = mm_per_px ** 2
