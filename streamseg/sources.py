@@ -226,7 +226,7 @@ class AVSource(BaseSource):
         if kind_of(url) == "file":
             p = Path(url)
             if not p.exists():
-                raise StreamsegError(f"{url}: no such file")
+                raise StreamsegError(f"{url}: " + ("a symlink loop or a link to nothing" if p.is_symlink() else "no such file"))
             if p.is_dir():
                 raise StreamsegError(f"{url}: is a folder, not a video")
             if not os.access(p, os.R_OK):
@@ -419,6 +419,8 @@ def open_source(spec: str, live: bool, crop=None, width: int | None = None, heig
                 fps: float | None = None, open_timeout_s: float = 5.0, read_timeout_s: float = 3.0,
                 reconnect_attempts: int = RECONNECT_ATTEMPTS, backoff_s: float = BACKOFF_S, on_event=None) -> BaseSource:
     """Open and validate a source (first frame read); raises StreamsegError with one clear line."""
+    if not str(spec).strip():  # Path("") is ".", a folder: say what is wrong instead
+        raise StreamsegError("the source is an empty name: give /dev/videoN, an index, a URL or a file")
     kw = dict(crop=crop, reconnect_attempts=reconnect_attempts, backoff_s=backoff_s, on_event=on_event)
     kind = kind_of(spec)
     from .dicom import DicomSource, is_dicom  # DICOM files (issue 12): pydicom, not FFmpeg
