@@ -187,10 +187,24 @@ def resume(run: Run, log=print) -> tuple[int, float]:
     """(first epoch, best score so far): from OUT_last.pt with --resume, else (0, -1)."""
     if not (run.cfg.resume and run.last_path.is_file()):
         return 0, -1.0
+    from ..files import first_line
+    from ..model import RUNTIME_KEYS
+
     blob = read_checkpoint(run.last_path)
-    run.model.load_state_dict(blob["state_dict"])
-    state = blob["meta"]["train_state"]
-    run.opt.load_state_dict(state["optimizer"])
+    state = (blob.get("meta") or {}).get("train_state")
+    if not isinstance(state, dict) or not {"epoch", "best", "optimizer"} <= state.keys():
+        raise StreamsegError(f"{run.last_path}: holds no training state to resume (not saved by streamseg train)")
+    ours = run.mcfg.to_dict()
+    differ = [k for k, v in blob["config"].items() if k in ours and k not in RUNTIME_KEYS and v != ours[k]]
+    if differ:
+        k = differ[0]
+        raise StreamsegError(f"{run.last_path}: made for another model ({k} {blob['config'][k]!r}, this run "
+                             f"{ours[k]!r}): give the same architecture flags, or train without --resume")
+    try:
+        run.model.load_state_dict(blob["state_dict"])
+        run.opt.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise StreamsegError(f"{run.last_path}: does not fit this run ({first_line(e, 120)})") from None
     log(f"resumed from {run.last_path} at epoch {state['epoch'] + 1}")
     return state["epoch"] + 1, state["best"]
 
