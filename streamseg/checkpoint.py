@@ -30,8 +30,10 @@ def save_checkpoint(path, model: torch.nn.Module, meta: dict | None = None, half
 
 def read_checkpoint(path) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise StreamsegError(f"{path}: checkpoint not found")
+    if not path.is_file():  # say what is there instead: nothing, a folder, a device, a FIFO, a socket
+        what = ("checkpoint not found" if not path.exists() else "is a folder, not a checkpoint file" if path.is_dir()
+                else "is not a regular file (a device, a FIFO or a socket), not a checkpoint")
+        raise StreamsegError(f"{path}: {what}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - corrupt, truncated or foreign: one clear line

@@ -96,6 +96,9 @@ class BaseSource:
         except StreamsegError:
             self.close()
             raise
+        except av.error.ExitError:  # FFmpeg's read timeout ("Immediate exit requested")
+            self.close()
+            raise StreamsegError(self._no_data()) from None
         except _AV_ERRORS as e:
             self.close()
             raise StreamsegError(f"{self.spec}: cannot decode video ({first_line(e)})") from None
@@ -156,7 +159,7 @@ class BaseSource:
             except StreamsegError:
                 raise
             except _AV_ERRORS as e:
-                reason = first_line(e)
+                reason = self._no_data() if isinstance(e, av.error.ExitError) else first_line(e)
             if stop.is_set() or self._closing or not self.live or (self.finite and reason == "stream ended"):
                 return  # a file played as a live source ends at its end; streams and devices reconnect
             self.state = "lost"
@@ -167,6 +170,11 @@ class BaseSource:
             if not self._reconnect(stop):
                 return
             self.state = "ok"
+
+    def _no_data(self) -> str:
+        """What FFmpeg's read timeout means (it reports "[Errno 1414092869] Immediate exit requested")."""
+        timeout = getattr(self, "read_timeout_s", None)
+        return f"no data from {self.spec} for {timeout:g} s" if timeout else f"no data from {self.spec}"
 
     def reconnect_delays(self) -> list[float]:
         """The waits before each reconnect attempt (s): doubling from `backoff_s`, capped at `backoff_max_s`."""

@@ -85,3 +85,75 @@ def test_the_bare_command_still_prints_its_help(work, monkeypatch):
 def test_an_empty_device_says_so(work, monkeypatch):
     line = _one_line(["live", "--device", "", "--no-show"], work, monkeypatch)
     assert "empty" in line and "folder" not in line
+
+
+@pytest.mark.parametrize("kind, words", [("folder", "is a folder"), ("fifo", "not a regular file"),
+                                         ("device", "not a regular file"), ("missing", "not found")])
+def test_a_model_that_is_not_a_file_says_what_it_is(work, monkeypatch, kind, words):
+    model = {"folder": str(work), "fifo": str(work / "fifo"), "device": "/dev/zero", "missing": "nope.pt"}[kind]
+    if kind == "fifo":
+        os.mkfifo(work / "fifo")
+    line = _one_line(["file", "demo.mp4", "--model", model, "--max-frames", "1"], work, monkeypatch)
+    assert words in line and (kind == "missing" or "not found" not in line), line
+
+
+def _corrupt_first_frame(src, dst, frames: int | None = None):
+    """The bundled JPEG DICOM with its first frame's JPEG data replaced by garbage (and only the first
+    `frames` frames kept)."""
+    import pydicom
+    from pydicom.encaps import encapsulate, generate_frames
+
+    ds = pydicom.dcmread(src)
+    data = list(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))[:frames]
+    data[0] = b"\xff\xd8 not a jpeg " * 8
+    ds.PixelData = encapsulate(data)
+    ds.NumberOfFrames = len(data)
+    ds.save_as(dst)
+    return dst
+
+
+def test_a_dicom_whose_only_frame_fails_is_one_line_without_a_note(work, monkeypatch, sample_dir):
+    _corrupt_first_frame(sample_dir / "demo.dcm", work / "bad.dcm", frames=1)
+    line = _one_line(["file", "bad.dcm", "--max-frames", "1"], work, monkeypatch)
+    assert "no decodable frames" in line and "frame 1" in line
+
+
+def test_a_dicom_whose_first_frame_fails_notes_it_once_and_goes_on(work, sample_dir):
+    from streamseg.dicom import DicomSource
+
+    events = []
+    src = DicomSource(str(_corrupt_first_frame(sample_dir / "demo.dcm", work / "bad.dcm")), False,
+                      on_event=lambda kind, msg: events.append(kind)).open()
+    assert events.count("decode_error") == 1 and len(list(src.frames())) == src.dicom.frames - 1
+
+
+def test_a_udp_read_timeout_says_no_data_for_n_seconds(sample_dir):
+    """ffmpeg sends 4 s of MPEG-TS over UDP (a keyframe every 5 frames), then stops: the source reports the silence in words, not
+    as FFmpeg's "[Errno 1414092869] Immediate exit requested"."""
+    import socket
+    import subprocess
+
+    from streamseg.sources import open_source
+
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        pytest.skip("ffmpeg not installed")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"udp://127.0.0.1:{port}"
+    sender = subprocess.Popen([ffmpeg, "-v", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i",
+                               str(sample_dir / "demo.mp4"), "-t", "4", "-c:v", "libx264", "-preset", "ultrafast",
+                               "-g", "5", "-an", "-f", "mpegts", url],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    events = []
+    try:
+        src = open_source(url, live=True, open_timeout_s=5, read_timeout_s=1, reconnect_attempts=0,
+                          on_event=lambda kind, msg: events.append(msg))
+        frames = sum(1 for _ in src.frames())
+        src.close()
+    finally:
+        sender.wait(timeout=30)
+    lost = [m for m in events if m.startswith("signal lost")]
+    assert frames > 0 and lost, events
+    assert lost[0] == f"signal lost (no data from {url} for 1 s)", lost
