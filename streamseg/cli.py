@@ -21,12 +21,12 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 
 from .files import first_line
 from .interrupts import exit_at_once_on_interrupt, interrupt_raises
+from .memory import memory_error, report as report_memory_error
 from .options import check_compute, check_export_precision, check_numbers, check_out_dir, check_outputs
 from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, StreamsegError
 
 COMPUTE_HELP = "cpu | cuda | cuda:N | auto"  # the compute device, one flag name on every command
 console = Console(stderr=True, soft_wrap=True)  # one error = one line, never wrapped
-NO_MEMORY = "not enough memory"
 
 
 def print_error(message: str) -> None:
@@ -87,14 +87,6 @@ Precision = Literal["auto", "fp32", "int8"]  # options.PRECISIONS
 ExportPrecision = Literal["auto", "fp32", "int8"]
 
 
-def out_of_memory(e: BaseException) -> bool:
-    """Is `e` an allocation that failed: MemoryError, torch's "DefaultCPUAllocator: can't allocate
-    memory" / CUDA "out of memory" RuntimeError, or a library that cannot be mapped (`ulimit -v`)?"""
-    text = str(e)
-    return isinstance(e, MemoryError) or (isinstance(e, (RuntimeError, ImportError, OSError)) and any(
-        s in text for s in ("can't allocate memory", "out of memory", "Cannot allocate memory", "failed to map segment")))
-
-
 def os_error_line(e: OSError) -> str:
     """An OSError from a path the user gave (a symlink loop, a name too long, no permission) as one
     line: the path (shortened when it is very long) and the system's reason."""
@@ -118,9 +110,10 @@ def friendly(fn):
         except StreamsegError as e:
             print_error(str(e))
             raise typer.Exit(2)
-        except (MemoryError, RuntimeError, ImportError, OSError) as e:
-            if out_of_memory(e):
-                print_error(f"{NO_MEMORY} ({first_line(e, 100)})")
+        except (MemoryError, RuntimeError, ImportError, OSError, SystemError) as e:
+            line = memory_error(e)
+            if line:
+                print_error(line)
                 raise typer.Exit(1)
             if not isinstance(e, OSError):
                 raise
@@ -585,8 +578,32 @@ def ablation(
     Console().print(table)
 
 
+def remove_empty_torch_cache_at_exit() -> None:
+    """torch (2.9) makes `$TMPDIR/torchinductor_<user>` as soon as torchvision is imported, though
+    only the `compiled` backend writes there: at exit, remove it where this run made it and left it
+    empty (rmdir removes nothing else)."""
+    import atexit
+    import tempfile
+
+    tmp = Path(tempfile.gettempdir())
+    before = set(tmp.glob("torchinductor_*"))
+
+    def tidy():
+        for d in set(tmp.glob("torchinductor_*")) - before:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+    atexit.register(tidy)
+
+
 def main():
-    app()
+    remove_empty_torch_cache_at_exit()
+    try:
+        app()
+    except (MemoryError, ImportError, OSError, RuntimeError, SystemError) as e:  # outside a command: parsing the line
+        if report_memory_error(e):
+            sys.exit(1)
+        raise
 
 
 if __name__ == "__main__":
