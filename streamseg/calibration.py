@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import atomic_write
+from .files import atomic_write, check_writable
 from .types import StreamsegError
 
 PROFILES_FILE = "profiles.json"
@@ -141,6 +141,7 @@ def save_profile(name: str, mm_per_px: float, crop=None, depth_mm: float | None 
         d.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise StreamsegError(f"{d}: cannot create config folder ({e.strerror})") from None
+    check_writable(d / PROFILES_FILE)  # a read-only config folder: one line before anything is read or made
     profiles = load_profiles()
     profiles[name] = {
         "mm_per_px": float(mm_per_px),

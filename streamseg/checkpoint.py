@@ -30,14 +30,18 @@ def save_checkpoint(path, model: torch.nn.Module, meta: dict | None = None, half
 
 def read_checkpoint(path) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise StreamsegError(f"{path}: checkpoint not found")
+    if not path.is_file():  # say what is there instead: nothing, a folder, a device, a FIFO, a socket
+        what = ("checkpoint not found" if not path.exists() else "is a folder, not a checkpoint file" if path.is_dir()
+                else "is not a regular file (a device, a FIFO or a socket), not a checkpoint")
+        raise StreamsegError(f"{path}: {what}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - corrupt, truncated or foreign: one clear line
         raise StreamsegError(f"{path}: not a readable streamseg checkpoint ({type(e).__name__})") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT or "state_dict" not in blob:
         raise StreamsegError(f"{path}: not a streamseg checkpoint (no '{FORMAT}' header)")
+    if not isinstance(blob.get("config"), dict) or not isinstance(blob["state_dict"], dict):
+        raise StreamsegError(f"{path}: a broken streamseg checkpoint (its config or weights are not a mapping)")
     return blob
 
 
@@ -51,12 +55,15 @@ def load_checkpoint(path=None, device: str | torch.device = "cpu", **overrides) 
     blob = read_checkpoint(path)
     try:
         cfg = ModelConfig.from_dict({**blob["config"], **overrides})
+    except StreamsegError as e:  # a config with values no model can have (image_size 0, anchor sizes of text)
+        raise StreamsegError(f"{path}: {e}") from None
+    try:
         model = build_model(cfg)
         sd = {k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
         model.load_state_dict(sd)
     except StreamsegError:
         raise
-    except (RuntimeError, KeyError, TypeError) as e:
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise StreamsegError(f"{path}: weights do not fit the architecture it names ({first_line(e)})") from None
     info = ModelInfo(cfg, source=str(path), sha256=file_sha256(path), meta=blob.get("meta", {}))
     return model.eval().to(device), info

@@ -4,20 +4,72 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Literal, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
+try:  # typer >= 0.25 carries its own copy of click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_errors
+
+from .files import first_line
 from .interrupts import exit_at_once_on_interrupt, interrupt_raises
+from .memory import memory_error, report as report_memory_error
 from .options import check_compute, check_export_precision, check_numbers, check_out_dir, check_outputs
 from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, StreamsegError
 
 COMPUTE_HELP = "cpu | cuda | cuda:N | auto"  # the compute device, one flag name on every command
+console = Console(stderr=True, soft_wrap=True)  # one error = one line, never wrapped
+
+
+def print_error(message: str) -> None:
+    """`error: MESSAGE` as one red line on stderr; the message (user text: paths, flag values) is
+    escaped, so rich prints it as written and never reads it as markup."""
+    console.print(f"[bold red]error:[/] {escape(' '.join(str(message).splitlines()))}", highlight=False)
+
+
+class UsageLine(click_errors.ClickException):
+    """A usage error (unknown option, bad value, missing argument) as one line, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        print_error(self.message)
+
+
+class OneLineUsage(TyperGroup):
+    """The command group, whose usage errors are one line (with where to find help) instead of
+    click's three (usage, hint, error); `streamseg` alone still prints the help."""
+
+    @staticmethod
+    def _one_line(e):
+        if isinstance(e, getattr(click_errors, "NoArgsIsHelpError", ())):
+            return e
+        where = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
+        return UsageLine(e.format_message() + where)
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click_errors.UsageError as e:
+            raise self._one_line(e) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click_errors.UsageError as e:
+            raise self._one_line(e) from None
+
+
 # plain (click) help: the rich help of typer 0.29 labels every flag `<bool>`; choices show as <a|b|c>
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+app = typer.Typer(cls=OneLineUsage, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Real-time median-nerve segmentation for wrist ultrasound.")
 
 # Fixed choices, listed by --help and refused by the parser (tests/test_cli.py keeps BackendName in
@@ -34,11 +86,22 @@ BoxKind = Literal["mask", "regressed"]
 Instances = Literal["union", "components"]
 Precision = Literal["auto", "fp32", "int8"]  # options.PRECISIONS
 ExportPrecision = Literal["auto", "fp32", "int8"]
-console = Console(stderr=True, soft_wrap=True)  # one error = one line, never wrapped
+
+
+def os_error_line(e: OSError) -> str:
+    """An OSError from a path the user gave (a symlink loop, a name too long, no permission) as one
+    line: the path (shortened when it is very long) and the system's reason."""
+    name = e.filename if e.filename is not None else ""
+    name = os.fsdecode(name) if isinstance(name, bytes) else str(name)
+    if len(name) > 80:
+        name = f"{name[:40]}...{name[-30:]}"
+    reason = e.strerror or first_line(e)
+    return f"{name}: {reason}" if name else reason
 
 
 def friendly(fn):
-    """Turn StreamsegError (and Ctrl-C) into one clear line and a non-zero exit, never a traceback."""
+    """Turn StreamsegError, an OSError on a user's path, running out of memory (and Ctrl-C) into one
+    clear line and a non-zero exit, never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -46,7 +109,16 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except StreamsegError as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False)
+            print_error(str(e))
+            raise typer.Exit(2)
+        except (MemoryError, RuntimeError, ImportError, OSError, SystemError) as e:
+            line = memory_error(e)
+            if line:
+                print_error(line)
+                raise typer.Exit(1)
+            if not isinstance(e, OSError):
+                raise
+            print_error(os_error_line(e))
             raise typer.Exit(2)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")
@@ -470,11 +542,11 @@ def _print_eval(summary: dict) -> None:
     from .training import report
 
     def table(title, rows, columns=("metric", "value")):
-        t = Table(title=title)
+        t = Table(title=escape(title))  # paths and patient names are the user's text, never markup
         for i, c in enumerate(columns):
             t.add_column(c, justify="left" if i == 0 else "right")
         for row in rows:
-            t.add_row(*row)
+            t.add_row(*map(escape, row))
         Console().print(t)
 
     where = f"{summary['model']} on {summary['data']} ({summary['subset']})"
@@ -532,8 +604,32 @@ def ablation(
     Console().print(table)
 
 
+def remove_empty_torch_cache_at_exit() -> None:
+    """torch (2.9) makes `$TMPDIR/torchinductor_<user>` as soon as torchvision is imported, though
+    only the `compiled` backend writes there: at exit, remove it where this run made it and left it
+    empty (rmdir removes nothing else)."""
+    import atexit
+    import tempfile
+
+    tmp = Path(tempfile.gettempdir())
+    before = set(tmp.glob("torchinductor_*"))
+
+    def tidy():
+        for d in set(tmp.glob("torchinductor_*")) - before:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+    atexit.register(tidy)
+
+
 def main():
-    app()
+    remove_empty_torch_cache_at_exit()
+    try:
+        app()
+    except (MemoryError, ImportError, OSError, RuntimeError, SystemError) as e:  # outside a command: parsing the line
+        if report_memory_error(e):
+            sys.exit(1)
+        raise
 
 
 if __name__ == "__main__":

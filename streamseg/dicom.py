@@ -392,6 +392,7 @@ class DicomSource:
         self._it: Iterator[tuple[int, np.ndarray]] | None = None
         self._pending: tuple[int, np.ndarray] | None = None
         self._first_error: str | None = None
+        self._opened = False  # the first frame decoded (decode errors before it are told by open)
 
     def open(self) -> "DicomSource":
         """Read the header and decode the first frame, so a bad file fails here with one line."""
@@ -405,9 +406,12 @@ class DicomSource:
         self.stats.expected_frames = info.frames
         self.stats.notes.extend(info.notes)
         self._pending = next(self._it, None)
-        if self._pending is None:
+        if self._pending is None:  # the error line says it all: no note before it
             why = f" ({self._first_error})" if self._first_error else ""
             raise StreamsegError(f"{self.spec}: no decodable frames in the DICOM file{why}")
+        self._opened = True
+        if self._first_error:  # frames before the first good one were skipped: said once the file opens
+            self.on_event("decode_error", f"{self.spec}: {self._first_error} (frame skipped)")
         for note in info.notes:
             self.on_event("note", f"{self.spec}: {note}")
         return self
@@ -416,7 +420,8 @@ class DicomSource:
         self.stats.decode_errors += 1
         if self._first_error is None:  # the runner reports the count at the end
             self._first_error = f"frame {index + 1}: {first_line(e)}"
-            self.on_event("decode_error", f"{self.spec}: {self._first_error} (frame skipped)")
+            if self._opened:
+                self.on_event("decode_error", f"{self.spec}: {self._first_error} (frame skipped)")
 
     def frames(self, stop: threading.Event | None = None) -> Iterator[Frame]:
         stop = stop or threading.Event()

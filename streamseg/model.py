@@ -9,6 +9,7 @@ Everything is torchvision's detection package; this file only configures it:
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -38,6 +39,35 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+# Integer settings of a config and the range each may take: a checkpoint is a file from anywhere, and
+# an image_size of 0 or 2**20 would fail deep in OpenCV or try to allocate terabytes.
+_INT_RANGES = {"num_classes": (2, 1000), "image_size": (64, 2048), "fpn_channels": (1, 65536),
+               "mask_head_width": (1, 65536), "box_head_width": (1, 65536), "rpn_batch_size_per_image": (1, 100000),
+               "rpn_pre_nms_top_n_test": (1, 100000), "rpn_post_nms_top_n_test": (1, 100000),
+               "rpn_post_nms_top_n_train": (1, 100000), "box_batch_size_per_image": (1, 100000),
+               "max_detections": (1, 1000)}
+
+
+def _check(name: str, value, kind: type, lo=None, hi=None) -> None:
+    """`value` is a `kind` (an int for float too; never a bool or a string) within [lo, hi]."""
+    ok = isinstance(value, (int, float) if kind is float else kind) and not isinstance(value, bool)
+    if ok and kind is not str:
+        ok = math.isfinite(value) and lo <= value <= hi
+    if not ok:
+        span = "" if kind is str else f" within [{lo:g}, {hi:g}]"
+        raise StreamsegError(f"{name} {value!r}: expected {'text' if kind is str else f'a number{span}'}"
+                             f"{' (an integer)' if kind is int else ''}")
+
+
+def _items(name: str, values, kind: type, lo=None, hi=None) -> list:
+    """A config list (`anchor_sizes`, ...) whose every item passes `_check`."""
+    if not isinstance(values, (list, tuple)):
+        raise StreamsegError(f"config {name} {values!r}: expected a list")
+    for v in values:
+        _check(f"config {name} item", v, kind, lo, hi)
+    return list(values)
+
+
 @dataclass
 class ModelConfig:
     backbone: str = "resnet101"
@@ -64,9 +94,16 @@ class ModelConfig:
 
     def __post_init__(self):
         self.mask_head = str(self.mask_head)
-        self.class_names = tuple(self.class_names)
-        self.anchor_sizes = tuple(int(a) for a in self.anchor_sizes)
-        self.aspect_ratios = tuple(float(a) for a in self.aspect_ratios)
+        self.class_names = tuple(_items("class_names", self.class_names, str))
+        self.anchor_sizes = tuple(_items("anchor_sizes", self.anchor_sizes, int, 1, 4096))
+        self.aspect_ratios = tuple(float(a) for a in _items("aspect_ratios", self.aspect_ratios, float, 0.01, 100))
+        for name, (lo, hi) in _INT_RANGES.items():
+            _check("config " + name, getattr(self, name), int, lo, hi)
+        _check("config box_score_thresh", self.box_score_thresh, float, 0, 1)
+        if not isinstance(self.box_from_mask, bool):
+            raise StreamsegError(f"config box_from_mask {self.box_from_mask!r}: expected true or false")
+        if len(self.anchor_sizes) != 5 or not self.aspect_ratios:
+            raise StreamsegError("config anchor_sizes needs 5 sizes (one per FPN level) and aspect_ratios at least one")
         if self.backbone not in BACKBONES:
             raise StreamsegError(f"unknown backbone {self.backbone!r}: choose one of {', '.join(BACKBONES)}")
         if self.mask_head not in MASK_HEADS:
@@ -242,8 +279,6 @@ def build_model(config: ModelConfig | None = None, *, backbone_weights=None, **o
         config = ModelConfig.from_dict({**config.to_dict(), **overrides})
     cfg = config
     backbone = _backbone(cfg, backbone_weights)
-    if len(cfg.anchor_sizes) != 5:
-        raise StreamsegError("anchor_sizes needs 5 sizes, one per FPN level")
     sizes = tuple((s,) for s in cfg.anchor_sizes)  # one size per FPN level, as the paper
     anchors = AnchorGenerator(sizes=sizes, aspect_ratios=(cfg.aspect_ratios,) * 5)
     names = ["0", "1", "2", "3"]

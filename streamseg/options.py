@@ -68,15 +68,26 @@ def check_export_precision(precision: str, fmt: str, half: bool = False) -> str:
     return precision
 
 
+def resolved(path) -> Path:
+    """`path` made absolute with its links followed; a symlink loop or a name the system refuses
+    (too long) is one StreamsegError line."""
+    try:
+        return Path(path).resolve()
+    except RuntimeError:  # Python < 3.13 reports a loop so: "Symlink loop from '...'"
+        raise StreamsegError(f"{path}: a symlink loop (a link that leads back to itself)") from None
+    except OSError as e:
+        raise StreamsegError(f"{path}: {e.strerror or type(e).__name__}") from None
+
+
 def check_outputs(outputs: dict[str, Path | None], inputs: list | tuple = ()) -> list[Path]:
     """Every output given (flag -> path) is writable, is no input and is no other output (paths
     resolved, so `o.csv` and `./o.csv` collide). Returns the paths given."""
     seen: dict[Path, str] = {}
-    ins = {Path(p).resolve(): str(p) for p in inputs if p is not None}
+    ins = {resolved(p): str(p) for p in inputs if p is not None}
     for flag, p in outputs.items():
         if p is None:
             continue
-        r = Path(p).resolve()
+        r = resolved(p)
         if r in ins:
             raise StreamsegError(f"{p}: {flag} would overwrite the input {ins[r]}")
         if r in seen:

@@ -96,6 +96,9 @@ class BaseSource:
         except StreamsegError:
             self.close()
             raise
+        except av.error.ExitError:  # FFmpeg's read timeout ("Immediate exit requested")
+            self.close()
+            raise StreamsegError(self._no_data()) from None
         except _AV_ERRORS as e:
             self.close()
             raise StreamsegError(f"{self.spec}: cannot decode video ({first_line(e)})") from None
@@ -156,7 +159,7 @@ class BaseSource:
             except StreamsegError:
                 raise
             except _AV_ERRORS as e:
-                reason = first_line(e)
+                reason = self._no_data() if isinstance(e, av.error.ExitError) else first_line(e)
             if stop.is_set() or self._closing or not self.live or (self.finite and reason == "stream ended"):
                 return  # a file played as a live source ends at its end; streams and devices reconnect
             self.state = "lost"
@@ -167,6 +170,11 @@ class BaseSource:
             if not self._reconnect(stop):
                 return
             self.state = "ok"
+
+    def _no_data(self) -> str:
+        """What FFmpeg's read timeout means (it reports "[Errno 1414092869] Immediate exit requested")."""
+        timeout = getattr(self, "read_timeout_s", None)
+        return f"no data from {self.spec} for {timeout:g} s" if timeout else f"no data from {self.spec}"
 
     def reconnect_delays(self) -> list[float]:
         """The waits before each reconnect attempt (s): doubling from `backoff_s`, capped at `backoff_max_s`."""
@@ -226,7 +234,7 @@ class AVSource(BaseSource):
         if kind_of(url) == "file":
             p = Path(url)
             if not p.exists():
-                raise StreamsegError(f"{url}: no such file")
+                raise StreamsegError(f"{url}: " + ("a symlink loop or a link to nothing" if p.is_symlink() else "no such file"))
             if p.is_dir():
                 raise StreamsegError(f"{url}: is a folder, not a video")
             if not os.access(p, os.R_OK):
@@ -419,6 +427,8 @@ def open_source(spec: str, live: bool, crop=None, width: int | None = None, heig
                 fps: float | None = None, open_timeout_s: float = 5.0, read_timeout_s: float = 3.0,
                 reconnect_attempts: int = RECONNECT_ATTEMPTS, backoff_s: float = BACKOFF_S, on_event=None) -> BaseSource:
     """Open and validate a source (first frame read); raises StreamsegError with one clear line."""
+    if not str(spec).strip():  # Path("") is ".", a folder: say what is wrong instead
+        raise StreamsegError("the source is an empty name: give /dev/videoN, an index, a URL or a file")
     kw = dict(crop=crop, reconnect_attempts=reconnect_attempts, backoff_s=backoff_s, on_event=on_event)
     kind = kind_of(spec)
     from .dicom import DicomSource, is_dicom  # DICOM files (issue 12): pydicom, not FFmpeg

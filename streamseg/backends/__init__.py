@@ -12,6 +12,11 @@ and `BACKENDS`, and a line in `available`.
 from __future__ import annotations
 
 import importlib
+import os
+
+# onnxruntime (1.32) writes a telemetry session file, $TMPDIR/.ses, when imported, and left it behind
+# every run (or warned "Failed to persist telemetry device ID" where it cannot): no telemetry.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from .artefacts import DEFAULT_DIR
 from .base import Backend, ensure_bgr, postprocess, preprocess, to_tensor

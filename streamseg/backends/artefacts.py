@@ -11,8 +11,12 @@ Files are written to a temp name and renamed, so a half-written artefact never e
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -82,25 +86,68 @@ def mismatch(path: str | Path, expected: dict) -> str | None:
 
 
 def ensure_dir(out_dir: str | Path) -> Path:
+    """The folder artefacts are written to (`export --out`), created, and writable."""
     out = Path(out_dir)
+    why = _unwritable(out)
+    if why:
+        raise StreamsegError(f"{out}: cannot write artefacts there ({why})")
+    return out
+
+
+def _unwritable(out: Path) -> str | None:
+    """Why artefacts cannot be written into `out` (created here when missing), or None."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise StreamsegError(f"{out}: cannot create the artefact folder ({e.strerror})") from None
-    return out
+        return f"cannot create it: {e.strerror or type(e).__name__}"
+    return None if os.access(out, os.W_OK | os.X_OK) else "not writable"
+
+
+_TEMP_DIR: list[Path] = []  # this process's stand-in for an engines folder it cannot write
+
+
+def build_dir(out_dir: Path, log=None) -> Path:
+    """Where an artefact of `out_dir` is built: `out_dir`, or where that cannot be written (a
+    read-only cache, another user's folder) a temporary folder for this process, removed at exit,
+    with one warning line (the artefacts already in `out_dir` are still used)."""
+    why = _unwritable(out_dir)
+    if not why:
+        return out_dir
+    if not _TEMP_DIR:
+        _TEMP_DIR.append(Path(tempfile.mkdtemp(prefix="streamseg-engines-")))
+        atexit.register(shutil.rmtree, _TEMP_DIR[0], True)
+        (log or _to_stderr)(f"warning: engines folder {out_dir}: {why}; building into a temporary folder for "
+                            "this run only (give --engines DIR, a folder you can write, to keep them)")
+    return _TEMP_DIR[0]
+
+
+def _to_stderr(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _why_rebuild(path: Path, expected: dict, force: bool, check) -> str | None:
+    return "forced" if force else (mismatch(path, expected) or (check(path) if check else None))
 
 
 def ensure_artefact(path: Path, expected: dict, build: Callable[[Path], dict | None], *, force: bool = False,
                     check: Callable[[Path], str | None] | None = None, log=None) -> Path:
     """The artefact at `path`, reused while its sidecar matches `expected` and `check(path)` finds
     nothing wrong; otherwise (or when `force`) `build(path)` writes it, with one log line saying why
-    a stale one is rebuilt. The sidecar is `expected` plus what `build` returns (e.g. output names)."""
-    why = "forced" if force else (mismatch(path, expected) or (check(path) if check else None))
+    a stale one is rebuilt. The sidecar is `expected` plus what `build` returns (e.g. output names).
+    Where `path`'s folder cannot be written, it is built in a temporary folder (`build_dir`) and
+    that path is returned."""
+    why = _why_rebuild(path, expected, force, check)
     if not why:
         return path
+    folder = build_dir(path.parent, log)
+    if folder != path.parent:  # a folder it cannot write: the process's temporary one (built there already?)
+        path = folder / path.name
+        why = _why_rebuild(path, expected, force, check)
+        if not why:
+            return path
     if log and why not in ("missing", "forced"):
         log(f"rebuilding {path.name}: {why}")
-    ensure_dir(path.parent)
     extra = build(path)
     write_sidecar(path, {**expected, **(extra or {})})
     return path

@@ -67,21 +67,49 @@ def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path, batch: int 
                            lambda p: _write_onnx(model, info, p, batch, half, dynamo), force=True)
 
 
-def check_onnx(path: str | Path) -> str | None:
-    """None when `path` is a well-formed ONNX model, else the reason in a few words."""
+def check_onnx(path: str | Path, inputs: dict[str, tuple[int, list]] | None = None) -> str | None:
+    """None when `path` is a well-formed ONNX model (whose inputs are `inputs`, when given: name ->
+    (element type, dims with None for a dynamic one), as `graph_inputs` reads them), else the reason
+    in a few words. A sidecar says what was built, the graph what is there: a 384-px graph or a
+    heads graph under the 512-px dense graph's name, beside that graph's valid sidecar, is refused."""
     import onnx
 
     try:
-        onnx.checker.check_model(str(path))
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
     except Exception as e:  # noqa: BLE001 - any broken file is one reason, not a traceback
         return f"not a valid ONNX model ({first_line(e, 120)})"
+    got = graph_inputs(model.graph)
+    if inputs is not None and got != inputs:
+        return f"the graph's inputs {_shapes(got)} are not the {_shapes(inputs)} asked for"
     return None
+
+
+def graph_inputs(graph) -> dict[str, tuple[int, list]]:
+    """An ONNX graph's inputs (weights excluded): name -> (element type, dims; None where dynamic)."""
+    weights = {t.name for t in graph.initializer}
+    return {i.name: (i.type.tensor_type.elem_type,
+                     [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim])
+            for i in graph.input if i.name not in weights}
+
+
+def _shapes(inputs: dict[str, tuple[int, list]]) -> str:
+    return ", ".join(f"{k}[{'x'.join('?' if d is None else str(d) for d in dims)}]" for k, (_, dims) in inputs.items())
+
+
+def dense_inputs(batch: int, size: int, half: bool) -> dict[str, tuple[int, list]]:
+    """What the dense graph takes: `images`, B×3×S×S, FP16 or FP32 (`graph_inputs`'s form)."""
+    import onnx
+
+    return {"images": (onnx.TensorProto.FLOAT16 if half else onnx.TensorProto.FLOAT, [batch, 3, size, size])}
 
 
 def ensure_onnx(model: nn.Module, info: ModelInfo, out_dir: str | Path = DEFAULT_DIR, batch: int = 1,
                 half: bool = False, log=None, size: int | None = None) -> Path:
     """The dense ONNX for this model (input size×size, default image_size), exported now unless a
     matching, valid one is there."""
+    inputs = dense_inputs(batch, size or info.config.image_size, half)
     return ensure_artefact(artefact_path(info, out_dir, "onnx", batch, half, size=size),
                            onnx_meta(info, batch, half, size),
-                           lambda p: _write_onnx(model, info, p, batch, half, False, size), check=check_onnx, log=log)
+                           lambda p: _write_onnx(model, info, p, batch, half, False, size),
+                           check=lambda p: check_onnx(p, inputs), log=log)

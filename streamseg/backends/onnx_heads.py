@@ -76,10 +76,18 @@ def _write(model: nn.Module, part: str, path: Path) -> dict:
     return {"torch": torch.__version__, "outputs": names}
 
 
+def heads_inputs(model: nn.Module, part: str) -> dict[str, tuple[int, list]]:
+    """What a heads graph takes: `rois`, R×C×P×P FP32 with R dynamic (`onnx_export.graph_inputs`'s form)."""
+    import onnx
+
+    return {"rois": (onnx.TensorProto.FLOAT, [None, *_pooled_shape(model, PARTS[part][1])])}
+
+
 def ensure_heads(model: nn.Module, info: ModelInfo, out_dir: str | Path = DEFAULT_DIR, log=None) -> dict[str, Path]:
     """The box and mask head graphs for this model, exported now unless matching valid ones are there."""
     return {part: ensure_artefact(artefact_path(info, out_dir, "onnx", part=f"heads-{part}"), heads_meta(info, part),
-                                  lambda p, part=part: _write(model, part, p), check=check_onnx, log=log)
+                                  lambda p, part=part: _write(model, part, p),
+                                  check=lambda p, part=part: check_onnx(p, heads_inputs(model, part)), log=log)
             for part in PARTS}
 
 

@@ -21,7 +21,7 @@ from ..letterbox import ensure_bgr
 from ..types import StreamsegError
 from .artefacts import ensure_artefact, read_sidecar
 from .base import preprocess
-from .onnx_export import check_onnx
+from .onnx_export import check_onnx, graph_inputs
 
 CALIB_DIR = Path(__file__).resolve().parents[1] / "data" / "calib" / "images"
 METHODS = ("MinMax", "Percentile", "Entropy")
@@ -151,4 +151,6 @@ def ensure_int8(fp32_path: str | Path, calib_dir: str | Path = CALIB_DIR, method
         quantize(fp32_path, path, calibration_batches(files, shape[-1]), method, exclude=keep)
         return {"calibration_images": len(files), "fp32_nodes": list(keep)}
 
-    return ensure_artefact(int8_path(fp32_path), meta, build, force=force, check=check_onnx, log=log)
+    inputs = graph_inputs(_graph(fp32_path))  # the INT8 copy takes what its FP32 graph takes
+    return ensure_artefact(int8_path(fp32_path), meta, build, force=force, check=lambda p: check_onnx(p, inputs),
+                           log=log)

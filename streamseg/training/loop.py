@@ -220,21 +220,40 @@ def resume(run: Run, log=print) -> tuple[int, float]:
     """(first epoch, best score so far): from OUT_last.pt with --resume, else (0, -1)."""
     if not (run.cfg.resume and run.last_path.is_file()):
         return 0, -1.0
+    from ..files import first_line
+    from ..model import RUNTIME_KEYS
+
     blob = read_checkpoint(run.last_path)
-    run.model.load_state_dict(blob["state_dict"])
-    state = blob["meta"]["train_state"]
-    run.opt.load_state_dict(state["optimizer"])
+    state = (blob.get("meta") or {}).get("train_state")
+    if not isinstance(state, dict) or not {"epoch", "best", "optimizer"} <= state.keys():
+        raise StreamsegError(f"{run.last_path}: holds no training state to resume (not saved by streamseg train)")
+    ours = run.mcfg.to_dict()
+    differ = [k for k, v in blob["config"].items() if k in ours and k not in RUNTIME_KEYS and v != ours[k]]
+    if differ:
+        k = differ[0]
+        raise StreamsegError(f"{run.last_path}: made for another model ({k} {blob['config'][k]!r}, this run "
+                             f"{ours[k]!r}): give the same architecture flags, or train without --resume")
+    try:
+        run.model.load_state_dict(blob["state_dict"])
+        run.opt.load_state_dict(state["optimizer"])
+        _restore_schedule(run, state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise StreamsegError(f"{run.last_path}: does not fit this run ({first_line(e, 120)})") from None
+    log(f"resumed from {run.last_path} after epoch {state['epoch'] + 1}")
+    return state["epoch"] + 1, state["best"]
+
+
+def _restore_schedule(run: Run, state: dict) -> None:
+    """The lr schedule and the AMP scale where the run stopped."""
     if state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])
     if "scheduler" in state:
         run.sched.load_state_dict(state["scheduler"])
-    else:  # a checkpoint written before the scheduler was saved: step it to where the run stopped
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "scheduler.step() before optimizer.step()"
-            for _ in range((state["epoch"] + 1) * run.iters_per_epoch):
-                run.sched.step()
-    log(f"resumed from {run.last_path} after epoch {state['epoch'] + 1}")
-    return state["epoch"] + 1, state["best"]
+        return
+    with warnings.catch_warnings():  # a checkpoint written before the scheduler was saved: step it there
+        warnings.simplefilter("ignore", UserWarning)  # "scheduler.step() before optimizer.step()"
+        for _ in range((state["epoch"] + 1) * run.iters_per_epoch):
+            run.sched.step()
 
 
 def _wrap(run: Run) -> torch.nn.Module:
