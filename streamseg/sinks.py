@@ -30,7 +30,7 @@ import cv2  # isort: skip
 import av  # isort: skip
 import numpy as np
 
-from .files import atomic_write, check_writable, first_line, public_mode, temp_beside
+from .files import atomic_write, check_writable, first_line, public_mode, replace_onto, temp_beside
 from .types import CONFIDENT_SCORE, NERVE_SCORE, Result, StreamsegError
 
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -120,7 +120,7 @@ class VideoSink:
             self._discard()
             return None
         if os.path.exists(self.tmp):
-            os.replace(self.tmp, self.path)
+            replace_onto(self.tmp, self.path)
         return self.path
 
     def close(self) -> Path | None:
@@ -248,8 +248,7 @@ class RowSink:
         if self.rows == 0:
             self.abort()
             return None
-        os.replace(self.tmp, self.path)
-        return self.path
+        return replace_onto(self.tmp, self.path)
 
     def close(self) -> Path | None:
         """finish() then commit()."""
@@ -493,8 +492,7 @@ class StagedFile:
             raise
 
     def commit(self) -> Path:
-        os.replace(self.tmp, self.path)
-        return self.path
+        return replace_onto(self.tmp, self.path)
 
     def abort(self) -> None:
         if self.tmp and os.path.exists(self.tmp):
