@@ -11,7 +11,7 @@ from typing import Literal, Optional
 import typer
 from rich.console import Console
 
-from .interrupts import exit_at_once_on_interrupt, interrupt_raises
+from .interrupts import SignalsHeld, exit_at_once_on_interrupt, interrupt_raises
 from .options import check_compute, check_export_precision, check_numbers, check_out_dir, check_outputs
 from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, StreamsegError
 
@@ -100,7 +100,10 @@ def _pipeline(**kw):
     o = Options(**kw)
     bar = None if o.live else progress_bar(console)  # file: frames done of the total; live runs until stopped
     with bar or contextlib.nullcontext():
-        r = run(o, log=lambda msg: console.print(msg, highlight=False, markup=False), progress=bar)
+        # signals held from the pipeline's start to the exit: the first stops capture, later ones never cut the outputs short
+        held = SignalsHeld()
+        r = run(o, log=lambda msg: console.print(msg, highlight=False, markup=False), progress=bar, held=held)
+        held.until_exit()
     c = r.csa
     if c.median is None:
         csa = f"CSA: no confident frames (score >= {c.confident_threshold:g})"

@@ -128,3 +128,51 @@ def test_file_refuses_a_device_csv_and_writes_through_a_symlink(sample_dir, tiny
                     "--model", tiny_checkpoint, "--backend", "torch"])
     assert rc == 0, text
     assert link.is_symlink() and len((tmp_path / "real" / "o.csv").read_text().splitlines()) == 3
+
+
+def _part_rows(tmp_path: Path, name: str) -> int:
+    """Rows written so far into the run's temp file of `name` (its `.NAME.PID.*.part`)."""
+    parts = list(tmp_path.glob(f".{name}.*.part"))
+    try:
+        return len(parts[0].read_text().splitlines()) - 1 if parts else -1
+    except OSError:
+        return -1
+
+
+@pytest.mark.parametrize("first,later", [(signal.SIGINT, signal.SIGINT), (signal.SIGTERM, signal.SIGINT),
+                                         (signal.SIGINT, signal.SIGTERM)])
+def test_a_second_signal_while_finalising_keeps_the_outputs(sample_dir, tiny_checkpoint, tmp_path, first, later):
+    """Two signals 0.1-0.3 s apart lost the whole run: the second hit the finalising (encoder flush,
+    summary, plot, renames) and discarded everything, or killed the process and left `.part` files.
+    Now the first signal stops capture and every later one is noted while the outputs are committed."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    outs = {n: tmp_path / n for n in ("o.mp4", "o.csv", "o.jsonl")}
+    p = subprocess.Popen([sys.executable, "-m", "streamseg.cli", "file", str(sample_dir / "demo.mp4"), "--no-show",
+                          "--out", str(outs["o.mp4"]), "--csv", str(outs["o.csv"]), "--jsonl", str(outs["o.jsonl"]),
+                          "--model", str(tiny_checkpoint), "--backend", "torch"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while _part_rows(tmp_path, "o.csv") < 5 and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert p.poll() is None, p.communicate()
+        p.send_signal(first)
+        time.sleep(0.1)
+        while p.poll() is None and time.monotonic() < deadline:  # later signals all through the finalising
+            p.send_signal(later)
+            time.sleep(0.1)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == (130 if first == signal.SIGINT else 143), err
+    assert "Traceback" not in err and f"stopped by {first.name}; outputs finalised" in err, err
+    assert hidden_files(tmp_path) == []
+    rows = len(outs["o.csv"].read_text().splitlines()) - 1
+    assert rows >= 5 and len(outs["o.jsonl"].read_text().splitlines()) == rows
+    assert outs["o.mp4"].stat().st_size > 0 and (tmp_path / "o.summary.json").exists()
+    assert (tmp_path / "o.csa.png").exists()
+
+
+def hidden_files(tmp_path: Path) -> list[str]:
+    return sorted(q.name for q in tmp_path.iterdir() if q.name.startswith("."))
