@@ -273,6 +273,7 @@ def dicom_info(ds, path: str, use_regions: bool = True, crop=None) -> DicomInfo:
     except (AttributeError, TypeError, ValueError):
         raise StreamsegError(f"{path}: DICOM image without valid Rows/Columns/NumberOfFrames") from None
     notes: list[str] = []
+    n = _frames_held(ds, n, h, w, path, notes)  # before anything is sized by the frame count
     geo = _region_info(ds, path, w, h, notes) if use_regions else dict(_NO_REGION)
     if crop is not None:
         if geo["crop"] is not None:
@@ -288,6 +289,36 @@ def dicom_info(ds, path: str, use_regions: bool = True, crop=None) -> DicomInfo:
                      transfer_syntax=ds.file_meta.TransferSyntaxUID.name, **geo)
 
 
+def _frames_held(ds, n: int, h: int, w: int, path: str, notes: list[str]) -> int:
+    """How many of the NumberOfFrames `n` the pixel data really holds (whole frames of native data;
+    at most one frame per fragment of encapsulated data). A file that claims more frames than it
+    holds (a cine cut short, or a bad header) is read as far as its data goes, with a note, and the
+    dataset's NumberOfFrames is set to that so the decoder reads them."""
+    if n < 1 or h < 1 or w < 1:
+        raise StreamsegError(f"{path}: DICOM image of {n} frame(s) of {w}x{h} pixels")
+    data = ds.PixelData
+    if ds.file_meta.TransferSyntaxUID.is_encapsulated:
+        from pydicom.encaps import parse_fragments
+
+        try:
+            held = max(parse_fragments(data)[0] - 1, 0)  # the first item is the Basic Offset Table
+        except Exception:  # noqa: BLE001 - a damaged item list: the decoder reports the frames it cannot read
+            held = n
+    else:
+        bits = w * h * int(ds.get("SamplesPerPixel") or 1) * int(ds.get("BitsAllocated") or 8)
+        if str(ds.get("PhotometricInterpretation", "")) == "YBR_FULL_422":
+            bits = bits * 2 // 3  # two chroma samples per two pixels
+        held = len(data) * 8 // max(bits, 1)
+    if held >= n:
+        return n
+    if held == 0:
+        raise StreamsegError(f"{path}: the pixel data holds no whole frame of {w}x{h} "
+                             f"({len(data)} bytes for {n} frame(s))")
+    notes.append(f"NumberOfFrames is {n} but the pixel data holds {held} whole frame(s): reading those")
+    ds.NumberOfFrames = held
+    return held
+
+
 def _decode(ds, info: DicomInfo, on_error: Callable[[int, Exception], None] | None = None
             ) -> Iterator[tuple[int, np.ndarray]]:
     """Decode frame by frame -> (frame number, BGR uint8 cropped to info.crop). A frame that fails
@@ -297,7 +328,9 @@ def _decode(ds, info: DicomInfo, on_error: Callable[[int, Exception], None] | No
     to8 = None
     for i in range(info.frames):
         try:
-            arr, props = decoder.as_array(ds, index=i, raw=True)
+            with warnings.catch_warnings():  # the excess bytes of a cine cut short (_frames_held) are noted already
+                warnings.simplefilter("ignore", UserWarning)
+                arr, props = decoder.as_array(ds, index=i, raw=True)
             pi = str(props.get("photometric_interpretation") or info.photometric)
             if to8 is None:
                 to8 = _to_8bit(ds, pi, arr, info.path)
