@@ -11,6 +11,7 @@ from typing import Literal, Optional
 import typer
 from rich.console import Console
 
+from .calibration import MM_PER_PX_MAX, MM_PER_PX_MIN
 from .interrupts import SignalsHeld, exit_at_once_on_interrupt, interrupt_raises
 from .options import check_compute, check_export_precision, check_numbers, check_out_dir, check_outputs
 from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, StreamsegError
@@ -433,7 +434,7 @@ def eval_(
     from .progress import progress_bar
     from .training.evaluate import run_eval
 
-    check_numbers([("--mm-per-px", mm_per_px, 0, 10, dict(lo_open=True, hi_open=True)), ("--conf", conf, 0, 1),
+    check_numbers([("--mm-per-px", mm_per_px, MM_PER_PX_MIN, MM_PER_PX_MAX, dict(hi_open=True)), ("--conf", conf, 0, 1),
                    ("--iou", iou, 0, 1), ("--score-thresh", score_thresh, 0, 1)])
     check_outputs({"--json": json_out}, inputs=(data,))
     check_out_dir("--out-dir", out_dir)

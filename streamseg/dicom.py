@@ -150,7 +150,7 @@ def regions(ds) -> list[Region]:
         units = (int(r.get("PhysicalUnitsXDirection", 0) or 0), int(r.get("PhysicalUnitsYDirection", 0) or 0))
         dx, dy = r.get("PhysicalDeltaX"), r.get("PhysicalDeltaY")
         delta = None
-        if units == (UNITS_CM, UNITS_CM) and dx is not None and dy is not None and dx > 0 and dy > 0:
+        if units == (UNITS_CM, UNITS_CM) and dx is not None and dy is not None:  # its range: spacing()
             delta = (float(dx) * 10.0, float(dy) * 10.0)
         out.append(Region(i, x0, y0, x1 - x0 + 1, y1 - y0 + 1, int(r.get("RegionSpatialFormat", 0) or 0),
                           int(r.get("RegionDataType", 0) or 0), units, delta))
@@ -167,7 +167,7 @@ def choose_region(found: list[Region], path: str = "") -> tuple[Region | None, l
     if not usable:
         raise StreamsegError(f"{path}: no 2D tissue ultrasound region with cm units and a spacing, so no mm² can be "
                              f"measured; found {'; '.join(r.describe() for r in found)}")
-    best = max(usable, key=lambda r: (r.w * r.h, -r.number))
+    best = max(usable, key=lambda r: (spacing(r)[0] is not None, r.w * r.h, -r.number))  # a valid spacing first
     notes = []
     if len(usable) > 1:
         notes.append(f"{len(usable)} tissue regions; using region {best.number} (the largest"
@@ -176,8 +176,15 @@ def choose_region(found: list[Region], path: str = "") -> tuple[Region | None, l
 
 
 def spacing(region: Region) -> tuple[float | None, str | None]:
-    """(isotropic mm/px, None) for square pixels, else (None, why CSA cannot use it)."""
+    """(isotropic mm/px, None) for square pixels with a spacing in the range every spacing must lie in
+    (calibration.MM_PER_PX_SPAN, as --mm-per-px), else (None, why CSA cannot use it)."""
+    from .calibration import spacing_out_of_range
+
     dx, dy = region.delta_mm
+    for axis, v in (("X", dx), ("Y", dy)):
+        why = spacing_out_of_range(v)
+        if why:
+            return None, f"PhysicalDelta{axis} of {region.describe()} gives {why}, so CSA in mm² cannot use it"
     if abs(dx - dy) > SQUARE_TOLERANCE * max(dx, dy):
         return None, (f"pixels are not square in {region.describe()}: {dx:.5g} x {dy:.5g} mm "
                       f"(differ by {100 * abs(dx - dy) / max(dx, dy):.1f} %), so CSA in mm² cannot use this spacing")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
+import math
+import numbers
 import os
 import re
 import stat
@@ -11,6 +14,24 @@ import tempfile
 from pathlib import Path
 
 from .types import StreamsegError
+
+
+def json_text(obj, **kw) -> str:
+    """JSON text for an output file: NaN and ±inf (anywhere in `obj`) become null, so the text is
+    always valid JSON (json.dumps with allow_nan=False, which would refuse a non-finite number left)."""
+    return json.dumps(finite(obj), allow_nan=False, **kw)
+
+
+def finite(obj):
+    """`obj` with every non-finite real number (float, numpy float) replaced by None; dicts, lists and
+    tuples are walked (tuples become lists, as JSON has them)."""
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if isinstance(obj, numbers.Real) and not isinstance(obj, numbers.Integral):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
 
 
 def user_cache(*parts: str) -> Path:

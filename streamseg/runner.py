@@ -7,14 +7,14 @@ created.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from . import pipeline
-from .calibration import Calibration, parse_crop, resolve
+from .calibration import MM_PER_PX_MAX, MM_PER_PX_MIN, Calibration, parse_crop, resolve
 from .dicom import dicom_calibration
+from .files import json_text
 from .interrupts import SignalsHeld, interrupt_raises
 from .options import check_compute, check_numbers, check_outputs, check_precision
 from .measure import Analyser
@@ -77,7 +77,7 @@ class Options:
             ("--score-thresh", self.score_thresh, 0.0, 1.0), ("--confident", self.confident, 0.0, 1.0),
             ("--max-frames", self.max_frames, 1, None), ("--duration", self.duration_s, 0, None, dict(lo_open=True)),
             ("--cts-cutoff", self.cts_cutoff_mm2, 0, 1000, dict(lo_open=True)),
-            ("--mm-per-px", self.mm_per_px, 0, 10, dict(lo_open=True, hi_open=True)),
+            ("--mm-per-px", self.mm_per_px, MM_PER_PX_MIN, MM_PER_PX_MAX, dict(hi_open=True)),
             ("--depth-mm", self.depth_mm, 0, 500, dict(lo_open=True)),
             ("--width", self.width, 1, 16384), ("--height", self.height, 1, 16384),
             ("--fps", self.fps, 0, 1000, dict(lo_open=True)), ("--reconnect", self.reconnect_attempts, 0, 1000),
@@ -196,7 +196,7 @@ def _finalise(o: Options, source: BaseSource, stats: pipeline.RunStats, summary:
         report = _report(o, source, stats, summary.summary(), video_frames)
         paths = o.summary_paths()
         if paths and stats.processed:
-            text = json.dumps(report.to_dict(), indent=2) + "\n"
+            text = json_text(report.to_dict(), indent=2) + "\n"
             staged = [StagedFile(paths[0], lambda tmp: Path(tmp).write_text(text)), StagedFile(paths[1], summary.write_plot)]
             files += staged
             for f in staged:

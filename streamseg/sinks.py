@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import ctypes
 import ctypes.util
-import json
 import math
 import os
 import time
@@ -30,7 +29,7 @@ import cv2  # isort: skip
 import av  # isort: skip
 import numpy as np
 
-from .files import atomic_write, check_writable, first_line, public_mode, replace_onto, temp_beside
+from .files import atomic_write, check_writable, first_line, json_text, public_mode, replace_onto, temp_beside
 from .types import CONFIDENT_SCORE, NERVE_SCORE, Result, StreamsegError
 
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -192,7 +191,9 @@ def result_row(r: Result, mm_per_px: float | None, score_thresh: float) -> dict:
 
 
 def _r(v, n=4):
-    return None if v is None else round(float(v), n)
+    """Rounded, or None (an empty CSV cell, a JSON null) for no value or a non-finite one (flattening
+    of a one-pixel-thin mask is inf): no NaN or inf is ever written."""
+    return None if v is None or not math.isfinite(v) else round(float(v), n)
 
 
 def _why(e: BaseException) -> str:
@@ -225,7 +226,7 @@ class RowSink:
             if self.kind == "csv":
                 self.w.writerow({k: "" if v is None else v for k, v in row.items()})
             else:
-                self.f.write(json.dumps(row) + "\n")
+                self.f.write(json_text(row) + "\n")
             self.f.flush()
         except OSError as e:
             raise StreamsegError(f"{self.path}: cannot write ({_why(e)})") from None

@@ -64,3 +64,72 @@ def test_a_native_cine_cut_short_decodes_its_intact_frames(tmp_path):
     assert [f.pts for f in got] == pytest.approx([0.0, 0.04])
     assert (got[1].image[..., 0] == frames[1]).all()
     assert any("NumberOfFrames is 5 but the pixel data holds 2" in n for n in src.stats.notes)
+
+
+def cli(args, env_extra=None, timeout=300):
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
+    p = subprocess.run([sys.executable, "-m", "streamseg.cli", *map(str, args)], capture_output=True, text=True,
+                       env=env, timeout=timeout)
+    return p.returncode, p.stderr + p.stdout
+
+
+@pytest.mark.parametrize("delta_cm", [float("inf"), float("nan"), 1e6, 1e-300, -0.006, 0.0])
+def test_a_dicom_spacing_out_of_range_is_not_used(tmp_path, delta_cm):
+    """PhysicalDeltaX/Y of inf gave "inf mm/px", csa_mm2=inf and Infinity in the summary JSON; 1e6 a CTS
+    verdict "yes" at 8.6e17 mm²; 1e-300 0 mm² and "no". The range of --mm-per-px applies to it."""
+    img = scan(0)
+    dcm = write_us(tmp_path / "s.dcm", [img, img], regions=[region_item(0, 0, 599, 459, dx_cm=delta_cm)],
+                   frame_time_ms=50)
+    src = DicomSource(str(dcm)).open()
+    assert src.dicom.mm_per_px is None
+    assert "mm/px is outside [0.001, 10) mm per pixel" in src.dicom.spacing_problem
+
+
+def test_cli_refuses_an_infinite_dicom_spacing_in_one_line(tmp_path, tiny_checkpoint):
+    img = scan(0)
+    dcm = write_us(tmp_path / "s.dcm", [img, img], regions=[region_item(0, 0, 599, 459, dx_cm=float("inf"))],
+                   frame_time_ms=50)
+    rc, text = cli(["file", dcm, "--csv", tmp_path / "o.csv", "--model", tiny_checkpoint, "--backend", "torch"])
+    assert rc == 2 and "give --mm-per-px to measure anyway" in text and "Traceback" not in text, text
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_every_spacing_source_has_the_range_of_mm_per_px(tmp_path, monkeypatch):
+    from streamseg.calibration import Calibration, check_profile, resolve, save_profile
+    from streamseg.types import StreamsegError
+
+    monkeypatch.setenv("STREAMSEG_CONFIG_DIR", str(tmp_path))
+    for bad in (1e-300, 1e-5, float("inf"), 10.0):
+        with pytest.raises(StreamsegError, match=r"outside \[0.001, 10\) mm per pixel"):
+            resolve(mm_per_px=bad)
+        with pytest.raises(StreamsegError, match="outside"):
+            check_profile("p", {"mm_per_px": bad})
+        with pytest.raises(StreamsegError, match="outside"):
+            save_profile("p", bad)
+        with pytest.raises(StreamsegError, match="outside"):
+            Calibration(mm_per_px_value=bad, origin="the DICOM's ultrasound region 1").mm_per_px(468)
+    with pytest.raises(StreamsegError, match="--depth-mm 0.01 over 468 px: 2.13675e-05 mm/px is outside"):
+        Calibration(depth_mm=0.01).mm_per_px(468)
+    assert Calibration(depth_mm=30).mm_per_px(468) == pytest.approx(30 / 468)
+    rc, text = cli(["file", REPO / "streamseg" / "data" / "sample" / "demo.mp4", "--csv", tmp_path / "o.csv",
+                    "--mm-per-px", "1e-300"])
+    assert rc == 2 and "--mm-per-px 1e-300: must be within [0.001, 10)" in text, text
+
+
+def test_no_non_finite_number_reaches_a_csv_or_json_output():
+    """A one-pixel-thin mask has flattening inf: the CSV held "inf" and the JSONL `Infinity` (not JSON)."""
+    import json
+
+    import numpy as np
+
+    from streamseg.files import json_text
+    from streamseg.sinks import result_row
+    from streamseg.types import Detection, Frame, Measurement, Result
+
+    m = Measurement(area_px=5, csa_mm2=0.02, perimeter_px=10.0, perimeter_mm=0.6, major_axis_px=5.0, minor_axis_px=0.0,
+                    circularity=0.6, flattening=float("inf"))
+    d = Detection(box=np.array([0, 0, 5, 1], np.float32), score=0.99, mask=np.ones((1, 5), bool))
+    row = result_row(Result(frame=Frame(np.zeros((4, 8, 3), np.uint8), 0, 0.0), detections=[d], measurement=m), 0.06, 0.5)
+    assert row["flattening"] is None and row["csa_mm2"] == 0.02
+    text = json_text({"median": float("nan"), "q": [float("inf"), np.float64("-inf"), 1.0]})
+    assert json.loads(text) == {"median": None, "q": [None, None, 1.0]}
