@@ -10,12 +10,14 @@ pixel spacing and crop of the Sequence of Ultrasound Regions (0018,6011).
   that are all in other units or of other types are refused, never guessed. Non-square pixels are
   reported (`DicomInfo.spacing_problem`) and the runtime refuses them unless a spacing flag is given.
   PixelSpacing (0028,0030) is not used: ultrasound spacing lives in the regions.
-- Times: FrameTime (ms), FrameTimeVector (ms increments) or CineRate (fps) -> pts in seconds.
+- Times: FrameTime (ms), FrameTimeVector (ms increments) or CineRate (fps) -> pts in seconds; when
+  missing or not believable (not finite, outside 0.01..1000 fps), --fps or 25 fps, with a warning.
 
 Torch-free; pydicom is imported inside the functions, so this module imports without it.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 import warnings
@@ -191,27 +193,61 @@ def spacing(region: Region) -> tuple[float | None, str | None]:
     return (dx + dy) / 2.0, None
 
 
-def frame_times(ds, n: int) -> tuple[list[float] | None, float | None, str]:
-    """(pts in seconds per frame, nominal fps, where they come from). A single frame is at 0."""
+FPS_MIN, FPS_MAX = 0.01, 1000.0  # a frame rate streamseg believes (--fps allows up to 1000)
+FRAME_MS_MIN, FRAME_MS_MAX = 1000.0 / FPS_MAX, 1000.0 / FPS_MIN
+DEFAULT_FPS = 25.0  # frames without a believable time, and no --fps (FFmpeg's rate for a raw stream)
+
+
+def frame_times(ds, n: int, fps: float | None = None) -> tuple[list[float] | None, float | None, str, str | None]:
+    """(pts in seconds per frame, nominal fps, where they come from, a warning or None). A single frame
+    is at 0. The file's FrameTimeVector, FrameTime or CineRate when believable (finite, within
+    FPS_MIN..FPS_MAX); else `fps` (--fps), else DEFAULT_FPS, with a warning saying so."""
     if n == 1:
-        return [0.0], None, "single frame"
+        return [0.0], None, "single frame", None
+    pts, rate, how, problems = _file_times(ds, n)
+    if pts is not None:
+        return pts, rate, how, None
+    rate = float(fps) if fps else DEFAULT_FPS
+    why = "; ".join(problems) or "no frame timing (FrameTime, FrameTimeVector, CineRate) in the file"
+    given = "from --fps" if fps else "the default; give --fps to set it"
+    return [i / rate for i in range(n)], rate, "--fps" if fps else "default", f"{why}: frames timed at {rate:g} fps ({given})"
+
+
+def _number(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _file_times(ds, n: int) -> tuple[list[float] | None, float | None, str, list[str]]:
+    """The file's own frame times, or (None, None, "", why each present one is not believable)."""
+    problems: list[str] = []
     ptr = ds.get("FrameIncrementPointer")  # AT, VM 1-n: which attribute holds the frame times
     pointer = {int(t) for t in (ptr if isinstance(ptr, Sequence) else [ptr] if ptr is not None else [])}
-    vector = [float(v) for v in (ds.get("FrameTimeVector") or [])]
+    vector = [_number(v) for v in (ds.get("FrameTimeVector") or [])][:n]  # a cine cut short: its first n
     if len(vector) == n - 1:
         vector = [0.0] + vector  # the standard's first increment is 0; some writers leave it out
-    use_vector = len(vector) == n and all(v >= 0 for v in vector[1:]) and sum(vector[1:]) > 0
-    ft = float(ds.get("FrameTime") or 0)
-    if use_vector and (0x00181065 in pointer or ft <= 0):
+    vector_ok = len(vector) == n and all(FRAME_MS_MIN <= v <= FRAME_MS_MAX for v in vector[1:])
+    if vector and not vector_ok:
+        problems.append(f"FrameTimeVector is not {n - 1} increments within [{FRAME_MS_MIN:g}, {FRAME_MS_MAX:g}] ms")
+    ft = _number(ds.get("FrameTime")) if ds.get("FrameTime") is not None else None
+    ft_ok = ft is not None and FRAME_MS_MIN <= ft <= FRAME_MS_MAX
+    if ft is not None and not ft_ok:
+        problems.append(f"FrameTime {ft:g} ms is outside [{FRAME_MS_MIN:g}, {FRAME_MS_MAX:g}] ms")
+    if vector_ok and (0x00181065 in pointer or not ft_ok):
         pts = [float(t) for t in (np.cumsum(vector) - vector[0]) / 1000.0]  # the first frame at 0
-        return pts, (n - 1) / pts[-1], "FrameTimeVector"
-    if ft > 0:
-        return [i * ft / 1000.0 for i in range(n)], 1000.0 / ft, "FrameTime"
+        return pts, (n - 1) / pts[-1], "FrameTimeVector", problems
+    if ft_ok:
+        return [i * ft / 1000.0 for i in range(n)], 1000.0 / ft, "FrameTime", problems
     for key in ("CineRate", "RecommendedDisplayFrameRate"):
-        rate = float(ds.get(key) or 0)
-        if rate > 0:
-            return [i / rate for i in range(n)], rate, key
-    return None, None, "no frame timing (FrameTime, FrameTimeVector, CineRate) in the file"
+        if ds.get(key) is None:
+            continue
+        rate = _number(ds.get(key))
+        if FPS_MIN <= rate <= FPS_MAX:
+            return [i / rate for i in range(n)], rate, key, problems
+        problems.append(f"{key} {rate:g} is outside [{FPS_MIN:g}, {FPS_MAX:g}] fps")
+    return None, None, "", problems
 
 
 def _check_crop(crop, w: int, h: int, path: str) -> tuple[int, int, int, int]:
@@ -272,8 +308,9 @@ def read_dicom(path, use_regions: bool = True, crop=None) -> tuple[DicomInfo, It
     return info, (img for _, img in _decode(ds, info))
 
 
-def dicom_info(ds, path: str, use_regions: bool = True, crop=None) -> DicomInfo:
-    """DicomInfo of a dataset read by pydicom (see read_dicom); checks that a decoder exists."""
+def dicom_info(ds, path: str, use_regions: bool = True, crop=None, fps: float | None = None) -> DicomInfo:
+    """DicomInfo of a dataset read by pydicom (see read_dicom); checks that a decoder exists. `fps`
+    (--fps) times the frames when the file's own timing is missing or not believable."""
     _decoder(ds, path)
     try:
         n, h, w = int(ds.get("NumberOfFrames") or 1), int(ds.Rows), int(ds.Columns)
@@ -288,9 +325,9 @@ def dicom_info(ds, path: str, use_regions: bool = True, crop=None) -> DicomInfo:
         geo["crop"] = tuple(crop)
     box = _check_crop(geo["crop"] or (0, 0, w, h), w, h, path)
     geo["crop"] = box if geo["crop"] is not None else None
-    pts, fps, timing = frame_times(ds, n)
-    if pts is None:
-        notes.append(timing)
+    pts, fps, _, warning = frame_times(ds, n, fps)
+    if warning:
+        notes.append(warning)
     return DicomInfo(path=path, frames=n, width=box[2], height=box[3], fps=fps, notes=notes, pts=pts,
                      full_size=(w, h), photometric=str(ds.get("PhotometricInterpretation", "")),
                      transfer_syntax=ds.file_meta.TransferSyntaxUID.name, **geo)
@@ -414,10 +451,9 @@ class DicomSource:
     Frames are cropped to the ultrasound region, or to `crop` (full-image pixels) when given."""
 
     def __init__(self, spec: str, live: bool = False, crop=None, on_event: Callable[[str, str], None] | None = None,
-                 **_ignored):  # the reconnect/timeout options of network sources do not apply to a file
-
-
+                 fps: float | None = None, **_ignored):  # the reconnect/timeout options of network sources do not apply
         self.spec = str(spec)
+        self.fallback_fps = fps  # --fps: the rate when the file's own frame times are missing or not believable
         self.live = live
         self.crop = crop
         self.on_event = on_event or (lambda kind, msg: None)
@@ -436,7 +472,7 @@ class DicomSource:
     def open(self) -> "DicomSource":
         """Read the header and decode the first frame, so a bad file fails here with one line."""
         ds = _dataset(self.spec)
-        info = dicom_info(ds, self.spec, crop=self.crop)
+        info = dicom_info(ds, self.spec, crop=self.crop, fps=self.fallback_fps)
         self._it = _decode(ds, info, on_error=self._decode_error)
         self.dicom = info
         self.width, self.height = info.width, info.height

@@ -424,7 +424,7 @@ def open_source(spec: str, live: bool, crop=None, width: int | None = None, heig
     from .dicom import DicomSource, is_dicom  # DICOM files (issue 12): pydicom, not FFmpeg
 
     if kind == "file" and is_dicom(spec):
-        return DicomSource(spec, live, **kw).open()
+        return DicomSource(spec, live, fps=fps, **kw).open()  # --fps: when the file's frame times are bad
     if kind == "v4l2":
         src: BaseSource = V4L2Source(spec, width=width, height=height, fps=fps, read_timeout_s=read_timeout_s, **kw)
     else:

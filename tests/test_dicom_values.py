@@ -8,6 +8,7 @@ import os
 import resource
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,45 @@ def test_no_non_finite_number_reaches_a_csv_or_json_output():
     assert row["flattening"] is None and row["csa_mm2"] == 0.02
     text = json_text({"median": float("nan"), "q": [float("inf"), np.float64("-inf"), 1.0]})
     assert json.loads(text) == {"median": None, "q": [None, None, 1.0]}
+
+
+BAD_TIMES = {
+    "FrameTime inf": dict(FrameTime="inf"), "FrameTime nan": dict(FrameTime="nan"),
+    "FrameTime 1e300": dict(FrameTime="1e300"), "FrameTime -1e300": dict(FrameTime="-1e300"),
+    "FrameTime 1e-300": dict(FrameTime="1e-300"), "FrameTime negative": dict(FrameTime="-40"),
+    "vector inf": dict(FrameTime=None, FrameTimeVector=["0", "40", "inf"], FrameIncrementPointer=0x00181065),
+    "vector nan": dict(FrameTime=None, FrameTimeVector=["0", "nan", "40"], FrameIncrementPointer=0x00181065),
+    "vector zeros": dict(FrameTime=None, FrameTimeVector=["0", "0", "0"], FrameIncrementPointer=0x00181065),
+    "CineRate 2^31-1": dict(FrameTime=None, CineRate=2**31 - 1),
+    "no timing": dict(FrameTime=None),
+}
+
+
+def _untimed_cine(tmp_path, name, values) -> Path:
+    dcm = write_us(tmp_path / f"{name.replace(' ', '_')}.dcm", [scan(i)[:120, :160] for i in range(3)], frame_time_ms=40)
+    ds = pydicom.dcmread(dcm)
+    with warnings.catch_warnings():  # pydicom warns that inf and nan are no valid DS: what this test writes
+        warnings.simplefilter("ignore", UserWarning)
+        for k, v in values.items():
+            if v is None:
+                if k in ds:
+                    delattr(ds, k)
+            elif k in ("FrameTime", "FrameTimeVector"):
+                ds.add_new(0x00181063 if k == "FrameTime" else 0x00181065, "DS", v)
+            else:
+                setattr(ds, k, v)
+        ds.save_as(dcm)
+    return dcm
+
+
+@pytest.mark.parametrize("name", BAD_TIMES)
+def test_bad_dicom_frame_times_fall_back_to_fps_or_a_stated_default(tmp_path, name):
+    """FrameTime of inf/NaN/±1e300/1e-300/negative, a FrameTimeVector with inf/NaN/zeros: tracebacks or
+    wall-clock timestamps; CineRate 2^31-1: every pts 0. Now --fps, else 25 fps, with a warning."""
+    dcm = _untimed_cine(tmp_path, name, BAD_TIMES[name])
+    src = DicomSource(str(dcm), fps=10).open()
+    assert [f.pts for f in src.frames()] == pytest.approx([0.0, 0.1, 0.2]) and src.fps == 10
+    assert any("frames timed at 10 fps (from --fps)" in n for n in src.stats.notes), src.stats.notes
+    src = DicomSource(str(dcm)).open()
+    assert [f.pts for f in src.frames()] == pytest.approx([0.0, 0.04, 0.08]) and src.fps == 25
+    assert any("frames timed at 25 fps (the default; give --fps to set it)" in n for n in src.stats.notes)
