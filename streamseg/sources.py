@@ -238,8 +238,10 @@ class AVSource(BaseSource):
 
     def _open_av(self, url: str):
         opts = {}
-        if kind_of(url) == "url":
-            opts = {"fflags": "nobuffer", "probesize": "1000000", "analyzeduration": "1000000"}
+        if kind_of(url) == "url":  # a short probe; no `fflags nobuffer`: it threw away the packets read while
+            # probing (about the first 1.5 s of every connection, never counted). They are decoded first
+            # now; a live run keeps the newest frame, so any it cannot keep up with are counted as dropped.
+            opts = {"probesize": "1000000", "analyzeduration": "1000000"}
         try:
             c = av.open(url, mode="r", options=opts, timeout=(self.open_timeout_s, self.read_timeout_s))
         except av.error.InvalidDataError:
