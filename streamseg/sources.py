@@ -76,6 +76,7 @@ class BaseSource:
         self._it: Iterator | None = None
         self._pending = None
         self._t0: float | None = None  # live: capture time of the first frame (the session clock's zero)
+        self._last_pts: float | None = None  # files: the last timestamp given (`_monotonic`)
         self._reading = threading.Lock()  # held while a read or (re)connect is in FFmpeg/OpenCV
         self._closing = False  # close() came while a read was blocked: the reading thread disconnects
 
@@ -151,6 +152,8 @@ class BaseSource:
                     if self.live:  # the stream's own pts restart at each reconnect; the session clock does not
                         self._t0 = t if self._t0 is None else self._t0
                         pts = t - self._t0
+                    else:
+                        pts = self._monotonic(pts)
                     yield Frame(image=img, index=index, pts=pts, t_capture=t)
                     index += 1
             except StreamsegError:
@@ -167,6 +170,17 @@ class BaseSource:
             if not self._reconnect(stop):
                 return
             self.state = "ok"
+
+    def _monotonic(self, pts: float | None) -> float | None:
+        """A file's timestamp, never back or standing still: where the file's own times restart (two
+        TS files concatenated) or repeat, the frame comes one frame period after the last. The MP4
+        gets these same times (VideoSink), so the CSV and the video agree."""
+        if pts is None:
+            return None
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1.0 / float(self.rate or 25)
+        self._last_pts = pts
+        return pts
 
     def reconnect_delays(self) -> list[float]:
         """The waits before each reconnect attempt (s): doubling from `backoff_s`, capped at `backoff_max_s`."""
