@@ -299,11 +299,13 @@ class AVSource(BaseSource):
         """Yield (bgr, pts seconds); corrupt packets are counted and skipped (files) or end the
         connection (live: a read error is a lost signal)."""
         demux = c.demux(st)
-        untimed = 0  # frames without a timestamp so far
+        untimed = count = 0  # frames without a timestamp, frames decoded, so far
+        last, gaps = None, []  # the last frame's timestamp (s), the steps between timestamps
         while True:
             try:
                 packet = next(demux)
             except StopIteration:
+                self._reached_the_end(c, st, count, last, gaps)
                 return
             except av.error.InvalidDataError:
                 if self.live:
@@ -320,7 +322,28 @@ class AVSource(BaseSource):
                 if pts is None and not self.live:  # no timestamps: frame n is at n / rate, never the wall clock
                     pts = float(untimed / self._untimed_rate())
                     untimed += 1
+                if pts is not None and last is not None:
+                    gaps.append(pts - last)
+                count, last = count + 1, pts if pts is not None else last
                 yield f.to_ndarray(format="bgr24"), pts
+
+    def _reached_the_end(self, c, st, decoded: int, last: float | None, gaps: list[float]) -> None:
+        """A file whose count is an estimate (duration x average rate: wrong for a variable frame rate),
+        whose last frame is at its end and whose frames follow each other without a hole (no step over
+        3x the median step: a damaged middle leaves one) was read whole: its expected count becomes
+        what was decoded, so a complete file gives no "decoded N of M frames" warning."""
+        if self.live or st.frames or not self.stats.expected_frames or last is None or not self.rate or not gaps:
+            return
+        if max(gaps) > 3 * float(np.median(gaps)):
+            return
+        if st.duration and st.time_base:
+            end = float((st.start_time or 0) * st.time_base + st.duration * st.time_base)
+        elif c.duration:
+            end = float(((c.start_time or 0) + c.duration) / av.time_base)
+        else:
+            return
+        if last + 1.5 / float(self.rate) >= end:
+            self.stats.expected_frames = decoded + self.stats.decode_errors
 
     def _disconnect(self):
         if self._container is not None:

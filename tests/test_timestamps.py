@@ -43,3 +43,17 @@ def test_restarting_timestamps_give_the_same_monotonic_times_in_csv_and_mp4(samp
     assert len(csv_pts) == len(mp4_pts) == 40
     assert all(b > a for a, b in zip(csv_pts, csv_pts[1:])), csv_pts
     assert [round(t - csv_pts[0], 3) for t in csv_pts] == [round(t - mp4_pts[0], 3) for t in mp4_pts]
+
+
+@needs_ffmpeg
+def test_a_complete_variable_frame_rate_mkv_gives_no_missing_frames_warning(sample_dir, tiny_checkpoint, tmp_path):
+    """An MKV stores no frame count: duration x average rate (20 fps x 2.95 s = 59) was taken as the count of a
+    variable-frame-rate file of 30 frames, and the complete file warned "decoded 30 of 59 frames"."""
+    vfr = tmp_path / "vfr.mkv"
+    subprocess.run([FFMPEG, "-v", "error", "-nostdin", "-y", "-i", str(sample_dir / "demo.mp4"), "-t", "3",
+                    "-vf", "setpts='if(lt(N,30),N/10/TB,3/TB+(N-30)/40/TB)'", "-fps_mode", "vfr",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-an", str(vfr)], check=True)
+    rc, text = cli(["file", vfr, "--csv", tmp_path / "o.csv", "--no-show", "--model", tiny_checkpoint,
+                    "--backend", "torch"])
+    assert rc == 0 and "frames seen 30" in text, text
+    assert "warning: decoded" not in text, text
