@@ -15,7 +15,6 @@ runs through the split path (`backends.load("torch", split=True)`: identical out
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
@@ -418,12 +417,12 @@ def run(o: BenchOptions, log=print, progress=None, loadavg=os.getloadavg) -> dic
 
 def write_report(report: dict, out: Path | None) -> Path:
     """The report as JSON at `out` (its folder must exist), or at `default_out()` (folder created)."""
-    from .files import atomic_write
+    from .files import atomic_write, json_text
 
     path = Path(out) if out is not None else default_out()
     if out is None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({**report, "json": str(path)}, indent=2) + "\n"
+    text = json_text({**report, "json": str(path)}, indent=2) + "\n"
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return path
 

@@ -13,10 +13,33 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import atomic_write, check_writable
+from .files import atomic_write, check_writable, json_text
 from .types import StreamsegError
 
 PROFILES_FILE = "profiles.json"
+# Every spacing streamseg measures with (--mm-per-px, --depth-mm over the crop height, a profile, a
+# DICOM's ultrasound region) lies in [MM_PER_PX_MIN, MM_PER_PX_MAX): 1 µm to 1 cm per pixel.
+MM_PER_PX_MIN, MM_PER_PX_MAX = 0.001, 10.0
+MM_PER_PX_SPAN = f"[{MM_PER_PX_MIN:g}, {MM_PER_PX_MAX:g}) mm per pixel"
+
+
+def spacing_out_of_range(mm_per_px) -> str | None:
+    """Why `mm_per_px` cannot be a pixel spacing (not a finite number within MM_PER_PX_SPAN), or None."""
+    try:
+        v = float(mm_per_px)
+    except (TypeError, ValueError):
+        return f"{mm_per_px!r} is not a number"
+    if not math.isfinite(v) or not (MM_PER_PX_MIN <= v < MM_PER_PX_MAX):
+        return f"{v:g} mm/px is outside {MM_PER_PX_SPAN}"
+    return None
+
+
+def check_spacing(mm_per_px, what: str) -> float:
+    """`mm_per_px` as a float, or StreamsegError "WHAT: why" when it is out of range."""
+    why = spacing_out_of_range(mm_per_px)
+    if why:
+        raise StreamsegError(f"{what}: {why}")
+    return float(mm_per_px)
 
 
 def config_dir() -> Path:
@@ -57,9 +80,9 @@ class Calibration:
 
     def mm_per_px(self, frame_h: int) -> float | None:
         if self.mm_per_px_value is not None:
-            return self.mm_per_px_value
+            return check_spacing(self.mm_per_px_value, self.origin or "spacing")
         if self.depth_mm is not None:
-            return self.depth_mm / frame_h
+            return check_spacing(self.depth_mm / frame_h, f"--depth-mm {self.depth_mm:g} over {frame_h} px")
         return None
 
     def describe(self, frame_h: int | None = None) -> str:
@@ -77,9 +100,7 @@ def resolve(mm_per_px: float | None = None, depth_mm: float | None = None, profi
     if len(given) > 1:
         raise StreamsegError(f"give one spacing source, not {' and '.join(given)}")
     if mm_per_px is not None:
-        if not (0 < mm_per_px < 10):
-            raise StreamsegError(f"--mm-per-px {mm_per_px:g}: expected a spacing in (0, 10) mm per pixel")
-        return Calibration(mm_per_px_value=float(mm_per_px))
+        return Calibration(mm_per_px_value=check_spacing(mm_per_px, "--mm-per-px"))
     if depth_mm is not None:
         if not (0 < depth_mm <= 500):
             raise StreamsegError(f"--depth-mm {depth_mm:g}: expected an imaged depth in (0, 500] mm")
@@ -107,13 +128,12 @@ def load_profiles() -> dict:
 
 
 def check_profile(name: str, p: dict) -> None:
-    """A saved profile has a spacing in (0, 10) mm/px and, if any, a crop of four integers."""
+    """A saved profile has a spacing within MM_PER_PX_SPAN and, if any, a crop of four integers."""
     try:
         v = float(p["mm_per_px"])
     except (KeyError, TypeError, ValueError):
         raise StreamsegError(f"profile {name!r} has no valid mm_per_px") from None
-    if not (0 < v < 10):
-        raise StreamsegError(f"profile {name!r}: mm_per_px {v:g} out of range")
+    check_spacing(v, f"profile {name!r}")
     crop = p.get("crop")
     if crop is not None and not (isinstance(crop, list) and len(crop) == 4 and all(type(c) is int for c in crop)):
         raise StreamsegError(f"profile {name!r}: crop {crop!r} is not [x, y, w, h] (four integers)")
@@ -134,8 +154,7 @@ def save_profile(name: str, mm_per_px: float, crop=None, depth_mm: float | None 
     """Add or replace one profile; the file is written atomically."""
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise StreamsegError(f"profile name {name!r}: use letters, digits, '-', '_' or '.'")
-    if not (0 < mm_per_px < 10):
-        raise StreamsegError(f"mm/px {mm_per_px:g} out of range (0, 10)")
+    mm_per_px = check_spacing(mm_per_px, f"profile {name!r}")
     d = config_dir()
     try:
         d.mkdir(parents=True, exist_ok=True)
@@ -153,7 +172,7 @@ def save_profile(name: str, mm_per_px: float, crop=None, depth_mm: float | None 
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     path = d / PROFILES_FILE
-    text = json.dumps(profiles, indent=2, sort_keys=True) + "\n"
+    text = json_text(profiles, indent=2, sort_keys=True) + "\n"
 
     def write(tmp):
         Path(tmp).write_text(text)
@@ -198,8 +217,7 @@ def calibrate_profile(name: str, mm_per_px: float | None = None, depth_mm: float
         mm_per_px = depth_mm / h
     if image_from is not None and depth_mm is None:
         grab_height(image_from, box)  # the crop must fit the grab, whatever gave the spacing
-    if mm_per_px is None or not math.isfinite(mm_per_px):
-        raise StreamsegError(f"--mm-per-px {mm_per_px}: expected a finite spacing in (0, 10) mm per pixel")
+    check_spacing(mm_per_px, "--mm-per-px" if ways[0] == "--mm-per-px" else f"the spacing from {ways[0]}")
     path = save_profile(name, mm_per_px, crop=box, depth_mm=depth_mm, probe=probe, preset=preset)
     return path, load_profiles()[name]
 

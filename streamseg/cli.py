@@ -20,7 +20,8 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_errors
 
 from .files import first_line
-from .interrupts import exit_at_once_on_interrupt, interrupt_raises
+from .calibration import MM_PER_PX_MAX, MM_PER_PX_MIN
+from .interrupts import SignalsHeld, exit_at_once_on_interrupt, interrupt_raises
 from .memory import memory_error, report as report_memory_error
 from .options import check_compute, check_export_precision, check_numbers, check_out_dir, check_outputs
 from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, StreamsegError
@@ -173,7 +174,10 @@ def _pipeline(**kw):
     o = Options(**kw)
     bar = None if o.live else progress_bar(console)  # file: frames done of the total; live runs until stopped
     with bar or contextlib.nullcontext():
-        r = run(o, log=lambda msg: console.print(msg, highlight=False, markup=False), progress=bar)
+        # signals held from the pipeline's start to the exit: the first stops capture, later ones never cut the outputs short
+        held = SignalsHeld()
+        r = run(o, log=lambda msg: console.print(msg, highlight=False, markup=False), progress=bar, held=held)
+        held.until_exit()
     c = r.csa
     if c.median is None:
         csa = f"CSA: no confident frames (score >= {c.confident_threshold:g})"
@@ -525,7 +529,7 @@ def eval_(
     from .progress import progress_bar
     from .training.evaluate import run_eval
 
-    check_numbers([("--mm-per-px", mm_per_px, 0, 10, dict(lo_open=True, hi_open=True)), ("--conf", conf, 0, 1),
+    check_numbers([("--mm-per-px", mm_per_px, MM_PER_PX_MIN, MM_PER_PX_MAX, dict(hi_open=True)), ("--conf", conf, 0, 1),
                    ("--iou", iou, 0, 1), ("--score-thresh", score_thresh, 0, 1)])
     check_outputs({"--json": json_out}, inputs=(data,))
     check_out_dir("--out-dir", out_dir)

@@ -10,12 +10,14 @@ pixel spacing and crop of the Sequence of Ultrasound Regions (0018,6011).
   that are all in other units or of other types are refused, never guessed. Non-square pixels are
   reported (`DicomInfo.spacing_problem`) and the runtime refuses them unless a spacing flag is given.
   PixelSpacing (0028,0030) is not used: ultrasound spacing lives in the regions.
-- Times: FrameTime (ms), FrameTimeVector (ms increments) or CineRate (fps) -> pts in seconds.
+- Times: FrameTime (ms), FrameTimeVector (ms increments) or CineRate (fps) -> pts in seconds; when
+  missing or not believable (not finite, outside 0.01..1000 fps), --fps or 25 fps, with a warning.
 
 Torch-free; pydicom is imported inside the functions, so this module imports without it.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 import warnings
@@ -150,7 +152,7 @@ def regions(ds) -> list[Region]:
         units = (int(r.get("PhysicalUnitsXDirection", 0) or 0), int(r.get("PhysicalUnitsYDirection", 0) or 0))
         dx, dy = r.get("PhysicalDeltaX"), r.get("PhysicalDeltaY")
         delta = None
-        if units == (UNITS_CM, UNITS_CM) and dx is not None and dy is not None and dx > 0 and dy > 0:
+        if units == (UNITS_CM, UNITS_CM) and dx is not None and dy is not None:  # its range: spacing()
             delta = (float(dx) * 10.0, float(dy) * 10.0)
         out.append(Region(i, x0, y0, x1 - x0 + 1, y1 - y0 + 1, int(r.get("RegionSpatialFormat", 0) or 0),
                           int(r.get("RegionDataType", 0) or 0), units, delta))
@@ -167,7 +169,7 @@ def choose_region(found: list[Region], path: str = "") -> tuple[Region | None, l
     if not usable:
         raise StreamsegError(f"{path}: no 2D tissue ultrasound region with cm units and a spacing, so no mm² can be "
                              f"measured; found {'; '.join(r.describe() for r in found)}")
-    best = max(usable, key=lambda r: (r.w * r.h, -r.number))
+    best = max(usable, key=lambda r: (spacing(r)[0] is not None, r.w * r.h, -r.number))  # a valid spacing first
     notes = []
     if len(usable) > 1:
         notes.append(f"{len(usable)} tissue regions; using region {best.number} (the largest"
@@ -176,35 +178,76 @@ def choose_region(found: list[Region], path: str = "") -> tuple[Region | None, l
 
 
 def spacing(region: Region) -> tuple[float | None, str | None]:
-    """(isotropic mm/px, None) for square pixels, else (None, why CSA cannot use it)."""
+    """(isotropic mm/px, None) for square pixels with a spacing in the range every spacing must lie in
+    (calibration.MM_PER_PX_SPAN, as --mm-per-px), else (None, why CSA cannot use it)."""
+    from .calibration import spacing_out_of_range
+
     dx, dy = region.delta_mm
+    for axis, v in (("X", dx), ("Y", dy)):
+        why = spacing_out_of_range(v)
+        if why:
+            return None, f"PhysicalDelta{axis} of {region.describe()} gives {why}, so CSA in mm² cannot use it"
     if abs(dx - dy) > SQUARE_TOLERANCE * max(dx, dy):
         return None, (f"pixels are not square in {region.describe()}: {dx:.5g} x {dy:.5g} mm "
                       f"(differ by {100 * abs(dx - dy) / max(dx, dy):.1f} %), so CSA in mm² cannot use this spacing")
     return (dx + dy) / 2.0, None
 
 
-def frame_times(ds, n: int) -> tuple[list[float] | None, float | None, str]:
-    """(pts in seconds per frame, nominal fps, where they come from). A single frame is at 0."""
+FPS_MIN, FPS_MAX = 0.01, 1000.0  # a frame rate streamseg believes (--fps allows up to 1000)
+FRAME_MS_MIN, FRAME_MS_MAX = 1000.0 / FPS_MAX, 1000.0 / FPS_MIN
+DEFAULT_FPS = 25.0  # frames without a believable time, and no --fps (FFmpeg's rate for a raw stream)
+
+
+def frame_times(ds, n: int, fps: float | None = None) -> tuple[list[float] | None, float | None, str, str | None]:
+    """(pts in seconds per frame, nominal fps, where they come from, a warning or None). A single frame
+    is at 0. The file's FrameTimeVector, FrameTime or CineRate when believable (finite, within
+    FPS_MIN..FPS_MAX); else `fps` (--fps), else DEFAULT_FPS, with a warning saying so."""
     if n == 1:
-        return [0.0], None, "single frame"
+        return [0.0], None, "single frame", None
+    pts, rate, how, problems = _file_times(ds, n)
+    if pts is not None:
+        return pts, rate, how, None
+    rate = float(fps) if fps else DEFAULT_FPS
+    why = "; ".join(problems) or "no frame timing (FrameTime, FrameTimeVector, CineRate) in the file"
+    given = "from --fps" if fps else "the default; give --fps to set it"
+    return [i / rate for i in range(n)], rate, "--fps" if fps else "default", f"{why}: frames timed at {rate:g} fps ({given})"
+
+
+def _number(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _file_times(ds, n: int) -> tuple[list[float] | None, float | None, str, list[str]]:
+    """The file's own frame times, or (None, None, "", why each present one is not believable)."""
+    problems: list[str] = []
     ptr = ds.get("FrameIncrementPointer")  # AT, VM 1-n: which attribute holds the frame times
     pointer = {int(t) for t in (ptr if isinstance(ptr, Sequence) else [ptr] if ptr is not None else [])}
-    vector = [float(v) for v in (ds.get("FrameTimeVector") or [])]
+    vector = [_number(v) for v in (ds.get("FrameTimeVector") or [])][:n]  # a cine cut short: its first n
     if len(vector) == n - 1:
         vector = [0.0] + vector  # the standard's first increment is 0; some writers leave it out
-    use_vector = len(vector) == n and all(v >= 0 for v in vector[1:]) and sum(vector[1:]) > 0
-    ft = float(ds.get("FrameTime") or 0)
-    if use_vector and (0x00181065 in pointer or ft <= 0):
+    vector_ok = len(vector) == n and all(FRAME_MS_MIN <= v <= FRAME_MS_MAX for v in vector[1:])
+    if vector and not vector_ok:
+        problems.append(f"FrameTimeVector is not {n - 1} increments within [{FRAME_MS_MIN:g}, {FRAME_MS_MAX:g}] ms")
+    ft = _number(ds.get("FrameTime")) if ds.get("FrameTime") is not None else None
+    ft_ok = ft is not None and FRAME_MS_MIN <= ft <= FRAME_MS_MAX
+    if ft is not None and not ft_ok:
+        problems.append(f"FrameTime {ft:g} ms is outside [{FRAME_MS_MIN:g}, {FRAME_MS_MAX:g}] ms")
+    if vector_ok and (0x00181065 in pointer or not ft_ok):
         pts = [float(t) for t in (np.cumsum(vector) - vector[0]) / 1000.0]  # the first frame at 0
-        return pts, (n - 1) / pts[-1], "FrameTimeVector"
-    if ft > 0:
-        return [i * ft / 1000.0 for i in range(n)], 1000.0 / ft, "FrameTime"
+        return pts, (n - 1) / pts[-1], "FrameTimeVector", problems
+    if ft_ok:
+        return [i * ft / 1000.0 for i in range(n)], 1000.0 / ft, "FrameTime", problems
     for key in ("CineRate", "RecommendedDisplayFrameRate"):
-        rate = float(ds.get(key) or 0)
-        if rate > 0:
-            return [i / rate for i in range(n)], rate, key
-    return None, None, "no frame timing (FrameTime, FrameTimeVector, CineRate) in the file"
+        if ds.get(key) is None:
+            continue
+        rate = _number(ds.get(key))
+        if FPS_MIN <= rate <= FPS_MAX:
+            return [i / rate for i in range(n)], rate, key, problems
+        problems.append(f"{key} {rate:g} is outside [{FPS_MIN:g}, {FPS_MAX:g}] fps")
+    return None, None, "", problems
 
 
 def _check_crop(crop, w: int, h: int, path: str) -> tuple[int, int, int, int]:
@@ -265,14 +308,16 @@ def read_dicom(path, use_regions: bool = True, crop=None) -> tuple[DicomInfo, It
     return info, (img for _, img in _decode(ds, info))
 
 
-def dicom_info(ds, path: str, use_regions: bool = True, crop=None) -> DicomInfo:
-    """DicomInfo of a dataset read by pydicom (see read_dicom); checks that a decoder exists."""
+def dicom_info(ds, path: str, use_regions: bool = True, crop=None, fps: float | None = None) -> DicomInfo:
+    """DicomInfo of a dataset read by pydicom (see read_dicom); checks that a decoder exists. `fps`
+    (--fps) times the frames when the file's own timing is missing or not believable."""
     _decoder(ds, path)
     try:
         n, h, w = int(ds.get("NumberOfFrames") or 1), int(ds.Rows), int(ds.Columns)
     except (AttributeError, TypeError, ValueError):
         raise StreamsegError(f"{path}: DICOM image without valid Rows/Columns/NumberOfFrames") from None
     notes: list[str] = []
+    n = _frames_held(ds, n, h, w, path, notes)  # before anything is sized by the frame count
     geo = _region_info(ds, path, w, h, notes) if use_regions else dict(_NO_REGION)
     if crop is not None:
         if geo["crop"] is not None:
@@ -280,12 +325,42 @@ def dicom_info(ds, path: str, use_regions: bool = True, crop=None) -> DicomInfo:
         geo["crop"] = tuple(crop)
     box = _check_crop(geo["crop"] or (0, 0, w, h), w, h, path)
     geo["crop"] = box if geo["crop"] is not None else None
-    pts, fps, timing = frame_times(ds, n)
-    if pts is None:
-        notes.append(timing)
+    pts, fps, _, warning = frame_times(ds, n, fps)
+    if warning:
+        notes.append(warning)
     return DicomInfo(path=path, frames=n, width=box[2], height=box[3], fps=fps, notes=notes, pts=pts,
                      full_size=(w, h), photometric=str(ds.get("PhotometricInterpretation", "")),
                      transfer_syntax=ds.file_meta.TransferSyntaxUID.name, **geo)
+
+
+def _frames_held(ds, n: int, h: int, w: int, path: str, notes: list[str]) -> int:
+    """How many of the NumberOfFrames `n` the pixel data really holds (whole frames of native data;
+    at most one frame per fragment of encapsulated data). A file that claims more frames than it
+    holds (a cine cut short, or a bad header) is read as far as its data goes, with a note, and the
+    dataset's NumberOfFrames is set to that so the decoder reads them."""
+    if n < 1 or h < 1 or w < 1:
+        raise StreamsegError(f"{path}: DICOM image of {n} frame(s) of {w}x{h} pixels")
+    data = ds.PixelData
+    if ds.file_meta.TransferSyntaxUID.is_encapsulated:
+        from pydicom.encaps import parse_fragments
+
+        try:
+            held = max(parse_fragments(data)[0] - 1, 0)  # the first item is the Basic Offset Table
+        except Exception:  # noqa: BLE001 - a damaged item list: the decoder reports the frames it cannot read
+            held = n
+    else:
+        bits = w * h * int(ds.get("SamplesPerPixel") or 1) * int(ds.get("BitsAllocated") or 8)
+        if str(ds.get("PhotometricInterpretation", "")) == "YBR_FULL_422":
+            bits = bits * 2 // 3  # two chroma samples per two pixels
+        held = len(data) * 8 // max(bits, 1)
+    if held >= n:
+        return n
+    if held == 0:
+        raise StreamsegError(f"{path}: the pixel data holds no whole frame of {w}x{h} "
+                             f"({len(data)} bytes for {n} frame(s))")
+    notes.append(f"NumberOfFrames is {n} but the pixel data holds {held} whole frame(s): reading those")
+    ds.NumberOfFrames = held
+    return held
 
 
 def _decode(ds, info: DicomInfo, on_error: Callable[[int, Exception], None] | None = None
@@ -297,7 +372,9 @@ def _decode(ds, info: DicomInfo, on_error: Callable[[int, Exception], None] | No
     to8 = None
     for i in range(info.frames):
         try:
-            arr, props = decoder.as_array(ds, index=i, raw=True)
+            with warnings.catch_warnings():  # the excess bytes of a cine cut short (_frames_held) are noted already
+                warnings.simplefilter("ignore", UserWarning)
+                arr, props = decoder.as_array(ds, index=i, raw=True)
             pi = str(props.get("photometric_interpretation") or info.photometric)
             if to8 is None:
                 to8 = _to_8bit(ds, pi, arr, info.path)
@@ -374,10 +451,9 @@ class DicomSource:
     Frames are cropped to the ultrasound region, or to `crop` (full-image pixels) when given."""
 
     def __init__(self, spec: str, live: bool = False, crop=None, on_event: Callable[[str, str], None] | None = None,
-                 **_ignored):  # the reconnect/timeout options of network sources do not apply to a file
-
-
+                 fps: float | None = None, **_ignored):  # the reconnect/timeout options of network sources do not apply
         self.spec = str(spec)
+        self.fallback_fps = fps  # --fps: the rate when the file's own frame times are missing or not believable
         self.live = live
         self.crop = crop
         self.on_event = on_event or (lambda kind, msg: None)
@@ -397,7 +473,7 @@ class DicomSource:
     def open(self) -> "DicomSource":
         """Read the header and decode the first frame, so a bad file fails here with one line."""
         ds = _dataset(self.spec)
-        info = dicom_info(ds, self.spec, crop=self.crop)
+        info = dicom_info(ds, self.spec, crop=self.crop, fps=self.fallback_fps)
         self._it = _decode(ds, info, on_error=self._decode_error)
         self.dicom = info
         self.width, self.height = info.width, info.height

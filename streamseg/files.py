@@ -4,12 +4,34 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
+import math
+import numbers
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 
 from .types import StreamsegError
+
+
+def json_text(obj, **kw) -> str:
+    """JSON text for an output file: NaN and ±inf (anywhere in `obj`) become null, so the text is
+    always valid JSON (json.dumps with allow_nan=False, which would refuse a non-finite number left)."""
+    return json.dumps(finite(obj), allow_nan=False, **kw)
+
+
+def finite(obj):
+    """`obj` with every non-finite real number (float, numpy float) replaced by None; dicts, lists and
+    tuples are walked (tuples become lists, as JSON has them)."""
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if isinstance(obj, numbers.Real) and not isinstance(obj, numbers.Integral):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
 
 
 def user_cache(*parts: str) -> Path:
@@ -18,16 +40,17 @@ def user_cache(*parts: str) -> Path:
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call write(tmp_path) then rename onto `path`; the target never exists half-written and gets
-    ordinary file modes (`public_mode`)."""
+    """Call write(tmp_path) then rename onto `path` (`replace_onto`); the target never exists
+    half-written and gets ordinary file modes (`public_mode`)."""
     path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise StreamsegError(f"{path}: folder {path.parent} does not exist")
+    target = output_target(path)
+    if not target.parent.exists():
+        raise StreamsegError(f"{path}: folder {target.parent} does not exist")
     tmp = temp_beside(path, ".tmp")
     try:
         write(tmp)
         public_mode(tmp)  # mkstemp made it 0600: the output gets the mode the umask gives (0644 under 022)
-        os.replace(tmp, path)
+        replace_onto(tmp, path)
     except PermissionError:
         raise StreamsegError(f"{path}: not writable") from None
     except OSError as e:
@@ -37,12 +60,44 @@ def atomic_write(path: str | os.PathLike, write) -> None:
             os.unlink(tmp)
 
 
-def temp_beside(path: Path, suffix: str) -> str:
-    """A new hidden temp file `.NAME.PID.XXXXXXXX<suffix>` beside `path` (the pid lets a later run tell
-    a dead run's leftover from a live run's file); stale ones of the same target are removed first."""
+def output_target(path: str | os.PathLike) -> Path:
+    """The file an output named `path` really is: symlinks followed to their final target (so that
+    a link stays a link and its target gets the new content). Only a regular file, or nothing yet, is
+    replaced: a character or block device (/dev/null), a FIFO or a socket is refused in one line, and
+    so is a symlink loop."""
     path = Path(path)
+    real = Path(os.path.realpath(path))
+    if os.path.islink(real):  # realpath stops at a link it cannot resolve: a loop
+        raise StreamsegError(f"{path}: symlink loop")
+    try:
+        mode = os.stat(real).st_mode
+    except OSError:  # not there yet (or a name too long: the caller's checks say so)
+        return real
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):  # a folder is refused by the caller (check_writable)
+        return real
+    kind = ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a special file")
+    shown = f"{path} (-> {real})" if real != path.absolute() else str(path)
+    raise StreamsegError(f"{shown}: is {kind}, not a regular file; outputs are written as regular files only")
+
+
+def replace_onto(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Rename the finished temp file `tmp` (made by `temp_beside(path, ...)`) onto the output `path`:
+    the one place where streamseg renames a temp file. A symlink is written through (the rename
+    lands on its target, the link stays); anything that is not a regular file is never renamed
+    over (`output_target` raises StreamsegError, and `tmp` is left for the caller to discard).
+    Returns `path` as given."""
+    os.replace(tmp, output_target(path))
+    return Path(path)
+
+
+def temp_beside(path: Path, suffix: str) -> str:
+    """A new hidden temp file `.NAME.PID.XXXXXXXX<suffix>` beside `path`'s real target (`output_target`:
+    the same filesystem, so `replace_onto` is one rename; the pid lets a later run tell a dead run's
+    leftover from a live run's file); stale ones of the same target are removed first."""
+    path = output_target(path)
     remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix, dir=path.parent or ".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     return tmp
 
@@ -99,7 +154,8 @@ def check_writable(path) -> Path:
     a name too long for the filesystem (with atomic_write's temp name), or a folder that refuses a
     file (permissions, read-only or pseudo filesystems such as /proc: a temp file is tried)."""
     p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
+    real = output_target(p)  # a device, FIFO or socket (also behind a symlink) is refused here
+    parent = real.parent
     if p.is_dir():
         raise StreamsegError(f"{p}: is a folder, expected an output file")
     if not parent.is_dir():
@@ -108,10 +164,10 @@ def check_writable(path) -> Path:
         name_max = os.pathconf(parent, "PC_NAME_MAX")
     except (OSError, ValueError):
         name_max = 255
-    if len(os.fsencode(p.name)) + _TMP_EXTRA > name_max:
-        raise StreamsegError(f"{p.name[:40]}...: file name too long ({len(os.fsencode(p.name))} bytes; "
+    if len(os.fsencode(real.name)) + _TMP_EXTRA > name_max:
+        raise StreamsegError(f"{p.name[:40]}...: file name too long ({len(os.fsencode(real.name))} bytes; "
                              f"at most {name_max - _TMP_EXTRA} here)")
-    if p.exists() and not os.access(p, os.W_OK):
+    if real.exists() and not os.access(real, os.W_OK):
         raise StreamsegError(f"{p}: not writable")
     try:
         fd, tmp = tempfile.mkstemp(prefix=".streamseg-check.", dir=parent)

@@ -177,7 +177,8 @@ class _Run:
 
     # --- stopping ------------------------------------------------------------------------------
     def on_signal(self, signum, _frame) -> None:
-        self.stats.stopped_by = signal.Signals(signum).name
+        if self.stats.stopped_by not in ("SIGINT", "SIGTERM"):  # the first signal names the stop
+            self.stats.stopped_by = signal.Signals(signum).name
         self.stop.set()
 
     def halt(self, why: str) -> None:

@@ -7,15 +7,15 @@ created.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from . import pipeline
-from .calibration import Calibration, parse_crop, resolve
+from .calibration import MM_PER_PX_MAX, MM_PER_PX_MIN, Calibration, parse_crop, resolve
 from .dicom import dicom_calibration
-from .interrupts import interrupt_raises
+from .files import json_text
+from .interrupts import SignalsHeld, interrupt_raises
 from .options import check_compute, check_numbers, check_outputs, check_precision
 from .measure import Analyser
 from .overlay import Style, draw, lost_screen
@@ -77,7 +77,7 @@ class Options:
             ("--score-thresh", self.score_thresh, 0.0, 1.0), ("--confident", self.confident, 0.0, 1.0),
             ("--max-frames", self.max_frames, 1, None), ("--duration", self.duration_s, 0, None, dict(lo_open=True)),
             ("--cts-cutoff", self.cts_cutoff_mm2, 0, 1000, dict(lo_open=True)),
-            ("--mm-per-px", self.mm_per_px, 0, 10, dict(lo_open=True, hi_open=True)),
+            ("--mm-per-px", self.mm_per_px, MM_PER_PX_MIN, MM_PER_PX_MAX, dict(hi_open=True)),
             ("--depth-mm", self.depth_mm, 0, 500, dict(lo_open=True)),
             ("--width", self.width, 1, 16384), ("--height", self.height, 1, 16384),
             ("--fps", self.fps, 0, 1000, dict(lo_open=True)), ("--reconnect", self.reconnect_attempts, 0, 1000),
@@ -142,11 +142,13 @@ class ScanReport:
 
 
 def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None = None,
-        progress: Progress | None = None) -> ScanReport:
+        progress: Progress | None = None, held: SignalsHeld | None = None) -> ScanReport:
     """Run one file or live session; returns its report (also written beside the outputs).
 
     `backend`: an already loaded Backend to reuse (then `o.model`/`o.backend` are not read);
-    `progress`: a progress bar (`progress.progress_bar`) advanced once per frame written."""
+    `progress`: a progress bar (`progress.progress_bar`) advanced once per frame written; `held`:
+    the caller's `SignalsHeld`, left holding on return (the command holds signals until it exits),
+    else one of its own, released on return."""
     cal = resolve(o.mm_per_px, o.depth_mm, o.profile)
     source = _open_source(o, cal, log)
     try:  # the input is checked first (cheap), then the model is loaded
@@ -166,7 +168,24 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
     log(f"source: {source.describe()}; calibration: {cal.describe(source.height)}")
     summary = ScanSummary(mm, o.score_thresh, o.confident, o.cts_cutoff_mm2)
     interrupt_raises()  # outputs open from here: Ctrl-C finalises or discards them (streamseg/interrupts.py)
-    stats, files, video_frames = _stream(o, source, backend, mm, summary, log, progress)
+    own = held is None
+    held = held or SignalsHeld()  # from the pipeline's start to the commit, no later signal aborts the outputs
+    try:
+        stats, files, video_frames = _stream(o, source, backend, mm, summary, log, progress, held)
+        if stats.stopped_by is None and held.received:  # a signal between the pipeline's end and here
+            stats.stopped_by = held.received[0]
+        report = _finalise(o, source, stats, summary, files, video_frames, log)
+    finally:
+        if own:
+            held.release()
+    log(files_written([Path(p) for p in report.written]))
+    return report
+
+
+def _finalise(o: Options, source: BaseSource, stats: pipeline.RunStats, summary: ScanSummary,
+              files: list[FileSink], video_frames: int | None, log: Callable[[str], None]) -> ScanReport:
+    """Warn about lost frames, write the summary JSON and plot, then rename every output onto its
+    target at once; on any failure every temp file is discarded."""
     try:  # every output file is complete (as a temp file): the summary and plot too, then all are renamed at once
         st = source.stats
         if st.decode_errors or (st.expected_frames and not o.max_frames and stats.stopped_by is None
@@ -177,7 +196,7 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
         report = _report(o, source, stats, summary.summary(), video_frames)
         paths = o.summary_paths()
         if paths and stats.processed:
-            text = json.dumps(report.to_dict(), indent=2) + "\n"
+            text = json_text(report.to_dict(), indent=2) + "\n"
             staged = [StagedFile(paths[0], lambda tmp: Path(tmp).write_text(text)), StagedFile(paths[1], summary.write_plot)]
             files += staged
             for f in staged:
@@ -188,7 +207,6 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
         _abort(files)
         raise
     report.written = [str(p) for p in written]
-    log(files_written(written))
     return report
 
 
@@ -205,7 +223,7 @@ def _infer(o: Options, backend: Backend) -> Callable:
 
 
 def _stream(o: Options, source: BaseSource, backend: Backend, mm: float | None, summary: ScanSummary,
-            log: Callable[[str], None], progress: Progress | None = None
+            log: Callable[[str], None], progress: Progress | None = None, held: SignalsHeld | None = None
             ) -> tuple[pipeline.RunStats, list[FileSink], int | None]:
     """Open the sinks, run the pipeline, finish the output files (not yet renamed onto their targets)
     and close the source -> (stats, the file sinks to commit, overlay video frames). On any failure
@@ -214,6 +232,8 @@ def _stream(o: Options, source: BaseSource, backend: Backend, mm: float | None, 
     sinks: list[Sink] = []
     try:
         sinks = _open_sinks(o, source, mm, summary, log, progress)
+        if held is not None:
+            held.hold()  # the pipeline's handler stops capture on the first signal; after it, signals are only noted
         window = next((s for s in sinks if isinstance(s, WindowSink)), None)
         stats = pipeline.run(source, _infer(o, backend), Analyser(mm, o.stable_window, o.confident),
                              lambda r, hud: draw(r, style, hud), sinks, live=o.live, max_frames=o.max_frames,

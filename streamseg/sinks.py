@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import ctypes
 import ctypes.util
-import json
 import math
 import os
 import time
@@ -30,7 +29,7 @@ import cv2  # isort: skip
 import av  # isort: skip
 import numpy as np
 
-from .files import atomic_write, check_writable, first_line, public_mode, temp_beside
+from .files import atomic_write, check_writable, first_line, json_text, public_mode, replace_onto, temp_beside
 from .types import CONFIDENT_SCORE, NERVE_SCORE, Result, StreamsegError
 
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -120,7 +119,7 @@ class VideoSink:
             self._discard()
             return None
         if os.path.exists(self.tmp):
-            os.replace(self.tmp, self.path)
+            replace_onto(self.tmp, self.path)
         return self.path
 
     def close(self) -> Path | None:
@@ -192,7 +191,9 @@ def result_row(r: Result, mm_per_px: float | None, score_thresh: float) -> dict:
 
 
 def _r(v, n=4):
-    return None if v is None else round(float(v), n)
+    """Rounded, or None (an empty CSV cell, a JSON null) for no value or a non-finite one (flattening
+    of a one-pixel-thin mask is inf): no NaN or inf is ever written."""
+    return None if v is None or not math.isfinite(v) else round(float(v), n)
 
 
 def _why(e: BaseException) -> str:
@@ -225,7 +226,7 @@ class RowSink:
             if self.kind == "csv":
                 self.w.writerow({k: "" if v is None else v for k, v in row.items()})
             else:
-                self.f.write(json.dumps(row) + "\n")
+                self.f.write(json_text(row) + "\n")
             self.f.flush()
         except OSError as e:
             raise StreamsegError(f"{self.path}: cannot write ({_why(e)})") from None
@@ -248,8 +249,7 @@ class RowSink:
         if self.rows == 0:
             self.abort()
             return None
-        os.replace(self.tmp, self.path)
-        return self.path
+        return replace_onto(self.tmp, self.path)
 
     def close(self) -> Path | None:
         """finish() then commit()."""
@@ -493,8 +493,7 @@ class StagedFile:
             raise
 
     def commit(self) -> Path:
-        os.replace(self.tmp, self.path)
-        return self.path
+        return replace_onto(self.tmp, self.path)
 
     def abort(self) -> None:
         if self.tmp and os.path.exists(self.tmp):

@@ -76,6 +76,7 @@ class BaseSource:
         self._it: Iterator | None = None
         self._pending = None
         self._t0: float | None = None  # live: capture time of the first frame (the session clock's zero)
+        self._last_pts: float | None = None  # files: the last timestamp given (`_monotonic`)
         self._reading = threading.Lock()  # held while a read or (re)connect is in FFmpeg/OpenCV
         self._closing = False  # close() came while a read was blocked: the reading thread disconnects
 
@@ -154,6 +155,8 @@ class BaseSource:
                     if self.live:  # the stream's own pts restart at each reconnect; the session clock does not
                         self._t0 = t if self._t0 is None else self._t0
                         pts = t - self._t0
+                    else:
+                        pts = self._monotonic(pts)
                     yield Frame(image=img, index=index, pts=pts, t_capture=t)
                     index += 1
             except StreamsegError:
@@ -175,6 +178,17 @@ class BaseSource:
         """What FFmpeg's read timeout means (it reports "[Errno 1414092869] Immediate exit requested")."""
         timeout = getattr(self, "read_timeout_s", None)
         return f"no data from {self.spec} for {timeout:g} s" if timeout else f"no data from {self.spec}"
+
+    def _monotonic(self, pts: float | None) -> float | None:
+        """A file's timestamp, never back or standing still: where the file's own times restart (two
+        TS files concatenated) or repeat, the frame comes one frame period after the last. The MP4
+        gets these same times (VideoSink), so the CSV and the video agree."""
+        if pts is None:
+            return None
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1.0 / float(self.rate or 25)
+        self._last_pts = pts
+        return pts
 
     def reconnect_delays(self) -> list[float]:
         """The waits before each reconnect attempt (s): doubling from `backoff_s`, capped at `backoff_max_s`."""
@@ -246,8 +260,10 @@ class AVSource(BaseSource):
 
     def _open_av(self, url: str):
         opts = {}
-        if kind_of(url) == "url":
-            opts = {"fflags": "nobuffer", "probesize": "1000000", "analyzeduration": "1000000"}
+        if kind_of(url) == "url":  # a short probe; no `fflags nobuffer`: it threw away the packets read while
+            # probing (about the first 1.5 s of every connection, never counted). They are decoded first
+            # now; a live run keeps the newest frame, so any it cannot keep up with are counted as dropped.
+            opts = {"probesize": "1000000", "analyzeduration": "1000000"}
         try:
             c = av.open(url, mode="r", options=opts, timeout=(self.open_timeout_s, self.read_timeout_s))
         except av.error.InvalidDataError:
@@ -291,11 +307,13 @@ class AVSource(BaseSource):
         """Yield (bgr, pts seconds); corrupt packets are counted and skipped (files) or end the
         connection (live: a read error is a lost signal)."""
         demux = c.demux(st)
-        untimed = 0  # frames without a timestamp so far
+        untimed = count = 0  # frames without a timestamp, frames decoded, so far
+        last, gaps = None, []  # the last frame's timestamp (s), the steps between timestamps
         while True:
             try:
                 packet = next(demux)
             except StopIteration:
+                self._reached_the_end(c, st, count, last, gaps)
                 return
             except av.error.InvalidDataError:
                 if self.live:
@@ -312,7 +330,28 @@ class AVSource(BaseSource):
                 if pts is None and not self.live:  # no timestamps: frame n is at n / rate, never the wall clock
                     pts = float(untimed / self._untimed_rate())
                     untimed += 1
+                if pts is not None and last is not None:
+                    gaps.append(pts - last)
+                count, last = count + 1, pts if pts is not None else last
                 yield f.to_ndarray(format="bgr24"), pts
+
+    def _reached_the_end(self, c, st, decoded: int, last: float | None, gaps: list[float]) -> None:
+        """A file whose count is an estimate (duration x average rate: wrong for a variable frame rate),
+        whose last frame is at its end and whose frames follow each other without a hole (no step over
+        3x the median step: a damaged middle leaves one) was read whole: its expected count becomes
+        what was decoded, so a complete file gives no "decoded N of M frames" warning."""
+        if self.live or st.frames or not self.stats.expected_frames or last is None or not self.rate or not gaps:
+            return
+        if max(gaps) > 3 * float(np.median(gaps)):
+            return
+        if st.duration and st.time_base:
+            end = float((st.start_time or 0) * st.time_base + st.duration * st.time_base)
+        elif c.duration:
+            end = float(((c.start_time or 0) + c.duration) / av.time_base)
+        else:
+            return
+        if last + 1.5 / float(self.rate) >= end:
+            self.stats.expected_frames = decoded + self.stats.decode_errors
 
     def _disconnect(self):
         if self._container is not None:
@@ -434,7 +473,7 @@ def open_source(spec: str, live: bool, crop=None, width: int | None = None, heig
     from .dicom import DicomSource, is_dicom  # DICOM files (issue 12): pydicom, not FFmpeg
 
     if kind == "file" and is_dicom(spec):
-        return DicomSource(spec, live, **kw).open()
+        return DicomSource(spec, live, fps=fps, **kw).open()  # --fps: when the file's frame times are bad
     if kind == "v4l2":
         src: BaseSource = V4L2Source(spec, width=width, height=height, fps=fps, read_timeout_s=read_timeout_s, **kw)
     else:

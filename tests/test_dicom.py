@@ -216,7 +216,8 @@ def test_palette_8bit_without_preamble_and_greyscale_16bit():
     imgs = list(frames)
     assert len(imgs) == info.frames == 10 and imgs[0].shape == (64, 64, 3)
     assert imgs[0].min() >= 0 and imgs[0].max() > 200  # min-max to 8 bits
-    assert any("no frame timing" in n for n in info.notes) and info.pts is None
+    assert any("no frame timing" in n and "timed at 25 fps" in n for n in info.notes)  # issue 18: a stated default
+    assert info.pts == pytest.approx([i / 25 for i in range(10)])
 
 
 # --- generated cines -------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..files import first_line
+from ..files import first_line, replace_onto
 from ..model import ModelInfo
 from ..types import StreamsegError
 from .artefacts import DEFAULT_DIR, artefact_path, base_meta, ensure_artefact, load_or_rebuild
@@ -39,7 +39,7 @@ def _compile(model: nn.Module, info: ModelInfo, path: Path, dev: torch.device, b
             warnings.simplefilter("ignore")
             program = torch.export.export(net, (x,))
             torch._inductor.aoti_compile_and_package(program, package_path=str(tmp))
-        os.replace(tmp, path)
+        replace_onto(tmp, path)
     except StreamsegError:
         raise
     except Exception as e:  # noqa: BLE001 - compiler failures (no C++ toolchain, ...) are one line

@@ -4,12 +4,11 @@ histogram of the top score. Figures are drawn with matplotlib on the Agg canvas.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write
+from ..files import atomic_write, json_text
 from .metrics import ImageResult
 
 PAPER = {"mask112": {"map": 0.903, "recall": 0.903, "precision": 0.903, "dice_median": 0.931, "dice_iqr": 0.027},
@@ -18,7 +17,7 @@ PAPER = {"mask112": {"map": 0.903, "recall": 0.903, "precision": 0.903, "dice_me
 
 
 def write_json(path, doc: dict) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1, default=_plain) + "\n"))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json_text(doc, indent=1, default=_plain) + "\n"))
 
 
 def _plain(o):
