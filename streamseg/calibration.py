@@ -133,7 +133,7 @@ def check_profile(name: str, p: dict) -> None:
         v = float(p["mm_per_px"])
     except (KeyError, TypeError, ValueError):
         raise StreamsegError(f"profile {name!r} has no valid mm_per_px") from None
-    check_spacing(v, f"profile {name!r}")
+    check_spacing(v, f"profile {name!r}: mm_per_px")
     crop = p.get("crop")
     if crop is not None and not (isinstance(crop, list) and len(crop) == 4 and all(type(c) is int for c in crop)):
         raise StreamsegError(f"profile {name!r}: crop {crop!r} is not [x, y, w, h] (four integers)")
