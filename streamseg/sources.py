@@ -73,6 +73,7 @@ class BaseSource:
         self.width = self.height = 0  # after crop
         self.state: SourceState = "ok"
         self.finite = kind_of(self.spec) == "file"
+        self.read_timeout_s: float | None = None  # a read that waits longer is a lost signal (live)
         self._it: Iterator | None = None
         self._pending = None
         self._t0: float | None = None  # live: capture time of the first frame (the session clock's zero)
@@ -176,7 +177,7 @@ class BaseSource:
 
     def _no_data(self) -> str:
         """What FFmpeg's read timeout means (it reports "[Errno 1414092869] Immediate exit requested")."""
-        timeout = getattr(self, "read_timeout_s", None)
+        timeout = self.read_timeout_s
         return f"no data from {self.spec} for {timeout:g} s" if timeout else f"no data from {self.spec}"
 
     def _monotonic(self, pts: float | None) -> float | None:
