@@ -332,15 +332,16 @@ def machine() -> dict:
 def open_plan(plan: list[Entry], model, info, device: str, o: BenchOptions, log=print) -> list[tuple[dict, object]]:
     """Open every backend of the plan -> (its row, the backend or None when it was skipped, with why)."""
     from . import backends
+    from .backends.artefacts import engine_log
 
-    opened = []
+    opened, build_log = [], engine_log(log)  # one line when graphs are built, not one per graph
     for e in plan:
         row = {"label": e.label, "backend": e.backend, "precision": e.precision, "track": e.track, "device": device}
         t = time.perf_counter()
         try:  # eager torch through the split path, so its stage columns compare with the compiled ones
             be = backends.load(e.backend, model=model, info=info, device=device, half=e.precision == "fp16",
                                precision="int8" if e.precision == "int8" else "fp32", split=e.backend == "torch",
-                               engines_dir=o.engines_dir, log=log)
+                               engines_dir=o.engines_dir, log=build_log)
         except StreamsegError as err:
             log(f"skipped {e.label}: {err}")
             opened.append(({**row, "skipped": str(err)}, None))

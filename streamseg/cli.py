@@ -333,7 +333,11 @@ def export(
 
         import_tensorrt()
     m, info = load_checkpoint(model)
-    log = lambda msg: console.print(msg, highlight=False, markup=False)  # noqa: E731
+    from .backends.artefacts import Building
+
+    def log(msg: str) -> None:  # what is built is listed at the end; a stale artefact's reason is shown
+        if not (isinstance(msg, Building) and msg.routine):
+            console.print(msg, highlight=False, markup=False)
     from .progress import progress_bar
 
     with progress_bar(console, "artefacts") as bar:  # one step, of unknown length: spinner and time elapsed

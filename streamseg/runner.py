@@ -155,9 +155,11 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
             from . import backends
 
             compute = "cpu" if o.precision == "int8" else o.compute  # INT8 is a CPU path (check_precision)
+            from .backends.artefacts import engine_log
+
             backend = backends.load(o.backend, o.model, device=backends.select_device(compute, "--compute"),
                                     half=o.half, precision=o.precision, max_detections=o.max_detections,
-                                    engines_dir=o.engines)
+                                    engines_dir=o.engines, log=engine_log(log))
     except BaseException:
         source.close()
         raise
