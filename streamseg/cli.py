@@ -114,6 +114,8 @@ def _pipeline(**kw):
         csa = f"CSA median {c.median:g} {unit}, IQR {c.q1:g}–{c.q3:g} over {c.confident_frames} confident frames"
         if c.cts_flag is not None:
             csa += f"; CTS flag: {'yes' if c.cts_flag else 'no'} (cut-off {c.cts_cutoff_mm2:g} mm²)"
+        if c.calibrated and r.spacing_assumed:
+            csa += ", on the file's ASSUMED pixel spacing"
     console.print(f"frames seen {r.frames_seen}, processed {c.frames_processed}, with nerve {c.frames_with_nerve}, "
                   f"dropped {r.dropped}, {r.processed_fps:.2f} fps. {csa}", highlight=False, markup=False)
     if r.stopped_by in ("SIGINT", "SIGTERM"):

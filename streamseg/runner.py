@@ -131,6 +131,7 @@ class ScanReport:
     reconnects: int
     source_lost: bool  # live: the signal was lost and never came back
     video_frames: int | None  # frames in the overlay video (None without --out)
+    spacing_assumed: bool = False  # the input says its pixel spacing is assumed, not measured (demo.dcm)
     summary_json: str | None = None  # the files written beside the outputs (not in the JSON)
     csa_png: str | None = None
     written: list[str] = field(default_factory=list)  # every file the run wrote (not in the JSON)
@@ -177,6 +178,7 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
             bad = f"; {st.decode_errors} packet(s) could not be decoded" if st.decode_errors else ""
             log(f"warning: decoded {st.frames_read}{exp} frames{bad}")
         report = _report(o, source, stats, summary.summary(), video_frames)
+        report.spacing_assumed = cal.assumed and mm is not None
         paths = o.summary_paths()
         if paths and stats.processed:
             text = json.dumps(report.to_dict(), indent=2) + "\n"
