@@ -73,6 +73,7 @@ class Calibration:
     profile: str | None = None
     crop: tuple[int, int, int, int] | None = None  # the profile's crop, if it has one
     origin: str | None = None  # where mm_per_px_value came from when no flag gave it (a DICOM region)
+    assumed: bool = False  # the source says its spacing is assumed, not measured (the bundled demo.dcm)
 
     @property
     def calibrated(self) -> bool:
@@ -91,7 +92,8 @@ class Calibration:
         how = self.origin or (f"profile {self.profile!r}" if self.profile else
                f"depth {self.depth_mm:g} mm over the crop height" if self.depth_mm is not None else "--mm-per-px")
         v = self.mm_per_px(frame_h) if frame_h else self.mm_per_px_value
-        return f"{v:.5g} mm/px from {how}" if v is not None else f"from {how}"
+        said = ", which the file says is ASSUMED, not measured" if self.assumed else ""
+        return f"{v:.5g} mm/px from {how}{said}" if v is not None else f"from {how}{said}"
 
 
 def resolve(mm_per_px: float | None = None, depth_mm: float | None = None, profile: str | None = None) -> Calibration:

@@ -26,7 +26,8 @@ from .memory import memory_error, report as report_memory_error
 from .options import check_compute, check_export_precision, check_numbers, check_out_dir, check_outputs
 from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, StreamsegError
 
-COMPUTE_HELP = "cpu | cuda | cuda:N | auto"  # the compute device, one flag name on every command
+# the compute device, one flag name on every command; its choices are the metavar, so not repeated here
+COMPUTE_HELP = "where the network runs (auto: the GPU when one is visible, else the CPU)"
 console = Console(stderr=True, soft_wrap=True)  # one error = one line, never wrapped
 
 
@@ -69,8 +70,12 @@ class OneLineUsage(TyperGroup):
             raise self._one_line(e) from None
 
 
-# plain (click) help: the rich help of typer 0.29 labels every flag `<bool>`; choices show as <a|b|c>
+# plain (click) help: the rich help of typer 0.29 labels every flag `<bool>`; choices show as <a|b|c>.
+# Click wraps help at min(terminal width, max_content_width) - 2, and max_content_width defaults to 80:
+# a large one lets the help use the terminal's whole width (subcommands inherit it from this group).
+HELP_MAX_WIDTH = 160
 app = typer.Typer(cls=OneLineUsage, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"max_content_width": HELP_MAX_WIDTH},
                   help="Real-time median-nerve segmentation for wrist ultrasound.")
 
 # Fixed choices, listed by --help and refused by the parser (tests/test_cli.py keeps BackendName in
@@ -186,6 +191,8 @@ def _pipeline(**kw):
         csa = f"CSA median {c.median:g} {unit}, IQR {c.q1:g}–{c.q3:g} over {c.confident_frames} confident frames"
         if c.cts_flag is not None:
             csa += f"; CTS flag: {'yes' if c.cts_flag else 'no'} (cut-off {c.cts_cutoff_mm2:g} mm²)"
+        if c.calibrated and r.spacing_assumed:
+            csa += ", on the file's ASSUMED pixel spacing"
     console.print(f"frames seen {r.frames_seen}, processed {c.frames_processed}, with nerve {c.frames_with_nerve}, "
                   f"dropped {r.dropped}, {r.processed_fps:.2f} fps. {csa}", highlight=False, markup=False)
     if r.stopped_by in ("SIGINT", "SIGTERM"):
@@ -221,7 +228,9 @@ def live(
     timeout: float = typer.Option(3.0, "--timeout", help="network read timeout, s"), track: bool = _TRACK,
     engines: Optional[Path] = _ENGINES,
 ):
-    """Segment a live source (frame grabber or network stream); the newest frame always wins."""
+    """Segment a live source: a frame grabber or a network stream.
+
+    The newest frame always wins: older ones are dropped and counted, so the lag never grows."""
     from .sinks import has_display
 
     _pipeline(input=device, live=True, out=out, save_input=save_input, csv=csv, jsonl=jsonl, model=model, backend=backend, compute=compute,
@@ -248,7 +257,9 @@ def file(
                                         "Inputs with timestamps keep theirs"),
     engines: Optional[Path] = _ENGINES,
 ):
-    """Segment a recorded video file: every frame, in order, same count and timestamps."""
+    """Segment a recorded video or DICOM file, frame by frame.
+
+    Every frame, in order: the overlay keeps the input's frame count and timestamps."""
     _pipeline(input=str(input), live=False, out=out, save_input=save_input, csv=csv, jsonl=jsonl, model=model, backend=backend, compute=compute,
               precision=precision,
               show=show, mm_per_px=mm_per_px, depth_mm=depth_mm, profile=profile, crop=crop, max_frames=max_frames,
@@ -271,7 +282,9 @@ def calibrate(
                                              "without --crop its height is what --depth-mm spans"),
     list_: bool = typer.Option(False, "--list", help="list saved profiles"),
 ):
-    """Save a calibration profile (mm/px and crop) for a probe and preset, named PROBE_PRESET."""
+    """Save a probe and preset's pixel spacing as a profile.
+
+    The profile (mm/px and crop) is named PROBE_PRESET; use it with --profile."""
     from .calibration import calibrate_profile, config_dir, load_profiles, profile_name
 
     asked = any(v is not None for v in (name, probe, preset, mm_per_px, depth_mm, known_mm, known_px, crop, image_from))
@@ -344,8 +357,10 @@ def bench(
     e2e_seconds: float = typer.Option(15.0, help="length of the end-to-end replay"),
     max_detections: int = typer.Option(SHOWN_DETECTIONS, min=1, help="detections per frame (default: as file/live run; each costs one mask-head pass)"),
 ):
-    """Time what file and live run (the bundled model, auto's backend first), stage by stage, against
-    the other backends; --paper times the paper's R101."""
+    """Time the model stage by stage, backend by backend.
+
+    What file and live run (the bundled model, auto's backend first) against the other backends;
+    --paper times the paper's R101."""
     compute = check_compute(compute)
     check_numbers([("--frames", frames, 1, 100000), ("--warmup", warmup, 0, 100000), ("--repeat", repeat, 1, 1000),
                    ("--e2e-seconds", e2e_seconds, 0, 3600, dict(lo_open=True))])
@@ -387,7 +402,9 @@ def export(
                                        "$XDG_CACHE_HOME/streamseg/engines); usable later as --engines DIR"),
     compute: str = _compute(),
 ):
-    """Export the model to ONNX / TensorRT / compiled artefacts (--compute matters for compiled only)."""
+    """Build ONNX / TensorRT / compiled artefacts ahead of time.
+
+    --compute matters for compiled only. The folder serves file and live as --engines DIR."""
     compute = check_compute(compute)
     from .backends.artefacts import DEFAULT_DIR
     from .backends.device import select_device
@@ -410,7 +427,11 @@ def export(
 
         import_tensorrt()
     m, info = load_checkpoint(model)
-    log = lambda msg: console.print(msg, highlight=False, markup=False)  # noqa: E731
+    from .backends.artefacts import Building
+
+    def log(msg: str) -> None:  # what is built is listed at the end; a stale artefact's reason is shown
+        if not (isinstance(msg, Building) and msg.routine):
+            console.print(msg, highlight=False, markup=False)
     from .progress import progress_bar
 
     with progress_bar(console, "artefacts") as bar:  # one step, of unknown length: spinner and time elapsed
@@ -428,10 +449,10 @@ def train(
     out: Path = typer.Option(Path("runs/model.pt"), help="best checkpoint (the last one goes beside it as *_last.pt)"),
     backbone: Backbone = typer.Option("resnet101", help="backbone (paper: resnet101)"),
     mask_head: MaskHead = typer.Option("112", help="mask head resolution (paper: 112)"),
-    epochs: int = typer.Option(150),
-    lr: float = typer.Option(1e-3),
+    epochs: int = typer.Option(150, help="passes over the training images (paper: 150)"),
+    lr: float = typer.Option(1e-3, help="learning rate, SGD with momentum (paper: 0.001)"),
     schedule: Schedule = typer.Option("constant", help="constant (paper) or cosine (warm-up + cosine decay)"),
-    batch_size: int = typer.Option(2),
+    batch_size: int = typer.Option(2, help="images per step (paper: 2)"),
     norm: Norm = typer.Option("batch", help="normalisation (frozen only with --init)"),
     split: Optional[Path] = typer.Option(None, help="patient split JSON (written if missing)"),
     init: Optional[Path] = typer.Option(None, help="initialise from a COCO Mask R-CNN or ImageNet ResNet state dict, or fine-tune a streamseg checkpoint"),
@@ -450,12 +471,14 @@ def train(
     mask_head_width: int = typer.Option(256, help="mask head filters (256 = Table I)"),
     fpn_channels: int = typer.Option(256, help="FPN width (256 = torchvision/paper)"),
     resume: bool = typer.Option(False, help="continue from OUT's *_last.pt"),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="random seed (split, initialisation, augmentation, order)"),
     compute: str = _compute(),
-    workers: int = typer.Option(0),
+    workers: int = typer.Option(0, help="data-loading worker processes (0: load in the training process)"),
     max_iters_per_epoch: Optional[int] = typer.Option(None, hidden=True),
 ):
-    """Train the paper's Mask R-CNN on labelled scans (patient-wise split)."""
+    """Train the paper's Mask R-CNN on labelled scans.
+
+    Patients are split into train, val and test (--split), never one patient in two."""
     from .backends.device import select_device
     from .progress import progress_bar
 
@@ -520,11 +543,12 @@ def eval_(
     fn_rule: FnRule = typer.Option("paper", help="paper: FN only when no box at all; strict: any unmatched nerve"),
     box: BoxKind = typer.Option("mask", help="box scored: mask (tight box of the mask, the default) or regressed (box head)"),
     score_thresh: float = _SCORE,
-    compute: str = _compute("cpu"),
+    compute: str = _compute(),
 ):
-    """Evaluate a checkpoint with the paper's metrics (Prec/Rec, mAP, Dice median+IQR, HD95, area error),
-    what a user sees at the display threshold, per-patient results and CSA agreement; or the false
-    detections on a nerve-free folder."""
+    """Score a model with the paper's metrics on labelled scans.
+
+    Prec/Rec, mAP, Dice median+IQR, HD95, area error; what a user sees at the display threshold,
+    per-patient results and CSA agreement; or the false detections on a nerve-free folder."""
     from .backends.device import select_device
     from .progress import progress_bar
     from .training.evaluate import run_eval
@@ -574,16 +598,18 @@ def _print_eval(summary: dict) -> None:
 def ablation(
     data: Path = typer.Option(..., help="folder with images/ + masks/"),
     out_dir: Path = typer.Option(Path("runs/ablation"), help="checkpoints and split go here"),
-    backbone: str = typer.Option("resnet101"),
-    epochs: int = typer.Option(150),
-    lr: float = typer.Option(1e-3),
-    schedule: str = typer.Option("constant"),
-    batch_size: int = typer.Option(2),
+    backbone: str = typer.Option("resnet101", help="backbone of the three models (paper: resnet101)"),
+    epochs: int = typer.Option(150, help="passes over the training images (paper: 150)"),
+    lr: float = typer.Option(1e-3, help="learning rate, SGD with momentum (paper: 0.001)"),
+    schedule: str = typer.Option("constant", help="constant (paper) or cosine (warm-up + cosine decay)"),
+    batch_size: int = typer.Option(2, help="images per step (paper: 2)"),
     split: Optional[Path] = typer.Option(None, help="patient split JSON (written into OUT_DIR if not given)"),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="random seed (split, initialisation, augmentation, order)"),
     max_iters_per_epoch: Optional[int] = typer.Option(None, hidden=True),
 ):
-    """The paper's ablation: train mask28, mask56, mask112 alike and print Table II."""
+    """The paper's ablation: mask28, mask56 and mask112 alike.
+
+    Trains the three mask heads with the same settings and prints Table II."""
     from rich.progress import Progress
     from rich.table import Table
 

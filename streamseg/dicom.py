@@ -109,6 +109,7 @@ class DicomInfo:
     pts: list[float] | None = None  # seconds per frame; None when the file has no frame timing
     spacing_xy_mm: tuple[float, float] | None = None  # the region's (x, y) spacing, square or not
     spacing_problem: str | None = None  # why mm_per_px is None although a region has a spacing
+    spacing_assumed: str | None = None  # the file's description, where it says the spacing is assumed (demo.dcm)
     full_size: tuple[int, int] = (0, 0)  # (width, height) before the crop
     photometric: str = ""
     transfer_syntax: str = ""
@@ -308,6 +309,16 @@ def read_dicom(path, use_regions: bool = True, crop=None) -> tuple[DicomInfo, It
     return info, (img for _, img in _decode(ds, info))
 
 
+def assumed_spacing(ds) -> str | None:
+    """The file's own words where its description (ImageComments, SeriesDescription, StudyDescription)
+    says that its pixel spacing is assumed, not measured, as the bundled demo.dcm's does; else None."""
+    for key in ("ImageComments", "SeriesDescription", "StudyDescription"):
+        text = str(ds.get(key) or "")
+        if "assumed" in text.lower() and ("spacing" in text.lower() or "mm/px" in text.lower()):
+            return text
+    return None
+
+
 def dicom_info(ds, path: str, use_regions: bool = True, crop=None, fps: float | None = None) -> DicomInfo:
     """DicomInfo of a dataset read by pydicom (see read_dicom); checks that a decoder exists. `fps`
     (--fps) times the frames when the file's own timing is missing or not believable."""
@@ -330,7 +341,8 @@ def dicom_info(ds, path: str, use_regions: bool = True, crop=None, fps: float | 
         notes.append(warning)
     return DicomInfo(path=path, frames=n, width=box[2], height=box[3], fps=fps, notes=notes, pts=pts,
                      full_size=(w, h), photometric=str(ds.get("PhotometricInterpretation", "")),
-                     transfer_syntax=ds.file_meta.TransferSyntaxUID.name, **geo)
+                     transfer_syntax=ds.file_meta.TransferSyntaxUID.name,
+                     spacing_assumed=assumed_spacing(ds) if geo["mm_per_px"] is not None else None, **geo)
 
 
 def _frames_held(ds, n: int, h: int, w: int, path: str, notes: list[str]) -> int:
@@ -538,4 +550,8 @@ def dicom_calibration(source, cal, log: Callable[[str], None]):
         return cal
     if info.spacing_problem is not None:
         raise StreamsegError(f"{info.path}: {info.spacing_problem}; give --mm-per-px to measure anyway")
-    return replace(cal, mm_per_px_value=info.mm_per_px, origin=f"the DICOM's ultrasound region {info.region_number}")
+    if info.spacing_assumed:
+        log(f"note: {info.path}: its description says the pixel spacing is assumed, not measured, so every mm² "
+            f"and the CTS flag rest on that assumption (the file: \"{info.spacing_assumed}\")")
+    return replace(cal, mm_per_px_value=info.mm_per_px, origin=f"the DICOM's ultrasound region {info.region_number}",
+                   assumed=bool(info.spacing_assumed))

@@ -131,6 +131,7 @@ class ScanReport:
     reconnects: int
     source_lost: bool  # live: the signal was lost and never came back
     video_frames: int | None  # frames in the overlay video (None without --out)
+    spacing_assumed: bool = False  # the input says its pixel spacing is assumed, not measured (demo.dcm)
     summary_json: str | None = None  # the files written beside the outputs (not in the JSON)
     csa_png: str | None = None
     written: list[str] = field(default_factory=list)  # every file the run wrote (not in the JSON)
@@ -157,9 +158,11 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
             from . import backends
 
             compute = "cpu" if o.precision == "int8" else o.compute  # INT8 is a CPU path (check_precision)
+            from .backends.artefacts import engine_log
+
             backend = backends.load(o.backend, o.model, device=backends.select_device(compute, "--compute"),
                                     half=o.half, precision=o.precision, max_detections=o.max_detections,
-                                    engines_dir=o.engines)
+                                    engines_dir=o.engines, log=engine_log(log))
     except BaseException:
         source.close()
         raise
@@ -174,7 +177,8 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
         stats, files, video_frames = _stream(o, source, backend, mm, summary, log, progress, held)
         if stats.stopped_by is None and held.received:  # a signal between the pipeline's end and here
             stats.stopped_by = held.received[0]
-        report = _finalise(o, source, stats, summary, files, video_frames, log)
+        report = _finalise(o, source, stats, summary, files, video_frames, log,
+                           spacing_assumed=cal.assumed and mm is not None)
     finally:
         if own:
             held.release()
@@ -183,7 +187,8 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
 
 
 def _finalise(o: Options, source: BaseSource, stats: pipeline.RunStats, summary: ScanSummary,
-              files: list[FileSink], video_frames: int | None, log: Callable[[str], None]) -> ScanReport:
+              files: list[FileSink], video_frames: int | None, log: Callable[[str], None], *,
+              spacing_assumed: bool = False) -> ScanReport:
     """Warn about lost frames, write the summary JSON and plot, then rename every output onto its
     target at once; on any failure every temp file is discarded."""
     try:  # every output file is complete (as a temp file): the summary and plot too, then all are renamed at once
@@ -194,6 +199,7 @@ def _finalise(o: Options, source: BaseSource, stats: pipeline.RunStats, summary:
             bad = f"; {st.decode_errors} packet(s) could not be decoded" if st.decode_errors else ""
             log(f"warning: decoded {st.frames_read}{exp} frames{bad}")
         report = _report(o, source, stats, summary.summary(), video_frames)
+        report.spacing_assumed = spacing_assumed
         paths = o.summary_paths()
         if paths and stats.processed:
             text = json_text(report.to_dict(), indent=2) + "\n"

@@ -34,9 +34,10 @@ def _rendered(report: dict) -> list[str]:
 def _assert_fits(report: dict) -> None:
     lines = _rendered(report)
     assert max(len(ln) for ln in lines) <= 100 and not any("…" in ln for ln in lines), "\n".join(lines)
-    text = " ".join(ln[:17].strip() for ln in lines)  # the backend column: long labels wrap inside it
-    for r in report["results"]:  # every label whole, none cut
-        assert r["label"] in " ".join(text.split()), r["label"]
+    rows = [ln for ln in lines if ln[:1].isalpha() or ln.startswith("*")]
+    for r in report["results"]:  # every label whole on its own row, never wrapped onto a second line
+        assert any(ln.startswith(r["label"] + " ") for ln in rows), (r["label"], "\n".join(lines))
+        assert len(r["label"]) <= 15
 
 
 def test_percentiles_are_in_ms():
@@ -55,8 +56,10 @@ def test_bench_cli_on_cpu_repeats_and_writes_where_asked(calibrated_checkpoint, 
 
     avail = available("cpu")
     # as file/live run (tracked; INT8 where onnxruntime runs on the CPU), the full-frame FP32 path, the others
-    first = f"auto -> {avail[0]}" + (" int8" if avail[0] == "onnxruntime" else "")
-    assert [r["label"] for r in report["results"]] == [first, f"auto -> {avail[0]} full", *avail[1:]]
+    short = {"onnxruntime": "ort", "torch": "torch"}
+    prec = "int8" if avail[0] == "onnxruntime" else "fp32"
+    assert [r["label"] for r in report["results"]] == [f"{short[avail[0]]} {prec} win*", f"{short[avail[0]]} fp32 full",
+                                                       *[f"{short[n]} fp32 win" for n in avail[1:]]]
     assert [r["track"] for r in report["results"]] == [True, False, *[True] * len(avail[1:])]
     for r in report["results"]:
         assert r["detections_min"] == 2, "the bench must run with the asked-for detections"
@@ -86,7 +89,7 @@ def test_no_arguments_time_the_bundled_model_with_autos_backend_first(engines_di
     assert res.exit_code == 0, res.output
     report = json.loads(out.read_text())
     assert report["model"]["source"] == str(DEFAULT_WEIGHTS)
-    assert report["results"][0]["label"].startswith(f"auto -> {available('cpu')[0]}")
+    assert report["results"][0]["backend"] == available("cpu")[0] and report["results"][0]["label"].endswith("*")
     assert report["results"][0]["track"] is True
     assert report["frames_source"].startswith("demo.mp4")
 
@@ -98,7 +101,7 @@ def test_paper_times_the_untrained_r101(tmp_path):
     assert res.exit_code == 0, res.output
     report = json.loads(out.read_text())
     assert report["model"]["backbone"] == "resnet101" and report["model"]["mask_head"] == "112"
-    assert "untrained" in report["model"]["description"] and report["results"][0]["label"] == "torch"
+    assert "untrained" in report["model"]["description"] and report["results"][0]["label"] == "torch fp32 win"
 
 
 class RecordingProgress:
@@ -153,13 +156,15 @@ def _row(label: str, ms: float) -> dict:
 
 def test_the_table_fits_100_columns_at_its_widest():
     """Eight CUDA rows with the longest labels, and four-digit milliseconds everywhere."""
-    labels = ["auto -> onnxruntime int8", "auto -> tensorrt full", "tensorrt fp16", "compiled", "compiled fp16", "onnxruntime", "onnxruntime fp16",
-              "torch", "torch fp16"]
+    labels = [bench.row_label(b, p, t, auto=a) for b, p, t, a in [
+        ("tensorrt", "fp32", True, True), ("tensorrt", "fp32", False, False), ("tensorrt", "fp16", True, False),
+        ("compiled", "fp32", True, False), ("compiled", "fp16", False, False), ("onnxruntime", "fp32", True, False),
+        ("onnxruntime", "fp16", False, False), ("torch", "fp32", True, False), ("torch", "fp16", False, False)]]
     report = {"model": {"backbone": "mobilenet_v3_large", "mask_head": "112"}, "frames": 20, "repeat": 3,
               "machine": {"cores": 16, "gpu": "NVIDIA H100 80GB HBM3"},
-              "results": [_row(lb, 9876.5) for lb in labels] + [{"label": "auto -> onnxruntime", "skipped": "x"}]}
+              "results": [_row(lb, 9876.5) for lb in labels] + [{"label": "ort int8 win*", "skipped": "x"}]}
     _assert_fits(report)
-    report["results"] = [_row("auto -> onnxruntime", 0.5), _row("torch", 123.4)]
+    report["results"] = [_row("ort int8 win*", 0.5), _row("torch fp32 full", 123.4)]
     _assert_fits(report)
 
 
@@ -267,3 +272,37 @@ def test_readme_bench_examples_run_as_written(engines_dir, tmp_path, monkeypatch
         assert res.exit_code == 0, (argv, res.output)
         wrote = tmp_path / res.output.split("wrote ", 1)[1].split()[0]  # bench.json is relative to the cwd
         assert wrote.is_file() and wrote.is_relative_to(tmp_path) and json.loads(wrote.read_text())["repeat"] == 2
+
+
+def test_fps_agrees_with_the_frame_column():
+    """One slow repeat showed p50 40 ms next to "11.2 fps" (fps was 1 / the mean frame time): the fps
+    column is now 1000 / the frame column (the median of the repeats' p50), and the table says so."""
+    def one_run(ms: list[float]) -> dict:
+        samples = {s: [0.001] * len(ms) for s in STAGES}
+        samples["frame"] = [m / 1000 for m in ms]
+        return {"samples": samples, "detections": [1] * len(ms), "windowed": [True] * len(ms), "encode": "x"}
+
+    row = bench.summarise([one_run([40.0] * 5), one_run([40.0] * 4 + [900.0]), one_run([40.0] * 5)])
+    assert row["frame_p50"]["median"] == pytest.approx(40.0)
+    assert row["fps"] == pytest.approx(25.0) and row["fps_of_mean"] == pytest.approx(1000 / 97.33, rel=1e-3)
+    report = {"model": {"backbone": "mobilenet_v3_large", "mask_head": "112"}, "frames": 5, "repeat": 3,
+              "machine": {"cores": 2}, "results": [{"label": "ort int8 win*", **row, "speedup_frame_p50": 1.0}]}
+    text = "\n".join(_rendered(report))
+    assert "fps = 1000 / frame" in " ".join(text.split())
+    [line] = [ln for ln in text.splitlines() if ln.startswith("ort int8 win*")]
+    assert line.split()[-2] == "25.0" and line.split()[-6] == "40.0", line  # fps, frame
+
+
+def test_row_labels_say_backend_precision_and_input_in_one_short_line():
+    """Labels wrapped ("auto ->" / "onnxruntime int8") and "full" did not say it ran FP32."""
+    from streamseg.backends import available
+
+    plan = bench.default_plan("cpu", None, None)
+    assert all(len(e.label) <= 15 and e.precision in e.label.split() for e in plan), [e.label for e in plan]
+    assert [e.label for e in plan if not e.track] == [bench.row_label(available("cpu")[0], "fp32", False)]
+    assert [e.label.endswith("*") for e in plan] == [True] + [False] * (len(plan) - 1)
+    assert bench.row_label("onnxruntime", "fp32", False) == "ort fp32 full"
+    lines = _rendered({"model": {"backbone": "mobilenet_v3_large", "mask_head": "112"}, "frames": 5, "repeat": 3,
+                       "machine": {"cores": 2}, "results": [_row(e.label, 55.0) for e in plan]})
+    legend = " ".join(" ".join(lines).split())
+    assert "ort = onnxruntime" in legend and "full: the full frame every time" in legend and "* what file and live run" in legend

@@ -43,19 +43,10 @@ def _calibration_examples(readme: str) -> list[list[str]]:
     return [shlex.split(ln) for ln in lines if ln.startswith("streamseg calibrate")]
 
 
-def _grab_png(path: Path) -> None:
-    """A 1280x720 grabber frame with a real bundled scan where the README's --crop says it is."""
-    from PIL import Image
-
-    scan = Image.open(ROOT / "streamseg/data/sample/images/Pz089-001.png").convert("RGB").resize((640, 480))
-    frame = Image.new("RGB", (1280, 720))
-    frame.paste(scan, (312, 96))
-    frame.save(path)
-
-
 def test_readme_calibration_examples_save_profiles_that_file_uses(tmp_path, monkeypatch, small_checkpoint):
-    """Every calibrate example runs verbatim (in a temp HOME/XDG_CONFIG_HOME, cwd holding grab.png),
-    saves the profile the README's `--profile` flags name, and `streamseg file --profile` uses it."""
+    """Every calibrate example runs verbatim (in a temp HOME/XDG_CONFIG_HOME, from the clone's root:
+    `--from` names the bundled grab), saves the profile the README's `--profile` flags name, and
+    `streamseg file --profile` uses it."""
     import json
     import os
     import subprocess
@@ -67,11 +58,10 @@ def test_readme_calibration_examples_save_profiles_that_file_uses(tmp_path, monk
     env = {k: v for k, v in os.environ.items() if k != "STREAMSEG_CONFIG_DIR"}
     env.update(HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "config"),
                PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
-    _grab_png(tmp_path / "grab.png")
     cli = [sys.executable, "-c", "from streamseg.cli import main; main()"]
     outputs = []
     for argv in examples:
-        r = subprocess.run(cli + argv[1:], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(cli + argv[1:], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, (argv, r.stderr)
         outputs.append(r.stdout + r.stderr)
     profiles = json.loads((tmp_path / "config/streamseg/profiles.json").read_text())
@@ -80,7 +70,9 @@ def test_readme_calibration_examples_save_profiles_that_file_uses(tmp_path, monk
     assert "ml6-15_wrist" in outputs[-1] and "l12_msk" in outputs[-1]  # --list shows both
     for name in set(re.findall(r"--profile ([\w.-]+)", readme)):
         assert name in profiles, f"README uses --profile {name}, which no calibration example saves"
-    r = subprocess.run(cli + ["file", "grab.png", "--profile", "ml6-15_wrist", "--model", str(small_checkpoint),
+    grab = next(a for e in examples if "--from" in e for a in e[e.index("--from") + 1:][:1])
+    assert (ROOT / grab).is_file()  # a bundled file: the example runs as written in a fresh clone
+    r = subprocess.run(cli + ["file", str(ROOT / grab), "--profile", "ml6-15_wrist", "--model", str(small_checkpoint),
                               "--backend", "torch", "--max-frames", "1", "--csv", "o.csv"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -99,3 +91,28 @@ def test_calibrate_from_a_missing_grab_is_one_line_and_exit_2(tmp_path, monkeypa
                                  "--crop", "312,96,640,480", "--from", "grab.png"])
     assert r.exit_code == 2 and "grab.png: no such file" in r.output and len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "profiles.json").exists()
+
+
+def test_readme_eval_example_on_the_bundled_sample_runs_as_written(tmp_path):
+    """Every `eval` example needed ../shared; the first one now runs on the bundled sample, verbatim
+    (in tmp_path, where `streamseg/data/sample` links to the clone's, so its outputs land there)."""
+    import json
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### `streamseg eval`", 1)[1].split("\n### ", 1)[0]
+    lines = [ln.strip() for b in _bash_blocks(section) for ln in b.splitlines()]
+    argv = shlex.split(lines[0])
+    assert argv[:4] == ["streamseg", "eval", "--data", "streamseg/data/sample"], lines[0]
+    (tmp_path / "streamseg" / "data").mkdir(parents=True)
+    (tmp_path / "streamseg" / "data" / "sample").symlink_to(ROOT / "streamseg" / "data" / "sample")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([sys.executable, "-c", "from streamseg.cli import main; main()", *argv[1:]], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / argv[argv.index("--json") + 1]).read_text())
+    assert result["summary"]["images"] == 7 and len(result["per_image"]) == 7
+    assert (tmp_path / argv[argv.index("--out-dir") + 1] / "per_image.csv").is_file()

@@ -7,6 +7,7 @@ Needs Xvfb, xdotool and xwd (apt-get install xvfb xdotool x11-apps); .ci/run ins
 them these tests skip, except under CI=true, where they fail."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -41,23 +42,43 @@ def _need(*tools):
         pytest.skip(msg)
 
 
-@pytest.fixture
-def xdisplay():
-    """A fresh Xvfb 1280x1024x24 on a free display number (Xvfb picks it: -displayfd)."""
+def answers(display: str) -> bool:
+    """Whether the X server on `display` takes a client now (its socket is there and xdotool gets in)."""
+    if not Path(f"/tmp/.X11-unix/X{display.lstrip(':')}").exists():
+        return False
+    r = subprocess.run(["xdotool", "getdisplaygeometry"], capture_output=True, timeout=30,
+                       env={**os.environ, "DISPLAY": display})
+    return r.returncode == 0
+
+
+@contextlib.contextmanager
+def xvfb():
+    """A fresh Xvfb 1280x1024x24 on a free display number (Xvfb picks it: -displayfd), handed over
+    once it answers a client, not merely once it has named its display: the live-window test once
+    failed under load with `qt.qpa.xcb: could not connect to display`. -noreset: no server reset
+    each time the last client (an xdotool call) leaves."""
     _need("Xvfb", "xdotool", "xwd")
     rfd, wfd = os.pipe()
-    server = subprocess.Popen(["Xvfb", "-displayfd", str(wfd), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
-                              pass_fds=(wfd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(["Xvfb", "-displayfd", str(wfd), "-screen", "0", "1280x1024x24", "-nolisten", "tcp",
+                               "-noreset"], pass_fds=(wfd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.close(wfd)
     try:
         ready, _, _ = select.select([rfd], [], [], 60)
         number = os.read(rfd, 32).decode().strip() if ready else ""
         assert number.isdigit(), "Xvfb did not start"
+        wait_for(lambda: server.poll() is not None or answers(f":{number}"), 60, "the X server to answer")
+        assert server.poll() is None, "Xvfb exited"
         yield f":{number}"
     finally:
         os.close(rfd)
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.fixture
+def xdisplay():
+    with xvfb() as display:
+        yield display
 
 
 def grab(display, box=None) -> np.ndarray:
@@ -184,6 +205,26 @@ def runs():
         if r.p.poll() is None:
             r.p.kill()
             r.p.wait()
+
+
+def test_the_display_is_handed_over_only_once_its_server_answers(tmp_path, monkeypatch):
+    """An X server that names its display 2 s before it listens (a slow start): the fixture waits
+    until a client gets in, so the first client a test starts (xdotool here, Qt in a run) connects."""
+    _need("Xvfb", "xdotool", "xwd")
+    n = next(n for n in range(300, 500) if not Path(f"/tmp/.X11-unix/X{n}").exists()
+             and not Path(f"/tmp/.X{n}-lock").exists())
+    fake = tmp_path / "bin" / "Xvfb"
+    fake.parent.mkdir()
+    real = shutil.which("Xvfb")
+    fake.write_text(f"#!{sys.executable}\nimport os, sys, time\nfd = int(sys.argv[2])\nos.write(fd, b'{n}\\n')\n"
+                    f"time.sleep(2)\nos.execv({real!r}, [{real!r}, ':{n}', *sys.argv[3:]])\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    with xvfb() as display:
+        assert display == f":{n}"
+        r = subprocess.run(["xdotool", "getdisplaygeometry"], capture_output=True, text=True, timeout=30,
+                           env={**os.environ, "DISPLAY": display})
+        assert r.returncode == 0 and r.stdout.split() == ["1280", "1024"], r.stderr
 
 
 @pytest.mark.parametrize("first", ["streamseg.sinks", "streamseg.sources"])

@@ -81,6 +81,10 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = 
         from .tensorrt import import_tensorrt
 
         import_tensorrt()  # one clear line where TensorRT is missing, before any model work
+    if name == "onnxruntime":
+        from .onnx_export import require_onnx
+
+        require_onnx(runtime=True)  # the same, for onnx and onnxruntime
     if model is None:
         from ..checkpoint import load_checkpoint
 

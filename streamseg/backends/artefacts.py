@@ -30,6 +30,39 @@ DEFAULT_DIR = Path(os.environ.get("STREAMSEG_ENGINES") or user_cache("engines"))
 T = TypeVar("T")
 
 
+class Building(str):
+    """A log line about an artefact being built now (so a run pauses). `routine`: a first build (or
+    an asked-for one), saying only what is made; else a stale or broken artefact rebuilt, saying
+    why. `engine_log` turns the routine ones into one notice for the lot."""
+
+    routine: bool
+    path: Path
+
+    def __new__(cls, text: str, path: Path, routine: bool = True) -> "Building":
+        line = super().__new__(cls, text)
+        line.path, line.routine = Path(path), routine
+        return line
+
+
+def engine_log(log: Callable[[str], None]) -> Callable[[str], None]:
+    """`log` for opening a backend: the first artefact built prints one line saying that the engine
+    is being prepared, once, and where (a first run pauses ~20 s on a 2-core CPU while its graphs are
+    exported and quantised); later routine build lines are dropped; everything else passes through."""
+    told = False
+
+    def emit(msg: str) -> None:
+        nonlocal told
+        if isinstance(msg, Building) and msg.routine:
+            if not told:
+                told = True
+                took = "about 20 s on a 2-core CPU" if msg.path.suffix == ".onnx" else "it can take minutes"
+                log(f"preparing the inference engine in {msg.path.parent} (once, {took}; later runs reuse it)...")
+            return
+        log(msg)
+
+    return emit
+
+
 def _sha(info: ModelInfo) -> str:
     if not info.sha256:
         raise ValueError("artefacts are named by the weights' sha256: fill it in first (ModelInfo.with_sha256)")
@@ -146,8 +179,9 @@ def ensure_artefact(path: Path, expected: dict, build: Callable[[Path], dict | N
         why = _why_rebuild(path, expected, force, check)
         if not why:
             return path
-    if log and why not in ("missing", "forced"):
-        log(f"rebuilding {path.name}: {why}")
+    if log:
+        log(Building(f"building {path.name}", path) if why in ("missing", "forced")
+            else Building(f"rebuilding {path.name}: {why}", path, routine=False))
     extra = build(path)
     write_sidecar(path, {**expected, **(extra or {})})
     return path
@@ -161,5 +195,5 @@ def load_or_rebuild(ensure: Callable[[bool], Path], open_: Callable[[Path], T], 
         return open_(path)
     except Exception as e:  # noqa: BLE001 - any failure to load a cached artefact means: rebuild it
         if log:
-            log(f"rebuilding {path.name}: it does not load ({first_line(e, 120)})")
+            log(Building(f"rebuilding {path.name}: it does not load ({first_line(e, 120)})", path, routine=False))
     return open_(ensure(True))

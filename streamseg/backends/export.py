@@ -12,7 +12,7 @@ from ..types import StreamsegError
 from .artefacts import DEFAULT_DIR, artefact_path, ensure_dir, sidecar_path
 from .compiled import ensure_compiled
 from .device import select_device
-from .onnx_export import ensure_onnx, export_onnx
+from .onnx_export import ensure_onnx, export_onnx, require_onnx
 from .onnx_heads import ensure_heads
 from .tensorrt import ensure_engine
 from ..tracking import ROI_SIZES, window_sizes
@@ -27,6 +27,8 @@ def build(model: nn.Module, info: ModelInfo, fmt: str, out_dir: str | Path = DEF
     if fmt not in FORMATS:
         raise StreamsegError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
     check_export_precision(precision, fmt, half)
+    if fmt in ("onnx", "engine"):  # TensorRT builds from the ONNX graph
+        require_onnx(runtime=precision == "int8")
     info = info.with_sha256(model)
     out = ensure_dir(out_dir)
     if fmt == "onnx":  # with the RoI heads graphs that onnxruntime runs on CPU, so `--engines DIR` builds nothing

@@ -15,6 +15,19 @@ from .artefacts import DEFAULT_DIR, artefact_path, base_meta, ensure_artefact
 from .split import DenseNet, output_names
 
 OPSET = 17
+# onnx and onnxruntime are dependencies of streamseg: missing, the install is broken or partial
+MISSING_HINT = "pip install onnx onnxruntime, or reinstall streamseg, which depends on both"
+
+
+def require_onnx(runtime: bool = False) -> None:
+    """One StreamsegError line when `onnx` (and with `runtime`, `onnxruntime`) cannot be imported."""
+    import importlib
+
+    for name in ("onnx", "onnxruntime") if runtime else ("onnx",):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise StreamsegError(f"{name} is not installed ({MISSING_HINT})") from None
 
 
 def onnx_meta(info: ModelInfo, batch: int, half: bool, size: int | None = None) -> dict:
@@ -27,6 +40,7 @@ def onnx_meta(info: ModelInfo, batch: int, half: bool, size: int | None = None) 
 def _write_onnx(model: nn.Module, info: ModelInfo, path: Path, batch: int, half: bool, dynamo: bool,
                 size: int | None = None) -> dict:
     """Export to `path` (atomically); returns the sidecar's format-specific fields."""
+    require_onnx()
     import onnx
 
     net = copy.deepcopy(DenseNet(model)).eval().cpu()
@@ -72,6 +86,7 @@ def check_onnx(path: str | Path, inputs: dict[str, tuple[int, list]] | None = No
     (element type, dims with None for a dynamic one), as `graph_inputs` reads them), else the reason
     in a few words. A sidecar says what was built, the graph what is there: a 384-px graph or a
     heads graph under the 512-px dense graph's name, beside that graph's valid sidecar, is refused."""
+    require_onnx()
     import onnx
 
     try:

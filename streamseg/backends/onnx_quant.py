@@ -19,7 +19,7 @@ import numpy as np
 from ..files import atomic_write, file_sha256, first_line
 from ..letterbox import ensure_bgr
 from ..types import StreamsegError
-from .artefacts import ensure_artefact, read_sidecar
+from .artefacts import Building, ensure_artefact, read_sidecar
 from .base import preprocess
 from .onnx_export import check_onnx, graph_inputs
 
@@ -146,7 +146,7 @@ def ensure_int8(fp32_path: str | Path, calib_dir: str | Path = CALIB_DIR, method
     def build(path: Path) -> dict:
         _, shape = _input(fp32_path)
         if log:
-            log(f"quantising {fp32_path.name} to INT8 ({len(files)} calibration scans, {method})")
+            log(Building(f"quantising {fp32_path.name} to INT8 ({len(files)} calibration scans, {method})", path))
         keep = stem_conv(fp32_path)
         quantize(fp32_path, path, calibration_batches(files, shape[-1]), method, exclude=keep)
         return {"calibration_images": len(files), "fp32_nodes": list(keep)}

@@ -12,7 +12,7 @@ from ..files import first_line
 from ..model import ModelInfo
 from ..types import StreamsegError
 from .artefacts import DEFAULT_DIR, read_sidecar
-from .onnx_export import ensure_onnx
+from .onnx_export import ensure_onnx, require_onnx
 from ..tracking import ROI_SIZES
 from .split import SizedDense, SplitBackend
 
@@ -21,9 +21,10 @@ _ORT_TYPES = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16}
 
 
 def available() -> bool:
+    """onnxruntime runs the graphs; onnx checks them (both are dependencies; `auto` falls back to torch)."""
     try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
+        require_onnx(runtime=True)
+    except StreamsegError:
         return False
     return True
 
@@ -115,8 +116,7 @@ def open_onnxruntime(model: nn.Module, info: ModelInfo, device: str = "cpu", hal
     mask stacks as ONNX graphs too (`onnx_heads.OrtHeads`): heads stage 848 -> 405 ms side by side
     on a loaded 2-core CPU, same TP/FP/FN and Dice as eager on the test patients (tests/test_parity.py).
     `precision="int8"` (CPU only) runs an INT8 copy of the dense graph (`onnx_quant.ensure_int8`)."""
-    if not available():
-        raise StreamsegError("onnxruntime is not installed (pip install 'streamseg[onnx]')")
+    require_onnx(runtime=True)
     dev = torch.device(device)
     half = half and dev.type == "cuda"
     if precision == "int8" and (dev.type != "cpu" or half):
