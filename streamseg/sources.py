@@ -334,7 +334,7 @@ class AVSource(BaseSource):
                 if pts is not None and last is not None:
                     gaps.append(pts - last)
                 count, last = count + 1, pts if pts is not None else last
-                yield f.to_ndarray(format="bgr24"), pts
+                yield upright(f.to_ndarray(format="bgr24"), f.rotation), pts
 
     def _reached_the_end(self, c, st, decoded: int, last: float | None, gaps: list[float]) -> None:
         """A file whose count is an estimate (duration x average rate: wrong for a variable frame rate),
@@ -461,6 +461,17 @@ def bound_v4l2_reads(timeout_s: float) -> None:
     and the source reconnects, and close() waits for it as for a network read."""
     os.environ.setdefault("OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT", str(max(1, math.ceil(timeout_s))))
     os.environ.setdefault("OPENCV_VIDEOIO_V4L_READ_ATTEMPTS", "1")
+
+
+# PyAV's VideoFrame.rotation: the display matrix's angle, counterclockwise (as FFmpeg's players apply it)
+_ROTATIONS = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}
+
+
+def upright(image: np.ndarray, degrees: float) -> np.ndarray:
+    """The frame as it is meant to be shown: turned by the stream's display rotation (the display
+    matrix a phone or a machine writes beside the pixels), as FFmpeg's players turn it."""
+    turn = _ROTATIONS.get(int(round(degrees)) % 360)
+    return image if turn is None else np.ascontiguousarray(cv2.rotate(image, turn))
 
 
 def open_source(spec: str, live: bool, crop=None, width: int | None = None, height: int | None = None,

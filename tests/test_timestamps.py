@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import av
@@ -57,3 +58,34 @@ def test_a_complete_variable_frame_rate_mkv_gives_no_missing_frames_warning(samp
                     "--backend", "torch"])
     assert rc == 0 and "frames seen 30" in text, text
     assert "warning: decoded" not in text, text
+
+
+@pytest.mark.parametrize("rotate", [90, 180, 270])
+def test_a_rotated_video_is_read_upright_as_ffmpeg_shows_it(sample_dir, tmp_path, rotate):
+    """A display matrix (a phone's or a machine's recording turned by 90°) turns the picture: the
+    frames come as FFmpeg's own player shows them (its autorotation is the reference), with the
+    source's size turned too."""
+    import cv2
+    import numpy as np
+
+    from streamseg.sources import open_source
+
+    img = cv2.imread(str(sample_dir / "images" / "Pz065-001.png"))[:200, :320]
+    img[:40, :40] = (255, 255, 255)  # a corner mark, so every turn is told apart
+    cv2.imwrite(str(tmp_path / "f.png"), img)
+    plain, turned = tmp_path / "plain.mp4", tmp_path / "turned.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-loop", "1", "-i", str(tmp_path / "f.png"), "-frames:v", "3",
+                    "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv444p", str(plain)], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(plain), "-c", "copy", "-metadata:s:v:0",
+                    f"rotate={rotate}", str(turned)], check=True)
+    shown = tmp_path / "shown.png"  # what FFmpeg shows: it applies the rotation itself
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(turned), "-frames:v", "1", str(shown)], check=True)
+    want = cv2.imread(str(shown))
+    src = open_source(str(turned), live=False)
+    try:
+        frame = next(iter(src.frames(threading.Event())))
+    finally:
+        src.close()
+    assert frame.image.shape == want.shape
+    assert np.abs(frame.image.astype(int) - want.astype(int)).mean() < 3
+    assert (src.width, src.height) == (want.shape[1], want.shape[0])
