@@ -3,6 +3,8 @@
 # folds (seed 0), each fold resumable: rerun after an interruption and it goes on where it stopped.
 #   bash train/cv.sh [RECIPE ...]      RECIPE: mnv2 (default) | v3-scratch | mnv2-usgra
 # Each writes runs/cv/RECIPE/{folds.json,foldN/,cv.md,cv.json}; about 40 min a fold on 2 idle CPU cores.
+# The folds already done are kept in train/results/cv/RECIPE (folds, splits, logs and held-out
+# predictions; no checkpoints) and copied in first, so a fresh clone goes on where the last run stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${DATA:-../shared/data/median-nerve-univpm}"
@@ -28,4 +30,7 @@ recipe() {
     *) echo "unknown recipe $1 (mnv2, v3-scratch, mnv2-usgra)" >&2; exit 2 ;;
   esac
 }
-for r in "${@:-mnv2}"; do recipe "$r"; done
+for r in "${@:-mnv2}"; do
+  if [ -d "train/results/cv/$r" ]; then mkdir -p "$OUT/$r" && cp -rn "train/results/cv/$r/." "$OUT/$r/"; fi
+  recipe "$r"
+done
