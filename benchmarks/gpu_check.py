@@ -58,7 +58,7 @@ def check_backend(row: dict, model, info, imgs: list, reference: list, engines: 
         row["setup_s"] = time.perf_counter() - t
         worst = [1.0, 1.0]
         for im, ref in zip(imgs, reference):
-            d, iou = compare(ref, be.predict_one(im))
+            d, iou = compare(ref, be.infer(im).detections)
             worst = [min(worst[0], d), min(worst[1], iou)]
         floor = 0.98 if prec == "fp16" else 0.99
         row.update(min_dice=worst[0], min_box_iou=worst[1], parity=worst[0] >= floor and worst[1] >= floor)
@@ -88,7 +88,7 @@ def main() -> int:
     for label, kw in MODELS.items():
         model, info = bench_model(**kw)
         ref_be = open_on_cuda("torch", "fp32", model, info, engines)
-        reference = [ref_be.predict_one(im) for im in imgs]
+        reference = [ref_be.infer(im).detections for im in imgs]
         for name, prec in PLAN:
             row = {"model": label, "backend": name, "precision": prec}
             report["rows"].append(row)

@@ -29,12 +29,12 @@ import numpy as np
 import torch
 
 from .stats import percentiles
-from .types import SHOWN_DETECTIONS, Detection, Result, StreamsegError
+from .types import SHOWN_DETECTIONS, Inference, Result, StreamsegError
 
 STAGES = ("preprocess", "dense", "proposals", "heads", "paste", "measure", "overlay", "encode")
 SHORT = {"preprocess": "pre", "dense": "dense", "proposals": "prop", "heads": "heads", "paste": "paste",
          "measure": "meas", "overlay": "draw", "encode": "enc"}
-Infer = Callable[[np.ndarray], "tuple[list[Detection], dict[str, float]]"]
+Infer = Callable[[np.ndarray], Inference]
 
 
 @dataclass
@@ -160,7 +160,7 @@ def peak_memory(device: torch.device) -> dict:
 
 
 def make_infer(be, track: bool = False) -> Infer:
-    """The callable a run times, `infer(image) -> (detections, seconds per stage)`, built fresh for
+    """The callable a run times, `infer(image) -> Inference`, built fresh for
     each run so the tracker starts clean: as `file` and `live` run it (`tracking.track`) when `track`,
     else the backend's own `infer` on every full frame."""
     from .tracking import track as tracked_infer
@@ -181,7 +181,8 @@ def run_backend(infer: Infer, images: list[np.ndarray], warmup: int, tick=None) 
     dets_per_frame, windowed = [], []
     for i, img in enumerate(images):
         t0 = time.perf_counter()
-        dets, st = infer(img)
+        out = infer(img)
+        dets, st = out.detections, out.stages
         t1 = time.perf_counter()
         m = measure(dets[0].mask) if dets else None
         t2 = time.perf_counter()

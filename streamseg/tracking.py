@@ -11,7 +11,7 @@ instead of the whole frame, until the nerve is lost; then the full frame again.
   Full frame again when the window's best detection drops below the threshold (the same frame is
   re-run on the full frame at once, so tracking never hides a nerve the full frame shows), when
   nothing is found, and every `recheck` frames.
-- `tracked(infer, tracker)`: a plain `infer(image) -> (detections, stages)`, as `backend.infer`,
+- `tracked(infer, tracker)`: a plain `infer(image) -> Inference`, as `backend.infer`,
   for the pipeline, the runner and the bench. A tracked frame's stages carry `track` (the seconds
   the policy took); a full-frame one has no `track` entry.
 """
@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from .types import NERVE_SCORE, Backend, Detection
+from .types import NERVE_SCORE, Backend, Detection, Inference
 
 # square window inputs, multiples of 32 (one compiled graph each). One size, 384 (a 454-px window of
 # a 606x468 scan): the model needs the context around the nerve. Second frames of the 22 test-patient
@@ -33,7 +33,8 @@ from .types import NERVE_SCORE, Backend, Detection
 # 0.908, 384 17/1/4 0.920 = eager's 17/1/4 0.921 (benchmarks/RESULTS.md). The policy takes any sizes.
 ROI_SIZES = (384,)
 Roi = tuple[int, int, int, int]  # x0, y0, x1, y1 in source pixels (x1, y1 exclusive)
-RoiInfer = Callable[..., tuple[list[Detection], dict[str, float]]]  # backend.infer(image, roi=None)
+RoiInfer = Callable[..., Inference]  # backend.infer(image, roi=None)
+Infer = Callable[[np.ndarray], Inference]
 
 
 @dataclass(frozen=True)
@@ -135,32 +136,33 @@ class Tracker:
         return found or roi is None
 
 
-def tracked(infer: RoiInfer, tracker: Tracker) -> Callable[[np.ndarray], tuple[list[Detection], dict[str, float]]]:
+def tracked(infer: RoiInfer, tracker: Tracker) -> Infer:
     """`infer(image, roi=...)` (a backend's) driven by `tracker`: an `infer(image)` like the backend's.
     A window that loses the nerve is followed by the full frame on the same image (stages summed)."""
 
-    def run(image: np.ndarray) -> tuple[list[Detection], dict[str, float]]:
+    def run(image: np.ndarray) -> Inference:
         t0 = time.perf_counter()
         roi = tracker.roi(image.shape[0], image.shape[1])
         policy = time.perf_counter() - t0
         if roi is None:
-            dets, stages = infer(image)
-            tracker.update(dets, None)
-            return dets, stages
-        dets, stages = infer(image, roi=roi)
+            out = infer(image)
+            tracker.update(out.detections, None)
+            return out
+        win = infer(image, roi=roi)
         t1 = time.perf_counter()
-        kept = tracker.update(dets, roi)
+        kept = tracker.update(win.detections, roi)
         policy += time.perf_counter() - t1
         if kept:
-            return dets, {**stages, "track": policy}
-        full, more = infer(image)
-        tracker.update(full, None)
-        return full, {k: stages.get(k, 0.0) + more.get(k, 0.0) for k in {**stages, **more}}
+            return Inference(win.detections, {**win.stages, "track": policy})
+        full = infer(image)
+        tracker.update(full.detections, None)
+        a, b = win.stages, full.stages
+        return Inference(full.detections, {k: a.get(k, 0.0) + b.get(k, 0.0) for k in {**a, **b}})
 
     return run
 
 
-def track(backend: Backend, threshold: float = NERVE_SCORE) -> Callable[[np.ndarray], tuple[list[Detection], dict[str, float]]]:
+def track(backend: Backend, threshold: float = NERVE_SCORE) -> Infer:
     """`backend.infer` as `file` and `live` run it: window inputs built first (`prepare_windows`),
     then driven by a fresh `Tracker` at the backend's window sizes (the runner and the bench)."""
     backend.prepare_windows()

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from streamseg import bench
 from streamseg.bench import STAGES, BenchOptions, pct
+from streamseg.types import Inference
 from streamseg.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -180,7 +181,7 @@ def test_frames_are_the_clips_consecutive_frames_replayed_in_order():
 
     def infer(image):  # a stand-in for make_infer's callable: records the order it is handed frames in
         seen.append(image)
-        return [], {"model": 0.0}
+        return Inference([], {"model": 0.0})
 
     run = bench.run_backend(infer, images, warmup=1)
     assert [id(x) for x in seen] == [id(x) for x in images] and len(run["samples"]["frame"]) == 3

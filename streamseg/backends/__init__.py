@@ -1,5 +1,6 @@
 """Inference backends. `load` is the only door to a concrete one; every backend keeps one contract
-(`base.Backend`: name, half, info, describe, predict_one, infer).
+(`types.Backend`: `infer(image, roi=None) -> Inference`, name, precision, describe; the torch-run
+ones share `base.BackendBase`, which also holds the model's `info`).
 
 Modules, each importing only those below it (no circles):
     __init__ (load, available) -> torch_eager, onnxrt, compiled, tensorrt   one module per backend
@@ -19,9 +20,9 @@ import os
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from .artefacts import DEFAULT_DIR
-from .base import Backend, ensure_bgr, postprocess, preprocess, to_tensor
+from .base import ensure_bgr, postprocess, preprocess, to_tensor
 from .device import select_device
-from ..types import StreamsegError
+from ..types import Backend, StreamsegError
 
 BACKENDS = ("auto", "torch", "compiled", "onnxruntime", "tensorrt")
 _OPENERS = {  # name -> (module, opener), imported only when asked for

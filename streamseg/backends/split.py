@@ -21,7 +21,7 @@ from torchvision.models.detection.rpn import concat_box_prediction_layers
 
 from ..model import ModelInfo
 from ..tracking import window_sizes
-from .base import Backend
+from .base import BackendBase
 
 # RPN proposals a tracking window hands the RoI heads (the full frame keeps rpn_post_nms_top_n_test,
 # 150): on the test patients with simulated motion, 25 keeps Dice and misses (0.801 / 30 misses with
@@ -128,7 +128,7 @@ class SizedDense:
         return self.steps[size](x)
 
 
-class SplitBackend(Backend):
+class SplitBackend(BackendBase):
     """Dense step pluggable; proposals and RoI heads are torchvision's, in torch, on `device`.
     `roi_sizes`: the window inputs the dense step runs at (an eager or `SizedDense` step; none for
     a single static graph), so `infer(image, roi)` works; anchors are cached per input shape."""
@@ -151,7 +151,6 @@ class SplitBackend(Backend):
         self.dense = dense
         self.heads = heads or self.model.roi_heads  # onnx_heads.OrtHeads runs the box/mask stacks in ORT
         self._anchors: dict[tuple, list[torch.Tensor]] = {}
-        self._inner: dict[str, float] = {}
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
@@ -186,7 +185,7 @@ class SplitBackend(Backend):
         return features, proposals, images.image_sizes
 
     @torch.inference_mode()
-    def forward(self, batch: torch.Tensor) -> list[dict]:
+    def forward(self, batch: torch.Tensor) -> tuple[list[dict], dict[str, float]]:
         clock = _Clock(self.device)
         x = batch.to(self.device, non_blocking=True)
         outs = self.dense(x)
@@ -196,8 +195,4 @@ class SplitBackend(Backend):
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
             detections, _ = self.heads(features, proposals, sizes)
         clock.mark("heads")
-        self._inner = clock.stages()
-        return detections
-
-    def forward_stages(self) -> dict[str, float]:
-        return self._inner
+        return detections, clock.stages()

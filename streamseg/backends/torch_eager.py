@@ -10,11 +10,11 @@ from torch import nn
 
 from ..model import ModelInfo
 from ..tracking import ROI_SIZES
-from .base import Backend
+from .base import BackendBase
 from .split import DenseNet, EagerDense, SplitBackend
 
 
-class TorchBackend(Backend):
+class TorchBackend(BackendBase):
     name = "torch"
 
     def __init__(self, model: nn.Module, info: ModelInfo, device: str = "cpu", half: bool = False):
@@ -25,14 +25,14 @@ class TorchBackend(Backend):
             self.model = self.model.to(memory_format=torch.channels_last)
 
     @torch.inference_mode()
-    def forward(self, batch: torch.Tensor) -> list[dict]:
+    def forward(self, batch: torch.Tensor) -> tuple[list[dict], dict[str, float]]:
         x = batch.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
-            return self.model(list(x))
+            return self.model(list(x)), {}
 
 
 def open_torch(model: nn.Module, info: ModelInfo, device: str = "cpu", half: bool = False, out_dir=None, log=None,
-               split: bool = False) -> Backend:
+               split: bool = False) -> BackendBase:
     """Eager torch (no artefacts: `out_dir` and `log` are unused); `split` as the module says."""
     if not split:
         return TorchBackend(model, info, device, half)
