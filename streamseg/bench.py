@@ -67,7 +67,7 @@ def pct(xs_s: list[float]) -> dict:
 
 def default_out(now: datetime | None = None) -> Path:
     """$XDG_CACHE_HOME/streamseg/bench/bench-<local time>.json (else ~/.cache/...): never the source tree."""
-    from .files import user_cache
+    from .settings import user_cache
 
     return user_cache("bench") / f"bench-{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}.json"
 
@@ -351,15 +351,17 @@ def open_plan(plan: list[Entry], model, info, device: str, o: BenchOptions, log=
     """Open every backend of the plan -> (its row, the backend or None when it was skipped, with why)."""
     from . import backends
     from .backends.artefacts import engine_log
+    from .settings import Settings
 
     opened, build_log = [], engine_log(log)  # one line when graphs are built, not one per graph
+    settings = Settings.from_env()
+    settings.apply()
     for e in plan:
         row = {"label": e.label, "backend": e.backend, "precision": e.precision, "track": e.track, "device": device}
         t = time.perf_counter()
         try:  # eager torch through the split path, so its stage columns compare with the compiled ones
-            be = backends.load(e.backend, model=model, info=info, device=device, half=e.precision == "fp16",
-                               precision="int8" if e.precision == "int8" else "fp32", split=e.backend == "torch",
-                               engines_dir=o.engines_dir, log=build_log)
+            be = backends.load(e.backend, model=model, info=info, device=device, precision=e.precision,
+                               split=e.backend == "torch", engines_dir=o.engines_dir, log=build_log, settings=settings)
         except StreamsegError as err:
             log(f"skipped {e.label}: {err}")
             opened.append(({**row, "skipped": str(err)}, None))

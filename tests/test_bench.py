@@ -257,11 +257,9 @@ def _readme_bench_examples() -> list[list[str]]:
 def test_readme_bench_examples_run_as_written(engines_dir, tmp_path, monkeypatch):
     """Each quick example verbatim (cwd a temp folder, the caches there); the --paper one is the
     run test_paper_times_the_untrained_r101 makes with fewer frames (its flags are checked here)."""
-    import streamseg.backends
-
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(streamseg.backends, "DEFAULT_DIR", engines_dir)
+    monkeypatch.setenv("STREAMSEG_ENGINES", str(engines_dir))  # backends.load's settings.engines
     examples = _readme_bench_examples()
     assert any("--paper" in e for e in examples) and any("--out" in e for e in examples)
     help_text = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "200"}).output

@@ -71,7 +71,7 @@ def test_cuda_backend_matches_eager(name, precision, calibrated_checkpoint, engi
         pytest.skip("no CUDA GPU on this machine: run benchmarks/gpu_check.sh on one")
     if name not in backends.available("cuda"):
         pytest.skip(f"{name} is not available with CUDA here (TensorRT / onnxruntime-gpu not installed?)")
-    be = backends.load(name, calibrated_checkpoint, device="cuda", half=precision == "fp16", engines_dir=engines_dir)
+    be = backends.load(name, calibrated_checkpoint, device="cuda", precision=precision, engines_dir=engines_dir)
     floor = 0.98 if precision == "fp16" else 0.99
     worst = [1.0, 1.0]
     for im, ref in zip(parity_images, reference):

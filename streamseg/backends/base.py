@@ -3,7 +3,7 @@
 differ only in how they run the network (`forward`).
 
 `BackendBase` keeps the contract (`types.Backend`): `infer(image, roi=None)` -> an `Inference`
-(detections, seconds per stage of that call), `name`, `describe()`, `prepare_windows()`.
+(detections, seconds per stage of that call), `name`, `precision`, `describe()`, `prepare_windows()`.
 With `roi` (x0, y0, x1, y1 in source pixels) only that window is run: cropped, letterboxed at the
 full frame's scale into the smallest of `roi_sizes` that holds it (`tracking.Window`), and the
 detections come back in full-frame pixels (masks H×W). A backend also holds its model's identity,
@@ -22,7 +22,7 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 from ..letterbox import Letterbox, ensure_bgr, mask_box
 from ..model import ModelInfo
 from ..tracking import ROI_SIZES, Roi, Window
-from ..types import Detection, Inference, StreamsegError
+from ..types import Detection, Inference, Precision, StreamsegError
 
 
 def to_tensor(image_lb: np.ndarray) -> torch.Tensor:
@@ -95,14 +95,18 @@ class BackendBase(ABC):
     Concrete backends implement `forward` (which also reports its inner stages)."""
 
     name: str = "base"
-    precision: str | None = None  # set where it is neither fp32 nor fp16 (onnxruntime's "int8")
     roi_sizes: tuple[int, ...] = ROI_SIZES  # window inputs `infer(image, roi)` may run at; () = none
 
-    def __init__(self, info: ModelInfo, device: str | torch.device = "cpu", half: bool = False):
+    def __init__(self, info: ModelInfo, device: str | torch.device = "cpu", precision: Precision = "fp32"):
         self.info = info
         self.config = info.config
         self.device = torch.device(device)
-        self.half = half
+        self.precision = precision  # what `backends.load` resolved: "fp16" only on CUDA, "int8" only on CPU
+
+    @property
+    def half(self) -> bool:
+        """FP16 (autocast, FP16 graphs): `precision` says it."""
+        return self.precision == "fp16"
 
     @abstractmethod
     def forward(self, batch: torch.Tensor) -> tuple[list[dict], dict[str, float]]:
@@ -134,5 +138,4 @@ class BackendBase(ABC):
         return Inference(dets[0], {"preprocess": t1 - t0, "model": t2 - t1, "paste": t3 - t2, **inner})
 
     def describe(self) -> str:
-        prec = self.precision or ("fp16" if self.half else "fp32")
-        return f"{self.name} ({self.device.type}, {prec}, {self.config.backbone}, mask{self.config.mask_head})"
+        return f"{self.name} ({self.device.type}, {self.precision}, {self.config.backbone}, mask{self.config.mask_head})"

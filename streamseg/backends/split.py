@@ -20,6 +20,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 
 from ..model import ModelInfo
+from ..types import Precision
 from ..tracking import window_sizes
 from .base import BackendBase
 
@@ -135,12 +136,10 @@ class SplitBackend(BackendBase):
 
     name = "split"
 
-    def __init__(self, model: nn.Module, info: ModelInfo, dense: DenseFn, device: str = "cpu", half: bool = False,
-                 name: str | None = None, heads: HeadsFn | None = None, roi_sizes: tuple[int, ...] = (),
-                 precision: str | None = None):
-        dev = torch.device(device)
-        super().__init__(info, dev, half and dev.type == "cuda")
-        self.precision = precision  # None: fp32/fp16 as `half` says; "int8" for onnxruntime's INT8 graphs
+    def __init__(self, model: nn.Module, info: ModelInfo, dense: DenseFn, device: str = "cpu",
+                 precision: Precision = "fp32", name: str | None = None, heads: HeadsFn | None = None,
+                 roi_sizes: tuple[int, ...] = ()):
+        super().__init__(info, device, precision)
         self.roi_sizes = tuple(roi_sizes)
         self.window_proposals = WINDOW_PROPOSALS  # RPN proposals kept for a tracking window (0: as the full frame)
         if name:
@@ -151,8 +150,6 @@ class SplitBackend(BackendBase):
         self.dense = dense
         self.heads = heads or self.model.roi_heads  # onnx_heads.OrtHeads runs the box/mask stacks in ORT
         self._anchors: dict[tuple, list[torch.Tensor]] = {}
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
 
     def prepare_windows(self) -> None:
         """One dense step per window size smaller than the frame's, built now (`SizedDense.prepare`)."""
