@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from streamseg.tracking import Tracker, Window, tracked
+from streamseg.letterbox import Letterbox
+from streamseg.tracking import Tracker, tracked
 from streamseg.types import NERVE_SCORE, Detection, Inference
 
 H, W = 468, 606  # the sample scans' size
 SCALE = 512 / W
-SIZES = (192, 256, 320)  # several window sizes: the policy picks among them (the default is one, ROI_SIZES)
+SIZES = (192, 256, 320)  # several window sizes: the policy picks among them (the default is one, letterbox.ROI_SIZES)
 
 
 def det(box, score=0.99, shape=(H, W)) -> Detection:
@@ -48,7 +49,7 @@ def test_window_is_a_square_around_the_nerve_at_the_smallest_size_that_holds_it(
     assert x1 - x0 == y1 - y0 == int(min(SIZES) / SCALE)
     assert x0 <= 280 and y0 <= 200 and x1 >= 340 and y1 >= 240
     assert abs((x0 + x1) / 2 - 310) <= 1 and abs((y0 + y1) / 2 - 220) <= 1
-    assert Window.of((x0, y0, x1, y1), H, W, 512, SIZES).size == min(SIZES)
+    assert Letterbox.window((x0, y0, x1, y1), H, W, 512, SIZES).size == min(SIZES)
 
 
 def test_window_at_the_border_is_shifted_inside_the_frame_not_shrunk():
@@ -102,12 +103,12 @@ def test_tracked_reruns_the_full_frame_at_once_when_the_window_loses_the_nerve()
 
 
 def test_window_boxes_map_back_to_the_frame():
-    w = Window.of((100, 50, 100 + 189, 50 + 189), H, W, 512, (160, 192))
+    w = Letterbox.window((100, 50, 100 + 189, 50 + 189), H, W, 512, (160, 192))
     assert w.size == 160 and w.scale == pytest.approx(SCALE)
-    got = w.boxes_to_source(np.array([[10 * SCALE, 20 * SCALE, 60 * SCALE, 80 * SCALE]]), H, W)
+    got = w.boxes_to_source(np.array([[10 * SCALE, 20 * SCALE, 60 * SCALE, 80 * SCALE]]))
     assert np.allclose(got, [[110, 70, 160, 130]], atol=1e-3)
     with pytest.raises(ValueError):
-        Window.of((0, 0, 500, 400), H, W, 512, SIZES)  # needs a 423 px input
+        Letterbox.window((0, 0, 500, 400), H, W, 512, SIZES)  # needs a 423 px input
 
 
 # --- the bundled model on real scans ---

@@ -5,23 +5,21 @@ differ only in how they run the network (`forward`).
 `BackendBase` keeps the contract (`types.Backend`): `infer(image, roi=None)` -> an `Inference`
 (detections, seconds per stage of that call), `name`, `precision`, `describe()`, `prepare_windows()`.
 With `roi` (x0, y0, x1, y1 in source pixels) only that window is run: cropped, letterboxed at the
-full frame's scale into the smallest of `roi_sizes` that holds it (`tracking.Window`), and the
+full frame's scale into the smallest of `roi_sizes` that holds it (`letterbox.Letterbox.window`), and the
 detections come back in full-frame pixels (masks H×W). A backend also holds its model's identity,
 `info` (a `ModelInfo`: config, source, sha256, meta)."""
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-from ..letterbox import Letterbox, ensure_bgr, mask_box
+from ..letterbox import ROI_SIZES, Letterbox, Roi, ensure_bgr, mask_box
 from ..model import ModelInfo
-from ..tracking import ROI_SIZES, Roi, Window
 from ..types import Detection, Inference, Precision, StreamsegError
 
 
@@ -48,26 +46,14 @@ def preprocess(images: Sequence[np.ndarray], size: int) -> tuple[torch.Tensor, l
     return batch, lbs
 
 
-@dataclass(frozen=True)
-class WindowMap:
-    """Maps a window's boxes back to its full frame (what `postprocess` asks of a `Letterbox`)."""
-
-    window: Window
-    src_h: int
-    src_w: int
-
-    def boxes_to_source(self, boxes: np.ndarray) -> np.ndarray:
-        return self.window.boxes_to_source(boxes, self.src_h, self.src_w)
-
-
-def preprocess_window(image: np.ndarray, roi: Roi, size: int, sizes: Sequence[int]) -> tuple[torch.Tensor, list[WindowMap]]:
-    """One image's window `roi` -> a 1×3×S×S batch (S from `sizes`) and its map back to the frame."""
+def preprocess_window(image: np.ndarray, roi: Roi, size: int, sizes: Sequence[int]) -> tuple[torch.Tensor, list[Letterbox]]:
+    """One image's window `roi` -> a 1×3×S×S batch (S from `sizes`) and its letterbox (`Letterbox.window`)."""
     h, w = image.shape[:2]
     try:
-        win = Window.of(roi, h, w, size, sizes)
+        lb = Letterbox.window(roi, h, w, size, sizes)
     except ValueError as e:
         raise StreamsegError(str(e)) from None
-    return to_tensor(win.image(ensure_bgr(image)))[None], [WindowMap(win, h, w)]
+    return to_tensor(lb.image(ensure_bgr(image)))[None], [lb]
 
 
 def postprocess(outputs: list[dict], lbs: list[Letterbox], mask_threshold: float = 0.5,

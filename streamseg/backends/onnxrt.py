@@ -13,7 +13,7 @@ from ..settings import Settings
 from ..types import Precision, StreamsegError
 from .artefacts import DEFAULT_DIR, read_sidecar
 from .onnx_export import ensure_onnx, require_onnx
-from ..tracking import ROI_SIZES
+from ..letterbox import ROI_SIZES
 from .split import SizedDense, SplitBackend
 
 _NP = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16}

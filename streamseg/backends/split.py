@@ -21,7 +21,7 @@ from torchvision.models.detection.rpn import concat_box_prediction_layers
 
 from ..model import ModelInfo
 from ..types import Precision
-from ..tracking import window_sizes
+from ..letterbox import window_sizes
 from .base import BackendBase
 
 # RPN proposals a tracking window hands the RoI heads (the full frame keeps rpn_post_nms_top_n_test,

@@ -11,7 +11,7 @@ from torch import nn
 from ..model import ModelInfo
 from ..settings import Settings
 from ..types import Precision
-from ..tracking import ROI_SIZES
+from ..letterbox import ROI_SIZES
 from .base import BackendBase
 from .split import DenseNet, EagerDense, SplitBackend
 
