@@ -21,6 +21,7 @@ from streamseg import backends  # noqa: E402
 from streamseg.backends.bn_warmup import bench_model  # noqa: E402
 from streamseg.backends.parity import compare  # noqa: E402
 from streamseg.bench import BenchOptions, machine, time_backend  # noqa: E402
+from streamseg.settings import Settings  # noqa: E402
 from streamseg.types import StreamsegError  # noqa: E402
 
 BUDGET_S = float(os.environ.get("GPU_CHECK_BUDGET_S", 330))  # steps start only before this; the shell caps at 470 s
@@ -45,7 +46,7 @@ def images() -> list:
 
 def open_on_cuda(name: str, prec: str, model, info, engines: Path):
     """As `streamseg bench` opens them: eager torch through the split path (stage times)."""
-    return backends.load(name, model=model, info=info, device="cuda", half=prec == "fp16", split=name == "torch",
+    return backends.load(name, model=model, info=info, device="cuda", precision=prec, split=name == "torch",
                          engines_dir=engines, log=print)
 
 
@@ -58,7 +59,7 @@ def check_backend(row: dict, model, info, imgs: list, reference: list, engines: 
         row["setup_s"] = time.perf_counter() - t
         worst = [1.0, 1.0]
         for im, ref in zip(imgs, reference):
-            d, iou = compare(ref, be.predict_one(im))
+            d, iou = compare(ref, be.infer(im).detections)
             worst = [min(worst[0], d), min(worst[1], iou)]
         floor = 0.98 if prec == "fp16" else 0.99
         row.update(min_dice=worst[0], min_box_iou=worst[1], parity=worst[0] >= floor and worst[1] >= floor)
@@ -77,6 +78,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA GPU visible; nothing to check", file=sys.stderr)
         return 3
+    Settings.from_env().apply()  # cudnn benchmark, as `file`, `live` and `bench` run
     t_start = time.perf_counter()
     out = Path(os.environ.get("OUT") or REPO / "benchmarks" / "results")
     out.mkdir(parents=True, exist_ok=True)
@@ -88,7 +90,7 @@ def main() -> int:
     for label, kw in MODELS.items():
         model, info = bench_model(**kw)
         ref_be = open_on_cuda("torch", "fp32", model, info, engines)
-        reference = [ref_be.predict_one(im) for im in imgs]
+        reference = [ref_be.infer(im).detections for im in imgs]
         for name, prec in PLAN:
             row = {"model": label, "backend": name, "precision": prec}
             report["rows"].append(row)

@@ -1,6 +1,6 @@
 """File-mode pipeline throughput vs the bare model's throughput on the same frames.
 
-Bare: the first N frames decoded into memory up front, then `backend.predict_one` on each (the
+Bare: the first N frames decoded into memory up front, then `backend.infer` on each (the
 model alone: letterbox, forward, paste-back). Pipeline: `streamseg file` on the same clip with
 `--max-frames N` and the same loaded backend, writing the H.264 overlay and the CSV (decode, measure, overlay, encode and
 CSV all included; model load and file open excluded from both). Runs alternate bare/pipeline
@@ -72,7 +72,7 @@ def bare(backend, frames) -> tuple[float, float]:
     def work():
         t0, c0 = time.perf_counter(), time.process_time()
         for img in frames:
-            backend.predict_one(img)
+            backend.infer(img)
         out.append((len(frames) / (time.perf_counter() - t0), (time.process_time() - c0) / len(frames)))
 
     th = threading.Thread(target=work)

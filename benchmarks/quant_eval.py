@@ -49,7 +49,7 @@ def test_scans(data: Path) -> list:
 
 
 def score(backend, scans) -> dict:
-    summary, _ = score_predictions([(s, img, gt, backend.predict_one(img)) for s, img, gt in scans])
+    summary, _ = score_predictions([(s, img, gt, backend.infer(img).detections) for s, img, gt in scans])
     return {k: summary[k] for k in ("tp", "fp", "fn", "dice_median")}
 
 
@@ -59,7 +59,7 @@ def side_by_side(pair: dict, images: list, frames: int) -> dict:
     for i in range(frames + 2):
         for k, be in pair.items():
             t = time.perf_counter()
-            _, stages = be.infer(images[i % len(images)])
+            stages = be.infer(images[i % len(images)]).stages
             wall = time.perf_counter() - t
             if i >= 2:
                 for part, v in (("dense", stages["dense"]), ("heads", stages["heads"]), ("frame", wall)):

@@ -67,10 +67,10 @@ class Pair:
         order = ("full", "tracked") if self.n % 2 == 0 else ("tracked", "full")
         for kind in order:
             t0 = time.perf_counter()
-            dets, stages = self.backend.infer(image) if kind == "full" else self.track(image)
+            got = self.backend.infer(image) if kind == "full" else self.track(image)
             self.ms[kind].append(1000.0 * (time.perf_counter() - t0))
-            out[kind] = dets
-            if kind == "tracked" and "track" in stages:
+            out[kind] = got.detections
+            if kind == "tracked" and "track" in got.stages:
                 self.windows += 1
         self.n += 1
         return out["full"], out["tracked"]

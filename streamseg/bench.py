@@ -29,12 +29,12 @@ import numpy as np
 import torch
 
 from .stats import percentiles
-from .types import SHOWN_DETECTIONS, Detection, Result, StreamsegError
+from .types import SHOWN_DETECTIONS, Inference, Result, StreamsegError
 
 STAGES = ("preprocess", "dense", "proposals", "heads", "paste", "measure", "overlay", "encode")
 SHORT = {"preprocess": "pre", "dense": "dense", "proposals": "prop", "heads": "heads", "paste": "paste",
          "measure": "meas", "overlay": "draw", "encode": "enc"}
-Infer = Callable[[np.ndarray], "tuple[list[Detection], dict[str, float]]"]
+Infer = Callable[[np.ndarray], Inference]
 
 
 @dataclass
@@ -67,7 +67,7 @@ def pct(xs_s: list[float]) -> dict:
 
 def default_out(now: datetime | None = None) -> Path:
     """$XDG_CACHE_HOME/streamseg/bench/bench-<local time>.json (else ~/.cache/...): never the source tree."""
-    from .files import user_cache
+    from .settings import user_cache
 
     return user_cache("bench") / f"bench-{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}.json"
 
@@ -160,7 +160,7 @@ def peak_memory(device: torch.device) -> dict:
 
 
 def make_infer(be, track: bool = False) -> Infer:
-    """The callable a run times, `infer(image) -> (detections, seconds per stage)`, built fresh for
+    """The callable a run times, `infer(image) -> Inference`, built fresh for
     each run so the tracker starts clean: as `file` and `live` run it (`tracking.track`) when `track`,
     else the backend's own `infer` on every full frame."""
     from .tracking import track as tracked_infer
@@ -181,7 +181,8 @@ def run_backend(infer: Infer, images: list[np.ndarray], warmup: int, tick=None) 
     dets_per_frame, windowed = [], []
     for i, img in enumerate(images):
         t0 = time.perf_counter()
-        dets, st = infer(img)
+        out = infer(img)
+        dets, st = out.detections, out.stages
         t1 = time.perf_counter()
         m = measure(dets[0].mask) if dets else None
         t2 = time.perf_counter()
@@ -350,15 +351,17 @@ def open_plan(plan: list[Entry], model, info, device: str, o: BenchOptions, log=
     """Open every backend of the plan -> (its row, the backend or None when it was skipped, with why)."""
     from . import backends
     from .backends.artefacts import engine_log
+    from .settings import Settings
 
     opened, build_log = [], engine_log(log)  # one line when graphs are built, not one per graph
+    settings = Settings.from_env()
+    settings.apply()
     for e in plan:
         row = {"label": e.label, "backend": e.backend, "precision": e.precision, "track": e.track, "device": device}
         t = time.perf_counter()
         try:  # eager torch through the split path, so its stage columns compare with the compiled ones
-            be = backends.load(e.backend, model=model, info=info, device=device, half=e.precision == "fp16",
-                               precision="int8" if e.precision == "int8" else "fp32", split=e.backend == "torch",
-                               engines_dir=o.engines_dir, log=build_log)
+            be = backends.load(e.backend, model=model, info=info, device=device, precision=e.precision,
+                               split=e.backend == "torch", engines_dir=o.engines_dir, log=build_log, settings=settings)
         except StreamsegError as err:
             log(f"skipped {e.label}: {err}")
             opened.append(({**row, "skipped": str(err)}, None))

@@ -63,7 +63,7 @@ class PacedSource:
 def run_live(backend: Backend, o, log=print, infer=None) -> dict:
     """Replay o.e2e_video (default: the bundled demo clip) for at most o.e2e_seconds through the live
     pipeline with `backend` (already opened), after o.warmup untimed frames (at least one).
-    `infer`: the callable the pipeline runs (`infer(image) -> (detections, stages)`), default backend.infer."""
+    `infer`: the callable the pipeline runs (`infer(image) -> Inference`), default backend.infer."""
     try:
         from .sources import open_source
     except ImportError as e:  # e.g. no PyAV on a GPU box
@@ -72,7 +72,7 @@ def run_live(backend: Backend, o, log=print, infer=None) -> dict:
 
     video = Path(o.e2e_video or DEMO)
     for _ in range(max(1, o.warmup)):  # warm the backend before the clock starts
-        backend.predict_one(np.zeros((480, 640, 3), np.uint8))
+        backend.infer(np.zeros((480, 640, 3), np.uint8))
     paced = PacedSource(open_source(str(video), live=False), o.e2e_seconds)
     style = Style(calibrated=False, live=True)  # the HUD a live session shows (lag, drops)
     log(f"end-to-end: {video.name} at {paced.fps:g} fps for up to {o.e2e_seconds:g} s through the live pipeline "

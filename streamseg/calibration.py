@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .files import atomic_write, check_writable, json_text
+from .settings import config_dir
 from .types import StreamsegError
 
 PROFILES_FILE = "profiles.json"
@@ -40,14 +40,6 @@ def check_spacing(mm_per_px, what: str) -> float:
     if why:
         raise StreamsegError(f"{what}: {why}")
     return float(mm_per_px)
-
-
-def config_dir() -> Path:
-    env = os.environ.get("STREAMSEG_CONFIG_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "streamseg"
 
 
 def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:

@@ -414,7 +414,7 @@ def export(
         from .backends import default_precision
 
         device = select_device(compute, "--compute")
-        precision = default_precision("onnxruntime", device, half) if format == "onnx" else "fp32"
+        precision = default_precision("onnxruntime", device) if format == "onnx" and not half else "fp32"
     check_export_precision(precision, format, half)
 
     out = DEFAULT_DIR if out is None else out

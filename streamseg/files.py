@@ -34,11 +34,6 @@ def finite(obj):
     return obj
 
 
-def user_cache(*parts: str) -> Path:
-    """A folder in the user's cache: $XDG_CACHE_HOME/streamseg/<parts> (else ~/.cache/streamseg/...)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "streamseg", *parts)
-
-
 def atomic_write(path: str | os.PathLike, write) -> None:
     """Call write(tmp_path) then rename onto `path` (`replace_onto`); the target never exists
     half-written and gets ordinary file modes (`public_mode`)."""

@@ -9,7 +9,7 @@
   inferred is written, then the caller closes the sinks, so outputs are finalised.
 
 The pipeline knows none of the stages' insides: it is handed a `types.Source`, an `infer(image) ->
-(detections, seconds per stage)` (a backend's `infer`), an `analyse(detections) -> measurement`
+Inference` (detections, seconds per stage: a backend's `infer`), an `analyse(detections) -> measurement`
 (`measure.Analyser`), a `render(result, hud) -> image` and `types.Sink`s.
 """
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .types import Detection, Frame, Hud, Measurement, Result, Sink, Source, Timings
+from .types import Detection, Frame, Hud, Inference, Measurement, Result, Sink, Source, Timings
 
-Infer = Callable[[np.ndarray], tuple[list[Detection], dict[str, float]]]  # detections, seconds per stage
+Infer = Callable[[np.ndarray], Inference]  # a backend's infer (or tracking.tracked's)
 Analyse = Callable[[Sequence[Detection]], Measurement | None]
 Render = Callable[[Result, Hud], np.ndarray]
 
@@ -246,10 +246,10 @@ class _Run:
 
     def infer_one(self, frame: Frame) -> Result:
         t = Timings(t_capture=frame.t_capture, t_infer_start=time.perf_counter())
-        detections, seconds = self.infer(frame.image)
+        out = self.infer(frame.image)
         t.t_infer_end = time.perf_counter()
-        return Result(frame=frame, detections=list(detections), timings=t,
-                      speed={stage: 1000.0 * s for stage, s in seconds.items()})
+        return Result(frame=frame, detections=list(out.detections), timings=t,
+                      speed={stage: 1000.0 * s for stage, s in out.stages.items()})
 
     # --- output loop (calling thread) -----------------------------------------------------------
     def output(self) -> None:

@@ -159,10 +159,13 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
 
             compute = "cpu" if o.precision == "int8" else o.compute  # INT8 is a CPU path (check_precision)
             from .backends.artefacts import engine_log
+            from .settings import Settings
 
+            settings = Settings.from_env()
+            settings.apply()  # the process-wide switches, once, before the model runs
             backend = backends.load(o.backend, o.model, device=backends.select_device(compute, "--compute"),
-                                    half=o.half, precision=o.precision, max_detections=o.max_detections,
-                                    engines_dir=o.engines, log=engine_log(log))
+                                    precision="fp16" if o.half else o.precision, max_detections=o.max_detections,
+                                    engines_dir=o.engines, log=engine_log(log), settings=settings)
     except BaseException:
         source.close()
         raise

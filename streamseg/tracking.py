@@ -1,9 +1,8 @@
 """Tracking: after a confident detection, run the network on a window around the last nerve
 instead of the whole frame, until the nerve is lost; then the full frame again.
 
-- `Window`: the geometry of one window (torch-free): the crop in source pixels, letterboxed at
-  the full frame's scale (`image_size / max(H, W)`, so the nerve has the size the model was
-  trained on) into a smaller square input (`size`, one of the backend's `roi_sizes`).
+The geometry of a window (the crop letterboxed at the full frame's scale into a smaller square
+input, one of the backend's `roi_sizes`) is `letterbox.Letterbox.window`; this module is the policy:
 - `Tracker`: the policy. After a detection scoring >= `threshold` (the display threshold,
   `types.NERVE_SCORE`), the next frame's window is a square around its box: the smallest input
   size holding `margin` × the box's longer side (else the largest, while it holds `min_margin` ×),
@@ -11,7 +10,7 @@ instead of the whole frame, until the nerve is lost; then the full frame again.
   Full frame again when the window's best detection drops below the threshold (the same frame is
   re-run on the full frame at once, so tracking never hides a nerve the full frame shows), when
   nothing is found, and every `recheck` frames.
-- `tracked(infer, tracker)`: a plain `infer(image) -> (detections, stages)`, as `backend.infer`,
+- `tracked(infer, tracker)`: a plain `infer(image) -> Inference`, as `backend.infer`,
   for the pipeline, the runner and the bench. A tracked frame's stages carry `track` (the seconds
   the policy took); a full-frame one has no `track` entry.
 """
@@ -22,64 +21,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 
-from .types import NERVE_SCORE, Backend, Detection
+from .letterbox import ROI_SIZES, Roi
+from .types import NERVE_SCORE, Backend, Detection, Inference
 
-# square window inputs, multiples of 32 (one compiled graph each). One size, 384 (a 454-px window of
-# a 606x468 scan): the model needs the context around the nerve. Second frames of the 22 test-patient
-# scans, paper's rule (TP/FP/FN, median Dice), FP32 windows: 192-320 gave 13/1/8 0.908, 320 17/1/4
-# 0.908, 384 17/1/4 0.920 = eager's 17/1/4 0.921 (benchmarks/RESULTS.md). The policy takes any sizes.
-ROI_SIZES = (384,)
-Roi = tuple[int, int, int, int]  # x0, y0, x1, y1 in source pixels (x1, y1 exclusive)
-RoiInfer = Callable[..., tuple[list[Detection], dict[str, float]]]  # backend.infer(image, roi=None)
-
-
-@dataclass(frozen=True)
-class Window:
-    """A crop of an H×W frame, resized at `scale` and zero-padded right/bottom to `size`²."""
-
-    roi: Roi
-    scale: float
-    size: int
-
-    @classmethod
-    def of(cls, roi: Roi, src_h: int, src_w: int, image_size: int, sizes: Sequence[int]) -> "Window":
-        """The window for `roi` in a frame of src_h × src_w: the full-frame scale, the smallest of
-        `sizes` that holds the scaled crop (ValueError when none does)."""
-        x0, y0, x1, y1 = (int(v) for v in roi)
-        if not (0 <= x0 < x1 <= src_w and 0 <= y0 < y1 <= src_h):
-            raise ValueError(f"roi {roi} is not inside the {src_w}x{src_h} frame")
-        scale = image_size / max(src_h, src_w)
-        need = max(round((x1 - x0) * scale), round((y1 - y0) * scale))
-        fit = [s for s in sorted(sizes) if s >= need]
-        if not fit:
-            raise ValueError(f"roi {roi} needs a {need} px input; the largest window input is {max(sizes, default=0)}")
-        return cls((x0, y0, x1, y1), scale, fit[0])
-
-    @property
-    def inner_hw(self) -> tuple[int, int]:
-        x0, y0, x1, y1 = self.roi
-        return min(self.size, round((y1 - y0) * self.scale)), min(self.size, round((x1 - x0) * self.scale))
-
-    def image(self, img: np.ndarray) -> np.ndarray:
-        """The crop, resized as the full-frame letterbox would, padded to size × size."""
-        x0, y0, x1, y1 = self.roi
-        h, w = self.inner_hw
-        interp = cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR
-        resized = cv2.resize(img[y0:y1, x0:x1], (w, h), interpolation=interp)
-        out = np.zeros((self.size, self.size) + img.shape[2:], dtype=img.dtype)
-        out[:h, :w] = resized
-        return out
-
-    def boxes_to_source(self, boxes: np.ndarray, src_h: int, src_w: int) -> np.ndarray:
-        """Window-input x1,y1,x2,y2 -> full-frame source pixels, clipped to the crop."""
-        x0, y0, x1, y1 = self.roi
-        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / self.scale
-        b[:, 0::2] = (b[:, 0::2] + x0).clip(x0, x1)
-        b[:, 1::2] = (b[:, 1::2] + y0).clip(y0, y1)
-        return b.astype(np.float32)
+RoiInfer = Callable[..., Inference]  # backend.infer(image, roi=None)
+Infer = Callable[[np.ndarray], Inference]
 
 
 def square_roi(box: np.ndarray, side: float, src_h: int, src_w: int) -> Roi:
@@ -135,39 +83,34 @@ class Tracker:
         return found or roi is None
 
 
-def tracked(infer: RoiInfer, tracker: Tracker) -> Callable[[np.ndarray], tuple[list[Detection], dict[str, float]]]:
+def tracked(infer: RoiInfer, tracker: Tracker) -> Infer:
     """`infer(image, roi=...)` (a backend's) driven by `tracker`: an `infer(image)` like the backend's.
     A window that loses the nerve is followed by the full frame on the same image (stages summed)."""
 
-    def run(image: np.ndarray) -> tuple[list[Detection], dict[str, float]]:
+    def run(image: np.ndarray) -> Inference:
         t0 = time.perf_counter()
         roi = tracker.roi(image.shape[0], image.shape[1])
         policy = time.perf_counter() - t0
         if roi is None:
-            dets, stages = infer(image)
-            tracker.update(dets, None)
-            return dets, stages
-        dets, stages = infer(image, roi=roi)
+            out = infer(image)
+            tracker.update(out.detections, None)
+            return out
+        win = infer(image, roi=roi)
         t1 = time.perf_counter()
-        kept = tracker.update(dets, roi)
+        kept = tracker.update(win.detections, roi)
         policy += time.perf_counter() - t1
         if kept:
-            return dets, {**stages, "track": policy}
-        full, more = infer(image)
-        tracker.update(full, None)
-        return full, {k: stages.get(k, 0.0) + more.get(k, 0.0) for k in {**stages, **more}}
+            return Inference(win.detections, {**win.stages, "track": policy})
+        full = infer(image)
+        tracker.update(full.detections, None)
+        a, b = win.stages, full.stages
+        return Inference(full.detections, {k: a.get(k, 0.0) + b.get(k, 0.0) for k in {**a, **b}})
 
     return run
 
 
-def track(backend: Backend, threshold: float = NERVE_SCORE) -> Callable[[np.ndarray], tuple[list[Detection], dict[str, float]]]:
+def track(backend: Backend, threshold: float = NERVE_SCORE) -> Infer:
     """`backend.infer` as `file` and `live` run it: window inputs built first (`prepare_windows`),
     then driven by a fresh `Tracker` at the backend's window sizes (the runner and the bench)."""
     backend.prepare_windows()
     return tracked(backend.infer, Tracker(image_size=backend.image_size, sizes=backend.roi_sizes, threshold=threshold))
-
-
-def window_sizes(sizes: Sequence[int], image_size: int) -> tuple[int, ...]:
-    """The window inputs worth building for a model run at `image_size`: those smaller than it (a
-    window as large as the frame saves nothing; `Tracker.roi` never asks for one)."""
-    return tuple(s for s in sizes if s < image_size)

@@ -147,15 +147,29 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass
+class Inference:
+    """What a backend returns for one image: its detections in source pixels, best first, and the
+    seconds each stage of that call took (preprocess, model, paste, and inner stages such as dense,
+    proposals, heads; `track` where the tracking policy chose a window)."""
+
+    detections: list[Detection]
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+Precision = Literal["fp32", "fp16", "int8"]
+
+
 class Backend(Protocol):
-    """How the network runs (`backends/`): a BGR image of any size in, detections in source pixels
-    out, best first. `infer` also returns the seconds each stage took for that call. With `roi`
-    (x0, y0, x1, y1, source pixels) it runs only that window, at the full frame's scale
+    """How the network runs (`backends/`): `infer(image, roi=None) -> Inference`, a BGR image of any
+    size in, detections in source pixels out, best first, with the seconds each stage took. With
+    `roi` (x0, y0, x1, y1, source pixels) it runs only that window, at the full frame's scale
     (`image_size / max(H, W)`) in a smaller square input, one of `roi_sizes` (empty: the backend
-    runs full frames only); detections still come back in full-frame pixels (`tracking.py`)."""
+    runs full frames only); detections still come back in full-frame pixels (`letterbox.Letterbox`).
+    `precision` is what the network runs at: "fp32", "fp16" or "int8"."""
 
     name: str
-    half: bool
+    precision: Precision
     roi_sizes: tuple[int, ...]
 
     @property
@@ -163,10 +177,7 @@ class Backend(Protocol):
 
     def describe(self) -> str: ...
 
-    def predict_one(self, image: np.ndarray) -> list[Detection]: ...
-
-    def infer(self, image: np.ndarray, roi: tuple[int, int, int, int] | None = None
-              ) -> tuple[list[Detection], dict[str, float]]: ...
+    def infer(self, image: np.ndarray, roi: tuple[int, int, int, int] | None = None) -> Inference: ...
 
     def prepare_windows(self) -> None:
         """Build what the window inputs need now (e.g. one compiled graph per size), not at the

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from streamseg import bench
 from streamseg.bench import STAGES, BenchOptions, pct
+from streamseg.types import Inference
 from streamseg.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -180,7 +181,7 @@ def test_frames_are_the_clips_consecutive_frames_replayed_in_order():
 
     def infer(image):  # a stand-in for make_infer's callable: records the order it is handed frames in
         seen.append(image)
-        return [], {"model": 0.0}
+        return Inference([], {"model": 0.0})
 
     run = bench.run_backend(infer, images, warmup=1)
     assert [id(x) for x in seen] == [id(x) for x in images] and len(run["samples"]["frame"]) == 3
@@ -256,11 +257,9 @@ def _readme_bench_examples() -> list[list[str]]:
 def test_readme_bench_examples_run_as_written(engines_dir, tmp_path, monkeypatch):
     """Each quick example verbatim (cwd a temp folder, the caches there); the --paper one is the
     run test_paper_times_the_untrained_r101 makes with fewer frames (its flags are checked here)."""
-    import streamseg.backends
-
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(streamseg.backends, "DEFAULT_DIR", engines_dir)
+    monkeypatch.setenv("STREAMSEG_ENGINES", str(engines_dir))  # backends.load's settings.engines
     examples = _readme_bench_examples()
     assert any("--paper" in e for e in examples) and any("--out" in e for e in examples)
     help_text = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "200"}).output

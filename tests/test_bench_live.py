@@ -8,28 +8,25 @@ from types import SimpleNamespace
 import numpy as np
 
 from streamseg.bench_live import DEMO, run_live
-from streamseg.types import Detection
+from streamseg.types import Detection, Inference
 
 
 class FakeBackend:
     """The `types.Backend` contract, answering in 20 ms with one nerve-sized detection."""
 
-    name, half = "fake", False
+    name, precision = "fake", "fp32"
 
     def describe(self) -> str:
         return "fake"
 
-    def predict_one(self, image):
+    def infer(self, image):
+        t = time.perf_counter()
         time.sleep(0.02)
         h, w = image.shape[:2]
         mask = np.zeros((h, w), bool)
         mask[h // 3:h // 2, w // 3:w // 2] = True
-        return [Detection(box=np.array([w // 3, h // 3, w // 2, h // 2], np.float32), score=0.99, mask=mask)]
-
-    def infer(self, image):
-        t = time.perf_counter()
-        dets = self.predict_one(image)
-        return dets, {"model": time.perf_counter() - t}
+        dets = [Detection(box=np.array([w // 3, h // 3, w // 2, h // 2], np.float32), score=0.99, mask=mask)]
+        return Inference(dets, {"model": time.perf_counter() - t})
 
 
 def test_run_live_replays_the_clip_through_the_live_pipeline():

@@ -64,7 +64,7 @@ def test_the_backend_runs_after_a_swapped_graph(built, tmp_path):
     _swap_in(window, dense, tmp_path / "orig.onnx")
     be = open_onnxruntime(model, info, "cpu", out_dir=d, log=lambda s: None)
     frame = np.zeros((300, 400, 3), np.uint8)
-    detections, _ = be.infer(frame)
+    detections = be.infer(frame).detections
     assert isinstance(detections, list)
 
 

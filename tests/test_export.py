@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from streamseg import backends
 from streamseg.backends.artefacts import artefact_path, read_sidecar, sidecar_path
 from streamseg.backends.onnx_export import ensure_onnx, export_onnx
-from streamseg.tracking import ROI_SIZES
+from streamseg.letterbox import ROI_SIZES
 from streamseg.backends.split import DenseNet
 from streamseg.checkpoint import load_checkpoint, load_model
 from streamseg.files import file_sha256

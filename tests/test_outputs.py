@@ -23,13 +23,13 @@ from streamseg.overlay import Style, draw, hud_text
 from streamseg.progress import files_written, progress_bar
 from streamseg.runner import Options, run
 from streamseg.sinks import ScanSummary
-from streamseg.types import Detection, Frame, Hud, Measurement, Result, StreamsegError
+from streamseg.types import Detection, Frame, Hud, Inference, Measurement, Result, StreamsegError
 
 
 class EllipseBackend:
     """A `types.Backend` that finds one nerve, a fixed ellipse, in every frame."""
 
-    name, half = "ellipse", False
+    name, precision = "ellipse", "fp32"
     roi_sizes: tuple[int, ...] = ()  # full frames only: tracking never asks for a window
     image_size = 512
 
@@ -39,13 +39,10 @@ class EllipseBackend:
     def prepare_windows(self) -> None:
         pass
 
-    def predict_one(self, image):
+    def infer(self, image, roi=None):
         mask = np.zeros(image.shape[:2], np.uint8)
         cv2.ellipse(mask, (image.shape[1] // 3, image.shape[0] // 3), (40, 22), 0, 0, 360, 1, -1)
-        return [Detection(np.array([0, 0, 10, 10], np.float32), 0.99, mask.astype(bool))]
-
-    def infer(self, image, roi=None):
-        return self.predict_one(image), {"model": 0.001}
+        return Inference([Detection(np.array([0, 0, 10, 10], np.float32), 0.99, mask.astype(bool))], {"model": 0.001})
 
 
 def probe(path):
@@ -182,7 +179,7 @@ def test_units_are_written_with_a_superscript_two(sample_dir, monkeypatch):
     drawn = []
     real = overlay._text
     monkeypatch.setattr(overlay, "_text", lambda img, s, *a, **k: (drawn.append(s), real(img, s, *a, **k))[1])
-    r = Result(Frame(image, 0), EllipseBackend().predict_one(image))
+    r = Result(Frame(image, 0), EllipseBackend().infer(image).detections)
     from streamseg.measure import Analyser
     r.measurement = Analyser(0.06)(r.detections)
     draw(r, Style(calibrated=True), Hud())

@@ -30,7 +30,7 @@ def eager(calibrated_checkpoint):
 
 @pytest.fixture(scope="module")
 def reference(eager, parity_images):
-    return [eager.predict_one(im) for im in parity_images]
+    return [eager.infer(im).detections for im in parity_images]
 
 
 def test_reference_has_detections(reference):
@@ -44,17 +44,17 @@ def test_split_eager_is_the_torch_backend(calibrated_checkpoint, parity_images, 
     split = backends.load("torch", calibrated_checkpoint, split=True)
     assert isinstance(split, SplitBackend)
     for im, ref in list(zip(parity_images, reference))[:3]:
-        got = split.predict_one(im)
-        d, iou = compare(ref, got)
+        out = split.infer(im)
+        d, iou = compare(ref, out.detections)
         assert d == 1.0 and iou > 0.9999
-        assert set(split.last_stages) >= {"preprocess", "dense", "proposals", "heads", "paste"}
+        assert set(out.stages) >= {"preprocess", "dense", "proposals", "heads", "paste"}
 
 
 def test_onnxruntime_cpu_matches_eager(calibrated_checkpoint, engines_dir, parity_images, reference):
     ort = backends.load("onnxruntime", calibrated_checkpoint, engines_dir=engines_dir)
     worst_d, worst_iou = 1.0, 1.0
     for im, ref in zip(parity_images, reference):
-        got = ort.predict_one(im)
+        got = ort.infer(im).detections
         d, iou = compare(ref, got)
         worst_d, worst_iou = min(worst_d, d), min(worst_iou, iou)
         assert max(abs(a.score - b.score) for a, b in zip(sorted(ref, key=lambda x: x.score),
@@ -71,22 +71,23 @@ def test_cuda_backend_matches_eager(name, precision, calibrated_checkpoint, engi
         pytest.skip("no CUDA GPU on this machine: run benchmarks/gpu_check.sh on one")
     if name not in backends.available("cuda"):
         pytest.skip(f"{name} is not available with CUDA here (TensorRT / onnxruntime-gpu not installed?)")
-    be = backends.load(name, calibrated_checkpoint, device="cuda", half=precision == "fp16", engines_dir=engines_dir)
+    be = backends.load(name, calibrated_checkpoint, device="cuda", precision=precision, engines_dir=engines_dir)
     floor = 0.98 if precision == "fp16" else 0.99
     worst = [1.0, 1.0]
     for im, ref in zip(parity_images, reference):
-        d, iou = compare(ref, be.predict_one(im))
+        d, iou = compare(ref, be.infer(im).detections)
         worst = [min(worst[0], d), min(worst[1], iou)]
     print(f"parity {name}/{precision}: min Dice {worst[0]:.4f}, min box IoU {worst[1]:.4f}")
     assert worst[0] >= floor and worst[1] >= floor, worst
 
 
 def test_infer_gives_the_detections_and_the_stages_of_that_call(eager, calibrated_checkpoint, parity_images, reference):
-    """The Backend contract: infer(image) -> (predict_one's detections, seconds per stage); the
+    """The Backend contract: infer(image) -> Inference(the detections, seconds per stage); the
     backend holds its model's identity (ModelInfo), not the module."""
     from streamseg.files import file_sha256
 
-    dets, stages = eager.infer(parity_images[0])
+    out = eager.infer(parity_images[0])
+    dets, stages = out.detections, out.stages
     d, iou = compare(reference[0], dets)
     assert d == 1.0 and iou == 1.0
     assert set(stages) >= {"preprocess", "model", "paste"} and all(v >= 0 for v in stages.values())
@@ -109,7 +110,7 @@ def test_scans(univpm_dir):
 def _score(backend, scans) -> dict:
     from streamseg.training.evaluate import score_predictions
 
-    summary, _ = score_predictions([(s, img, gt, backend.predict_one(img)) for s, img, gt in scans])
+    summary, _ = score_predictions([(s, img, gt, backend.infer(img).detections) for s, img, gt in scans])
     return summary
 
 
@@ -166,10 +167,10 @@ def test_the_default_cpu_path_scores_as_eager_on_test_patients(test_scans, eager
     full, windowed, n_windows = [], [], 0
     for s, img, gt in test_scans:
         infer = tracked(fast.infer, Tracker(image_size=fast.image_size, sizes=fast.roi_sizes))
-        full.append((s, img, gt, infer(img)[0]))
-        dets, stages = infer(img)
-        n_windows += "track" in stages
-        windowed.append((s, img, gt, dets))
+        full.append((s, img, gt, infer(img).detections))
+        out = infer(img)
+        n_windows += "track" in out.stages
+        windowed.append((s, img, gt, out.detections))
     from streamseg.training.evaluate import score_predictions
 
     ref = eager_test_score

@@ -96,7 +96,7 @@ def test_the_pipeline_runs_one_detection_the_best(sample_dir, small_checkpoint, 
     assert be.config.max_detections == 1 and load_checkpoint(small_checkpoint)[1].config.max_detections == 2
     with av.open(str(sample_dir / "demo.mp4")) as c:
         first = next(c.decode(video=0)).to_ndarray(format="bgr24")
-    both = backends.load("torch", small_checkpoint).predict_one(first)
+    both = backends.load("torch", small_checkpoint).infer(first).detections
     got = json.loads(lines.read_text().splitlines()[0])
     assert len(both) == 2 and got["score"] == pytest.approx(both[0].score, abs=1e-5)
 

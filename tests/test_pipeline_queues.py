@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from streamseg import pipeline
-from streamseg.types import Frame, SourceStats
+from streamseg.types import Frame, Inference, SourceStats
 
 
 class Ticker:
@@ -51,7 +51,7 @@ class Sink:
 def slow_model(seconds):
     def infer(image):
         time.sleep(seconds)
-        return [], {"model": seconds}
+        return Inference([], {"model": seconds})
     return infer
 
 
@@ -109,7 +109,7 @@ def test_stage_times_and_detections_travel_on_the_result():
     seen = []
 
     def infer(image):
-        return dets, {"preprocess": 0.001, "model": 0.002}
+        return Inference(dets, {"preprocess": 0.001, "model": 0.002})
 
     sink = Sink()
     pipeline.run(Ticker(3, 0.0), infer, lambda d: seen.append(d) or None, lambda r, hud: r.frame.image, [sink],

@@ -47,7 +47,7 @@ def test_int8_detections_match_fp32_on_sample_scans(fp32, int8_graph, sample_dir
     assert int8.dense.steps[int8.image_size].path == int8_graph
     for p in sorted((sample_dir / "images").glob("*.png"))[:3]:
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        ref, got = fp32.predict_one(img), int8.predict_one(img)
+        ref, got = fp32.infer(img).detections, int8.infer(img).detections
         assert ref and got, p.name
         assert (ref[0].score >= NERVE_SCORE) == (got[0].score >= NERVE_SCORE), (p.name, ref[0].score, got[0].score)
         assert dice(ref[0].mask, got[0].mask) >= 0.9, p.name

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from streamseg.tracking import Tracker, Window, tracked
-from streamseg.types import NERVE_SCORE, Detection
+from streamseg.letterbox import Letterbox
+from streamseg.tracking import Tracker, tracked
+from streamseg.types import NERVE_SCORE, Detection, Inference
 
 H, W = 468, 606  # the sample scans' size
 SCALE = 512 / W
-SIZES = (192, 256, 320)  # several window sizes: the policy picks among them (the default is one, ROI_SIZES)
+SIZES = (192, 256, 320)  # several window sizes: the policy picks among them (the default is one, letterbox.ROI_SIZES)
 
 
 def det(box, score=0.99, shape=(H, W)) -> Detection:
@@ -48,7 +49,7 @@ def test_window_is_a_square_around_the_nerve_at_the_smallest_size_that_holds_it(
     assert x1 - x0 == y1 - y0 == int(min(SIZES) / SCALE)
     assert x0 <= 280 and y0 <= 200 and x1 >= 340 and y1 >= 240
     assert abs((x0 + x1) / 2 - 310) <= 1 and abs((y0 + y1) / 2 - 220) <= 1
-    assert Window.of((x0, y0, x1, y1), H, W, 512, SIZES).size == min(SIZES)
+    assert Letterbox.window((x0, y0, x1, y1), H, W, 512, SIZES).size == min(SIZES)
 
 
 def test_window_at_the_border_is_shifted_inside_the_frame_not_shrunk():
@@ -88,25 +89,26 @@ def test_tracked_reruns_the_full_frame_at_once_when_the_window_loses_the_nerve()
 
     def infer(image, roi=None):
         calls.append(roi)
-        return next(answers), {"model": 0.01}
+        return Inference(next(answers), {"model": 0.01})
 
     run = tracked(infer, Tracker(sizes=SIZES))
     img = np.zeros((H, W, 3), np.uint8)
-    d1, s1 = run(img)  # full frame
-    d2, s2 = run(img)  # window, kept
-    d3, s3 = run(img)  # window finds nothing -> the same frame on the full frame
+    s1 = run(img).stages  # full frame
+    s2 = run(img).stages  # window, kept
+    out = run(img)  # window finds nothing -> the same frame on the full frame
+    d3, s3 = out.detections, out.stages
     assert calls[0] is None and calls[1] is not None and calls[2] is not None and calls[3] is None
     assert "track" not in s1 and "track" in s2 and "track" not in s3
     assert s3["model"] == pytest.approx(0.02) and d3[0].box[0] == 281
 
 
 def test_window_boxes_map_back_to_the_frame():
-    w = Window.of((100, 50, 100 + 189, 50 + 189), H, W, 512, (160, 192))
+    w = Letterbox.window((100, 50, 100 + 189, 50 + 189), H, W, 512, (160, 192))
     assert w.size == 160 and w.scale == pytest.approx(SCALE)
-    got = w.boxes_to_source(np.array([[10 * SCALE, 20 * SCALE, 60 * SCALE, 80 * SCALE]]), H, W)
+    got = w.boxes_to_source(np.array([[10 * SCALE, 20 * SCALE, 60 * SCALE, 80 * SCALE]]))
     assert np.allclose(got, [[110, 70, 160, 130]], atol=1e-3)
     with pytest.raises(ValueError):
-        Window.of((0, 0, 500, 400), H, W, 512, SIZES)  # needs a 423 px input
+        Letterbox.window((0, 0, 500, 400), H, W, 512, SIZES)  # needs a 423 px input
 
 
 # --- the bundled model on real scans ---
@@ -119,13 +121,13 @@ def backend(request, engines_dir):
 
 
 def _check_window(backend, image):
-    full, _ = backend.infer(image)
+    full = backend.infer(image).detections
     assert full and full[0].score >= NERVE_SCORE
     t = Tracker(image_size=backend.image_size, sizes=backend.roi_sizes)
     t.update(full, None)
     roi = t.roi(*image.shape[:2])
     assert roi is not None
-    win, stages = backend.infer(image, roi=roi)
+    win = backend.infer(image, roi=roi).detections
     assert win and win[0].mask.shape == image.shape[:2]
     x0, y0, x1, y1 = roi
     assert not win[0].mask[:y0].any() and not win[0].mask[y1:].any()
@@ -146,7 +148,7 @@ def test_window_at_the_frame_border(backend, sample_dir):
     window (full width, so the same scale): its window is shifted down to lie flush with the top
     edge, and still finds the nerve where the full frame does."""
     image = cv2.imread(str(sample_dir / "images" / "Pz065-001.png"))
-    full, _ = backend.infer(image)
+    full = backend.infer(image).detections
     top = image[max(0, int(full[0].box[1]) - 6):]
     cut = np.ascontiguousarray(np.vstack([top, np.zeros((image.shape[1] - 20 - top.shape[0], image.shape[1], 3), np.uint8)]))
     x0, y0, x1, y1 = _check_window(backend, cut)
@@ -183,8 +185,7 @@ def test_file_tracks_the_demo_clip(sample_dir):
     for i, frame in enumerate(src.frames(threading.Event())):
         if i >= 6:
             break
-        dets, stages = infer(frame.image)
-        flags.append("track" in stages)
+        flags.append("track" in infer(frame.image).stages)
     src.close()
     assert flags[0] is False and sum(flags) >= 4, flags
     assert _infer(Options(input="x.mp4", live=False, summary=False, track=False), be) == be.infer
@@ -200,13 +201,13 @@ def test_a_window_keeps_window_proposals_rpn_proposals_and_the_full_frame_all(sa
     heads = be.heads
     be.heads = lambda feats, props, sizes: (seen.append(len(props[0])), heads(feats, props, sizes))[1]
     image = cv2.imread(str(sample_dir / "images" / "Pz089-001.png"))
-    full, _ = be.infer(image)
+    full = be.infer(image).detections
     t = Tracker(image_size=be.image_size, sizes=be.roi_sizes)
     t.update(full, None)
     roi = t.roi(*image.shape[:2])
     be.window_proposals = 0
-    all_, _ = be.infer(image, roi=roi)
+    all_ = be.infer(image, roi=roi).detections
     be.window_proposals = 25
-    few, _ = be.infer(image, roi=roi)
+    few = be.infer(image, roi=roi).detections
     assert seen[0] == seen[1] == be.config.rpn_post_nms_top_n_test and seen[2] == 25
     assert few[0].score >= NERVE_SCORE and dice(few[0].mask, all_[0].mask) >= 0.95

@@ -25,7 +25,7 @@ def scan(backend, clip: str) -> dict:
     src = open_source(clip, live=False)
     try:
         for frame in src.frames():
-            dets = backend.predict_one(frame.image)
+            dets = backend.infer(frame.image).detections
             scores.append(dets[0].score if dets else 0.0)
     finally:
         src.close()

@@ -1,27 +1,26 @@
 """Inference backends. `load` is the only door to a concrete one; every backend keeps one contract
-(`base.Backend`: name, half, info, describe, predict_one, infer).
+(`types.Backend`: `infer(image, roi=None) -> Inference`, name, precision, describe; the torch-run
+ones share `base.BackendBase`, which also holds the model's `info`).
 
 Modules, each importing only those below it (no circles):
     __init__ (load, available) -> torch_eager, onnxrt, compiled, tensorrt   one module per backend
     export (`streamseg export`) -> onnx_export, onnx_heads, compiled, tensorrt
     onnx_export -> artefacts, split;  split -> base;  artefacts, device, bn_warmup, parity: leaves
-A new backend is a module with `open_<name>(model, info, device, half, out_dir, log) -> Backend`
+A new backend is a module with `open_<name>(model, info, device, precision, out_dir, log, settings)
+-> Backend`
 (its artefacts through `artefacts.ensure_artefact` / `load_or_rebuild`), an entry in `_OPENERS`
 and `BACKENDS`, and a line in `available`.
 """
 from __future__ import annotations
 
 import importlib
-import os
 
-# onnxruntime (1.32) writes a telemetry session file, $TMPDIR/.ses, when imported, and left it behind
-# every run (or warned "Failed to persist telemetry device ID" where it cannot): no telemetry.
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+from ..settings import Settings, quiet_onnxruntime
 
-from .artefacts import DEFAULT_DIR
-from .base import Backend, ensure_bgr, postprocess, preprocess, to_tensor
+quiet_onnxruntime()  # before onnxruntime is first imported
+from .base import ensure_bgr, postprocess, preprocess, to_tensor
 from .device import select_device
-from ..types import StreamsegError
+from ..types import Backend, Precision, StreamsegError
 
 BACKENDS = ("auto", "torch", "compiled", "onnxruntime", "tensorrt")
 _OPENERS = {  # name -> (module, opener), imported only when asked for
@@ -50,16 +49,16 @@ def available(device: str = "cpu") -> list[str]:
     return names
 
 
-def default_precision(name: str, device, half: bool = False) -> str:
+def default_precision(name: str, device) -> Precision:
     """What `--precision auto` runs: INT8 where onnxruntime runs on the CPU (the same TP/FP/FN as
     eager FP32 on the test patients, median Dice -0.003; dense part 2.2-2.6x faster: benchmarks/
-    RESULTS.md), else FP32 (or FP16 with `half`)."""
-    return "int8" if name == "onnxruntime" and str(device) == "cpu" and not half else "fp32"
+    RESULTS.md), else FP32."""
+    return "int8" if name == "onnxruntime" and str(device) == "cpu" else "fp32"
 
 
-def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = False, *, model=None, info=None,
-         split: bool = False, engines_dir=None, log=None, onnx_heads: bool | None = None, precision: str = "fp32",
-         **overrides) -> Backend:
+def load(name: str = "auto", model_path=None, device: str = "cpu", *, precision: str = "fp32", model=None, info=None,
+         split: bool = False, engines_dir=None, log=None, onnx_heads: bool | None = None,
+         settings: Settings | None = None, **overrides) -> Backend:
     """Open a backend by name for a checkpoint (None = the bundled default), or for an in-memory
     `model` with its `info` (a ModelInfo; `overrides` then do not apply).
 
@@ -68,15 +67,17 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = 
     times (the bench's baseline); the detections are the same. Compiled backends build their
     artefacts into `engines_dir` (default `engines/`) on first use and reuse them while their
     sidecar matches. `onnx_heads` (onnxruntime on CPU) runs the RoI box/mask stacks as ONNX graphs
-    too (None: on for CPU unless STREAMSEG_ORT_HEADS=0; see onnxrt.open_onnxruntime). `auto` picks the fastest available on `device`.
-    `precision`: "fp32", "int8" (onnxruntime on CPU: an INT8 dense graph, `onnx_quant`), or "auto"
-    (`default_precision` of the backend `auto` resolves to: what `file` and `live` run).
+    too (None: as `settings.ort_heads`; see onnxrt.open_onnxruntime). `auto` picks the fastest available on `device`.
+    `precision`: "fp32", "fp16" (CUDA; FP32 elsewhere), "int8" (onnxruntime on CPU: an INT8 dense
+    graph, `onnx_quant`), or "auto" (`default_precision` of the backend `auto` resolves to: what
+    `file` and `live` run); the backend's `precision` is the resolved one. `settings`: the runtime
+    knobs (`settings.Settings`; None: read from the environment now).
     """
     if name not in BACKENDS:
         raise StreamsegError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
     device = select_device(device, "device")
-    if precision not in ("auto", "fp32", "int8"):
-        raise StreamsegError(f"unknown precision {precision!r}: choose auto, fp32 or int8")
+    if precision not in ("auto", "fp32", "fp16", "int8"):
+        raise StreamsegError(f"unknown precision {precision!r}: choose auto, fp32, fp16 or int8")
     if name == "tensorrt":
         from .tensorrt import import_tensorrt
 
@@ -94,16 +95,19 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = 
     if name == "auto":
         name = available(device)[0]
     if precision == "auto":
-        precision = default_precision(name, device, half)
+        precision = default_precision(name, device)
+    if precision == "fp16" and not device.startswith("cuda"):
+        precision = "fp32"  # FP16 is a CUDA path; a CPU runs FP32
     if precision == "int8" and name != "onnxruntime":
         raise StreamsegError(f"INT8 runs with the onnxruntime backend on CPU, not {name}")
     if name != "torch":
         info = info.with_sha256(model)  # artefacts are named by it
     module, opener = _OPENERS[name]
-    kw = ({"split": split} if name == "torch" else {"onnx_heads": onnx_heads, "precision": precision}
-          if name == "onnxruntime" else {})
-    out = engines_dir if engines_dir is not None else DEFAULT_DIR
-    return getattr(importlib.import_module(f".{module}", __name__), opener)(model, info, device, half, out, log, **kw)
+    kw = {"split": split} if name == "torch" else {"onnx_heads": onnx_heads} if name == "onnxruntime" else {}
+    settings = settings or Settings.from_env()
+    out = engines_dir if engines_dir is not None else settings.engines
+    open_ = getattr(importlib.import_module(f".{module}", __name__), opener)
+    return open_(model, info, device, precision, out, log, settings, **kw)
 
 
 __all__ = ["Backend", "load", "available", "select_device", "BACKENDS", "ensure_bgr", "postprocess", "preprocess",

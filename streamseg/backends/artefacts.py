@@ -20,13 +20,14 @@ import tempfile
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from ..files import atomic_write, first_line, user_cache
+from ..files import atomic_write, first_line
 from ..model import RUNTIME_KEYS, ModelInfo
+from ..settings import engines_dir
 from ..types import StreamsegError
 
 # The user cache, never the current folder: $STREAMSEG_ENGINES, else $XDG_CACHE_HOME/streamseg/engines,
-# else ~/.cache/streamseg/engines (`--engines DIR` overrides it per command).
-DEFAULT_DIR = Path(os.environ.get("STREAMSEG_ENGINES") or user_cache("engines"))
+# else ~/.cache/streamseg/engines (`--engines DIR` overrides it per command; `settings.engines_dir`).
+DEFAULT_DIR = engines_dir()
 T = TypeVar("T")
 
 

@@ -2,27 +2,25 @@
 (boxes, scores and masks in source pixels). Pre- and post-processing are shared here, so backends
 differ only in how they run the network (`forward`).
 
-The contract every backend keeps (`types.Backend`): `name`, `half`, `describe()`,
-`predict_one(image)`, and `infer(image, roi=None)` -> (detections, seconds per stage of that call).
+`BackendBase` keeps the contract (`types.Backend`): `infer(image, roi=None)` -> an `Inference`
+(detections, seconds per stage of that call), `name`, `precision`, `describe()`, `prepare_windows()`.
 With `roi` (x0, y0, x1, y1 in source pixels) only that window is run: cropped, letterboxed at the
-full frame's scale into the smallest of `roi_sizes` that holds it (`tracking.Window`), and the
+full frame's scale into the smallest of `roi_sizes` that holds it (`letterbox.Letterbox.window`), and the
 detections come back in full-frame pixels (masks H×W). A backend also holds its model's identity,
 `info` (a `ModelInfo`: config, source, sha256, meta)."""
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-from ..letterbox import Letterbox, ensure_bgr, mask_box
+from ..letterbox import ROI_SIZES, Letterbox, Roi, ensure_bgr, mask_box
 from ..model import ModelInfo
-from ..tracking import ROI_SIZES, Roi, Window
-from ..types import Detection, StreamsegError
+from ..types import Detection, Inference, Precision, StreamsegError
 
 
 def to_tensor(image_lb: np.ndarray) -> torch.Tensor:
@@ -48,26 +46,14 @@ def preprocess(images: Sequence[np.ndarray], size: int) -> tuple[torch.Tensor, l
     return batch, lbs
 
 
-@dataclass(frozen=True)
-class WindowMap:
-    """Maps a window's boxes back to its full frame (what `postprocess` asks of a `Letterbox`)."""
-
-    window: Window
-    src_h: int
-    src_w: int
-
-    def boxes_to_source(self, boxes: np.ndarray) -> np.ndarray:
-        return self.window.boxes_to_source(boxes, self.src_h, self.src_w)
-
-
-def preprocess_window(image: np.ndarray, roi: Roi, size: int, sizes: Sequence[int]) -> tuple[torch.Tensor, list[WindowMap]]:
-    """One image's window `roi` -> a 1×3×S×S batch (S from `sizes`) and its map back to the frame."""
+def preprocess_window(image: np.ndarray, roi: Roi, size: int, sizes: Sequence[int]) -> tuple[torch.Tensor, list[Letterbox]]:
+    """One image's window `roi` -> a 1×3×S×S batch (S from `sizes`) and its letterbox (`Letterbox.window`)."""
     h, w = image.shape[:2]
     try:
-        win = Window.of(roi, h, w, size, sizes)
+        lb = Letterbox.window(roi, h, w, size, sizes)
     except ValueError as e:
         raise StreamsegError(str(e)) from None
-    return to_tensor(win.image(ensure_bgr(image)))[None], [WindowMap(win, h, w)]
+    return to_tensor(lb.image(ensure_bgr(image)))[None], [lb]
 
 
 def postprocess(outputs: list[dict], lbs: list[Letterbox], mask_threshold: float = 0.5,
@@ -90,25 +76,29 @@ def postprocess(outputs: list[dict], lbs: list[Letterbox], mask_threshold: float
     return results
 
 
-class Backend(ABC):
-    """predict(images) -> one list of detections (best first) per image; infer(image) -> (detections,
-    stage seconds). Concrete backends implement `forward` (and may report inner stages)."""
+class BackendBase(ABC):
+    """`infer(image, roi=None)` -> `Inference`: letterbox, `forward`, paste back to source pixels.
+    Concrete backends implement `forward` (which also reports its inner stages)."""
 
     name: str = "base"
-    precision: str | None = None  # set where it is neither fp32 nor fp16 (onnxruntime's "int8")
     roi_sizes: tuple[int, ...] = ROI_SIZES  # window inputs `infer(image, roi)` may run at; () = none
 
-    def __init__(self, info: ModelInfo, device: str | torch.device = "cpu", half: bool = False):
+    def __init__(self, info: ModelInfo, device: str | torch.device = "cpu", precision: Precision = "fp32"):
         self.info = info
         self.config = info.config
         self.device = torch.device(device)
-        self.half = half
-        self.last_stages: dict[str, float] = {}
+        self.precision = precision  # what `backends.load` resolved: "fp16" only on CUDA, "int8" only on CPU
+
+    @property
+    def half(self) -> bool:
+        """FP16 (autocast, FP16 graphs): `precision` says it."""
+        return self.precision == "fp16"
 
     @abstractmethod
-    def forward(self, batch: torch.Tensor) -> list[dict]:
-        """Letterboxed batch (B×3×S×S float in [0,1], on CPU) -> per-image dicts of
-        boxes (letterbox px), labels, scores, masks (N×1×M×M probabilities)."""
+    def forward(self, batch: torch.Tensor) -> tuple[list[dict], dict[str, float]]:
+        """Letterboxed batch (B×3×S×S float in [0,1], on CPU) -> (per-image dicts of boxes
+        (letterbox px), labels, scores, masks (N×1×M×M probabilities); seconds per stage inside
+        this call, e.g. dense, proposals, heads, or none)."""
 
     @property
     def image_size(self) -> int:
@@ -118,37 +108,20 @@ class Backend(ABC):
     def prepare_windows(self) -> None:
         """Build what the window inputs need before the first frame (nothing for eager torch)."""
 
-    def forward_stages(self) -> dict[str, float]:
-        """Seconds per stage inside the last `forward` (e.g. dense, proposals, heads); none by default."""
-        return {}
-
-    def _run(self, images: Sequence[np.ndarray], roi: Roi | None = None) -> tuple[list[list[Detection]], dict[str, float]]:
+    def infer(self, image: np.ndarray, roi: Roi | None = None) -> Inference:
+        """One image (or its window `roi`) -> its detections in source pixels, best first, and the
+        seconds per stage of this call."""
         t0 = time.perf_counter()
         if roi is None:
-            batch, lbs = preprocess(images, self.config.image_size)
+            batch, lbs = preprocess([image], self.config.image_size)
         else:
-            batch, lbs = preprocess_window(images[0], roi, self.config.image_size, self.roi_sizes)
+            batch, lbs = preprocess_window(image, roi, self.config.image_size, self.roi_sizes)
         t1 = time.perf_counter()
-        outputs = self.forward(batch)
+        outputs, inner = self.forward(batch)
         t2 = time.perf_counter()
         dets = postprocess(outputs, lbs, box_from_mask=self.config.box_from_mask)
         t3 = time.perf_counter()
-        return dets, {"preprocess": t1 - t0, "model": t2 - t1, "paste": t3 - t2, **self.forward_stages()}
-
-    def predict(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        dets, self.last_stages = self._run(images)
-        return dets
-
-    def predict_one(self, image: np.ndarray) -> list[Detection]:
-        return self.predict([image])[0]
-
-    def infer(self, image: np.ndarray, roi: Roi | None = None) -> tuple[list[Detection], dict[str, float]]:
-        """One image (or its window `roi`) -> (its detections in source pixels, best first; seconds
-        per stage of this call)."""
-        dets, stages = self._run([image], roi)
-        self.last_stages = stages
-        return dets[0], dict(stages)
+        return Inference(dets[0], {"preprocess": t1 - t0, "model": t2 - t1, "paste": t3 - t2, **inner})
 
     def describe(self) -> str:
-        prec = self.precision or ("fp16" if self.half else "fp32")
-        return f"{self.name} ({self.device.type}, {prec}, {self.config.backbone}, mask{self.config.mask_head})"
+        return f"{self.name} ({self.device.type}, {self.precision}, {self.config.backbone}, mask{self.config.mask_head})"

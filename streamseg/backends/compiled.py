@@ -13,7 +13,8 @@ from torch import nn
 
 from ..files import first_line, replace_onto
 from ..model import ModelInfo
-from ..types import StreamsegError
+from ..settings import Settings
+from ..types import Precision, StreamsegError
 from .artefacts import DEFAULT_DIR, artefact_path, base_meta, ensure_artefact, load_or_rebuild
 from .split import DenseNet, SplitBackend
 
@@ -71,9 +72,9 @@ class CompiledDense:
         return self.runner(x.half() if self.half else x)
 
 
-def open_compiled(model: nn.Module, info: ModelInfo, device: str = "cpu", half: bool = False, out_dir=DEFAULT_DIR,
-                  log=None) -> SplitBackend:
-    half = half and torch.device(device).type == "cuda"
+def open_compiled(model: nn.Module, info: ModelInfo, device: str = "cpu", precision: Precision = "fp32",
+                  out_dir=DEFAULT_DIR, log=None, settings: Settings | None = None) -> SplitBackend:
+    half = precision == "fp16"
     dense = load_or_rebuild(lambda force: ensure_compiled(model, info, out_dir, device, 1, half, force, log),
                             lambda path: CompiledDense(path, half), log)
-    return SplitBackend(model, info, dense, device, half, name="compiled")
+    return SplitBackend(model, info, dense, device, precision, name="compiled")

@@ -15,7 +15,7 @@ from .device import select_device
 from .onnx_export import ensure_onnx, export_onnx, require_onnx
 from .onnx_heads import ensure_heads
 from .tensorrt import ensure_engine
-from ..tracking import ROI_SIZES, window_sizes
+from ..letterbox import ROI_SIZES, window_sizes
 
 FORMATS = ("onnx", "engine", "compiled")
 

@@ -1,7 +1,6 @@
 """ONNX Runtime for the dense part (CPU, or the CUDA provider when present); the rest is `SplitBackend`."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +9,11 @@ from torch import nn
 
 from ..files import first_line
 from ..model import ModelInfo
-from ..types import StreamsegError
+from ..settings import Settings
+from ..types import Precision, StreamsegError
 from .artefacts import DEFAULT_DIR, read_sidecar
 from .onnx_export import ensure_onnx, require_onnx
-from ..tracking import ROI_SIZES
+from ..letterbox import ROI_SIZES
 from .split import SizedDense, SplitBackend
 
 _NP = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16}
@@ -37,23 +37,24 @@ def cuda_available() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available()
 
 
-def session_options(threads: int | None = None):
-    """CPU session settings: intra-op threads = `threads` (default torch's, the physical cores), one
-    inter-op thread (the graphs are sequential), all graph optimisations, no spinning."""
+def session_options(settings: Settings):
+    """CPU session settings: intra-op threads = `settings.ort_threads` (default torch's, the physical
+    cores), one inter-op thread (the graphs are sequential), all graph optimisations, no spinning
+    (unless `settings.ort_spin`)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.intra_op_num_threads = settings.ort_threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     # no busy-waiting after a run: the proposals and heads run next in torch on the same cores
-    opts.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("STREAMSEG_ORT_SPIN", "0"))
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.ort_spin else "0")
     return opts
 
 
-def open_session(path: str | Path, device: torch.device, threads: int | None = None):
+def open_session(path: str | Path, device: torch.device, settings: Settings):
     """An InferenceSession for `path` on `device` (CUDA provider first there); a graph that does not
     load is one StreamsegError line."""
     import onnxruntime as ort
@@ -65,7 +66,7 @@ def open_session(path: str | Path, device: torch.device, threads: int | None = N
     else:
         providers = ["CPUExecutionProvider"]
     try:
-        return ort.InferenceSession(str(path), session_options(threads), providers=providers)
+        return ort.InferenceSession(str(path), session_options(settings), providers=providers)
     except Exception as e:  # noqa: BLE001 - a corrupt graph is one clear line
         raise StreamsegError(f"{path}: onnxruntime cannot load it ({first_line(e, 160)})") from None
 
@@ -75,10 +76,10 @@ class OrtDense:
 
     kind = "onnxruntime"
 
-    def __init__(self, path: str | Path, device: torch.device, threads: int | None = None):
+    def __init__(self, path: str | Path, device: torch.device, settings: Settings):
         self.path = Path(path)
         self.cuda = device.type == "cuda"
-        self.session = open_session(self.path, device, threads)
+        self.session = open_session(self.path, device, settings)
         self.device = device
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -108,18 +109,19 @@ class OrtDense:
         return self._buffers
 
 
-def open_onnxruntime(model: nn.Module, info: ModelInfo, device: str = "cpu", half: bool = False, out_dir=DEFAULT_DIR,
-                     log=None, onnx_path: str | Path | None = None, onnx_heads: bool | None = None,
-                     precision: str = "fp32") -> SplitBackend:
+def open_onnxruntime(model: nn.Module, info: ModelInfo, device: str = "cpu", precision: Precision = "fp32",
+                     out_dir=DEFAULT_DIR, log=None, settings: Settings | None = None,
+                     onnx_path: str | Path | None = None, onnx_heads: bool | None = None) -> SplitBackend:
     """SplitBackend whose dense step is ONNX Runtime; exports the graph into `out_dir` if needed.
-    `onnx_heads` (default: on, on CPU; STREAMSEG_ORT_HEADS=0 turns it off) runs the RoI box and
+    `onnx_heads` (default: on CPU, `settings.ort_heads`: STREAMSEG_ORT_HEADS=0 turns it off) runs the RoI box and
     mask stacks as ONNX graphs too (`onnx_heads.OrtHeads`): heads stage 848 -> 405 ms side by side
     on a loaded 2-core CPU, same TP/FP/FN and Dice as eager on the test patients (tests/test_parity.py).
     `precision="int8"` (CPU only) runs an INT8 copy of the dense graph (`onnx_quant.ensure_int8`)."""
     require_onnx(runtime=True)
+    settings = settings or Settings.from_env()
     dev = torch.device(device)
-    half = half and dev.type == "cuda"
-    if precision == "int8" and (dev.type != "cpu" or half):
+    half = precision == "fp16"
+    if precision == "int8" and dev.type != "cpu":
         raise StreamsegError("INT8 runs on the CPU only: use --compute cpu without --half")
 
     def graph(size: int | None = None, path: str | Path | None = None) -> Path:
@@ -133,19 +135,17 @@ def open_onnxruntime(model: nn.Module, info: ModelInfo, device: str = "cpu", hal
 
     onnx_path = graph(path=onnx_path)
     meta = read_sidecar(onnx_path) or {}
-    threads = int(os.environ.get("STREAMSEG_ORT_THREADS", 0)) or None
-    dense = OrtDense(onnx_path, dev, threads)
+    dense = OrtDense(onnx_path, dev, settings)
     # tracking windows: one static graph per window size, exported (or found) on first use
-    sized = SizedDense(dense, lambda s: OrtDense(graph(size=s), dev, threads), info.config.image_size)
+    sized = SizedDense(dense, lambda s: OrtDense(graph(size=s), dev, settings), info.config.image_size)
     backbone = info.config.backbone
     if meta.get("config", {}).get("backbone", backbone) != backbone:
         raise StreamsegError(f"{onnx_path}: built for another architecture ({meta['config']['backbone']})")
     if onnx_heads is None:
-        onnx_heads = dev.type == "cpu" and os.environ.get("STREAMSEG_ORT_HEADS", "1") != "0"
+        onnx_heads = dev.type == "cpu" and settings.ort_heads
     heads = None
     if onnx_heads:
         from .onnx_heads import open_heads
 
-        heads = open_heads(model, info, out_dir, log, lambda p: open_session(p, dev, threads))
-    return SplitBackend(model, info, sized, device, half, name="onnxruntime", heads=heads, roi_sizes=ROI_SIZES,
-                        precision=None if precision == "fp32" else precision)
+        heads = open_heads(model, info, out_dir, log, lambda p: open_session(p, dev, settings))
+    return SplitBackend(model, info, sized, device, precision, name="onnxruntime", heads=heads, roi_sizes=ROI_SIZES)

@@ -20,8 +20,9 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 
 from ..model import ModelInfo
-from ..tracking import window_sizes
-from .base import Backend
+from ..types import Precision
+from ..letterbox import window_sizes
+from .base import BackendBase
 
 # RPN proposals a tracking window hands the RoI heads (the full frame keeps rpn_post_nms_top_n_test,
 # 150): on the test patients with simulated motion, 25 keeps Dice and misses (0.801 / 30 misses with
@@ -128,19 +129,17 @@ class SizedDense:
         return self.steps[size](x)
 
 
-class SplitBackend(Backend):
+class SplitBackend(BackendBase):
     """Dense step pluggable; proposals and RoI heads are torchvision's, in torch, on `device`.
     `roi_sizes`: the window inputs the dense step runs at (an eager or `SizedDense` step; none for
     a single static graph), so `infer(image, roi)` works; anchors are cached per input shape."""
 
     name = "split"
 
-    def __init__(self, model: nn.Module, info: ModelInfo, dense: DenseFn, device: str = "cpu", half: bool = False,
-                 name: str | None = None, heads: HeadsFn | None = None, roi_sizes: tuple[int, ...] = (),
-                 precision: str | None = None):
-        dev = torch.device(device)
-        super().__init__(info, dev, half and dev.type == "cuda")
-        self.precision = precision  # None: fp32/fp16 as `half` says; "int8" for onnxruntime's INT8 graphs
+    def __init__(self, model: nn.Module, info: ModelInfo, dense: DenseFn, device: str = "cpu",
+                 precision: Precision = "fp32", name: str | None = None, heads: HeadsFn | None = None,
+                 roi_sizes: tuple[int, ...] = ()):
+        super().__init__(info, device, precision)
         self.roi_sizes = tuple(roi_sizes)
         self.window_proposals = WINDOW_PROPOSALS  # RPN proposals kept for a tracking window (0: as the full frame)
         if name:
@@ -151,9 +150,6 @@ class SplitBackend(Backend):
         self.dense = dense
         self.heads = heads or self.model.roi_heads  # onnx_heads.OrtHeads runs the box/mask stacks in ORT
         self._anchors: dict[tuple, list[torch.Tensor]] = {}
-        self._inner: dict[str, float] = {}
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
 
     def prepare_windows(self) -> None:
         """One dense step per window size smaller than the frame's, built now (`SizedDense.prepare`)."""
@@ -186,7 +182,7 @@ class SplitBackend(Backend):
         return features, proposals, images.image_sizes
 
     @torch.inference_mode()
-    def forward(self, batch: torch.Tensor) -> list[dict]:
+    def forward(self, batch: torch.Tensor) -> tuple[list[dict], dict[str, float]]:
         clock = _Clock(self.device)
         x = batch.to(self.device, non_blocking=True)
         outs = self.dense(x)
@@ -196,8 +192,4 @@ class SplitBackend(Backend):
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
             detections, _ = self.heads(features, proposals, sizes)
         clock.mark("heads")
-        self._inner = clock.stages()
-        return detections
-
-    def forward_stages(self) -> dict[str, float]:
-        return self._inner
+        return detections, clock.stages()

@@ -16,7 +16,8 @@ from torch import nn
 
 from ..files import atomic_write, file_sha256
 from ..model import ModelInfo
-from ..types import StreamsegError
+from ..settings import Settings
+from ..types import Precision, StreamsegError
 from .artefacts import DEFAULT_DIR, artefact_path, base_meta, ensure_artefact, load_or_rebuild, read_sidecar
 from .device import select_device
 from .onnx_export import ensure_onnx
@@ -122,9 +123,10 @@ class TrtDense:
         return self.outputs
 
 
-def open_tensorrt(model: nn.Module, info: ModelInfo, device: str = "cuda", half: bool = True, out_dir=DEFAULT_DIR,
-                  log=None) -> SplitBackend:
+def open_tensorrt(model: nn.Module, info: ModelInfo, device: str = "cuda", precision: Precision = "fp16",
+                  out_dir=DEFAULT_DIR, log=None, settings: Settings | None = None) -> SplitBackend:
     trt = import_tensorrt()
+    half = precision == "fp16"
     dev = torch.device(select_device(device, "device"))
     if dev.type != "cuda":
         raise StreamsegError("the tensorrt backend needs a CUDA device (--device cuda)")
@@ -132,4 +134,4 @@ def open_tensorrt(model: nn.Module, info: ModelInfo, device: str = "cuda", half:
     order = (read_sidecar(onnx_path) or {}).get("outputs")
     dense = load_or_rebuild(lambda force: ensure_engine(info, onnx_path, out_dir, 1, half, force, log),
                             lambda path: TrtDense(trt, path, dev, order), log)
-    return SplitBackend(model, info, dense, device, half, name="tensorrt")
+    return SplitBackend(model, info, dense, device, precision, name="tensorrt")

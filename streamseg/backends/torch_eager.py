@@ -1,4 +1,4 @@
-"""Eager PyTorch: CPU or CUDA, FP32 or FP16 (autocast), channels_last, cudnn benchmark.
+"""Eager PyTorch: CPU or CUDA, FP32 or FP16 (autocast), channels_last (cudnn benchmark: `Settings.apply`).
 
 `open_torch(..., split=True)` runs the same eager network through the split path (dense part, then
 torchvision's proposals and heads): identical detections, plus the dense/proposals/heads stage
@@ -9,34 +9,34 @@ import torch
 from torch import nn
 
 from ..model import ModelInfo
-from ..tracking import ROI_SIZES
-from .base import Backend
+from ..settings import Settings
+from ..types import Precision
+from ..letterbox import ROI_SIZES
+from .base import BackendBase
 from .split import DenseNet, EagerDense, SplitBackend
 
 
-class TorchBackend(Backend):
+class TorchBackend(BackendBase):
     name = "torch"
 
-    def __init__(self, model: nn.Module, info: ModelInfo, device: str = "cpu", half: bool = False):
-        super().__init__(info, device, half and torch.device(device).type == "cuda")
+    def __init__(self, model: nn.Module, info: ModelInfo, device: str = "cpu", precision: Precision = "fp32"):
+        super().__init__(info, device, precision)
         self.model = model.eval().to(self.device)
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
             self.model = self.model.to(memory_format=torch.channels_last)
 
     @torch.inference_mode()
-    def forward(self, batch: torch.Tensor) -> list[dict]:
+    def forward(self, batch: torch.Tensor) -> tuple[list[dict], dict[str, float]]:
         x = batch.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
-            return self.model(list(x))
+            return self.model(list(x)), {}
 
 
-def open_torch(model: nn.Module, info: ModelInfo, device: str = "cpu", half: bool = False, out_dir=None, log=None,
-               split: bool = False) -> Backend:
-    """Eager torch (no artefacts: `out_dir` and `log` are unused); `split` as the module says."""
+def open_torch(model: nn.Module, info: ModelInfo, device: str = "cpu", precision: Precision = "fp32", out_dir=None,
+               log=None, settings: Settings | None = None, split: bool = False) -> BackendBase:
+    """Eager torch (no artefacts: `out_dir`, `log` and `settings` are unused); `split` as the module says."""
     if not split:
-        return TorchBackend(model, info, device, half)
+        return TorchBackend(model, info, device, precision)
     dev = torch.device(device)
-    half = half and dev.type == "cuda"
-    return SplitBackend(model, info, EagerDense(DenseNet(model), dev, half), device, half, name="torch",
-                        roi_sizes=ROI_SIZES)
+    return SplitBackend(model, info, EagerDense(DenseNet(model), dev, precision == "fp16"), device, precision,
+                        name="torch", roi_sizes=ROI_SIZES)

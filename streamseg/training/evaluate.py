@@ -27,7 +27,7 @@ def predict_samples(model: torch.nn.Module, samples: list[Sample], device="cpu",
     out = []
     for s in samples:
         img, gt = load_pair(s)
-        dets = backend.predict_one(img)
+        dets = backend.infer(img).detections
         out.append((s, img, gt, dets))
         if task is not None:
             progress.update(task, advance=1)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
 import time
 import warnings
@@ -22,6 +21,7 @@ import torch.distributed as dist
 from ..checkpoint import read_checkpoint, save_checkpoint
 from ..files import file_sha256
 from ..model import ModelConfig, build_model, freeze_blocks, init_from_file, pretrained_weights
+from ..settings import torchrun_ranks
 from ..types import StreamsegError
 from .augment import PaperAugment
 from .dataset import (NerveDataset, collate, load_negative_split, load_split, patient_split, save_split, scan_folder,
@@ -81,12 +81,11 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_iters: in
 
 
 def _distributed() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world, local = torchrun_ranks()
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend)
     rank = dist.get_rank() if world > 1 else 0
-    local = int(os.environ.get("LOCAL_RANK", "0"))
     return world, rank, local
 
 

@@ -116,4 +116,4 @@ def top_scores(model: torch.nn.Module, paths: list[Path], device="cpu", *, confi
     from ..model import ModelInfo
 
     backend = TorchBackend(model, ModelInfo(config), device=str(device))
-    return [max((d.score for d in backend.predict_one(read_image(p))), default=0.0) for p in paths]
+    return [max((d.score for d in backend.infer(read_image(p)).detections), default=0.0) for p in paths]

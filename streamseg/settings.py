@@ -1,0 +1,78 @@
+"""Runtime settings: the one place streamseg reads the environment (no torch imported here).
+
+`Settings.from_env()` reads the knobs below once; the CLI and the runner hand the object to
+`backends.load(..., settings=...)` (None there: read now) and call `settings.apply()` once, which
+sets the process-wide switches; no constructor flips a global flag.
+
+    STREAMSEG_ORT_THREADS   onnxruntime intra-op threads (default: torch's, the physical cores)
+    STREAMSEG_ORT_HEADS=0   the RoI box/mask heads in torch, not as ONNX graphs (onnxruntime on CPU)
+    STREAMSEG_ORT_SPIN=1    onnxruntime's threads busy-wait after a run (default: they sleep)
+    STREAMSEG_ENGINES       the compiled-artefacts folder (default: $XDG_CACHE_HOME/streamseg/engines)
+    STREAMSEG_CONFIG_DIR    the calibration profiles' folder (default: $XDG_CONFIG_HOME/streamseg)
+    XDG_CACHE_HOME, XDG_CONFIG_HOME (else ~/.cache, ~/.config)
+    WORLD_SIZE, LOCAL_RANK (torchrun's, for distributed training)
+
+This module also sets ORT_DISABLE_TELEMETRY=1 before onnxruntime is imported (`quiet_onnxruntime`,
+called by `backends`). Two environment uses stay with the code they serve, as they talk to a
+library rather than configure streamseg: the window's $DISPLAY probe (`sinks.py`, Qt's own
+lookup) and the V4L2 read timeouts OpenCV takes from the environment (`sources.bound_v4l2_reads`).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def user_cache(*parts: str) -> Path:
+    """A folder in the user's cache: $XDG_CACHE_HOME/streamseg/<parts> (else ~/.cache/streamseg/...)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "streamseg", *parts)
+
+
+def engines_dir() -> Path:
+    """The compiled artefacts' folder: $STREAMSEG_ENGINES, else the user cache (never the current folder)."""
+    return Path(os.environ.get("STREAMSEG_ENGINES") or user_cache("engines"))
+
+
+def config_dir() -> Path:
+    """The calibration profiles' folder: $STREAMSEG_CONFIG_DIR, else $XDG_CONFIG_HOME/streamseg
+    (else ~/.config/streamseg)."""
+    env = os.environ.get("STREAMSEG_CONFIG_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")) / "streamseg"
+
+
+def torchrun_ranks() -> tuple[int, int]:
+    """(WORLD_SIZE, LOCAL_RANK) as torchrun sets them; (1, 0) for a single process."""
+    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def quiet_onnxruntime() -> None:
+    """onnxruntime (1.32) writes a telemetry session file, $TMPDIR/.ses, when imported, and left it
+    behind every run (or warned "Failed to persist telemetry device ID" where it cannot): no telemetry."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the backends run, beyond the flags (see the module doc for the variables)."""
+
+    ort_threads: int | None = None  # None: torch's thread count
+    ort_heads: bool = True  # onnxruntime on CPU runs the RoI heads as ONNX graphs too
+    ort_spin: bool = False
+    engines: Path = field(default_factory=engines_dir)
+    cudnn_benchmark: bool = True  # cuDNN picks its fastest kernels for the (static) input shapes
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        return cls(ort_threads=int(env.get("STREAMSEG_ORT_THREADS", 0)) or None,
+                   ort_heads=env.get("STREAMSEG_ORT_HEADS", "1") != "0",
+                   ort_spin=env.get("STREAMSEG_ORT_SPIN", "0") not in ("", "0"), engines=engines_dir())
+
+    def apply(self) -> None:
+        """The process-wide switches, set once by the CLI or the runner before a backend runs."""
+        import torch
+
+        torch.backends.cudnn.benchmark = self.cudnn_benchmark
