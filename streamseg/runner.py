@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from . import pipeline
-from .calibration import MM_PER_PX_MAX, MM_PER_PX_MIN, Calibration, parse_crop, resolve
+from .calibration import Calibration, parse_crop, resolve
 from .dicom import dicom_calibration
 from .files import json_text
 from .interrupts import SignalsHeld, interrupt_raises
-from .options import check_compute, check_numbers, check_outputs, check_precision
+from .choices import Precision, resolve_precision
+from .options import check_compute, check_numbers, check_outputs, spacing_flag
 from .measure import Analyser
 from .overlay import Style, draw, lost_screen
 from .progress import ProgressSink, files_written
@@ -72,12 +73,12 @@ class Options:
 
     def __post_init__(self):
         check_compute(self.compute)
-        check_precision(self.precision, self.backend, self.compute, self.half)
+        resolve_precision(self.precision, self.backend, self.compute, self.half)
         check_numbers([
             ("--score-thresh", self.score_thresh, 0.0, 1.0), ("--confident", self.confident, 0.0, 1.0),
             ("--max-frames", self.max_frames, 1, None), ("--duration", self.duration_s, 0, None, dict(lo_open=True)),
             ("--cts-cutoff", self.cts_cutoff_mm2, 0, 1000, dict(lo_open=True)),
-            ("--mm-per-px", self.mm_per_px, MM_PER_PX_MIN, MM_PER_PX_MAX, dict(hi_open=True)),
+            spacing_flag(self.mm_per_px),
             ("--depth-mm", self.depth_mm, 0, 500, dict(lo_open=True)),
             ("--width", self.width, 1, 16384), ("--height", self.height, 1, 16384),
             ("--fps", self.fps, 0, 1000, dict(lo_open=True)), ("--reconnect", self.reconnect_attempts, 0, 1000),
@@ -157,7 +158,7 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
         if backend is None:
             from . import backends
 
-            compute = "cpu" if o.precision == "int8" else o.compute  # INT8 is a CPU path (check_precision)
+            compute = "cpu" if o.precision == Precision.INT8 else o.compute  # INT8 runs on the CPU (choices.int8_runs)
             from .backends.artefacts import engine_log
 
             backend = backends.load(o.backend, o.model, device=backends.select_device(compute, "--compute"),

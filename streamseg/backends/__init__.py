@@ -7,7 +7,7 @@ Modules, each importing only those below it (no circles):
     onnx_export -> artefacts, split;  split -> base;  artefacts, device, bn_warmup, parity: leaves
 A new backend is a module with `open_<name>(model, info, device, half, out_dir, log) -> Backend`
 (its artefacts through `artefacts.ensure_artefact` / `load_or_rebuild`), an entry in `_OPENERS`
-and `BACKENDS`, and a line in `available`.
+and `choices.Backend`, and a line in `available`.
 """
 from __future__ import annotations
 
@@ -21,9 +21,8 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 from .artefacts import DEFAULT_DIR
 from .base import Backend, ensure_bgr, postprocess, preprocess, to_tensor
 from .device import select_device
-from ..types import StreamsegError
+from ..choices import Backend as BackendName, Precision, choice, resolve_precision
 
-BACKENDS = ("auto", "torch", "compiled", "onnxruntime", "tensorrt")
 _OPENERS = {  # name -> (module, opener), imported only when asked for
     "torch": ("torch_eager", "open_torch"),
     "onnxruntime": ("onnxrt", "open_onnxruntime"),
@@ -50,13 +49,6 @@ def available(device: str = "cpu") -> list[str]:
     return names
 
 
-def default_precision(name: str, device, half: bool = False) -> str:
-    """What `--precision auto` runs: INT8 where onnxruntime runs on the CPU (the same TP/FP/FN as
-    eager FP32 on the test patients, median Dice -0.003; dense part 2.2-2.6x faster: benchmarks/
-    RESULTS.md), else FP32 (or FP16 with `half`)."""
-    return "int8" if name == "onnxruntime" and str(device) == "cpu" and not half else "fp32"
-
-
 def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = False, *, model=None, info=None,
          split: bool = False, engines_dir=None, log=None, onnx_heads: bool | None = None, precision: str = "fp32",
          **overrides) -> Backend:
@@ -70,13 +62,13 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = 
     sidecar matches. `onnx_heads` (onnxruntime on CPU) runs the RoI box/mask stacks as ONNX graphs
     too (None: on for CPU unless STREAMSEG_ORT_HEADS=0; see onnxrt.open_onnxruntime). `auto` picks the fastest available on `device`.
     `precision`: "fp32", "int8" (onnxruntime on CPU: an INT8 dense graph, `onnx_quant`), or "auto"
-    (`default_precision` of the backend `auto` resolves to: what `file` and `live` run).
+    (`choices.resolve_precision` for the backend `auto` resolves to: what `file` and `live` run;
+    INT8 on the CPU keeps eager FP32's TP/FP/FN on the test patients, median Dice -0.003, dense part
+    2.2-2.6x faster: benchmarks/RESULTS.md).
     """
-    if name not in BACKENDS:
-        raise StreamsegError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    name = choice(BackendName, name, "backend")
     device = select_device(device, "device")
-    if precision not in ("auto", "fp32", "int8"):
-        raise StreamsegError(f"unknown precision {precision!r}: choose auto, fp32 or int8")
+    choice(Precision, precision, "precision")
     if name == "tensorrt":
         from .tensorrt import import_tensorrt
 
@@ -91,12 +83,9 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = 
         model, info = load_checkpoint(model_path, device="cpu", **overrides)
     elif info is None:
         raise TypeError("backends.load(model=...) needs the model's info (a ModelInfo) too")
-    if name == "auto":
+    if name == BackendName.AUTO:
         name = available(device)[0]
-    if precision == "auto":
-        precision = default_precision(name, device, half)
-    if precision == "int8" and name != "onnxruntime":
-        raise StreamsegError(f"INT8 runs with the onnxruntime backend on CPU, not {name}")
+    precision = resolve_precision(precision, name, device, half).value
     if name != "torch":
         info = info.with_sha256(model)  # artefacts are named by it
     module, opener = _OPENERS[name]
@@ -106,5 +95,5 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = 
     return getattr(importlib.import_module(f".{module}", __name__), opener)(model, info, device, half, out, log, **kw)
 
 
-__all__ = ["Backend", "load", "available", "select_device", "BACKENDS", "ensure_bgr", "postprocess", "preprocess",
+__all__ = ["Backend", "load", "available", "select_device", "ensure_bgr", "postprocess", "preprocess",
            "to_tensor"]
