@@ -20,7 +20,7 @@ import platform
 import resource
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -58,7 +58,6 @@ class BenchOptions:
     e2e_seconds: float = 15.0
     max_detections: int = SHOWN_DETECTIONS  # as `file` and `live` run
     command: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def pct(xs_s: list[float]) -> dict:

@@ -7,12 +7,15 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
+
+if TYPE_CHECKING:
+    from .runner import Options
 
 try:  # typer >= 0.25 carries its own copy of click
     from typer._click import exceptions as click_errors
@@ -24,8 +27,9 @@ from .choices import (Backbone, Backend, BenchPrecision, BoxKind, ExportFormat, 
                       Precision, Schedule, Subset, Tracking, resolve_precision)
 from .interrupts import SignalsHeld, exit_at_once_on_interrupt, interrupt_raises
 from .memory import memory_error, report as report_memory_error
-from .options import check_compute, check_numbers, spacing_flag, check_out_dir, check_outputs
-from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, StreamsegError
+from .checks import check_compute, check_numbers, check_out_dir, check_outputs, spacing_flag
+from .types import (BACKOFF_S, CONFIDENT_SCORE, CTS_CUTOFF_MM2, NERVE_SCORE, READ_TIMEOUT_S, RECONNECT_ATTEMPTS,
+                    SHOWN_DETECTIONS, StreamsegError)
 
 # the compute device, one flag name on every command; its choices are the metavar, so not repeated here
 COMPUTE_HELP = "where the network runs (auto: the GPU when one is visible, else the CPU)"
@@ -118,11 +122,6 @@ def friendly(fn):
     return wrapper
 
 
-def not_built(issue: str):
-    console.print(f"[yellow]not built yet:[/] this command arrives with the {issue} issue")
-    raise typer.Exit(3)
-
-
 # --- real-time pipeline: file, live, calibrate (issue 3) ------------------------------------------
 _OUT = typer.Option(None, "--out", "-o", help="overlay video (H.264 .mp4)")
 _RAW = typer.Option(None, "--save-input", help="the input's frames without the overlay (.mp4): same frames and timestamps")
@@ -138,7 +137,7 @@ _DEPTH = typer.Option(None, "--depth-mm", help="imaged depth (mm) spanning the c
 _PROFILE = typer.Option(None, "--profile", help="saved calibration profile (streamseg calibrate)")
 _CROP = typer.Option(None, "--crop", help="x,y,w,h of the ultrasound image in the frame")
 _MAXF = typer.Option(None, "--max-frames", help="stop after N frames")
-_CUTOFF = typer.Option(10.0, "--cts-cutoff", help="CTS flag cut-off, mm²")
+_CUTOFF = typer.Option(CTS_CUTOFF_MM2, "--cts-cutoff", help="CTS flag cut-off, mm²")
 _SCORE = typer.Option(NERVE_SCORE, "--score-thresh", help="score at which a detection is shown as the nerve")
 _TRACK = typer.Option(True, "--track/--no-track", help="after a confident nerve, run the model on a window around it "
                       "until it is lost (faster); --no-track runs the full frame every time")
@@ -150,18 +149,13 @@ def _compute(default: str = "auto"):
     return typer.Option(default, "--compute", help=COMPUTE_HELP, metavar="<cpu|cuda|cuda:N|auto>")
 
 
-# TRANSITIONAL: the old name of --compute on train, eval, export and bench, hidden from --help; it goes
-# once nothing calls it (tests/test_bench.py and tests/test_training.py still pass --device).
-
-
-def _pipeline(**kw):
+def _pipeline(o: Options) -> None:
     """Run file/live and report: one summary line; exit 128+signal when stopped by a signal,
     1 when a live source was lost for good."""
     from .progress import progress_bar
-    from .runner import Options, run
+    from .runner import run
 
     exit_at_once_on_interrupt()  # until the outputs are opened (runner.run): nothing to finalise yet
-    o = Options(**kw)
     bar = None if o.live else progress_bar(console)  # file: frames done of the total; live runs until stopped
     with bar or contextlib.nullcontext():
         # signals held from the pipeline's start to the exit: the first stops capture, later ones never cut the outputs short
@@ -195,35 +189,38 @@ _ENGINES = typer.Option(None, "--engines", help="compiled artefacts folder: buil
 @app.command()
 @friendly
 def live(
-    device: str = typer.Option("/dev/video0", "--device", "-d", help="/dev/videoN, an index, or a URL (rtsp/udp/tcp/http)"),
+    input: str = typer.Option("/dev/video0", "--device", "-d", help="/dev/videoN, an index, or a URL (rtsp/udp/tcp/http)"),
     out: Optional[Path] = _OUT, save_input: Optional[Path] = _RAW, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,
     model: Optional[Path] = _MODEL, backend: Backend = _BACKEND, compute: str = _compute(),
     precision: Precision = _PRECISION,
     show: Optional[bool] = typer.Option(None, "--show/--no-show", help="window (default: on when a display exists)"),
     mm_per_px: Optional[float] = _MMPX, depth_mm: Optional[float] = _DEPTH, profile: Optional[str] = _PROFILE,
     crop: Optional[str] = _CROP, max_frames: Optional[int] = _MAXF,
-    duration: Optional[float] = typer.Option(None, "--duration", help="stop after S seconds"),
-    cts_cutoff: float = _CUTOFF, score_thresh: float = _SCORE, confident: float = _CONF,
+    duration_s: Optional[float] = typer.Option(None, "--duration", help="stop after S seconds"),
+    cts_cutoff_mm2: float = _CUTOFF, score_thresh: float = _SCORE, confident: float = _CONF,
     width: Optional[int] = typer.Option(None, "--width", help="capture width to request (V4L2)"),
     height: Optional[int] = typer.Option(None, "--height", help="capture height to request (V4L2)"),
     fps: Optional[float] = typer.Option(None, "--fps", help="capture frame rate to request (V4L2)"),
-    reconnect: int = typer.Option(41, "--reconnect", help="reconnect attempts after the signal is lost; the default "
-                                  "keeps trying for about 5 minutes (a cable unplugged and plugged back in)"),
-    backoff: float = typer.Option(0.5, "--backoff", help="first reconnect delay, s (doubles, max 8 s between attempts)"),
-    timeout: float = typer.Option(3.0, "--timeout", help="network read timeout, s"), track: bool = _TRACK,
+    reconnect_attempts: int = typer.Option(RECONNECT_ATTEMPTS, "--reconnect", help="reconnect attempts after the "
+                                           "signal is lost; the default keeps trying for about 5 minutes (a cable "
+                                           "unplugged and plugged back in)"),
+    backoff_s: float = typer.Option(BACKOFF_S, "--backoff", help="first reconnect delay, s (doubles, max 8 s between attempts)"),
+    read_timeout_s: float = typer.Option(READ_TIMEOUT_S, "--timeout", help="network read timeout, s"), track: bool = _TRACK,
     engines: Optional[Path] = _ENGINES,
 ):
     """Segment a live source: a frame grabber or a network stream.
 
     The newest frame always wins: older ones are dropped and counted, so the lag never grows."""
+    from .runner import Options
     from .sinks import has_display
 
-    _pipeline(input=device, live=True, out=out, save_input=save_input, csv=csv, jsonl=jsonl, model=model, backend=backend, compute=compute,
-              precision=precision,
-              show=has_display() if show is None else show, mm_per_px=mm_per_px, depth_mm=depth_mm, profile=profile,
-              crop=crop, max_frames=max_frames, duration_s=duration, cts_cutoff_mm2=cts_cutoff, score_thresh=score_thresh,
-              confident=confident, width=width, height=height, fps=fps, reconnect_attempts=reconnect, backoff_s=backoff,
-              read_timeout_s=timeout, engines=engines, track=track)
+    _pipeline(Options(
+        input=input, live=True, out=out, save_input=save_input, csv=csv, jsonl=jsonl, model=model, backend=backend,
+        compute=compute, precision=precision, show=has_display() if show is None else show, mm_per_px=mm_per_px,
+        depth_mm=depth_mm, profile=profile, crop=crop, max_frames=max_frames, duration_s=duration_s,
+        cts_cutoff_mm2=cts_cutoff_mm2, score_thresh=score_thresh, confident=confident, width=width, height=height,
+        fps=fps, reconnect_attempts=reconnect_attempts, backoff_s=backoff_s, read_timeout_s=read_timeout_s,
+        engines=engines, track=track))
 
 
 @app.command()
@@ -236,7 +233,7 @@ def file(
     show: bool = typer.Option(False, "--show/--no-show", help="show a window while processing"),
     mm_per_px: Optional[float] = _MMPX, depth_mm: Optional[float] = _DEPTH, profile: Optional[str] = _PROFILE,
     crop: Optional[str] = _CROP, max_frames: Optional[int] = _MAXF,
-    cts_cutoff: float = _CUTOFF, score_thresh: float = _SCORE, confident: float = _CONF, track: bool = _TRACK,
+    cts_cutoff_mm2: float = _CUTOFF, score_thresh: float = _SCORE, confident: float = _CONF, track: bool = _TRACK,
     fps: Optional[float] = typer.Option(None, "--fps", help="frame rate of an input whose frames carry no "
                                         "timestamps (raw .h264/.hevc); default: the rate the stream declares. "
                                         "Inputs with timestamps keep theirs"),
@@ -245,11 +242,13 @@ def file(
     """Segment a recorded video or DICOM file, frame by frame.
 
     Every frame, in order: the overlay keeps the input's frame count and timestamps."""
-    _pipeline(input=str(input), live=False, out=out, save_input=save_input, csv=csv, jsonl=jsonl, model=model, backend=backend, compute=compute,
-              precision=precision,
-              show=show, mm_per_px=mm_per_px, depth_mm=depth_mm, profile=profile, crop=crop, max_frames=max_frames,
-              cts_cutoff_mm2=cts_cutoff, score_thresh=score_thresh, confident=confident, fps=fps, engines=engines,
-              track=track)
+    from .runner import Options
+
+    _pipeline(Options(
+        input=str(input), live=False, out=out, save_input=save_input, csv=csv, jsonl=jsonl, model=model,
+        backend=backend, compute=compute, precision=precision, show=show, mm_per_px=mm_per_px, depth_mm=depth_mm,
+        profile=profile, crop=crop, max_frames=max_frames, cts_cutoff_mm2=cts_cutoff_mm2, score_thresh=score_thresh,
+        confident=confident, fps=fps, engines=engines, track=track))
 
 
 @app.command()

@@ -21,7 +21,8 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 from .artefacts import DEFAULT_DIR
 from .base import Backend, ensure_bgr, postprocess, preprocess, to_tensor
 from .device import select_device
-from ..choices import Backend as BackendName, Precision, choice, resolve_precision
+from .. import choices
+from ..choices import Precision, choice, resolve_precision
 
 _OPENERS = {  # name -> (module, opener), imported only when asked for
     "torch": ("torch_eager", "open_torch"),
@@ -58,7 +59,7 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = 
     `device`: "cpu", "cuda[:N]" or "auto" (`select_device`). `split` (torch only) runs eager torch
     through the split path, as the compiled backends run, so it reports dense/proposals/heads stage
     times (the bench's baseline); the detections are the same. Compiled backends build their
-    artefacts into `engines_dir` (default `engines/`) on first use and reuse them while their
+    artefacts into `engines_dir` (default: the user cache, `artefacts.DEFAULT_DIR`) on first use and reuse them while their
     sidecar matches. `onnx_heads` (onnxruntime on CPU) runs the RoI box/mask stacks as ONNX graphs
     too (None: on for CPU unless STREAMSEG_ORT_HEADS=0; see onnxrt.open_onnxruntime). `auto` picks the fastest available on `device`.
     `precision`: "fp32", "int8" (onnxruntime on CPU: an INT8 dense graph, `onnx_quant`), or "auto"
@@ -66,7 +67,7 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = 
     INT8 on the CPU keeps eager FP32's TP/FP/FN on the test patients, median Dice -0.003, dense part
     2.2-2.6x faster: benchmarks/RESULTS.md).
     """
-    name = choice(BackendName, name, "backend")
+    name = choice(choices.Backend, name, "backend")
     device = select_device(device, "device")
     choice(Precision, precision, "precision")
     if name == "tensorrt":
@@ -83,7 +84,7 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", half: bool = 
         model, info = load_checkpoint(model_path, device="cpu", **overrides)
     elif info is None:
         raise TypeError("backends.load(model=...) needs the model's info (a ModelInfo) too")
-    if name == BackendName.AUTO:
+    if name == choices.Backend.AUTO:
         name = available(device)[0]
     precision = resolve_precision(precision, name, device, half).value
     if name != "torch":

@@ -1,4 +1,4 @@
-"""`streamseg export`: build one artefact format into `engines/` (see `artefacts` for names and
+"""`streamseg export`: build one artefact format into an engines folder (see `artefacts` for names and
 sidecars). The top of the artefact graph: it imports the format modules, and none imports it."""
 from __future__ import annotations
 
