@@ -20,7 +20,7 @@ import platform
 import resource
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .choices import Backend, BenchPrecision, choice, int8_runs, resolve_precision
 from .stats import percentiles
 from .types import SHOWN_DETECTIONS, Inference, Result, StreamsegError
 
@@ -57,7 +58,6 @@ class BenchOptions:
     e2e_seconds: float = 15.0
     max_detections: int = SHOWN_DETECTIONS  # as `file` and `live` run
     command: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def pct(xs_s: list[float]) -> dict:
@@ -259,12 +259,10 @@ class Entry:
 
 def _combos(real: str, first: bool, cuda: bool, precs: list[str] | None, tracking: list[bool] | None):
     """(precision, track) pairs timed for backend `real`. Default: as file/live run it (tracked, at
-    the default precision: INT8 for onnxruntime on the CPU, `backends.default_precision`), and for
+    the default precision: INT8 for onnxruntime on the CPU, `choices.resolve_precision`), and for
     the first backend also the full-frame FP32 path (what ran before tracking and INT8)."""
-    from .backends import default_precision
-
     if precs is None and tracking is None:
-        combos = [(p, True) for p in (["fp32", "fp16"] if cuda else [default_precision(real, "cpu")])]
+        combos = [(p, True) for p in (["fp32", "fp16"] if cuda else [resolve_precision("auto", real, "cpu").value])]
         return combos + ([("fp32", False)] if first else [])
     return [(p, t) for p in precs or (["fp32", "fp16"] if cuda else ["fp32"]) for t in tracking or [True]]
 
@@ -279,22 +277,18 @@ def default_plan(device: str, backends: list[str] | None, precisions: list[str] 
 
     avail = bk.available(device)
     names = backends or ["auto", *avail[1:]]
-    unknown = [n for n in names if n not in bk.BACKENDS]
-    if unknown:
-        raise StreamsegError(f"unknown backend {unknown[0]!r}: choose from {', '.join(bk.BACKENDS)}")
-    bad = [p for p in precisions or [] if p not in ("fp32", "fp16", "int8")]
-    if bad:
-        raise StreamsegError(f"unknown precision {bad[0]!r}: fp32, fp16 or int8")
+    names = [choice(Backend, n, "backend").value for n in names]
+    precisions = precisions and [choice(BenchPrecision, p, "precision").value for p in precisions]
     cuda = device.startswith("cuda")
     plan: list[Entry] = []
     for i, n in enumerate(dict.fromkeys(names)):
         real = avail[0] if n == "auto" else n
         for p, track in _combos(real, i == 0, cuda, precisions, tracking):
-            if (p == "fp16" and not cuda) or (p == "int8" and (real != "onnxruntime" or cuda)):
+            if (p == "fp16" and not cuda) or (p == "int8" and not int8_runs(real, device)):
                 continue
             if any(e.backend == real and e.precision == p and e.track == track for e in plan):
                 continue
-            as_run = n == "auto" and track and p == bk.default_precision(real, device)  # what file/live run
+            as_run = n == "auto" and track and p == resolve_precision("auto", real, device)  # what file/live run
             plan.append(Entry(real, p, row_label(real, p, track, auto=as_run), track))
     if not plan:
         raise StreamsegError("nothing to time: fp16 needs --compute cuda, int8 onnxruntime on the CPU")

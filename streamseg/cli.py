@@ -7,12 +7,15 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Literal, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
+
+if TYPE_CHECKING:
+    from .runner import Options
 
 try:  # typer >= 0.25 carries its own copy of click
     from typer._click import exceptions as click_errors
@@ -20,11 +23,13 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_errors
 
 from .files import first_line
-from .calibration import MM_PER_PX_MAX, MM_PER_PX_MIN
+from .choices import (Backbone, Backend, BenchPrecision, BoxKind, ExportFormat, FnRule, Instances, MaskHead, Norm,
+                      Precision, Schedule, Subset, Tracking, resolve_precision)
 from .interrupts import SignalsHeld, exit_at_once_on_interrupt, interrupt_raises
 from .memory import memory_error, report as report_memory_error
-from .options import check_compute, check_export_precision, check_numbers, check_out_dir, check_outputs
-from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, StreamsegError
+from .checks import check_compute, check_numbers, check_out_dir, check_outputs, spacing_flag
+from .types import (BACKOFF_S, CONFIDENT_SCORE, CTS_CUTOFF_MM2, NERVE_SCORE, READ_TIMEOUT_S, RECONNECT_ATTEMPTS,
+                    SHOWN_DETECTIONS, StreamsegError)
 
 # the compute device, one flag name on every command; its choices are the metavar, so not repeated here
 COMPUTE_HELP = "where the network runs (auto: the GPU when one is visible, else the CPU)"
@@ -78,22 +83,6 @@ app = typer.Typer(cls=OneLineUsage, add_completion=False, no_args_is_help=True, 
                   context_settings={"max_content_width": HELP_MAX_WIDTH},
                   help="Real-time median-nerve segmentation for wrist ultrasound.")
 
-# Fixed choices, listed by --help and refused by the parser (tests/test_cli.py keeps BackendName in
-# step with streamseg.backends.BACKENDS, which imports torch and so is not imported here).
-BackendName = Literal["auto", "torch", "compiled", "onnxruntime", "tensorrt"]
-ExportFormat = Literal["onnx", "engine", "compiled"]
-Backbone = Literal["resnet101", "resnet50", "resnet18", "mobilenet_v3_large", "mobilenet_v2"]
-MaskHead = Literal["112", "56", "28"]
-Schedule = Literal["constant", "cosine"]
-Norm = Literal["batch", "group", "frozen"]
-Subset = Literal["train", "val", "test"]
-FnRule = Literal["paper", "strict"]
-BoxKind = Literal["mask", "regressed"]
-Instances = Literal["union", "components"]
-Precision = Literal["auto", "fp32", "int8"]  # options.PRECISIONS
-ExportPrecision = Literal["auto", "fp32", "int8"]
-
-
 def os_error_line(e: OSError) -> str:
     """An OSError from a path the user gave (a symlink loop, a name too long, no permission) as one
     line: the path (shortened when it is very long) and the system's reason."""
@@ -133,19 +122,14 @@ def friendly(fn):
     return wrapper
 
 
-def not_built(issue: str):
-    console.print(f"[yellow]not built yet:[/] this command arrives with the {issue} issue")
-    raise typer.Exit(3)
-
-
 # --- real-time pipeline: file, live, calibrate (issue 3) ------------------------------------------
 _OUT = typer.Option(None, "--out", "-o", help="overlay video (H.264 .mp4)")
 _RAW = typer.Option(None, "--save-input", help="the input's frames without the overlay (.mp4): same frames and timestamps")
 _CSV = typer.Option(None, "--csv", help="one CSV row per processed frame")
 _JSONL = typer.Option(None, "--jsonl", help="one JSON line per processed frame")
 _MODEL = typer.Option(None, "--model", "-m", help="checkpoint (default: the bundled model)")
-_BACKEND = typer.Option("auto", "--backend", help="inference backend")
-_PRECISION = typer.Option("auto", "--precision", help="auto: int8 where onnxruntime runs on the CPU, else fp32. "
+_BACKEND = typer.Option(Backend.AUTO, "--backend", help="inference backend")
+_PRECISION = typer.Option(Precision.AUTO, "--precision", help="auto: int8 where onnxruntime runs on the CPU, else fp32. "
                           "int8: an INT8 dense graph (dense part 2.2-2.6x faster, same detections on the test "
                           "patients, median Dice -0.003; README); fp32: as trained")
 _MMPX = typer.Option(None, "--mm-per-px", help="pixel spacing in mm")
@@ -153,7 +137,7 @@ _DEPTH = typer.Option(None, "--depth-mm", help="imaged depth (mm) spanning the c
 _PROFILE = typer.Option(None, "--profile", help="saved calibration profile (streamseg calibrate)")
 _CROP = typer.Option(None, "--crop", help="x,y,w,h of the ultrasound image in the frame")
 _MAXF = typer.Option(None, "--max-frames", help="stop after N frames")
-_CUTOFF = typer.Option(10.0, "--cts-cutoff", help="CTS flag cut-off, mm²")
+_CUTOFF = typer.Option(CTS_CUTOFF_MM2, "--cts-cutoff", help="CTS flag cut-off, mm²")
 _SCORE = typer.Option(NERVE_SCORE, "--score-thresh", help="score at which a detection is shown as the nerve")
 _TRACK = typer.Option(True, "--track/--no-track", help="after a confident nerve, run the model on a window around it "
                       "until it is lost (faster); --no-track runs the full frame every time")
@@ -165,18 +149,13 @@ def _compute(default: str = "auto"):
     return typer.Option(default, "--compute", help=COMPUTE_HELP, metavar="<cpu|cuda|cuda:N|auto>")
 
 
-# TRANSITIONAL: the old name of --compute on train, eval, export and bench, hidden from --help; it goes
-# once nothing calls it (tests/test_bench.py and tests/test_training.py still pass --device).
-
-
-def _pipeline(**kw):
+def _pipeline(o: Options) -> None:
     """Run file/live and report: one summary line; exit 128+signal when stopped by a signal,
     1 when a live source was lost for good."""
     from .progress import progress_bar
-    from .runner import Options, run
+    from .runner import run
 
     exit_at_once_on_interrupt()  # until the outputs are opened (runner.run): nothing to finalise yet
-    o = Options(**kw)
     bar = None if o.live else progress_bar(console)  # file: frames done of the total; live runs until stopped
     with bar or contextlib.nullcontext():
         # signals held from the pipeline's start to the exit: the first stops capture, later ones never cut the outputs short
@@ -210,35 +189,38 @@ _ENGINES = typer.Option(None, "--engines", help="compiled artefacts folder: buil
 @app.command()
 @friendly
 def live(
-    device: str = typer.Option("/dev/video0", "--device", "-d", help="/dev/videoN, an index, or a URL (rtsp/udp/tcp/http)"),
+    input: str = typer.Option("/dev/video0", "--device", "-d", help="/dev/videoN, an index, or a URL (rtsp/udp/tcp/http)"),
     out: Optional[Path] = _OUT, save_input: Optional[Path] = _RAW, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,
-    model: Optional[Path] = _MODEL, backend: BackendName = _BACKEND, compute: str = _compute(),
+    model: Optional[Path] = _MODEL, backend: Backend = _BACKEND, compute: str = _compute(),
     precision: Precision = _PRECISION,
     show: Optional[bool] = typer.Option(None, "--show/--no-show", help="window (default: on when a display exists)"),
     mm_per_px: Optional[float] = _MMPX, depth_mm: Optional[float] = _DEPTH, profile: Optional[str] = _PROFILE,
     crop: Optional[str] = _CROP, max_frames: Optional[int] = _MAXF,
-    duration: Optional[float] = typer.Option(None, "--duration", help="stop after S seconds"),
-    cts_cutoff: float = _CUTOFF, score_thresh: float = _SCORE, confident: float = _CONF,
+    duration_s: Optional[float] = typer.Option(None, "--duration", help="stop after S seconds"),
+    cts_cutoff_mm2: float = _CUTOFF, score_thresh: float = _SCORE, confident: float = _CONF,
     width: Optional[int] = typer.Option(None, "--width", help="capture width to request (V4L2)"),
     height: Optional[int] = typer.Option(None, "--height", help="capture height to request (V4L2)"),
     fps: Optional[float] = typer.Option(None, "--fps", help="capture frame rate to request (V4L2)"),
-    reconnect: int = typer.Option(41, "--reconnect", help="reconnect attempts after the signal is lost; the default "
-                                  "keeps trying for about 5 minutes (a cable unplugged and plugged back in)"),
-    backoff: float = typer.Option(0.5, "--backoff", help="first reconnect delay, s (doubles, max 8 s between attempts)"),
-    timeout: float = typer.Option(3.0, "--timeout", help="network read timeout, s"), track: bool = _TRACK,
+    reconnect_attempts: int = typer.Option(RECONNECT_ATTEMPTS, "--reconnect", help="reconnect attempts after the "
+                                           "signal is lost; the default keeps trying for about 5 minutes (a cable "
+                                           "unplugged and plugged back in)"),
+    backoff_s: float = typer.Option(BACKOFF_S, "--backoff", help="first reconnect delay, s (doubles, max 8 s between attempts)"),
+    read_timeout_s: float = typer.Option(READ_TIMEOUT_S, "--timeout", help="network read timeout, s"), track: bool = _TRACK,
     engines: Optional[Path] = _ENGINES,
 ):
     """Segment a live source: a frame grabber or a network stream.
 
     The newest frame always wins: older ones are dropped and counted, so the lag never grows."""
+    from .runner import Options
     from .sinks import has_display
 
-    _pipeline(input=device, live=True, out=out, save_input=save_input, csv=csv, jsonl=jsonl, model=model, backend=backend, compute=compute,
-              precision=precision,
-              show=has_display() if show is None else show, mm_per_px=mm_per_px, depth_mm=depth_mm, profile=profile,
-              crop=crop, max_frames=max_frames, duration_s=duration, cts_cutoff_mm2=cts_cutoff, score_thresh=score_thresh,
-              confident=confident, width=width, height=height, fps=fps, reconnect_attempts=reconnect, backoff_s=backoff,
-              read_timeout_s=timeout, engines=engines, track=track)
+    _pipeline(Options(
+        input=input, live=True, out=out, save_input=save_input, csv=csv, jsonl=jsonl, model=model, backend=backend,
+        compute=compute, precision=precision, show=has_display() if show is None else show, mm_per_px=mm_per_px,
+        depth_mm=depth_mm, profile=profile, crop=crop, max_frames=max_frames, duration_s=duration_s,
+        cts_cutoff_mm2=cts_cutoff_mm2, score_thresh=score_thresh, confident=confident, width=width, height=height,
+        fps=fps, reconnect_attempts=reconnect_attempts, backoff_s=backoff_s, read_timeout_s=read_timeout_s,
+        engines=engines, track=track))
 
 
 @app.command()
@@ -246,12 +228,12 @@ def live(
 def file(
     input: Path = typer.Argument(..., help="video file (any container/codec FFmpeg decodes) or DICOM (.dcm)"),
     out: Optional[Path] = _OUT, save_input: Optional[Path] = _RAW, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,
-    model: Optional[Path] = _MODEL, backend: BackendName = _BACKEND, compute: str = _compute(),
+    model: Optional[Path] = _MODEL, backend: Backend = _BACKEND, compute: str = _compute(),
     precision: Precision = _PRECISION,
     show: bool = typer.Option(False, "--show/--no-show", help="show a window while processing"),
     mm_per_px: Optional[float] = _MMPX, depth_mm: Optional[float] = _DEPTH, profile: Optional[str] = _PROFILE,
     crop: Optional[str] = _CROP, max_frames: Optional[int] = _MAXF,
-    cts_cutoff: float = _CUTOFF, score_thresh: float = _SCORE, confident: float = _CONF, track: bool = _TRACK,
+    cts_cutoff_mm2: float = _CUTOFF, score_thresh: float = _SCORE, confident: float = _CONF, track: bool = _TRACK,
     fps: Optional[float] = typer.Option(None, "--fps", help="frame rate of an input whose frames carry no "
                                         "timestamps (raw .h264/.hevc); default: the rate the stream declares. "
                                         "Inputs with timestamps keep theirs"),
@@ -260,11 +242,13 @@ def file(
     """Segment a recorded video or DICOM file, frame by frame.
 
     Every frame, in order: the overlay keeps the input's frame count and timestamps."""
-    _pipeline(input=str(input), live=False, out=out, save_input=save_input, csv=csv, jsonl=jsonl, model=model, backend=backend, compute=compute,
-              precision=precision,
-              show=show, mm_per_px=mm_per_px, depth_mm=depth_mm, profile=profile, crop=crop, max_frames=max_frames,
-              cts_cutoff_mm2=cts_cutoff, score_thresh=score_thresh, confident=confident, fps=fps, engines=engines,
-              track=track)
+    from .runner import Options
+
+    _pipeline(Options(
+        input=str(input), live=False, out=out, save_input=save_input, csv=csv, jsonl=jsonl, model=model,
+        backend=backend, compute=compute, precision=precision, show=show, mm_per_px=mm_per_px, depth_mm=depth_mm,
+        profile=profile, crop=crop, max_frames=max_frames, cts_cutoff_mm2=cts_cutoff_mm2, score_thresh=score_thresh,
+        confident=confident, fps=fps, engines=engines, track=track))
 
 
 @app.command()
@@ -308,10 +292,10 @@ def _on_off(values: list[str] | None) -> list[bool] | None:
     """bench --tracking: "on"/"off" -> True/False, checked once here."""
     if values is None:
         return None
-    bad = [v for v in values if v not in ("on", "off")]
+    bad = [v for v in values if v not in tuple(Tracking)]
     if bad:
-        raise StreamsegError(f"--tracking {bad[0]!r}: a comma list of on, off")
-    return [v == "on" for v in values]
+        raise StreamsegError(f"--tracking {bad[0]!r}: a comma list of {', '.join(Tracking)}")
+    return [v == Tracking.ON for v in values]
 
 
 def _command_line(fn, values: dict) -> str:
@@ -336,11 +320,11 @@ def bench(
                                "warmed up on real images (= --backbone resnet101)"),
     backbone: Optional[Backbone] = typer.Option(None, help="time this architecture instead, untrained like --paper"),
     mask_head: Optional[MaskHead] = typer.Option(None, help="mask head with --paper/--backbone (default 112)"),
-    backend: Optional[str] = typer.Option(None, help="comma list of backends, the first is the baseline (default: "
+    backend: Optional[str] = typer.Option(None, help=f"comma list of {','.join(Backend)}; the first is the baseline (default: "
                                           "auto's pick, then every other available one)"),
-    precision: Optional[str] = typer.Option(None, help="comma list of fp32,fp16,int8 (default: fp32 on CPU, "
+    precision: Optional[str] = typer.Option(None, help=f"comma list of {','.join(BenchPrecision)} (default: fp32 on CPU, "
                                             "fp32,fp16 on CUDA; int8: onnxruntime on the CPU)"),
-    tracking: Optional[str] = typer.Option(None, help="comma list of on,off: windows around the nerve as file/live "
+    tracking: Optional[str] = typer.Option(None, help=f"comma list of {','.join(Tracking)}: windows around the nerve as file/live "
                                            "run (on), or the full frame every time (off). Default: on, plus off "
                                            "for the first backend"),
     compute: str = _compute(),
@@ -364,9 +348,9 @@ def bench(
     compute = check_compute(compute)
     check_numbers([("--frames", frames, 1, 100000), ("--warmup", warmup, 0, 100000), ("--repeat", repeat, 1, 1000),
                    ("--e2e-seconds", e2e_seconds, 0, 3600, dict(lo_open=True))])
-    if paper and backbone not in (None, "resnet101"):
+    if paper and backbone not in (None, Backbone.RESNET101):
         raise StreamsegError(f"--paper is the resnet101 model: drop --paper or --backbone {backbone}")
-    arch = "resnet101" if paper else backbone
+    arch = Backbone.RESNET101 if paper else backbone
     if model is not None and arch is not None:
         raise StreamsegError("--model times a checkpoint, --paper/--backbone an untrained architecture: give one")
     if mask_head is not None and arch is None:
@@ -378,7 +362,7 @@ def bench(
     from .bench import BenchOptions, print_report, run
 
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
-    o = BenchOptions(model=model, backbone=arch, mask_head=mask_head or "112", backends=split(backend),
+    o = BenchOptions(model=model, backbone=arch, mask_head=mask_head or MaskHead.M112, backends=split(backend),
                      precisions=split(precision), tracking=_on_off(split(tracking)), device=compute, frames=frames, warmup=warmup, repeat=repeat,
                      images=images, engines_dir=engines, out=out, e2e=e2e, e2e_video=video, e2e_seconds=e2e_seconds,
                      max_detections=max_detections, command=_command_line(bench, values))
@@ -392,9 +376,9 @@ def bench(
 @app.command()
 @friendly
 def export(
-    format: ExportFormat = typer.Option("onnx", "--format", help="onnx, engine (TensorRT) or compiled (AOTInductor)"),
+    format: ExportFormat = typer.Option(ExportFormat.ONNX, "--format", help="onnx, engine (TensorRT) or compiled (AOTInductor)"),
     half: bool = typer.Option(False, help="FP16 (engine, and onnx/compiled for CUDA)"),
-    precision: ExportPrecision = typer.Option("auto", "--precision", help="int8: also an INT8 copy of the ONNX graphs "
+    precision: Precision = typer.Option(Precision.AUTO, "--precision", help="int8: also an INT8 copy of the ONNX graphs "
                                         "(CPU; calibrated on the bundled training-patient scans); auto: int8 for onnx "
                                         "on the CPU without --half (what file and live run there), else fp32"),
     model: Optional[Path] = typer.Option(None, help="checkpoint (default: the bundled model)"),
@@ -410,12 +394,9 @@ def export(
     from .backends.device import select_device
     from .backends.export import build
 
-    if precision == "auto":  # what `file` and `live` run on the device the graphs are for
-        from .backends import default_precision
-
-        device = select_device(compute, "--compute")
-        precision = default_precision("onnxruntime", device) if format == "onnx" and not half else "fp32"
-    check_export_precision(precision, format, half)
+    # auto: what `file` and `live` run on the device the graphs are for
+    device = select_device(compute, "--compute") if precision == Precision.AUTO else compute
+    precision = resolve_precision(precision, format, device, half, export=True)
 
     out = DEFAULT_DIR if out is None else out
     check_out_dir("--out", out)
@@ -447,19 +428,19 @@ def export(
 def train(
     data: Path = typer.Option(..., help="folder with images/ + masks/ (+ manifest.csv), or a COCO .json"),
     out: Path = typer.Option(Path("runs/model.pt"), help="best checkpoint (the last one goes beside it as *_last.pt)"),
-    backbone: Backbone = typer.Option("resnet101", help="backbone (paper: resnet101)"),
-    mask_head: MaskHead = typer.Option("112", help="mask head resolution (paper: 112)"),
+    backbone: Backbone = typer.Option(Backbone.RESNET101, help="backbone (paper: resnet101)"),
+    mask_head: MaskHead = typer.Option(MaskHead.M112, help="mask head resolution (paper: 112)"),
     epochs: int = typer.Option(150, help="passes over the training images (paper: 150)"),
     lr: float = typer.Option(1e-3, help="learning rate, SGD with momentum (paper: 0.001)"),
-    schedule: Schedule = typer.Option("constant", help="constant (paper) or cosine (warm-up + cosine decay)"),
+    schedule: Schedule = typer.Option(Schedule.CONSTANT, help="constant (paper) or cosine (warm-up + cosine decay)"),
     batch_size: int = typer.Option(2, help="images per step (paper: 2)"),
-    norm: Norm = typer.Option("batch", help="normalisation (frozen only with --init)"),
+    norm: Norm = typer.Option(Norm.BATCH, help="normalisation (frozen only with --init)"),
     split: Optional[Path] = typer.Option(None, help="patient split JSON (written if missing)"),
     init: Optional[Path] = typer.Option(None, help="initialise from a COCO Mask R-CNN or ImageNet ResNet state dict, or fine-tune a streamseg checkpoint"),
     pretrained: bool = typer.Option(False, help="start the backbone from torchvision's ImageNet weights (mobilenet_v2; read from torch's cache, never downloaded)"),
     freeze_blocks: Optional[int] = typer.Option(None, help="the first N backbone blocks are not trained (default: 4, the stem and stride-4 stage, with --pretrained; else 0)"),
     nerve_label: Optional[int] = typer.Option(None, help="the mask value that is nerve, for masks that label other structures too (usgra-seg: 1); default: any value > 0"),
-    instances: Instances = typer.Option("union", help="union: one nerve per scan (the median nerve); components: each connected component its own nerve"),
+    instances: Instances = typer.Option(Instances.UNION, help="union: one nerve per scan (the median nerve); components: each connected component its own nerve"),
     folds: Optional[int] = typer.Option(None, help="patient-wise K-fold cross-validation (K >= 2): one model per fold in OUT's folder, resumable, pooled report cv.md"),
     intensity_aug: bool = typer.Option(False, help="gain/gamma/speckle augmentation on top of the paper's"),
     hflip: bool = typer.Option(False, help="random horizontal flips on top of the paper's augmentation"),
@@ -540,8 +521,8 @@ def eval_(
     mm_per_px: Optional[float] = typer.Option(None, help="pixel spacing, to report areas in mm²"),
     conf: float = typer.Option(0.98, help="confidence a TP must exceed (paper: 0.98)"),
     iou: float = typer.Option(0.7, help="box IoU a TP must reach (paper: 0.7)"),
-    fn_rule: FnRule = typer.Option("paper", help="paper: FN only when no box at all; strict: any unmatched nerve"),
-    box: BoxKind = typer.Option("mask", help="box scored: mask (tight box of the mask, the default) or regressed (box head)"),
+    fn_rule: FnRule = typer.Option(FnRule.PAPER, help="paper: FN only when no box at all; strict: any unmatched nerve"),
+    box: BoxKind = typer.Option(BoxKind.MASK, help="box scored: mask (tight box of the mask, the default) or regressed (box head)"),
     score_thresh: float = _SCORE,
     compute: str = _compute(),
 ):
@@ -553,7 +534,7 @@ def eval_(
     from .progress import progress_bar
     from .training.evaluate import run_eval
 
-    check_numbers([("--mm-per-px", mm_per_px, MM_PER_PX_MIN, MM_PER_PX_MAX, dict(hi_open=True)), ("--conf", conf, 0, 1),
+    check_numbers([spacing_flag(mm_per_px), ("--conf", conf, 0, 1),
                    ("--iou", iou, 0, 1), ("--score-thresh", score_thresh, 0, 1)])
     check_outputs({"--json": json_out}, inputs=(data,))
     check_out_dir("--out-dir", out_dir)
@@ -598,10 +579,10 @@ def _print_eval(summary: dict) -> None:
 def ablation(
     data: Path = typer.Option(..., help="folder with images/ + masks/"),
     out_dir: Path = typer.Option(Path("runs/ablation"), help="checkpoints and split go here"),
-    backbone: str = typer.Option("resnet101", help="backbone of the three models (paper: resnet101)"),
+    backbone: Backbone = typer.Option(Backbone.RESNET101, help="backbone of the three models (paper: resnet101)"),
     epochs: int = typer.Option(150, help="passes over the training images (paper: 150)"),
     lr: float = typer.Option(1e-3, help="learning rate, SGD with momentum (paper: 0.001)"),
-    schedule: str = typer.Option("constant", help="constant (paper) or cosine (warm-up + cosine decay)"),
+    schedule: Schedule = typer.Option(Schedule.CONSTANT, help="constant (paper) or cosine (warm-up + cosine decay)"),
     batch_size: int = typer.Option(2, help="images per step (paper: 2)"),
     split: Optional[Path] = typer.Option(None, help="patient split JSON (written into OUT_DIR if not given)"),
     seed: int = typer.Option(0, help="random seed (split, initialisation, augmentation, order)"),

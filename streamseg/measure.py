@@ -14,7 +14,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .types import CONFIDENT_SCORE, Detection, Measurement
+from .types import CONFIDENT_SCORE, STABLE_WINDOW, Detection, Measurement
 
 
 def measure(mask: np.ndarray, mm_per_px: float | None = None) -> Measurement | None:
@@ -57,7 +57,7 @@ class Stabiliser:
     below the confidence threshold do not enter the window but still show the current median.
     """
 
-    def __init__(self, window: int = 9, confident: float = CONFIDENT_SCORE):
+    def __init__(self, window: int = STABLE_WINDOW, confident: float = CONFIDENT_SCORE):
         if window < 1:
             raise ValueError("window must be >= 1")
         self.confident = confident
@@ -80,7 +80,7 @@ class Analyser:
     """The analyse step of `file`, `live` and the live benchmark: measure the best detection's mask
     (in mm when `mm_per_px` is known) and stabilise the displayed area over confident frames."""
 
-    def __init__(self, mm_per_px: float | None = None, window: int = 9, confident: float = CONFIDENT_SCORE):
+    def __init__(self, mm_per_px: float | None = None, window: int = STABLE_WINDOW, confident: float = CONFIDENT_SCORE):
         self.mm_per_px = mm_per_px
         self.stabiliser = Stabiliser(window, confident)
 

@@ -27,11 +27,9 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from .choices import Backbone, MaskHead, Norm, choice
 from .types import StreamsegError
 
-BACKBONES = ("resnet101", "resnet50", "resnet18", "mobilenet_v3_large", "mobilenet_v2")
-MASK_HEADS = {"28": 1, "56": 2, "112": 3}  # head name -> number of transposed convs
-NORMS = ("batch", "group", "frozen")
 # Test-time settings: they change what is kept after the dense part (proposals, detections, the
 # reported box), never the weights or the dense graph, so they may differ between runs of one model.
 RUNTIME_KEYS = ("rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "box_score_thresh", "max_detections", "box_from_mask")
@@ -93,7 +91,6 @@ class ModelConfig:
     box_from_mask: bool = True
 
     def __post_init__(self):
-        self.mask_head = str(self.mask_head)
         self.class_names = tuple(_items("class_names", self.class_names, str))
         self.anchor_sizes = tuple(_items("anchor_sizes", self.anchor_sizes, int, 1, 4096))
         self.aspect_ratios = tuple(float(a) for a in _items("aspect_ratios", self.aspect_ratios, float, 0.01, 100))
@@ -104,18 +101,16 @@ class ModelConfig:
             raise StreamsegError(f"config box_from_mask {self.box_from_mask!r}: expected true or false")
         if len(self.anchor_sizes) != 5 or not self.aspect_ratios:
             raise StreamsegError("config anchor_sizes needs 5 sizes (one per FPN level) and aspect_ratios at least one")
-        if self.backbone not in BACKBONES:
-            raise StreamsegError(f"unknown backbone {self.backbone!r}: choose one of {', '.join(BACKBONES)}")
-        if self.mask_head not in MASK_HEADS:
-            raise StreamsegError(f"unknown mask head {self.mask_head!r}: choose one of {', '.join(MASK_HEADS)}")
-        if self.norm not in NORMS:
-            raise StreamsegError(f"unknown norm {self.norm!r}: choose one of {', '.join(NORMS)}")
+        # plain strings (a checkpoint's config holds no enum), each one of its choices
+        self.backbone = choice(Backbone, self.backbone, "backbone").value
+        self.mask_head = choice(MaskHead, self.mask_head, "mask head").value
+        self.norm = choice(Norm, self.norm, "norm").value
         if self.image_size % 32:
             raise StreamsegError(f"image size {self.image_size} must be a multiple of 32 (FPN)")
 
     @property
     def mask_size(self) -> int:
-        return 14 * 2 ** MASK_HEADS[self.mask_head]
+        return 14 * 2 ** MaskHead(self.mask_head).upsamplings
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -302,7 +297,7 @@ def build_model(config: ModelConfig | None = None, *, backbone_weights=None, **o
         box_detections_per_img=cfg.max_detections,
         mask_roi_pool=mask_pool,
         mask_head=MaskRCNNHeads(c, (w, w, w, w), 1),
-        mask_predictor=PaperMaskPredictor(w, w, cfg.num_classes, MASK_HEADS[cfg.mask_head]),
+        mask_predictor=PaperMaskPredictor(w, w, cfg.num_classes, MaskHead(cfg.mask_head).upsamplings),
     )
     model.transform = LetterboxedTransform(cfg.image_size, cfg.image_size, IMAGENET_MEAN, IMAGENET_STD)
     return model

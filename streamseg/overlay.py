@@ -1,7 +1,8 @@
 """Draw one Result: semi-transparent mask + contour, CSA with its unit, CTS flag, score, and the HUD.
 
 Uncalibrated runs show the area in px² marked "uncalibrated" (never a made-up mm²). A frame
-without a confident detection shows a clear "no nerve" state; a lost source shows "SIGNAL LOST".
+without a confident detection shows a clear "no nerve" state; while the source is lost the window
+shows the last image dimmed with "SIGNAL LOST" (`lost_screen`).
 OpenCV's Hershey fonts are ASCII only: a "²" in a label is drawn as a small raised "2" (`_text`).
 The HUD line (`hud_text`) differs by mode: live shows the lag (capture to overlay); a file shows
 the processing rate and the model time (there capture to overlay is queueing, not lag).
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .types import NERVE_SCORE, Hud, Result
+from .types import CTS_CUTOFF_MM2, NERVE_SCORE, Hud, Result
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 GREEN, RED, YELLOW, WHITE, CYAN = (80, 220, 80), (60, 60, 255), (0, 220, 255), (255, 255, 255), (255, 200, 0)
@@ -23,7 +24,7 @@ GREEN, RED, YELLOW, WHITE, CYAN = (80, 220, 80), (60, 60, 255), (0, 220, 255), (
 class Style:
     calibrated: bool
     score_thresh: float = NERVE_SCORE
-    cts_cutoff_mm2: float = 10.0
+    cts_cutoff_mm2: float = CTS_CUTOFF_MM2
     alpha: float = 0.35
     colour: tuple[int, int, int] = (0, 200, 255)  # BGR mask fill
     live: bool = False  # the HUD shows the lag (live) or the processing rate and model time (file)
@@ -131,14 +132,14 @@ def draw(r: Result, style: Style, hud: Hud | None = None) -> np.ndarray:
         for ln in lines:
             _text(img, ln, (x, yy), small, WHITE, 1)
             yy += int(18 * small) + 4
-        if hud.lost_now or hud.signal_lost:
-            msg = "SIGNAL LOST" if hud.lost_now else f"signal lost x{hud.signal_lost}"
-            (tw, th), _ = cv2.getTextSize(msg, FONT, scale * (1.4 if hud.lost_now else 0.8), thick + 1)
-            _text(img, msg, (max(4, W - tw - 8), 6 + th + 4), scale * (1.4 if hud.lost_now else 0.8), RED, thick + 1)
+        if hud.signal_lost:  # a drawn frame has a source: while it is lost the window shows lost_screen
+            msg = f"signal lost x{hud.signal_lost}"
+            (tw, th), _ = cv2.getTextSize(msg, FONT, scale * 0.8, thick + 1)
+            _text(img, msg, (max(4, W - tw - 8), 6 + th + 4), scale * 0.8, RED, thick + 1)
     return img
 
 
-def lost_screen(last: np.ndarray | None, width: int, height: int, style: Style | None = None) -> np.ndarray:
+def lost_screen(last: np.ndarray | None, width: int, height: int) -> np.ndarray:
     """What the window shows while the source is gone: the last image dimmed, with SIGNAL LOST."""
     img = (last * 0.35).astype(np.uint8) if last is not None else np.zeros((height, width, 3), np.uint8)
     scale = max(0.5, min(1.5, img.shape[1] / 600))

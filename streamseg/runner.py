@@ -12,19 +12,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from . import pipeline
-from .calibration import MM_PER_PX_MAX, MM_PER_PX_MIN, Calibration, parse_crop, resolve
+from .calibration import Calibration, parse_crop, resolve
 from .dicom import dicom_calibration
 from .files import json_text
 from .interrupts import SignalsHeld, interrupt_raises
-from .options import check_compute, check_numbers, check_outputs, check_precision
+from . import choices
+from .choices import Precision, resolve_precision
+from .checks import check_compute, check_numbers, check_outputs, spacing_flag
 from .measure import Analyser
 from .overlay import Style, draw, lost_screen
 from .progress import ProgressSink, files_written
 from .sinks import CsaSummary, RawVideoSink, RowSink, ScanSummary, StagedFile, VideoSink, WindowSink, require_display
-from .sources import BACKOFF_S, RECONNECT_ATTEMPTS, BaseSource, open_source
+from .sources import BaseSource, open_source
 from .stats import percentiles
 from .tracking import track
-from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, Backend, Sink, StreamsegError
+from .types import (BACKOFF_S, CONFIDENT_SCORE, CTS_CUTOFF_MM2, NERVE_SCORE, OPEN_TIMEOUT_S, READ_TIMEOUT_S,
+                    RECONNECT_ATTEMPTS, SHOWN_DETECTIONS, STABLE_WINDOW, Backend, Sink, StreamsegError)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -34,7 +37,9 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 
 @dataclass
 class Options:
-    """One `file` or `live` run. Checked once, when built: a bad value raises StreamsegError."""
+    """One `file` or `live` run. Checked once, when built: a bad value raises StreamsegError. The CLI
+    builds it by these names (its flags' parameters are named so); each default is said once, here
+    or as a named constant in `types`."""
 
     input: str
     live: bool
@@ -43,10 +48,9 @@ class Options:
     csv: Path | None = None
     jsonl: Path | None = None
     model: Path | None = None
-    backend: str = "auto"
+    backend: choices.Backend = choices.Backend.AUTO
     compute: str = "auto"  # torch device for inference: cpu | cuda | cuda:N | auto
-    half: bool = False
-    precision: str = "auto"  # auto (int8 where onnxruntime runs on the CPU, else fp32) | fp32 | int8 (backends/onnx_quant.py)
+    precision: Precision = Precision.AUTO  # choices.resolve_precision
     show: bool = False
     mm_per_px: float | None = None
     depth_mm: float | None = None
@@ -54,30 +58,30 @@ class Options:
     crop: str | None = None
     max_frames: int | None = None
     duration_s: float | None = None
-    cts_cutoff_mm2: float = 10.0
+    cts_cutoff_mm2: float = CTS_CUTOFF_MM2
     score_thresh: float = NERVE_SCORE
     max_detections: int = SHOWN_DETECTIONS  # evaluation keeps the checkpoint's cap for the PR curve
     confident: float = CONFIDENT_SCORE
-    stable_window: int = 9
+    stable_window: int = STABLE_WINDOW
     width: int | None = None  # capture request (V4L2)
     height: int | None = None
     fps: float | None = None
     reconnect_attempts: int = RECONNECT_ATTEMPTS
     backoff_s: float = BACKOFF_S
-    open_timeout_s: float = 5.0
-    read_timeout_s: float = 3.0
+    open_timeout_s: float = OPEN_TIMEOUT_S
+    read_timeout_s: float = READ_TIMEOUT_S
     summary: bool = True
     engines: Path | None = None  # --engines: compiled artefacts folder (None: the user cache)
     track: bool = True  # run windows around a confident nerve (tracking.py); False: full frames every time
 
     def __post_init__(self):
         check_compute(self.compute)
-        check_precision(self.precision, self.backend, self.compute, self.half)
+        resolve_precision(self.precision, self.backend, self.compute)
         check_numbers([
             ("--score-thresh", self.score_thresh, 0.0, 1.0), ("--confident", self.confident, 0.0, 1.0),
             ("--max-frames", self.max_frames, 1, None), ("--duration", self.duration_s, 0, None, dict(lo_open=True)),
             ("--cts-cutoff", self.cts_cutoff_mm2, 0, 1000, dict(lo_open=True)),
-            ("--mm-per-px", self.mm_per_px, MM_PER_PX_MIN, MM_PER_PX_MAX, dict(hi_open=True)),
+            spacing_flag(self.mm_per_px),
             ("--depth-mm", self.depth_mm, 0, 500, dict(lo_open=True)),
             ("--width", self.width, 1, 16384), ("--height", self.height, 1, 16384),
             ("--fps", self.fps, 0, 1000, dict(lo_open=True)), ("--reconnect", self.reconnect_attempts, 0, 1000),
@@ -157,14 +161,14 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
         if backend is None:
             from . import backends
 
-            compute = "cpu" if o.precision == "int8" else o.compute  # INT8 is a CPU path (check_precision)
+            compute = "cpu" if o.precision == Precision.INT8 else o.compute  # INT8 runs on the CPU (choices.int8_runs)
             from .backends.artefacts import engine_log
             from .settings import Settings
 
             settings = Settings.from_env()
             settings.apply()  # the process-wide switches, once, before the model runs
             backend = backends.load(o.backend, o.model, device=backends.select_device(compute, "--compute"),
-                                    precision="fp16" if o.half else o.precision, max_detections=o.max_detections,
+                                    precision=o.precision, max_detections=o.max_detections,
                                     engines_dir=o.engines, log=engine_log(log), settings=settings)
     except BaseException:
         source.close()

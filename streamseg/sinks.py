@@ -41,14 +41,13 @@ class VideoSink:
     quit_requested = False  # a file never asks to stop
 
     def __init__(self, path, width: int, height: int, rate: Fraction | float | None, time_base: Fraction | None = None,
-                 use_capture_time: bool = False, crf: int = 20, preset: str = "veryfast", threads: int = 1):
+                 crf: int = 20, preset: str = "veryfast", threads: int = 1):
         self.path = check_writable(path)
         fmt = _FORMATS.get(self.path.suffix.lower())
         if fmt is None:
             raise StreamsegError(f"{self.path}: output must end in {', '.join(sorted(_FORMATS))}")
         rate = Fraction(rate).limit_denominator(100000) if rate else Fraction(25)
         self.time_base = time_base or Fraction(1, 90000)
-        self.use_capture_time = use_capture_time
         self.tmp = temp_beside(self.path, ".part")
         self.container = None
         self.finished = False
@@ -71,7 +70,7 @@ class VideoSink:
         self._step = max(1, round(1 / (rate * self.time_base)))  # ticks per frame at the nominal rate
 
     def _pts(self, r: Result) -> int:
-        if self.use_capture_time or r.frame.pts is None:
+        if r.frame.pts is None:  # live: the capture clock
             if self._t0 is None:
                 self._t0 = r.frame.t_capture
             pts = round((r.frame.t_capture - self._t0) / self.time_base)

@@ -34,9 +34,9 @@ import numpy as np
 
 from .files import first_line
 from .letterbox import ensure_bgr
-from .types import Frame, SourceState, SourceStats, StreamsegError
+from .types import (BACKOFF_MAX_S, BACKOFF_S, OPEN_TIMEOUT_S, READ_TIMEOUT_S, RECONNECT_ATTEMPTS, Frame, SourceState,
+                    SourceStats, StreamsegError)
 
-RECONNECT_ATTEMPTS, BACKOFF_S, BACKOFF_MAX_S = 41, 0.5, 8.0  # 0.5+1+2+4+37*8 s: about 5 minutes of retrying
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "udp://", "tcp://", "http://", "https://", "srt://", "rtp://")
 MIN_SIDE, MAX_SIDE = 32, 8192
 _AV_ERRORS = (av.error.FFmpegError, OSError, EOFError)
@@ -236,7 +236,7 @@ class BaseSource:
 class AVSource(BaseSource):
     """Files and network streams through PyAV (FFmpeg)."""
 
-    def __init__(self, spec: str, live: bool, open_timeout_s: float = 5.0, read_timeout_s: float = 3.0,
+    def __init__(self, spec: str, live: bool, open_timeout_s: float = OPEN_TIMEOUT_S, read_timeout_s: float = READ_TIMEOUT_S,
                  untimed_fps: float | None = None, **kw):
         super().__init__(spec, live, **kw)
         self.untimed_fps = untimed_fps  # --fps: the rate of frames without timestamps (files)
@@ -400,7 +400,7 @@ class V4L2Source(BaseSource):
     """UVC frame grabbers through OpenCV's V4L2 backend (buffer size 1: always the newest frame)."""
 
     def __init__(self, spec: str, width: int | None = None, height: int | None = None, fps: float | None = None,
-                 read_timeout_s: float = 3.0, **kw):
+                 read_timeout_s: float = READ_TIMEOUT_S, **kw):
         super().__init__(spec, True, **kw)
         self.req = (width, height, fps)
         self.read_timeout_s = read_timeout_s
@@ -475,7 +475,7 @@ def upright(image: np.ndarray, degrees: float) -> np.ndarray:
 
 
 def open_source(spec: str, live: bool, crop=None, width: int | None = None, height: int | None = None,
-                fps: float | None = None, open_timeout_s: float = 5.0, read_timeout_s: float = 3.0,
+                fps: float | None = None, open_timeout_s: float = OPEN_TIMEOUT_S, read_timeout_s: float = READ_TIMEOUT_S,
                 reconnect_attempts: int = RECONNECT_ATTEMPTS, backoff_s: float = BACKOFF_S, on_event=None) -> BaseSource:
     """Open and validate a source (first frame read); raises StreamsegError with one clear line."""
     if not str(spec).strip():  # Path("") is ".", a folder: say what is wrong instead

@@ -22,6 +22,15 @@ CONFIDENT_SCORE = 0.95
 # The runtime shows one nerve, the best detection, so it asks the model for one: every further
 # detection costs a pass of the 112² mask head. `streamseg bench` times the same by default.
 SHOWN_DETECTIONS = 1
+# The other defaults of a `file`/`live` run, each said once (the CLI's flags, runner.Options and the
+# stages' own signatures read them here; tests/test_option_defaults.py keeps them in step).
+CTS_CUTOFF_MM2 = 10.0  # CSA at or above it flags carpal tunnel syndrome (--cts-cutoff)
+STABLE_WINDOW = 9  # confident frames in the median of the displayed CSA
+OPEN_TIMEOUT_S = 5.0  # a network source answers within it
+READ_TIMEOUT_S = 3.0  # a live source delivers a frame within it, else the signal is lost (--timeout)
+# after a loss: attempts (--reconnect), first delay (--backoff) doubling up to the longest delay;
+# 0.5+1+2+4+37*8 s: about 5 minutes of retrying (a cable unplugged and plugged back in)
+RECONNECT_ATTEMPTS, BACKOFF_S, BACKOFF_MAX_S = 41, 0.5, 8.0
 
 
 class StreamsegError(Exception):
@@ -88,8 +97,7 @@ class Hud:
     model_ms: float | None = None
     end_to_end_ms: float | None = None
     dropped: int = 0
-    signal_lost: int = 0
-    lost_now: bool = False
+    signal_lost: int = 0  # losses so far (the window shows SIGNAL LOST while lost: overlay.lost_screen)
 
 
 @dataclass

@@ -142,13 +142,11 @@ def test_help_lists_choices_without_bool(command):
 
 
 def test_help_choices_follow_the_backends_and_formats():
-    import typing
-
     from streamseg import cli
-    from streamseg.backends import BACKENDS
-    from streamseg.backends.export import FORMATS
+    from streamseg.choices import Backend, ExportFormat
 
-    assert typing.get_args(cli.BackendName) == BACKENDS and typing.get_args(cli.ExportFormat) == FORMATS
+    BACKENDS, FORMATS = tuple(Backend), tuple(ExportFormat)  # what backends.load and export.build accept
+    assert tuple(cli.Backend) == BACKENDS and tuple(cli.ExportFormat) == FORMATS
 
 
 def test_an_unknown_choice_is_refused_by_the_parser(work, monkeypatch):

@@ -126,9 +126,8 @@ def test_int8_is_rebuilt_when_the_calibration_set_changes(int8_graph, calib4, tm
 
 
 def test_precision_choices_are_one_list():
-    import typing
-
     from streamseg import cli
-    from streamseg.options import PRECISIONS
+    from streamseg.choices import Precision
 
-    assert typing.get_args(cli.Precision) == PRECISIONS
+    PRECISIONS = tuple(Precision)
+    assert tuple(cli.Precision) == PRECISIONS

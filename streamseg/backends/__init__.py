@@ -9,7 +9,7 @@ Modules, each importing only those below it (no circles):
 A new backend is a module with `open_<name>(model, info, device, precision, out_dir, log, settings)
 -> Backend`
 (its artefacts through `artefacts.ensure_artefact` / `load_or_rebuild`), an entry in `_OPENERS`
-and `BACKENDS`, and a line in `available`.
+and `choices.Backend`, and a line in `available`.
 """
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ from ..settings import Settings, quiet_onnxruntime
 quiet_onnxruntime()  # before onnxruntime is first imported
 from .base import ensure_bgr, postprocess, preprocess, to_tensor
 from .device import select_device
-from ..types import Backend, Precision, StreamsegError
+from .. import choices
+from ..choices import Precision, choice, resolve_precision
+from ..types import Backend
 
-BACKENDS = ("auto", "torch", "compiled", "onnxruntime", "tensorrt")
 _OPENERS = {  # name -> (module, opener), imported only when asked for
     "torch": ("torch_eager", "open_torch"),
     "onnxruntime": ("onnxrt", "open_onnxruntime"),
@@ -49,13 +50,6 @@ def available(device: str = "cpu") -> list[str]:
     return names
 
 
-def default_precision(name: str, device) -> Precision:
-    """What `--precision auto` runs: INT8 where onnxruntime runs on the CPU (the same TP/FP/FN as
-    eager FP32 on the test patients, median Dice -0.003; dense part 2.2-2.6x faster: benchmarks/
-    RESULTS.md), else FP32."""
-    return "int8" if name == "onnxruntime" and str(device) == "cpu" else "fp32"
-
-
 def load(name: str = "auto", model_path=None, device: str = "cpu", *, precision: str = "fp32", model=None, info=None,
          split: bool = False, engines_dir=None, log=None, onnx_heads: bool | None = None,
          settings: Settings | None = None, **overrides) -> Backend:
@@ -65,19 +59,18 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", *, precision:
     `device`: "cpu", "cuda[:N]" or "auto" (`select_device`). `split` (torch only) runs eager torch
     through the split path, as the compiled backends run, so it reports dense/proposals/heads stage
     times (the bench's baseline); the detections are the same. Compiled backends build their
-    artefacts into `engines_dir` (default `engines/`) on first use and reuse them while their
+    artefacts into `engines_dir` (default: the user cache, `artefacts.DEFAULT_DIR`) on first use and reuse them while their
     sidecar matches. `onnx_heads` (onnxruntime on CPU) runs the RoI box/mask stacks as ONNX graphs
     too (None: as `settings.ort_heads`; see onnxrt.open_onnxruntime). `auto` picks the fastest available on `device`.
     `precision`: "fp32", "fp16" (CUDA; FP32 elsewhere), "int8" (onnxruntime on CPU: an INT8 dense
-    graph, `onnx_quant`), or "auto" (`default_precision` of the backend `auto` resolves to: what
-    `file` and `live` run); the backend's `precision` is the resolved one. `settings`: the runtime
-    knobs (`settings.Settings`; None: read from the environment now).
+    graph, `onnx_quant`), or "auto" (`choices.resolve_precision` for the backend `auto` resolves to:
+    what `file` and `live` run); the backend's `precision` is the resolved one. `settings`: the
+    runtime knobs (`settings.Settings`; None: read from the environment now).
     """
-    if name not in BACKENDS:
-        raise StreamsegError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    name = choice(choices.Backend, name, "backend")
     device = select_device(device, "device")
-    if precision not in ("auto", "fp32", "fp16", "int8"):
-        raise StreamsegError(f"unknown precision {precision!r}: choose auto, fp32, fp16 or int8")
+    if precision != "fp16":  # fp16 is the backends' own (export --half, bench); the flags choose among Precision
+        choice(Precision, precision, "precision")
     if name == "tensorrt":
         from .tensorrt import import_tensorrt
 
@@ -92,14 +85,12 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", *, precision:
         model, info = load_checkpoint(model_path, device="cpu", **overrides)
     elif info is None:
         raise TypeError("backends.load(model=...) needs the model's info (a ModelInfo) too")
-    if name == "auto":
+    if name == choices.Backend.AUTO:
         name = available(device)[0]
-    if precision == "auto":
-        precision = default_precision(name, device)
-    if precision == "fp16" and not device.startswith("cuda"):
-        precision = "fp32"  # FP16 is a CUDA path; a CPU runs FP32
-    if precision == "int8" and name != "onnxruntime":
-        raise StreamsegError(f"INT8 runs with the onnxruntime backend on CPU, not {name}")
+    if precision == "fp16":
+        precision = "fp16" if device.startswith("cuda") else "fp32"  # FP16 is a CUDA path; a CPU runs FP32
+    else:
+        precision = resolve_precision(precision, name, device).value
     if name != "torch":
         info = info.with_sha256(model)  # artefacts are named by it
     module, opener = _OPENERS[name]
@@ -110,5 +101,5 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", *, precision:
     return open_(model, info, device, precision, out, log, settings, **kw)
 
 
-__all__ = ["Backend", "load", "available", "select_device", "BACKENDS", "ensure_bgr", "postprocess", "preprocess",
+__all__ = ["Backend", "load", "available", "select_device", "ensure_bgr", "postprocess", "preprocess",
            "to_tensor"]

@@ -1,5 +1,5 @@
 """The dense part compiled ahead of time with AOTInductor (torch.export -> a .pt2 package in
-`engines/`), FP16 weights on CUDA. Rebuilt when the sidecar (torch version, device, GPU, weights
+the engines folder, `artefacts.DEFAULT_DIR`), FP16 weights on CUDA. Rebuilt when the sidecar (torch version, device, GPU, weights
 hash, shape, precision) does not match or the package does not load."""
 from __future__ import annotations
 

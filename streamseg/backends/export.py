@@ -1,4 +1,4 @@
-"""`streamseg export`: build one artefact format into `engines/` (see `artefacts` for names and
+"""`streamseg export`: build one artefact format into an engines folder (see `artefacts` for names and
 sidecars). The top of the artefact graph: it imports the format modules, and none imports it."""
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from pathlib import Path
 from torch import nn
 
 from ..model import ModelInfo
-from ..options import check_export_precision
-from ..types import StreamsegError
+from ..choices import ExportFormat, Precision, choice, resolve_precision
 from .artefacts import DEFAULT_DIR, artefact_path, ensure_dir, sidecar_path
 from .compiled import ensure_compiled
 from .device import select_device
@@ -17,18 +16,16 @@ from .onnx_heads import ensure_heads
 from .tensorrt import ensure_engine
 from ..letterbox import ROI_SIZES, window_sizes
 
-FORMATS = ("onnx", "engine", "compiled")
 
 
 def build(model: nn.Module, info: ModelInfo, fmt: str, out_dir: str | Path = DEFAULT_DIR, half: bool = False,
           batch: int = 1, device: str | None = None, log=None, precision: str = "fp32") -> list[Path]:
     """Build one artefact format for `model`; returns the files written (sidecars included).
     `precision="int8"` (onnx only): the FP32 graph and its INT8 copy (`onnx_quant.ensure_int8`)."""
-    if fmt not in FORMATS:
-        raise StreamsegError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    check_export_precision(precision, fmt, half)
+    fmt = choice(ExportFormat, fmt, "export format")
+    precision = resolve_precision(precision, fmt, device or "cpu", half, export=True)
     if fmt in ("onnx", "engine"):  # TensorRT builds from the ONNX graph
-        require_onnx(runtime=precision == "int8")
+        require_onnx(runtime=precision == Precision.INT8)
     info = info.with_sha256(model)
     out = ensure_dir(out_dir)
     if fmt == "onnx":  # with the RoI heads graphs that onnxruntime runs on CPU, so `--engines DIR` builds nothing
@@ -37,7 +34,7 @@ def build(model: nn.Module, info: ModelInfo, fmt: str, out_dir: str | Path = DEF
         windows = [ensure_onnx(model, info, out, batch, half, log, size=s)
                    for s in window_sizes(ROI_SIZES, info.config.image_size)]
         heads = list(ensure_heads(model, info, out, log).values())
-        if precision == "int8":
+        if precision == Precision.INT8:
             from .onnx_quant import ensure_int8
 
             windows += [ensure_int8(p, log=log, force=True) for p in [path, *windows]]

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from ..checkpoint import read_checkpoint, save_checkpoint
+from ..choices import Instances, Schedule, choice
 from ..files import file_sha256
 from ..model import ModelConfig, build_model, freeze_blocks, init_from_file, pretrained_weights
 from ..settings import torchrun_ranks
@@ -61,6 +62,10 @@ class TrainConfig:
     stop_after: int | None = None  # end after this epoch; the schedule still spans `epochs` (--resume goes on)
     model: ModelConfig = field(default_factory=ModelConfig)  # the architecture to train
 
+    def __post_init__(self):  # plain strings (the checkpoint keeps this config), each one of its choices
+        self.schedule = choice(Schedule, self.schedule, "schedule").value
+        self.instances = choice(Instances, self.instances, "instances").value
+
 
 def _seed_all(seed: int) -> None:
     random.seed(seed)
@@ -74,7 +79,7 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_iters: in
     chained: their factors multiply)."""
     from torch.optim.lr_scheduler import ChainedScheduler, ConstantLR, CosineAnnealingLR, LinearLR
 
-    if cfg.schedule != "cosine":
+    if cfg.schedule != Schedule.COSINE:
         return ConstantLR(opt, factor=1.0, total_iters=0)
     warm = max(1, cfg.warmup_iters)
     return ChainedScheduler([LinearLR(opt, 1.0 / warm, 1.0, warm - 1), CosineAnnealingLR(opt, T_max=max(1, total_iters))])

@@ -7,6 +7,7 @@ import math
 import re
 from pathlib import Path
 
+from .calibration import MM_PER_PX_MAX, MM_PER_PX_MIN
 from .files import check_writable
 from .types import StreamsegError
 
@@ -29,6 +30,11 @@ def check_number(flag: str, value, lo: float | None = None, hi: float | None = N
         raise StreamsegError(f"{flag} {value:g}: must be within {span}")
 
 
+def spacing_flag(value, flag: str = "--mm-per-px") -> tuple:
+    """The `check_numbers` row of a pixel-spacing flag: calibration's one range, [MM_PER_PX_MIN, MM_PER_PX_MAX)."""
+    return (flag, value, MM_PER_PX_MIN, MM_PER_PX_MAX, dict(hi_open=True))
+
+
 def check_numbers(checks) -> None:
     """check_number over (flag, value, lo, hi[, options]) rows."""
     for flag, value, lo, hi, *kw in checks:
@@ -40,32 +46,6 @@ def check_compute(name: str, flag: str = "--compute") -> str:
     if not COMPUTE_RE.match(str(name)):
         raise StreamsegError(f"{flag} {name!r}: choose cpu, cuda, cuda:N or auto")
     return str(name)
-
-
-PRECISIONS = ("auto", "fp32", "int8")
-
-
-def check_precision(precision: str, backend: str = "auto", compute: str = "auto", half: bool = False) -> str:
-    """auto | fp32 | int8; INT8 is onnxruntime's on the CPU (backends/onnx_quant.py), so it needs backend
-    auto or onnxruntime, compute cpu (or auto: then the CPU is used) and no FP16; auto is INT8 where
-    onnxruntime runs on the CPU, else FP32 (`backends.default_precision`)."""
-    if precision not in PRECISIONS:
-        raise StreamsegError(f"--precision {precision!r}: choose auto, fp32 or int8")
-    if precision == "int8":
-        if backend not in ("auto", "onnxruntime"):
-            raise StreamsegError(f"--precision int8 runs on the onnxruntime backend, not {backend}")
-        if str(compute).startswith("cuda") or half:
-            raise StreamsegError("--precision int8 runs on the CPU: use --compute cpu (or auto) without --half")
-    return precision
-
-
-def check_export_precision(precision: str, fmt: str, half: bool = False) -> str:
-    """`export --precision int8` builds the FP32 ONNX graph and its INT8 copy (CPU): onnx only, no FP16."""
-    if precision not in ("fp32", "int8"):
-        raise StreamsegError(f"--precision {precision!r}: choose fp32 or int8")
-    if precision == "int8" and (fmt != "onnx" or half):
-        raise StreamsegError("--precision int8 builds an ONNX graph for the CPU: use --format onnx without --half")
-    return precision
 
 
 def resolved(path) -> Path:
