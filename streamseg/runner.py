@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Callable
 from . import pipeline
 from .calibration import MM_PER_PX_MAX, MM_PER_PX_MIN, Calibration, parse_crop, resolve
 from .dicom import dicom_calibration
-from .files import json_text
+from .files import StagedFile, json_text
 from .interrupts import SignalsHeld, interrupt_raises
 from .options import check_compute, check_numbers, check_outputs, check_precision
 from .measure import Analyser
 from .overlay import Style, draw, lost_screen
 from .progress import ProgressSink, files_written
-from .sinks import CsaSummary, RawVideoSink, RowSink, ScanSummary, StagedFile, VideoSink, WindowSink, require_display
+from .sinks import CsaSummary, RawVideoSink, RowSink, ScanSummary, VideoSink, WindowSink, require_display
 from .sources import BACKOFF_S, RECONNECT_ATTEMPTS, BaseSource, open_source
 from .stats import percentiles
 from .tracking import track
-from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, Backend, Sink, StreamsegError
+from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, Backend, FileSink, Sink, StagedOutput, StreamsegError
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -187,7 +187,7 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
 
 
 def _finalise(o: Options, source: BaseSource, stats: pipeline.RunStats, summary: ScanSummary,
-              files: list[FileSink], video_frames: int | None, log: Callable[[str], None], *,
+              files: list[StagedOutput], video_frames: int | None, log: Callable[[str], None], *,
               spacing_assumed: bool = False) -> ScanReport:
     """Warn about lost frames, write the summary JSON and plot, then rename every output onto its
     target at once; on any failure every temp file is discarded."""
@@ -230,28 +230,26 @@ def _infer(o: Options, backend: Backend) -> Callable:
 
 def _stream(o: Options, source: BaseSource, backend: Backend, mm: float | None, summary: ScanSummary,
             log: Callable[[str], None], progress: Progress | None = None, held: SignalsHeld | None = None
-            ) -> tuple[pipeline.RunStats, list[FileSink], int | None]:
+            ) -> tuple[pipeline.RunStats, list[StagedOutput], int | None]:
     """Open the sinks, run the pipeline, finish the output files (not yet renamed onto their targets)
-    and close the source -> (stats, the file sinks to commit, overlay video frames). On any failure
+    and close the source -> (stats, the outputs to commit, overlay video frames). On any failure
     every output file is discarded: the targets keep what they held before the run."""
     style = Style(calibrated=mm is not None, score_thresh=o.score_thresh, cts_cutoff_mm2=o.cts_cutoff_mm2, live=o.live)
-    sinks: list[Sink] = []
+    sinks = _Sinks()
     try:
         sinks = _open_sinks(o, source, mm, summary, log, progress)
         if held is not None:
             held.hold()  # the pipeline's handler stops capture on the first signal; after it, signals are only noted
-        window = next((s for s in sinks if isinstance(s, WindowSink)), None)
         stats = pipeline.run(source, _infer(o, backend), Analyser(mm, o.stable_window, o.confident),
-                             lambda r, hud: draw(r, style, hud), sinks, live=o.live, max_frames=o.max_frames,
-                             duration_s=o.duration_s, on_tick=_show_lost(window, source))
+                             lambda r, hud: draw(r, style, hud), sinks.all(), live=o.live, max_frames=o.max_frames,
+                             duration_s=o.duration_s, on_tick=_show_lost(sinks.window, source))
         files = _finish(sinks)
     except BaseException:
-        _abort(sinks)
+        _abort(sinks.files, sinks.window)
         raise
     finally:
         source.close()
-    video = next((s for s in sinks if type(s) is VideoSink), None)  # the overlay video (not --save-input's)
-    return stats, files, (video.frames if video is not None else None)
+    return stats, files, (sinks.video.frames if sinks.video is not None else None)
 
 
 def _show_lost(window: WindowSink | None, source: BaseSource) -> Callable[[bool], None] | None:
@@ -269,57 +267,71 @@ def _show_lost(window: WindowSink | None, source: BaseSource) -> Callable[[bool]
     return on_tick
 
 
+@dataclass
+class _Sinks:
+    """What one run writes to, in the order each result is written: the file outputs (finished and
+    committed together), the sinks that hold nothing to end (the scan summary, the progress bar),
+    and the window (closed when the run ends)."""
+
+    files: list[FileSink] = field(default_factory=list)
+    others: list[Sink] = field(default_factory=list)
+    window: WindowSink | None = None
+    video: VideoSink | None = None  # the overlay video (--out, also in `files`): the report gives its frame count
+
+    def all(self) -> list[Sink]:
+        return [*self.files, *self.others, *([self.window] if self.window is not None else [])]
+
+
 def _open_sinks(o: Options, source: BaseSource, mm: float | None, summary: ScanSummary,
-                log: Callable[[str], None], progress: Progress | None = None) -> list[Sink]:
+                log: Callable[[str], None], progress: Progress | None = None) -> _Sinks:
     """The sinks the options ask for, the scan summary, and the progress bar's; on a failure, those
-    already opened are closed."""
-    sinks: list[Sink] = []
+    already opened are discarded."""
+    sinks = _Sinks()
+    time_base = None if o.live else source.time_base  # live: pts are the capture clock
     try:
-        for path, video in ((o.out, VideoSink), (o.save_input, RawVideoSink)):
-            if path is not None:
-                sinks.append(video(path, source.width, source.height, source.rate,  # live: pts are the capture clock
-                                   None if o.live else source.time_base))
+        if o.out is not None:
+            sinks.video = VideoSink(o.out, source.width, source.height, source.rate, time_base)
+            sinks.files.append(sinks.video)
+        if o.save_input is not None:
+            sinks.files.append(RawVideoSink(o.save_input, source.width, source.height, source.rate, time_base))
         for path, kind in ((o.csv, "csv"), (o.jsonl, "jsonl")):
             if path is not None:
-                sinks.append(RowSink(path, kind, mm, o.score_thresh))
-        sinks.append(summary)
+                sinks.files.append(RowSink(path, kind, mm, o.score_thresh))
+        sinks.others.append(summary)
         if progress is not None:
             total = [n for n in (o.max_frames, source.stats.expected_frames) if n]
-            sinks.append(ProgressSink(progress, "live" if o.live else "frames", min(total) if total else None))
+            sinks.others.append(ProgressSink(progress, "live" if o.live else "frames", min(total) if total else None))
         if o.show:
-            sinks.append(WindowSink(snapshot_dir=Path(o.out).parent if o.out else ".", on_event=lambda k, m: log(m)))
+            sinks.window = WindowSink(snapshot_dir=Path(o.out).parent if o.out else ".", on_event=lambda k, m: log(m))
     except BaseException:
-        _abort(sinks)
+        _abort(sinks.files)
         raise
     return sinks
 
 
-FileSink = VideoSink | RowSink | StagedFile  # the files of a run: finish(), commit(), abort()
-
-
-def _finish(sinks: list[Sink]) -> list[FileSink]:
-    """Close the other sinks and complete every output file as a temp file; raise the first error."""
+def _finish(sinks: _Sinks) -> list[StagedOutput]:
+    """Complete every output file as a temp file and close the window; raise the first error."""
     first_error = None
-    for s in sinks:
+    for end in [f.finish for f in sinks.files] + ([sinks.window.close] if sinks.window is not None else []):
         try:
-            s.finish() if isinstance(s, (VideoSink, RowSink)) else s.close()
+            end()
         except Exception as e:  # noqa: BLE001 - finish the others, then report the first
             first_error = first_error or e
     if first_error is not None:
         raise first_error
-    return [s for s in sinks if isinstance(s, (VideoSink, RowSink))]
+    return list(sinks.files)
 
 
-def _commit(files: list[FileSink]) -> list[Path]:
-    """Rename every finished temp file onto its target; the files written (a sink given no frame writes none)."""
-    return [p for p in (s.commit() for s in files) if p is not None]
+def _commit(files: list[StagedOutput]) -> list[Path]:
+    """Rename every finished temp file onto its target; the files written (an output given nothing writes none)."""
+    return [p for p in (f.commit() for f in files) if p is not None]
 
 
-def _abort(sinks: list[Sink]) -> None:
-    """Discard every output file's temp file (the targets stay as they were) and close the other sinks."""
-    for s in sinks:
+def _abort(files: list[StagedOutput], window: WindowSink | None = None) -> None:
+    """Discard every output's temp file (the targets stay as they were) and close the window."""
+    for end in [f.abort for f in files] + ([window.close] if window is not None else []):
         try:
-            s.abort() if isinstance(s, (VideoSink, RowSink, StagedFile)) else s.close()
+            end()
         except Exception:  # noqa: BLE001 - discarding anyway
             pass
 

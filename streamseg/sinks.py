@@ -1,15 +1,14 @@
 """Where results go: an H.264 MP4 of the overlay (PyAV) and one of the raw input (`--save-input`),
 CSV and JSONL rows, an OpenCV window, and the scan summary (numbers and a matplotlib CSA plot).
 
-Every sink implements `types.Sink`: `write(result)`, `close()` (the file written, or None and no
-file when nothing was written) and `quit_requested`; `abort()` where there is something to discard.
-Every file (MP4, CSV, JSONL) is written to a hidden temp file beside its target (`.NAME.PID.*.part`)
-and committed in two steps: `finish()` completes the temp file (the step that can fail: disk full),
-`commit()` renames it onto the target. The runner finishes every file first and commits only when
-all finished, so a failed run leaves the earlier outputs as they were (all or none); `abort()`
-discards the temp file. `close()` is finish + commit for one sink. Temp files left by a killed run
-are removed by the next run that writes the same target (files.remove_stale_temps). The summary
-JSON and the CSA plot, written whole once the run is over, join the same commit as `StagedFile`s.
+Every sink implements `types.Sink`: `write(result)` per frame and `quit_requested`. The videos and
+the rows are `types.FileSink`s: each writes into a `files.StagedFile` (a hidden temp file beside its
+target, `.NAME.PID.*.part`), completed by `finish()` (the step that can fail: disk full), renamed
+onto the target by `commit()` or discarded by `abort()`. The runner finishes every file first and
+commits only when all finished, so a failed run leaves the earlier outputs as they were (all or
+none). Temp files left by a killed run are removed by the next run that writes the same target
+(files.remove_stale_temps). The summary JSON and the CSA plot, written whole once the run is over,
+join the same commit as `StagedFile`s; a snapshot is written at once (`files.atomic_write`).
 """
 from __future__ import annotations
 
@@ -29,14 +28,14 @@ import cv2  # isort: skip
 import av  # isort: skip
 import numpy as np
 
-from .files import atomic_write, check_writable, first_line, json_text, public_mode, replace_onto, temp_beside
+from .files import StagedFile, atomic_write, check_writable, json_text, write_error
 from .types import CONFIDENT_SCORE, NERVE_SCORE, Result, StreamsegError
 
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
 
 class VideoSink:
-    """H.264 (libx264, yuv420p) at the source frame rate, keeping each frame's timestamp."""
+    """H.264 (libx264, yuv420p) at the source frame rate, keeping each frame's timestamp; a `types.FileSink`."""
 
     quit_requested = False  # a file never asks to stop
 
@@ -49,11 +48,10 @@ class VideoSink:
         rate = Fraction(rate).limit_denominator(100000) if rate else Fraction(25)
         self.time_base = time_base or Fraction(1, 90000)
         self.use_capture_time = use_capture_time
-        self.tmp = temp_beside(self.path, ".part")
+        self.file = StagedFile(self.path)
         self.container = None
-        self.finished = False
         try:
-            self.container = av.open(self.tmp, mode="w", format=fmt)
+            self.container = av.open(self.file.tmp, mode="w", format=fmt)
             st = self.container.add_stream("libx264", rate=rate)
             st.width, st.height = width + width % 2, height + height % 2  # yuv420p needs even sizes
             st.pix_fmt = "yuv420p"
@@ -63,7 +61,7 @@ class VideoSink:
             st.codec_context.thread_count = threads
             self.stream = st
         except Exception:
-            self._discard()
+            self.abort()
             raise
         self.frames = 0
         self._last_pts = None
@@ -95,11 +93,11 @@ class VideoSink:
             for packet in self.stream.encode(vf):
                 self.container.mux(packet)
         except (OSError, av.error.FFmpegError) as e:
-            raise StreamsegError(f"{self.path}: cannot write ({_why(e)})") from None
+            raise self.file.error(e) from None
         self.frames += 1
 
     def finish(self) -> None:
-        """Flush the encoder and close the temp file (not yet the target); raises StreamsegError
+        """Flush the encoder and complete the temp file (not yet the target); raises StreamsegError
         (and discards the temp file) when it cannot be completed."""
         if self.container is None:
             return
@@ -108,37 +106,26 @@ class VideoSink:
                 self.container.mux(packet)
             self.container.close()
             self.container = None
-            public_mode(self.tmp)
         except (OSError, av.error.FFmpegError) as e:
-            self._discard()
-            raise StreamsegError(f"{self.path}: cannot write ({_why(e)})") from None
+            self.abort()
+            raise self.file.error(e) from None
+        self.file.finish()
 
     def commit(self) -> Path | None:
         """Rename the finished temp file onto the target; None (and no file) when no frame was written."""
         if self.frames == 0:
-            self._discard()
+            self.abort()
             return None
-        if os.path.exists(self.tmp):
-            replace_onto(self.tmp, self.path)
-        return self.path
-
-    def close(self) -> Path | None:
-        """finish() then commit()."""
-        self.finish()
-        return self.commit()
+        return self.file.commit()
 
     def abort(self) -> None:
-        self._discard()
-
-    def _discard(self):
         try:
             if self.container is not None:
                 self.container.close()
         except Exception:  # noqa: BLE001 - discarding anyway
             pass
         self.container = None
-        if os.path.exists(self.tmp):
-            os.unlink(self.tmp)
+        self.file.abort()
 
 
 class RawVideoSink(VideoSink):
@@ -200,12 +187,8 @@ def _r(v, n=4):
     return None if v is None or not math.isfinite(v) else round(float(v), n)
 
 
-def _why(e: BaseException) -> str:
-    return (e.strerror if isinstance(e, OSError) and e.strerror else None) or first_line(e)
-
-
 class RowSink:
-    """CSV or JSONL, one row per processed frame, into a temp file beside the target (see above)."""
+    """CSV or JSONL, one row per processed frame; a `types.FileSink`."""
 
     quit_requested = False  # a file never asks to stop
 
@@ -213,16 +196,17 @@ class RowSink:
         self.path = check_writable(path)
         self.kind, self.mm_per_px, self.score_thresh = kind, mm_per_px, score_thresh
         self.rows = 0
-        self.f, self.tmp = None, None
+        self.file, self.f = None, None
         try:
-            self.tmp = temp_beside(self.path, ".part")
-            self.f = open(self.tmp, "w", newline="")
+            self.file = StagedFile(self.path)
+            self.f = open(self.file.tmp, "w", newline="")
             if kind == "csv":
                 self.w = csv.DictWriter(self.f, fieldnames=FIELDS)
                 self.w.writeheader()
         except OSError as e:
-            self.abort()
-            raise StreamsegError(f"{self.path}: cannot write ({_why(e)})") from None
+            if self.file is not None:
+                self.abort()
+            raise write_error(self.path, e) from None
 
     def write(self, r: Result) -> None:
         row = result_row(r, self.mm_per_px, self.score_thresh)
@@ -233,7 +217,7 @@ class RowSink:
                 self.f.write(json_text(row) + "\n")
             self.f.flush()
         except OSError as e:
-            raise StreamsegError(f"{self.path}: cannot write ({_why(e)})") from None
+            raise self.file.error(e) from None
         self.rows += 1
 
     def finish(self) -> None:
@@ -243,22 +227,17 @@ class RowSink:
                 self.f.flush()
                 os.fsync(self.f.fileno())
                 self.f.close()
-            public_mode(self.tmp)
         except OSError as e:
             self.abort()
-            raise StreamsegError(f"{self.path}: cannot write ({_why(e)})") from None
+            raise self.file.error(e) from None
+        self.file.finish()
 
     def commit(self) -> Path | None:
         """Rename the finished temp file onto the target; None (and no file) when no row was written."""
         if self.rows == 0:
             self.abort()
             return None
-        return replace_onto(self.tmp, self.path)
-
-    def close(self) -> Path | None:
-        """finish() then commit()."""
-        self.finish()
-        return self.commit()
+        return self.file.commit()
 
     def abort(self) -> None:
         """Discard the temp file; the target is left as it was."""
@@ -267,8 +246,7 @@ class RowSink:
                 self.f.close()
         except OSError:
             pass
-        if self.tmp and os.path.exists(self.tmp):
-            os.unlink(self.tmp)
+        self.file.abort()
 
 
 def display_problem() -> str | None:
@@ -358,7 +336,7 @@ class WindowSink:
         try:
             if not ok:
                 raise StreamsegError("PNG encoding failed")
-            atomic_write(p, lambda tmp: (Path(tmp).write_bytes(png.tobytes()), public_mode(tmp)))
+            atomic_write(p, lambda tmp: Path(tmp).write_bytes(png.tobytes()))
         except (OSError, StreamsegError) as e:
             self.on_event("snapshot", f"snapshot not saved: {p} ({getattr(e, 'strerror', None) or e})")
             return None
@@ -397,7 +375,9 @@ class CsaSummary:
 
 
 class ScanSummary:
-    """Accumulates per-frame CSA; `summary()` gives the scan's numbers, `plot()` a CSA-over-time PNG."""
+    """Accumulates per-frame CSA; `summary()` gives the scan's numbers, `plot()` a CSA-over-time PNG.
+    A `types.Sink` holding no file: the runner writes `summary()` and `write_plot()` (as
+    `files.StagedFile`s) once the run is over."""
 
     quit_requested = False
 
@@ -421,9 +401,6 @@ class ScanSummary:
         self.value.append((m.csa_mm2 if cal else m.area_px) if present else math.nan)
         self.stable.append(((m.csa_mm2_stable if cal else m.area_px_stable) or math.nan) if present else math.nan)
         self.conf.append(bool(present and d.score >= self.confident))
-
-    def close(self) -> None:
-        """Nothing to finalise: the runner writes `summary()` and `write_plot()` (as `StagedFile`s) once the run is over."""
 
     def summary(self) -> CsaSummary:
         vals = np.array([v for v, c in zip(self.value, self.conf) if c], dtype=float)
@@ -474,31 +451,3 @@ class ScanSummary:
         """The CSA-over-time PNG at `path`, written atomically on its own."""
         atomic_write(Path(path), self.write_plot)
         return Path(path)
-
-
-class StagedFile:
-    """An output written whole at the end of a run (the summary JSON, the CSA plot) that joins the
-    all-or-none commit like the sinks' files: `finish()` writes it to a temp file beside the
-    target, `commit()` renames it onto the target, `abort()` discards it."""
-
-    def __init__(self, path, write):
-        self.path, self.write_to, self.tmp = Path(path), write, None
-
-    def finish(self) -> None:
-        self.tmp = temp_beside(self.path, ".part")
-        try:
-            self.write_to(self.tmp)
-            public_mode(self.tmp)
-        except OSError as e:
-            self.abort()
-            raise StreamsegError(f"{self.path}: cannot write ({_why(e)})") from None
-        except BaseException:
-            self.abort()
-            raise
-
-    def commit(self) -> Path:
-        return replace_onto(self.tmp, self.path)
-
-    def abort(self) -> None:
-        if self.tmp and os.path.exists(self.tmp):
-            os.unlink(self.tmp)

@@ -1,5 +1,5 @@
 """Plain data passed between the pipeline stages, and the contracts of the stages (`Source`,
-`Backend`, `Sink`: typing Protocols, so an implementation needs no base class). Imports nothing
+`Backend`, `Sink`, `StagedOutput`: typing Protocols, so an implementation needs no base class). Imports nothing
 of ours, and no torch."""
 from __future__ import annotations
 
@@ -174,15 +174,32 @@ class Backend(Protocol):
 
 
 class Sink(Protocol):
-    """Where results go (`sinks.py`: video, CSV/JSONL rows, window, scan summary).
-
-    `close()` finalises and returns the file written, or None when there is none (a sink that
-    was given no frame leaves no file). `quit_requested` turns True when the user asks to stop
-    (the window's q or Esc); it stays False for sinks that cannot ask."""
+    """Where results go: the pipeline calls `write(result)` once per frame and reads
+    `quit_requested`, which turns True when the user asks to stop (the window's q or Esc; False for
+    sinks that cannot ask). A sink that writes a file is a `FileSink`; the window is closed by the
+    runner that opened it (`sinks.WindowSink`); the scan summary and the progress bar hold nothing to end."""
 
     @property
     def quit_requested(self) -> bool: ...
 
     def write(self, result: Result) -> None: ...
 
-    def close(self) -> Path | None: ...
+
+class StagedOutput(Protocol):
+    """A file output, all or none (`files.StagedFile`): it is written to a hidden temp file beside
+    `path`; `finish()` completes the temp file (the step that can fail: disk full), `commit()` renames
+    it onto `path` and returns the file written (None, and no file, for an output given nothing to
+    write), `abort()` discards it and leaves the target as it was. The runner finishes every output
+    of a run first and commits only when all finished."""
+
+    path: Path
+
+    def finish(self) -> None: ...
+
+    def commit(self) -> Path | None: ...
+
+    def abort(self) -> None: ...
+
+
+class FileSink(Sink, StagedOutput, Protocol):
+    """A sink writing a file frame by frame (`sinks.py`: the videos, the CSV/JSONL rows)."""

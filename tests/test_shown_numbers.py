@@ -47,7 +47,7 @@ def test_a_frame_without_a_shown_nerve_has_no_area_in_the_csv_or_jsonl(tmp_path)
         for r in results:
             sink.write(r)
         sink.finish()
-        text = Path(sink.tmp).read_text()
+        text = Path(sink.file.tmp).read_text()
         got = list(csv.DictReader(text.splitlines())) if kind == "csv" else [json.loads(ln) for ln in text.splitlines()]
         empty = "" if kind == "csv" else None
         assert all(got[1][k] == empty for k in MEASURED) and got[0]["csa_mm2"] not in ("", None), (kind, got[1])
