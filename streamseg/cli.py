@@ -231,7 +231,7 @@ def live(
     """Segment a live source: a frame grabber or a network stream.
 
     The newest frame always wins: older ones are dropped and counted, so the lag never grows."""
-    from .sinks import has_display
+    from .display import has_display
 
     _pipeline(input=device, live=True, out=out, save_input=save_input, csv=csv, jsonl=jsonl, model=model, backend=backend, compute=compute,
               precision=precision,

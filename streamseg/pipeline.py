@@ -6,7 +6,7 @@
 - Each Result carries perf_counter stamps at capture, inference start/end and overlay end, and the
   backend's time per stage for that frame (`Result.speed`, ms).
 - SIGINT/SIGTERM (and a sink whose `quit_requested` turns True) stop capture; what was already
-  inferred is written, then the caller closes the sinks, so outputs are finalised.
+  inferred is written, then the caller finishes and commits the outputs (runner.py).
 
 The pipeline knows none of the stages' insides: it is handed a `types.Source`, an `infer(image) ->
 (detections, seconds per stage)` (a backend's `infer`), an `analyse(detections) -> measurement`

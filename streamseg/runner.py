@@ -20,7 +20,9 @@ from .options import check_compute, check_numbers, check_outputs, check_precisio
 from .measure import Analyser
 from .overlay import Style, draw, lost_screen
 from .progress import ProgressSink, files_written
-from .sinks import CsaSummary, RawVideoSink, RowSink, ScanSummary, VideoSink, WindowSink, require_display
+from .display import WindowSink, require_display
+from .outputs import RawVideoSink, RowSink, VideoSink
+from .scan_summary import CsaSummary, ScanSummary
 from .sources import BACKOFF_S, RECONNECT_ATTEMPTS, BaseSource, open_source
 from .stats import percentiles
 from .tracking import track

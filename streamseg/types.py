@@ -177,7 +177,7 @@ class Sink(Protocol):
     """Where results go: the pipeline calls `write(result)` once per frame and reads
     `quit_requested`, which turns True when the user asks to stop (the window's q or Esc; False for
     sinks that cannot ask). A sink that writes a file is a `FileSink`; the window is closed by the
-    runner that opened it (`sinks.WindowSink`); the scan summary and the progress bar hold nothing to end."""
+    runner that opened it (`display.py`); the scan summary and the progress bar hold nothing to end."""
 
     @property
     def quit_requested(self) -> bool: ...
@@ -202,4 +202,4 @@ class StagedOutput(Protocol):
 
 
 class FileSink(Sink, StagedOutput, Protocol):
-    """A sink writing a file frame by frame (`sinks.py`: the videos, the CSV/JSONL rows)."""
+    """A sink writing a file frame by frame (`outputs.py`: the videos, the CSV/JSONL rows)."""
