@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Callable
 
 from . import pipeline
 from .calibration import MM_PER_PX_MAX, MM_PER_PX_MIN, Calibration, parse_crop, resolve
-from .dicom import dicom_calibration
 from .files import StagedFile, json_text
 from .interrupts import SignalsHeld, interrupt_raises
 from .options import check_compute, check_numbers, check_outputs, check_precision
@@ -23,10 +22,10 @@ from .progress import ProgressSink, files_written
 from .display import WindowSink, require_display
 from .outputs import RawVideoSink, RowSink, VideoSink
 from .scan_summary import CsaSummary, ScanSummary
-from .sources import BACKOFF_S, RECONNECT_ATTEMPTS, BaseSource, open_source
+from .sources import BACKOFF_S, RECONNECT_ATTEMPTS, open_source
 from .stats import percentiles
 from .tracking import track
-from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, Backend, FileSink, Sink, StagedOutput, StreamsegError
+from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, Backend, FileSink, Sink, Source, StagedOutput, StreamsegError
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -155,7 +154,7 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
     cal = resolve(o.mm_per_px, o.depth_mm, o.profile)
     source = _open_source(o, cal, log)
     try:  # the input is checked first (cheap), then the model is loaded
-        cal = dicom_calibration(source, cal, log)  # a DICOM's own spacing when no flag gives one (issue 12)
+        cal = source.calibration(cal, log)  # the input's own spacing (a DICOM's) when no flag gives one (issue 12)
         if backend is None:
             from . import backends
 
@@ -188,7 +187,7 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
     return report
 
 
-def _finalise(o: Options, source: BaseSource, stats: pipeline.RunStats, summary: ScanSummary,
+def _finalise(o: Options, source: Source, stats: pipeline.RunStats, summary: ScanSummary,
               files: list[StagedOutput], video_frames: int | None, log: Callable[[str], None], *,
               spacing_assumed: bool = False) -> ScanReport:
     """Warn about lost frames, write the summary JSON and plot, then rename every output onto its
@@ -218,7 +217,7 @@ def _finalise(o: Options, source: BaseSource, stats: pipeline.RunStats, summary:
     return report
 
 
-def _open_source(o: Options, cal: Calibration, log: Callable[[str], None]) -> BaseSource:
+def _open_source(o: Options, cal: Calibration, log: Callable[[str], None]) -> Source:
     return open_source(o.input, live=o.live, crop=parse_crop(o.crop) if o.crop else cal.crop, width=o.width,
                        height=o.height, fps=o.fps, open_timeout_s=o.open_timeout_s, read_timeout_s=o.read_timeout_s,
                        reconnect_attempts=o.reconnect_attempts, backoff_s=o.backoff_s,
@@ -230,7 +229,7 @@ def _infer(o: Options, backend: Backend) -> Callable:
     return track(backend, o.score_thresh) if o.track else backend.infer
 
 
-def _stream(o: Options, source: BaseSource, backend: Backend, mm: float | None, summary: ScanSummary,
+def _stream(o: Options, source: Source, backend: Backend, mm: float | None, summary: ScanSummary,
             log: Callable[[str], None], progress: Progress | None = None, held: SignalsHeld | None = None
             ) -> tuple[pipeline.RunStats, list[StagedOutput], int | None]:
     """Open the sinks, run the pipeline, finish the output files (not yet renamed onto their targets)
@@ -254,7 +253,7 @@ def _stream(o: Options, source: BaseSource, backend: Backend, mm: float | None, 
     return stats, files, (sinks.video.frames if sinks.video is not None else None)
 
 
-def _show_lost(window: WindowSink | None, source: BaseSource) -> Callable[[bool], None] | None:
+def _show_lost(window: WindowSink | None, source: Source) -> Callable[[bool], None] | None:
     """While the source is lost, the window shows its last image dimmed, with SIGNAL LOST; between
     frames it still handles the keys."""
     if window is None:
@@ -284,7 +283,7 @@ class _Sinks:
         return [*self.files, *self.others, *([self.window] if self.window is not None else [])]
 
 
-def _open_sinks(o: Options, source: BaseSource, mm: float | None, summary: ScanSummary,
+def _open_sinks(o: Options, source: Source, mm: float | None, summary: ScanSummary,
                 log: Callable[[str], None], progress: Progress | None = None) -> _Sinks:
     """The sinks the options ask for, the scan summary, and the progress bar's; on a failure, those
     already opened are discarded."""
@@ -338,7 +337,7 @@ def _abort(files: list[StagedOutput], window: WindowSink | None = None) -> None:
             pass
 
 
-def _report(o: Options, source: BaseSource, stats: pipeline.RunStats, csa: CsaSummary,
+def _report(o: Options, source: Source, stats: pipeline.RunStats, csa: CsaSummary,
             video_frames: int | None) -> ScanReport:
     st = source.stats
     return ScanReport(

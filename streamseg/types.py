@@ -6,10 +6,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Literal, Protocol
+from typing import TYPE_CHECKING, Callable, Iterator, Literal, Protocol
 
 if TYPE_CHECKING:  # annotations only: `streamseg` starts without numpy, so Ctrl-C at once is handled (cli.py)
+    from fractions import Fraction
+
     import numpy as np
+
+    from .calibration import Calibration
 
 
 # Score thresholds of the runtime. A detection scoring at least NERVE_SCORE is shown as the nerve;
@@ -127,12 +131,17 @@ class SourceStats:
 
 
 class Source(Protocol):
-    """Frames from one input (`sources.py`: files, streams, V4L2 grabbers).
+    """Frames from one input (`sources.open_source`: files, streams, V4L2 grabbers, DICOM files),
+    opened and checked (first frame read) before it is handed on.
 
     `frames(stop)` yields cropped BGR frames until the input ends or `stop` is set; `state` says
-    whether the signal is there now (a live source reconnecting is "lost"); `stats` counts."""
+    whether the signal is there now (a live source reconnecting is "lost"); `stats` counts.
+    `calibration(given, log)` is the spacing to measure with: `given` (from the flags), or the
+    input's own where it carries one (a DICOM's ultrasound region) and no flag gives one."""
 
     fps: float | None  # nominal frame rate; None when the input does not say
+    rate: Fraction | None  # the same, exact (the output video's rate)
+    time_base: Fraction | None  # of the frames' pts (the output video keeps it); None: a 1/90000 clock
     width: int  # after crop
     height: int
     stats: SourceStats
@@ -143,6 +152,8 @@ class Source(Protocol):
     def frames(self, stop: threading.Event) -> Iterator[Frame]: ...
 
     def describe(self) -> str: ...
+
+    def calibration(self, given: Calibration, log: Callable[[str], None]) -> Calibration: ...
 
     def close(self) -> None: ...
 

@@ -63,13 +63,13 @@ def test_the_demo_dicoms_assumed_spacing_is_said_wherever_its_mm2_are(tmp_path):
     saying the spacing is the demo's assumption, which its ImageComments state."""
     pydicom = _pydicom()
     from streamseg.calibration import Calibration
-    from streamseg.dicom import DicomSource, dicom_calibration, dicom_info
+    from streamseg.dicom import DicomSource, dicom_info
 
     ds = pydicom.dcmread(str(DEMO_DCM))
     assert "ASSUMED" in ds.ImageComments  # the file's own description says so (train/make_demo_dicom.py)
     source = DicomSource(str(DEMO_DCM)).open()
     notes = []
-    cal = dicom_calibration(source, Calibration(), notes.append)
+    cal = source.calibration(Calibration(), notes.append)
     source.close()
     assert cal.assumed and cal.mm_per_px(source.height) == pytest.approx(0.06)
     assert "ASSUMED, not measured" in cal.describe(source.height)
