@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 
 from .files import first_line
 from .calibration import MM_PER_PX_MAX, MM_PER_PX_MIN
-from .interrupts import SignalsHeld, exit_at_once_on_interrupt, interrupt_raises
+from .interrupts import exit_at_once_on_interrupt, interrupt_raises
 from .memory import memory_error, report as report_memory_error
 from .options import check_compute, check_export_precision, check_numbers, check_out_dir, check_outputs
 from .types import CONFIDENT_SCORE, NERVE_SCORE, SHOWN_DETECTIONS, StreamsegError
@@ -105,13 +105,17 @@ def os_error_line(e: OSError) -> str:
     return f"{name}: {reason}" if name else reason
 
 
-def friendly(fn):
+def friendly(fn=None, *, until_outputs_open: bool = False):
     """Turn StreamsegError, an OSError on a user's path, running out of memory (and Ctrl-C) into one
-    clear line and a non-zero exit, never a traceback."""
+    clear line and a non-zero exit, never a traceback. Ctrl-C raises KeyboardInterrupt in the
+    command; with `until_outputs_open` (`file`, `live`) it exits at once until `runner.run` opens
+    the outputs (nothing to finalise before: streamseg/interrupts.py)."""
+    if fn is None:
+        return functools.partial(friendly, until_outputs_open=until_outputs_open)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        interrupt_raises()
+        exit_at_once_on_interrupt() if until_outputs_open else interrupt_raises()
         try:
             return fn(*args, **kwargs)
         except StreamsegError as e:
@@ -175,14 +179,12 @@ def _pipeline(**kw):
     from .progress import progress_bar
     from .runner import Options, run
 
-    exit_at_once_on_interrupt()  # until the outputs are opened (runner.run): nothing to finalise yet
     o = Options(**kw)
     bar = None if o.live else progress_bar(console)  # file: frames done of the total; live runs until stopped
     with bar or contextlib.nullcontext():
-        # signals held from the pipeline's start to the exit: the first stops capture, later ones never cut the outputs short
-        held = SignalsHeld()
-        r = run(o, log=lambda msg: console.print(msg, highlight=False, markup=False), progress=bar, held=held)
-        held.until_exit()
+        # from the pipeline's start to the exit: the first signal stops capture, later ones never cut the outputs short
+        r = run(o, log=lambda msg: console.print(msg, highlight=False, markup=False), progress=bar,
+                ignore_signals_after=True)
     c = r.csa
     if c.median is None:
         csa = f"CSA: no confident frames (score >= {c.confident_threshold:g})"
@@ -208,7 +210,7 @@ _ENGINES = typer.Option(None, "--engines", help="compiled artefacts folder: buil
 
 
 @app.command()
-@friendly
+@friendly(until_outputs_open=True)
 def live(
     device: str = typer.Option("/dev/video0", "--device", "-d", help="/dev/videoN, an index, or a URL (rtsp/udp/tcp/http)"),
     out: Optional[Path] = _OUT, save_input: Optional[Path] = _RAW, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,
@@ -242,7 +244,7 @@ def live(
 
 
 @app.command()
-@friendly
+@friendly(until_outputs_open=True)
 def file(
     input: Path = typer.Argument(..., help="video file (any container/codec FFmpeg decodes) or DICOM (.dcm)"),
     out: Optional[Path] = _OUT, save_input: Optional[Path] = _RAW, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,

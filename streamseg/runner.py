@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 from . import pipeline
 from .calibration import MM_PER_PX_MAX, MM_PER_PX_MIN, Calibration, parse_crop, resolve
 from .files import StagedFile, json_text
-from .interrupts import SignalsHeld, interrupt_raises
+from .interrupts import RunSignals
 from .options import check_compute, check_numbers, check_outputs, check_precision
 from .measure import Analyser
 from .overlay import Style, draw, lost_screen
@@ -144,13 +144,13 @@ class ScanReport:
 
 
 def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None = None,
-        progress: Progress | None = None, held: SignalsHeld | None = None) -> ScanReport:
+        progress: Progress | None = None, ignore_signals_after: bool = False) -> ScanReport:
     """Run one file or live session; returns its report (also written beside the outputs).
 
     `backend`: an already loaded Backend to reuse (then `o.model`/`o.backend` are not read);
-    `progress`: a progress bar (`progress.progress_bar`) advanced once per frame written; `held`:
-    the caller's `SignalsHeld`, left holding on return (the command holds signals until it exits),
-    else one of its own, released on return."""
+    `progress`: a progress bar (`progress.progress_bar`) advanced once per frame written;
+    `ignore_signals_after`: the command's, which ignores SIGINT and SIGTERM from the commit until it
+    exits (else they are restored on return: `interrupts.RunSignals`)."""
     cal = resolve(o.mm_per_px, o.depth_mm, o.profile)
     source = _open_source(o, cal, log)
     try:  # the input is checked first (cheap), then the model is loaded
@@ -171,18 +171,13 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
     mm = cal.mm_per_px(source.height)
     log(f"source: {source.describe()}; calibration: {cal.describe(source.height)}")
     summary = ScanSummary(mm, o.score_thresh, o.confident, o.cts_cutoff_mm2)
-    interrupt_raises()  # outputs open from here: Ctrl-C finalises or discards them (streamseg/interrupts.py)
-    own = held is None
-    held = held or SignalsHeld()  # from the pipeline's start to the commit, no later signal aborts the outputs
-    try:
-        stats, files, video_frames = _stream(o, source, backend, mm, summary, log, progress, held)
-        if stats.stopped_by is None and held.received:  # a signal between the pipeline's end and here
-            stats.stopped_by = held.received[0]
+    # outputs open from here: Ctrl-C finalises or discards them, and none cuts their commit short
+    with RunSignals(until_exit=ignore_signals_after) as signals:
+        stats, files, video_frames = _stream(o, source, backend, mm, summary, log, progress, signals)
+        if stats.stopped_by is None and signals.received:  # a signal between the pipeline's end and here
+            stats.stopped_by = signals.received[0]
         report = _finalise(o, source, stats, summary, files, video_frames, log,
                            spacing_assumed=cal.assumed and mm is not None)
-    finally:
-        if own:
-            held.release()
     log(files_written([Path(p) for p in report.written]))
     return report
 
@@ -230,7 +225,7 @@ def _infer(o: Options, backend: Backend) -> Callable:
 
 
 def _stream(o: Options, source: Source, backend: Backend, mm: float | None, summary: ScanSummary,
-            log: Callable[[str], None], progress: Progress | None = None, held: SignalsHeld | None = None
+            log: Callable[[str], None], progress: Progress | None, signals: RunSignals
             ) -> tuple[pipeline.RunStats, list[StagedOutput], int | None]:
     """Open the sinks, run the pipeline, finish the output files (not yet renamed onto their targets)
     and close the source -> (stats, the outputs to commit, overlay video frames). On any failure
@@ -239,8 +234,7 @@ def _stream(o: Options, source: Source, backend: Backend, mm: float | None, summ
     sinks = _Sinks()
     try:
         sinks = _open_sinks(o, source, mm, summary, log, progress)
-        if held is not None:
-            held.hold()  # the pipeline's handler stops capture on the first signal; after it, signals are only noted
+        signals.hold()  # the pipeline's handler stops capture on the first signal; after it, signals are only noted
         stats = pipeline.run(source, _infer(o, backend), Analyser(mm, o.stable_window, o.confident),
                              lambda r, hud: draw(r, style, hud), sinks.all(), live=o.live, max_frames=o.max_frames,
                              duration_s=o.duration_s, on_tick=_show_lost(sinks.window, source))
