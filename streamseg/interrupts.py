@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 from contextlib import ExitStack, contextmanager
-from typing import Iterator
+from collections.abc import Iterator  # not typing: this module loads before the start-up handler is in place
 
 EXIT_CODE = 130  # 128 + SIGINT
 
