@@ -1,7 +1,7 @@
 """streamseg: real-time median-nerve segmentation (Mask R-CNN, Di Cosmo et al.) for wrist ultrasound.
 
 Importing the package is cheap and torch-free: `build_model` and `ModelConfig` (torch) are loaded on
-first use, so the runtime stages (sources, measure, overlay, sinks, pipeline) never pull in torch."""
+first use, so the runtime stages (sources, measure, overlay, outputs, display, scan summary, pipeline) never pull in torch."""
 from .interrupts import exit_at_once_on_interrupt, started_as_the_command
 from .memory import one_line_when_out_of_memory
 

@@ -27,6 +27,7 @@ class PacedSource:
     def __init__(self, src, max_seconds: float):
         self.src = src
         self.fps = src.fps or 25.0
+        self.rate, self.time_base = src.rate, src.time_base
         self.width, self.height = src.width, src.height
         self.stats: SourceStats = src.stats
         self.max_seconds = max_seconds
@@ -55,6 +56,9 @@ class PacedSource:
 
     def describe(self) -> str:
         return f"{self.src.describe()} paced at {self.fps:g} fps"
+
+    def calibration(self, given, log):
+        return self.src.calibration(given, log)
 
     def close(self) -> None:
         self.src.close()

@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 from .files import first_line
 from .choices import (Backbone, Backend, BenchPrecision, BoxKind, ExportFormat, FnRule, Instances, MaskHead, Norm,
                       Precision, Schedule, Subset, Tracking, resolve_precision)
-from .interrupts import SignalsHeld, exit_at_once_on_interrupt, interrupt_raises
+from .interrupts import exit_at_once_on_interrupt, interrupt_raises
 from .memory import memory_error, report as report_memory_error
 from .checks import check_compute, check_numbers, check_out_dir, check_outputs, spacing_flag
 from .types import (BACKOFF_S, CONFIDENT_SCORE, CTS_CUTOFF_MM2, NERVE_SCORE, READ_TIMEOUT_S, RECONNECT_ATTEMPTS,
@@ -94,13 +94,17 @@ def os_error_line(e: OSError) -> str:
     return f"{name}: {reason}" if name else reason
 
 
-def friendly(fn):
+def friendly(fn=None, *, until_outputs_open: bool = False):
     """Turn StreamsegError, an OSError on a user's path, running out of memory (and Ctrl-C) into one
-    clear line and a non-zero exit, never a traceback."""
+    clear line and a non-zero exit, never a traceback. Ctrl-C raises KeyboardInterrupt in the
+    command; with `until_outputs_open` (`file`, `live`) it exits at once until `runner.run` opens
+    the outputs (nothing to finalise before: streamseg/interrupts.py)."""
+    if fn is None:
+        return functools.partial(friendly, until_outputs_open=until_outputs_open)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        interrupt_raises()
+        exit_at_once_on_interrupt() if until_outputs_open else interrupt_raises()
         try:
             return fn(*args, **kwargs)
         except StreamsegError as e:
@@ -155,13 +159,11 @@ def _pipeline(o: Options) -> None:
     from .progress import progress_bar
     from .runner import run
 
-    exit_at_once_on_interrupt()  # until the outputs are opened (runner.run): nothing to finalise yet
     bar = None if o.live else progress_bar(console)  # file: frames done of the total; live runs until stopped
     with bar or contextlib.nullcontext():
-        # signals held from the pipeline's start to the exit: the first stops capture, later ones never cut the outputs short
-        held = SignalsHeld()
-        r = run(o, log=lambda msg: console.print(msg, highlight=False, markup=False), progress=bar, held=held)
-        held.until_exit()
+        # from the pipeline's start to the exit: the first signal stops capture, later ones never cut the outputs short
+        r = run(o, log=lambda msg: console.print(msg, highlight=False, markup=False), progress=bar,
+                ignore_signals_after=True)
     c = r.csa
     if c.median is None:
         csa = f"CSA: no confident frames (score >= {c.confident_threshold:g})"
@@ -187,7 +189,7 @@ _ENGINES = typer.Option(None, "--engines", help="compiled artefacts folder: buil
 
 
 @app.command()
-@friendly
+@friendly(until_outputs_open=True)
 def live(
     input: str = typer.Option("/dev/video0", "--device", "-d", help="/dev/videoN, an index, or a URL (rtsp/udp/tcp/http)"),
     out: Optional[Path] = _OUT, save_input: Optional[Path] = _RAW, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,
@@ -211,8 +213,8 @@ def live(
     """Segment a live source: a frame grabber or a network stream.
 
     The newest frame always wins: older ones are dropped and counted, so the lag never grows."""
+    from .display import has_display
     from .runner import Options
-    from .sinks import has_display
 
     _pipeline(Options(
         input=input, live=True, out=out, save_input=save_input, csv=csv, jsonl=jsonl, model=model, backend=backend,
@@ -224,7 +226,7 @@ def live(
 
 
 @app.command()
-@friendly
+@friendly(until_outputs_open=True)
 def file(
     input: Path = typer.Argument(..., help="video file (any container/codec FFmpeg decodes) or DICOM (.dcm)"),
     out: Optional[Path] = _OUT, save_input: Optional[Path] = _RAW, csv: Optional[Path] = _CSV, jsonl: Optional[Path] = _JSONL,

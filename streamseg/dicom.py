@@ -30,7 +30,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .files import first_line
-from .types import Frame, SourceStats, StreamsegError
+from .calibration import Calibration
+from .types import Frame, SourceState, SourceStats, StreamsegError
 
 MISSING = "pydicom is not installed (pip install 'streamseg[dicom]')"
 SUFFIXES = (".dcm", ".dicom")
@@ -457,13 +458,12 @@ def _gray_lut(ds, first: np.ndarray, bits: int) -> Callable[[np.ndarray], np.nda
 
 
 class DicomSource:
-    """A DICOM file as a pipeline source, with the attributes and methods of sources.Source:
-    `open()`, `frames(stop)`, `close()`, `describe()`, `fps`, `rate`, `time_base`, `width`,
-    `height`, `state`, `stats`, `finite`. `dicom` is the DicomInfo (spacing, crop, notes).
+    """A DICOM file as a pipeline source (a `types.Source`; `open()` reads the header and the first
+    frame), with its own pixel spacing (`calibration`). `dicom` is the DicomInfo (spacing, crop, notes).
     Frames are cropped to the ultrasound region, or to `crop` (full-image pixels) when given."""
 
     def __init__(self, spec: str, live: bool = False, crop=None, on_event: Callable[[str, str], None] | None = None,
-                 fps: float | None = None, **_ignored):  # the reconnect/timeout options of network sources do not apply
+                 fps: float | None = None):
         self.spec = str(spec)
         self.fallback_fps = fps  # --fps: the rate when the file's own frame times are missing or not believable
         self.live = live
@@ -474,8 +474,7 @@ class DicomSource:
         self.rate: Fraction | None = None
         self.time_base: Fraction | None = None
         self.width = self.height = 0
-        self.state = "ok"
-        self.finite = True
+        self.state: SourceState = "ok"
         self.dicom: DicomInfo | None = None
         self._it: Iterator[tuple[int, np.ndarray]] | None = None
         self._pending: tuple[int, np.ndarray] | None = None
@@ -536,22 +535,21 @@ class DicomSource:
         frames = f"DICOM, {info.frames} frame{'s' if info.frames != 1 else ''}" if info is not None else "DICOM"
         return f"{self.spec} ({self.width}x{self.height}, {fps}; {frames}{where})"
 
-
-def dicom_calibration(source, cal, log: Callable[[str], None]):
-    """Runner hook: the spacing of a DICOM source's ultrasound region when no flag gives one.
-    An explicit --mm-per-px/--depth-mm/--profile wins (with a note); non-square pixels without a
-    flag are refused. Any other source: `cal` unchanged."""
-    info = source.dicom if isinstance(source, DicomSource) else None
-    if info is None or (info.mm_per_px is None and info.spacing_problem is None):
-        return cal
-    own = f"{info.mm_per_px:.5g} mm/px" if info.mm_per_px is not None else "non-square pixels"
-    if cal.calibrated:
-        log(f"note: the DICOM's own spacing ({own}, {info.region}) is not used: {cal.describe(source.height)}")
-        return cal
-    if info.spacing_problem is not None:
-        raise StreamsegError(f"{info.path}: {info.spacing_problem}; give --mm-per-px to measure anyway")
-    if info.spacing_assumed:
-        log(f"note: {info.path}: its description says the pixel spacing is assumed, not measured, so every mm² "
-            f"and the CTS flag rest on that assumption (the file: \"{info.spacing_assumed}\")")
-    return replace(cal, mm_per_px_value=info.mm_per_px, origin=f"the DICOM's ultrasound region {info.region_number}",
-                   assumed=bool(info.spacing_assumed))
+    def calibration(self, given: Calibration, log: Callable[[str], None]) -> Calibration:
+        """The spacing of the ultrasound region when no flag gives one. An explicit
+        --mm-per-px/--depth-mm/--profile wins (with a note); non-square pixels without a flag are
+        refused; a file without a usable region: `given` unchanged."""
+        info = self.dicom
+        if info is None or (info.mm_per_px is None and info.spacing_problem is None):
+            return given
+        own = f"{info.mm_per_px:.5g} mm/px" if info.mm_per_px is not None else "non-square pixels"
+        if given.calibrated:
+            log(f"note: the DICOM's own spacing ({own}, {info.region}) is not used: {given.describe(self.height)}")
+            return given
+        if info.spacing_problem is not None:
+            raise StreamsegError(f"{info.path}: {info.spacing_problem}; give --mm-per-px to measure anyway")
+        if info.spacing_assumed:
+            log(f"note: {info.path}: its description says the pixel spacing is assumed, not measured, so every mm² "
+                f"and the CTS flag rest on that assumption (the file: \"{info.spacing_assumed}\")")
+        return replace(given, mm_per_px_value=info.mm_per_px, origin=f"the DICOM's ultrasound region {info.region_number}",
+                       assumed=bool(info.spacing_assumed))

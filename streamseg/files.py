@@ -1,5 +1,5 @@
 """Generic file helpers, torch-free: atomic writes, hashing, file modes, writability checks, and
-one-line error text. Every output of streamseg is written through `atomic_write`."""
+one-line error text. Every file streamseg writes goes through a `StagedFile` (whole files: `atomic_write`)."""
 from __future__ import annotations
 
 import glob
@@ -35,24 +35,57 @@ def finite(obj):
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call write(tmp_path) then rename onto `path` (`replace_onto`); the target never exists
-    half-written and gets ordinary file modes (`public_mode`)."""
+    """Call write(tmp_path) then rename onto `path`, at once (a `StagedFile` finished and committed in
+    one go); the target never exists half-written and gets ordinary file modes (`public_mode`)."""
     path = Path(path)
     target = output_target(path)
     if not target.parent.exists():
         raise StreamsegError(f"{path}: folder {target.parent} does not exist")
-    tmp = temp_beside(path, ".tmp")
+    staged = StagedFile(path, suffix=".tmp")
     try:
-        write(tmp)
-        public_mode(tmp)  # mkstemp made it 0600: the output gets the mode the umask gives (0644 under 022)
-        replace_onto(tmp, path)
+        write(staged.tmp)
+        staged.finish()
+        staged.commit()
     except PermissionError:
         raise StreamsegError(f"{path}: not writable") from None
     except OSError as e:
-        raise StreamsegError(f"{path}: cannot write ({e.strerror or first_line(e)})") from None
+        raise write_error(path, e) from None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        staged.abort()
+
+
+class StagedFile:
+    """The one way streamseg writes a file all or none (every output, and `atomic_write`); a
+    `types.StagedOutput`. A hidden temp file beside `path` is made at once (`temp_beside`): the owner
+    writes into `tmp` (or gives `write(tmp)`, called by `finish()`); `finish()` completes it (the step
+    that can fail: an OSError discards it and is raised as one line), `commit()` renames it onto
+    `path` (`replace_onto`), `abort()` discards it: until the commit the target is as it was."""
+
+    def __init__(self, path: str | os.PathLike, write=None, suffix: str = ".part"):
+        self.path, self.write = Path(path), write
+        self.tmp = temp_beside(self.path, suffix)
+
+    def error(self, e: BaseException) -> StreamsegError:
+        return write_error(self.path, e)
+
+    def finish(self) -> None:
+        try:
+            if self.write is not None:
+                self.write(self.tmp)
+            public_mode(self.tmp)  # mkstemp made it 0600: the output gets the mode the umask gives (0644 under 022)
+        except OSError as e:
+            self.abort()
+            raise self.error(e) from None
+        except BaseException:
+            self.abort()
+            raise
+
+    def commit(self) -> Path:
+        return replace_onto(self.tmp, self.path)
+
+    def abort(self) -> None:
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
 
 
 def output_target(path: str | os.PathLike) -> Path:
@@ -171,6 +204,16 @@ def check_writable(path) -> Path:
     except OSError as e:
         raise StreamsegError(f"{p}: not writable ({e.strerror or type(e).__name__})") from None
     return p
+
+
+def write_error(path, e: BaseException) -> StreamsegError:
+    """The one line for an error writing the output `path`."""
+    return StreamsegError(f"{path}: cannot write ({why(e)})")
+
+
+def why(e: BaseException) -> str:
+    """Why a write failed, in a few words: an OSError's strerror, else the first line of the error."""
+    return (e.strerror if isinstance(e, OSError) and e.strerror else None) or first_line(e)
 
 
 def first_line(exc: BaseException, limit: int = 160) -> str:

@@ -1,19 +1,27 @@
-"""Ctrl-C while the `streamseg` command starts (imports, model load, source open): nothing is written
-yet, so it exits at once with one line and code 130. A KeyboardInterrupt raised there would land
-inside a half-done library import (torch), print a traceback or leave the interpreter to die by
-SIGINT at exit. The package installs this first thing, when the process is the command
-(`streamseg/__init__.py`); `cli.friendly` restores KeyboardInterrupt for every command but `file`
-and `live`, which keep it until `runner.run` opens the outputs. From the moment outputs are opened, Ctrl-C raises KeyboardInterrupt again (and the
-pipeline catches SIGINT itself), so every output is finalised or discarded. Once the pipeline runs,
-`SignalsHeld` keeps SIGINT and SIGTERM from aborting the outputs until they are committed: the first
-signal stops capture (the pipeline's own handler), later ones while the files are finalised are
-only noted."""
+"""Ctrl-C (SIGINT) and SIGTERM: every switch of their handlers is made here.
+
+- Start-up. While the `streamseg` command starts (imports, model load, source open) nothing is
+  written yet, so Ctrl-C prints one line and exits 130 at once (`exit_at_once_on_interrupt`): a
+  KeyboardInterrupt there would land inside a half-done library import (torch), print a traceback
+  or leave the interpreter to die by SIGINT at exit. The package installs it first thing when the
+  process is the command (`streamseg/__init__.py`). `cli.friendly` then gives every command
+  KeyboardInterrupt back (`interrupt_raises`: "interrupted", exit 130), except `file` and `live`,
+  which (re)install the exit at once until the runner opens their outputs.
+- A run's outputs. `runner.run` holds one `RunSignals` from the opening of the outputs to their
+  commit: while the outputs are opened Ctrl-C raises KeyboardInterrupt (and what was opened is
+  discarded); while the pipeline runs, its own handler takes the signals (`signals_to`: the first
+  stops capture, what was read is still written); from then to the commit, later signals are only
+  noted (`RunSignals.hold`), so nothing cuts the finalising short. On leaving, the handlers are
+  restored, or, for the command, ignored until it exits (`until_exit`).
+"""
 from __future__ import annotations
 
 import os
 import signal
 import sys
 import threading
+from contextlib import ExitStack, contextmanager
+from collections.abc import Iterator  # not typing: this module loads before the start-up handler is in place
 
 EXIT_CODE = 130  # 128 + SIGINT
 
@@ -51,19 +59,40 @@ def interrupt_raises() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-class SignalsHeld:
-    """From `hold()` until `release()` SIGINT and SIGTERM are noted in `received`, never raised: the
-    outputs' finalising and commit (runner.run) cannot be cut short by a second Ctrl-C or a SIGTERM.
-    The pipeline installs its own handler over this one while it runs and restores this one after."""
+@contextmanager
+def signals_to(handler) -> Iterator[None]:
+    """SIGINT and SIGTERM call `handler` within the block (from the main thread only), then are restored."""
+    old = {}
+    if _main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            old[s] = signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
-    def __init__(self):
+
+class RunSignals:
+    """The signals of one run's outputs, a context manager (`runner.run`; see above). Entering it,
+    Ctrl-C raises KeyboardInterrupt again; `hold()` (at the pipeline's start) notes SIGINT and
+    SIGTERM in `received` from then on, never raising them (the pipeline routes them to its own
+    handler while it runs, with `signals_to`). Leaving it restores the handlers, or with
+    `until_exit` ignores both (SIG_IGN, which Python keeps through its own shutdown, where it would
+    reset a Python handler to the default and die by the signal), so the command ends with its
+    summary line and exit code."""
+
+    def __init__(self, until_exit: bool = False):
+        self.until_exit = until_exit
         self.received: list[str] = []
-        self._old: dict[int, object] = {}
+        self._held = ExitStack()
+
+    def __enter__(self) -> "RunSignals":
+        interrupt_raises()
+        return self
 
     def hold(self) -> None:
-        if _main_thread() and not self._old:
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._note)
+        self._held.enter_context(signals_to(self._note))
 
     def _note(self, signum, frame) -> None:
         self.received.append(signal.Signals(signum).name)
@@ -74,15 +103,10 @@ class SignalsHeld:
             except OSError:
                 pass
 
-    def until_exit(self) -> None:
-        """The command's outputs are committed: later signals are ignored (SIG_IGN, which Python keeps
-        through its own shutdown, where it would reset a Python handler to the default and die by the
-        signal) so that it ends with its summary line and exit code."""
-        if _main_thread():
+    def __exit__(self, *exc) -> None:
+        if self.until_exit and _main_thread():
+            self._held.pop_all()
             for s in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(s, signal.SIG_IGN)
-
-    def release(self) -> None:
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
-        self._old.clear()
+        else:
+            self._held.close()

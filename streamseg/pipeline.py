@@ -5,8 +5,9 @@
 - File: lossless and ordered. Bounded blocking queues; every frame read is processed and written.
 - Each Result carries perf_counter stamps at capture, inference start/end and overlay end, and the
   backend's time per stage for that frame (`Result.speed`, ms).
-- SIGINT/SIGTERM (and a sink whose `quit_requested` turns True) stop capture; what was already
-  inferred is written, then the caller closes the sinks, so outputs are finalised.
+- SIGINT/SIGTERM (routed here while it runs: `interrupts.signals_to`) and a sink whose
+  `quit_requested` turns True stop capture; what was already
+  inferred is written, then the caller finishes and commits the outputs (runner.py).
 
 The pipeline knows none of the stages' insides: it is handed a `types.Source`, an `infer(image) ->
 Inference` (detections, seconds per stage: a backend's `infer`), an `analyse(detections) -> measurement`
@@ -18,12 +19,12 @@ import queue
 import signal
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from .interrupts import signals_to
 from .types import Detection, Frame, Hud, Inference, Measurement, Result, Sink, Source, Timings
 
 Infer = Callable[[np.ndarray], Inference]  # a backend's infer (or tracking.tracked's)
@@ -109,20 +110,6 @@ def _put_until(q, item, done: threading.Event) -> bool:
     return False
 
 
-@contextmanager
-def _signals_to(handler) -> Iterator[None]:
-    """SIGINT and SIGTERM call `handler` within the block (from the main thread only), then are restored."""
-    old = {}
-    if threading.current_thread() is threading.main_thread():
-        for s in (signal.SIGINT, signal.SIGTERM):
-            old[s] = signal.signal(s, handler)
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
 @dataclass
 class _Run:
     """One run: the capture and inference threads, and the output loop in the calling thread."""
@@ -152,7 +139,7 @@ class _Run:
     def go(self) -> RunStats:
         threads = [threading.Thread(target=self.capture, name="capture", daemon=True),
                    threading.Thread(target=self.inference, name="inference", daemon=True)]
-        with _signals_to(self.on_signal):
+        with signals_to(self.on_signal):
             self.t0, c0 = time.perf_counter(), time.process_time()
             try:
                 for th in threads:

@@ -39,7 +39,8 @@ def progress_bar(console: Console, unit: str = "frames") -> Progress:
 
 
 class ProgressSink:
-    """A `types.Sink` that advances one task of a progress bar per result written."""
+    """A `types.Sink` that advances one task of a progress bar per result written (nothing to end:
+    the bar is transient, it goes when the command ends)."""
 
     quit_requested = False
 
@@ -49,9 +50,6 @@ class ProgressSink:
 
     def write(self, result: Result) -> None:
         self.progress.update(self.task, advance=1)
-
-    def close(self) -> None:
-        """Nothing to finalise (the bar is transient: it goes when the command ends)."""
 
 
 def size_text(n: int) -> str:

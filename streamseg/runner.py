@@ -13,21 +13,23 @@ from typing import TYPE_CHECKING, Callable
 
 from . import pipeline
 from .calibration import Calibration, parse_crop, resolve
-from .dicom import dicom_calibration
-from .files import json_text
-from .interrupts import SignalsHeld, interrupt_raises
+from .files import StagedFile, json_text
+from .interrupts import RunSignals
 from . import choices
 from .choices import Precision, resolve_precision
 from .checks import check_compute, check_numbers, check_outputs, spacing_flag
 from .measure import Analyser
 from .overlay import Style, draw, lost_screen
 from .progress import ProgressSink, files_written
-from .sinks import CsaSummary, RawVideoSink, RowSink, ScanSummary, StagedFile, VideoSink, WindowSink, require_display
-from .sources import BaseSource, open_source
+from .display import WindowSink, require_display
+from .outputs import RawVideoSink, RowSink, VideoSink
+from .scan_summary import CsaSummary, ScanSummary
+from .sources import open_source
 from .stats import percentiles
 from .tracking import track
 from .types import (BACKOFF_S, CONFIDENT_SCORE, CTS_CUTOFF_MM2, NERVE_SCORE, OPEN_TIMEOUT_S, READ_TIMEOUT_S,
-                    RECONNECT_ATTEMPTS, SHOWN_DETECTIONS, STABLE_WINDOW, Backend, Sink, StreamsegError)
+                    RECONNECT_ATTEMPTS, SHOWN_DETECTIONS, STABLE_WINDOW, Backend, FileSink, Sink, Source, StagedOutput,
+                    StreamsegError)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -147,17 +149,17 @@ class ScanReport:
 
 
 def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None = None,
-        progress: Progress | None = None, held: SignalsHeld | None = None) -> ScanReport:
+        progress: Progress | None = None, ignore_signals_after: bool = False) -> ScanReport:
     """Run one file or live session; returns its report (also written beside the outputs).
 
     `backend`: an already loaded Backend to reuse (then `o.model`/`o.backend` are not read);
-    `progress`: a progress bar (`progress.progress_bar`) advanced once per frame written; `held`:
-    the caller's `SignalsHeld`, left holding on return (the command holds signals until it exits),
-    else one of its own, released on return."""
+    `progress`: a progress bar (`progress.progress_bar`) advanced once per frame written;
+    `ignore_signals_after`: the command's, which ignores SIGINT and SIGTERM from the commit until it
+    exits (else they are restored on return: `interrupts.RunSignals`)."""
     cal = resolve(o.mm_per_px, o.depth_mm, o.profile)
     source = _open_source(o, cal, log)
     try:  # the input is checked first (cheap), then the model is loaded
-        cal = dicom_calibration(source, cal, log)  # a DICOM's own spacing when no flag gives one (issue 12)
+        cal = source.calibration(cal, log)  # the input's own spacing (a DICOM's) when no flag gives one (issue 12)
         if backend is None:
             from . import backends
 
@@ -177,24 +179,19 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
     mm = cal.mm_per_px(source.height)
     log(f"source: {source.describe()}; calibration: {cal.describe(source.height)}")
     summary = ScanSummary(mm, o.score_thresh, o.confident, o.cts_cutoff_mm2)
-    interrupt_raises()  # outputs open from here: Ctrl-C finalises or discards them (streamseg/interrupts.py)
-    own = held is None
-    held = held or SignalsHeld()  # from the pipeline's start to the commit, no later signal aborts the outputs
-    try:
-        stats, files, video_frames = _stream(o, source, backend, mm, summary, log, progress, held)
-        if stats.stopped_by is None and held.received:  # a signal between the pipeline's end and here
-            stats.stopped_by = held.received[0]
+    # outputs open from here: Ctrl-C finalises or discards them, and none cuts their commit short
+    with RunSignals(until_exit=ignore_signals_after) as signals:
+        stats, files, video_frames = _stream(o, source, backend, mm, summary, log, progress, signals)
+        if stats.stopped_by is None and signals.received:  # a signal between the pipeline's end and here
+            stats.stopped_by = signals.received[0]
         report = _finalise(o, source, stats, summary, files, video_frames, log,
                            spacing_assumed=cal.assumed and mm is not None)
-    finally:
-        if own:
-            held.release()
     log(files_written([Path(p) for p in report.written]))
     return report
 
 
-def _finalise(o: Options, source: BaseSource, stats: pipeline.RunStats, summary: ScanSummary,
-              files: list[FileSink], video_frames: int | None, log: Callable[[str], None], *,
+def _finalise(o: Options, source: Source, stats: pipeline.RunStats, summary: ScanSummary,
+              files: list[StagedOutput], video_frames: int | None, log: Callable[[str], None], *,
               spacing_assumed: bool = False) -> ScanReport:
     """Warn about lost frames, write the summary JSON and plot, then rename every output onto its
     target at once; on any failure every temp file is discarded."""
@@ -223,7 +220,7 @@ def _finalise(o: Options, source: BaseSource, stats: pipeline.RunStats, summary:
     return report
 
 
-def _open_source(o: Options, cal: Calibration, log: Callable[[str], None]) -> BaseSource:
+def _open_source(o: Options, cal: Calibration, log: Callable[[str], None]) -> Source:
     return open_source(o.input, live=o.live, crop=parse_crop(o.crop) if o.crop else cal.crop, width=o.width,
                        height=o.height, fps=o.fps, open_timeout_s=o.open_timeout_s, read_timeout_s=o.read_timeout_s,
                        reconnect_attempts=o.reconnect_attempts, backoff_s=o.backoff_s,
@@ -235,33 +232,30 @@ def _infer(o: Options, backend: Backend) -> Callable:
     return track(backend, o.score_thresh) if o.track else backend.infer
 
 
-def _stream(o: Options, source: BaseSource, backend: Backend, mm: float | None, summary: ScanSummary,
-            log: Callable[[str], None], progress: Progress | None = None, held: SignalsHeld | None = None
-            ) -> tuple[pipeline.RunStats, list[FileSink], int | None]:
+def _stream(o: Options, source: Source, backend: Backend, mm: float | None, summary: ScanSummary,
+            log: Callable[[str], None], progress: Progress | None, signals: RunSignals
+            ) -> tuple[pipeline.RunStats, list[StagedOutput], int | None]:
     """Open the sinks, run the pipeline, finish the output files (not yet renamed onto their targets)
-    and close the source -> (stats, the file sinks to commit, overlay video frames). On any failure
+    and close the source -> (stats, the outputs to commit, overlay video frames). On any failure
     every output file is discarded: the targets keep what they held before the run."""
     style = Style(calibrated=mm is not None, score_thresh=o.score_thresh, cts_cutoff_mm2=o.cts_cutoff_mm2, live=o.live)
-    sinks: list[Sink] = []
+    sinks = _Sinks()
     try:
         sinks = _open_sinks(o, source, mm, summary, log, progress)
-        if held is not None:
-            held.hold()  # the pipeline's handler stops capture on the first signal; after it, signals are only noted
-        window = next((s for s in sinks if isinstance(s, WindowSink)), None)
+        signals.hold()  # the pipeline's handler stops capture on the first signal; after it, signals are only noted
         stats = pipeline.run(source, _infer(o, backend), Analyser(mm, o.stable_window, o.confident),
-                             lambda r, hud: draw(r, style, hud), sinks, live=o.live, max_frames=o.max_frames,
-                             duration_s=o.duration_s, on_tick=_show_lost(window, source))
+                             lambda r, hud: draw(r, style, hud), sinks.all(), live=o.live, max_frames=o.max_frames,
+                             duration_s=o.duration_s, on_tick=_show_lost(sinks.window, source))
         files = _finish(sinks)
     except BaseException:
-        _abort(sinks)
+        _abort(sinks.files, sinks.window)
         raise
     finally:
         source.close()
-    video = next((s for s in sinks if type(s) is VideoSink), None)  # the overlay video (not --save-input's)
-    return stats, files, (video.frames if video is not None else None)
+    return stats, files, (sinks.video.frames if sinks.video is not None else None)
 
 
-def _show_lost(window: WindowSink | None, source: BaseSource) -> Callable[[bool], None] | None:
+def _show_lost(window: WindowSink | None, source: Source) -> Callable[[bool], None] | None:
     """While the source is lost, the window shows its last image dimmed, with SIGNAL LOST; between
     frames it still handles the keys."""
     if window is None:
@@ -276,62 +270,76 @@ def _show_lost(window: WindowSink | None, source: BaseSource) -> Callable[[bool]
     return on_tick
 
 
-def _open_sinks(o: Options, source: BaseSource, mm: float | None, summary: ScanSummary,
-                log: Callable[[str], None], progress: Progress | None = None) -> list[Sink]:
+@dataclass
+class _Sinks:
+    """What one run writes to, in the order each result is written: the file outputs (finished and
+    committed together), the sinks that hold nothing to end (the scan summary, the progress bar),
+    and the window (closed when the run ends)."""
+
+    files: list[FileSink] = field(default_factory=list)
+    others: list[Sink] = field(default_factory=list)
+    window: WindowSink | None = None
+    video: VideoSink | None = None  # the overlay video (--out, also in `files`): the report gives its frame count
+
+    def all(self) -> list[Sink]:
+        return [*self.files, *self.others, *([self.window] if self.window is not None else [])]
+
+
+def _open_sinks(o: Options, source: Source, mm: float | None, summary: ScanSummary,
+                log: Callable[[str], None], progress: Progress | None = None) -> _Sinks:
     """The sinks the options ask for, the scan summary, and the progress bar's; on a failure, those
-    already opened are closed."""
-    sinks: list[Sink] = []
+    already opened are discarded."""
+    sinks = _Sinks()
+    time_base = None if o.live else source.time_base  # live: pts are the capture clock
     try:
-        for path, video in ((o.out, VideoSink), (o.save_input, RawVideoSink)):
-            if path is not None:
-                sinks.append(video(path, source.width, source.height, source.rate,  # live: pts are the capture clock
-                                   None if o.live else source.time_base))
+        if o.out is not None:
+            sinks.video = VideoSink(o.out, source.width, source.height, source.rate, time_base)
+            sinks.files.append(sinks.video)
+        if o.save_input is not None:
+            sinks.files.append(RawVideoSink(o.save_input, source.width, source.height, source.rate, time_base))
         for path, kind in ((o.csv, "csv"), (o.jsonl, "jsonl")):
             if path is not None:
-                sinks.append(RowSink(path, kind, mm, o.score_thresh))
-        sinks.append(summary)
+                sinks.files.append(RowSink(path, kind, mm, o.score_thresh))
+        sinks.others.append(summary)
         if progress is not None:
             total = [n for n in (o.max_frames, source.stats.expected_frames) if n]
-            sinks.append(ProgressSink(progress, "live" if o.live else "frames", min(total) if total else None))
+            sinks.others.append(ProgressSink(progress, "live" if o.live else "frames", min(total) if total else None))
         if o.show:
-            sinks.append(WindowSink(snapshot_dir=Path(o.out).parent if o.out else ".", on_event=lambda k, m: log(m)))
+            sinks.window = WindowSink(snapshot_dir=Path(o.out).parent if o.out else ".", on_event=lambda k, m: log(m))
     except BaseException:
-        _abort(sinks)
+        _abort(sinks.files)
         raise
     return sinks
 
 
-FileSink = VideoSink | RowSink | StagedFile  # the files of a run: finish(), commit(), abort()
-
-
-def _finish(sinks: list[Sink]) -> list[FileSink]:
-    """Close the other sinks and complete every output file as a temp file; raise the first error."""
+def _finish(sinks: _Sinks) -> list[StagedOutput]:
+    """Complete every output file as a temp file and close the window; raise the first error."""
     first_error = None
-    for s in sinks:
+    for end in [f.finish for f in sinks.files] + ([sinks.window.close] if sinks.window is not None else []):
         try:
-            s.finish() if isinstance(s, (VideoSink, RowSink)) else s.close()
+            end()
         except Exception as e:  # noqa: BLE001 - finish the others, then report the first
             first_error = first_error or e
     if first_error is not None:
         raise first_error
-    return [s for s in sinks if isinstance(s, (VideoSink, RowSink))]
+    return list(sinks.files)
 
 
-def _commit(files: list[FileSink]) -> list[Path]:
-    """Rename every finished temp file onto its target; the files written (a sink given no frame writes none)."""
-    return [p for p in (s.commit() for s in files) if p is not None]
+def _commit(files: list[StagedOutput]) -> list[Path]:
+    """Rename every finished temp file onto its target; the files written (an output given nothing writes none)."""
+    return [p for p in (f.commit() for f in files) if p is not None]
 
 
-def _abort(sinks: list[Sink]) -> None:
-    """Discard every output file's temp file (the targets stay as they were) and close the other sinks."""
-    for s in sinks:
+def _abort(files: list[StagedOutput], window: WindowSink | None = None) -> None:
+    """Discard every output's temp file (the targets stay as they were) and close the window."""
+    for end in [f.abort for f in files] + ([window.close] if window is not None else []):
         try:
-            s.abort() if isinstance(s, (VideoSink, RowSink, StagedFile)) else s.close()
+            end()
         except Exception:  # noqa: BLE001 - discarding anyway
             pass
 
 
-def _report(o: Options, source: BaseSource, stats: pipeline.RunStats, csa: CsaSummary,
+def _report(o: Options, source: Source, stats: pipeline.RunStats, csa: CsaSummary,
             video_frames: int | None) -> ScanReport:
     st = source.stats
     return ScanReport(

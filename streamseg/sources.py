@@ -34,8 +34,9 @@ import numpy as np
 
 from .files import first_line
 from .letterbox import ensure_bgr
-from .types import (BACKOFF_MAX_S, BACKOFF_S, OPEN_TIMEOUT_S, READ_TIMEOUT_S, RECONNECT_ATTEMPTS, Frame, SourceState,
-                    SourceStats, StreamsegError)
+from .calibration import Calibration
+from .types import (BACKOFF_MAX_S, BACKOFF_S, OPEN_TIMEOUT_S, READ_TIMEOUT_S, RECONNECT_ATTEMPTS, Frame, Source,
+                    SourceState, SourceStats, StreamsegError)
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "udp://", "tcp://", "http://", "https://", "srt://", "rtp://")
 MIN_SIDE, MAX_SIDE = 32, 8192
@@ -231,6 +232,10 @@ class BaseSource:
     def describe(self) -> str:
         fps = f"{self.fps:.2f} fps" if self.fps else "unknown fps"
         return f"{self.spec} ({self.width}x{self.height}, {fps})"
+
+    def calibration(self, given: Calibration, log: Callable[[str], None]) -> Calibration:
+        """`given`: a video or a grabber carries no pixel spacing of its own."""
+        return given
 
 
 class AVSource(BaseSource):
@@ -476,16 +481,16 @@ def upright(image: np.ndarray, degrees: float) -> np.ndarray:
 
 def open_source(spec: str, live: bool, crop=None, width: int | None = None, height: int | None = None,
                 fps: float | None = None, open_timeout_s: float = OPEN_TIMEOUT_S, read_timeout_s: float = READ_TIMEOUT_S,
-                reconnect_attempts: int = RECONNECT_ATTEMPTS, backoff_s: float = BACKOFF_S, on_event=None) -> BaseSource:
+                reconnect_attempts: int = RECONNECT_ATTEMPTS, backoff_s: float = BACKOFF_S, on_event=None) -> Source:
     """Open and validate a source (first frame read); raises StreamsegError with one clear line."""
     if not str(spec).strip():  # Path("") is ".", a folder: say what is wrong instead
         raise StreamsegError("the source is an empty name: give /dev/videoN, an index, a URL or a file")
-    kw = dict(crop=crop, reconnect_attempts=reconnect_attempts, backoff_s=backoff_s, on_event=on_event)
     kind = kind_of(spec)
     from .dicom import DicomSource, is_dicom  # DICOM files (issue 12): pydicom, not FFmpeg
 
-    if kind == "file" and is_dicom(spec):
-        return DicomSource(spec, live, fps=fps, **kw).open()  # --fps: when the file's frame times are bad
+    if kind == "file" and is_dicom(spec):  # --fps: when the file's frame times are bad
+        return DicomSource(spec, live, crop=crop, fps=fps, on_event=on_event).open()
+    kw = dict(crop=crop, reconnect_attempts=reconnect_attempts, backoff_s=backoff_s, on_event=on_event)
     if kind == "v4l2":
         src: BaseSource = V4L2Source(spec, width=width, height=height, fps=fps, read_timeout_s=read_timeout_s, **kw)
     else:

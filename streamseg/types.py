@@ -1,15 +1,19 @@
 """Plain data passed between the pipeline stages, and the contracts of the stages (`Source`,
-`Backend`, `Sink`: typing Protocols, so an implementation needs no base class). Imports nothing
+`Backend`, `Sink`, `StagedOutput`: typing Protocols, so an implementation needs no base class). Imports nothing
 of ours, and no torch."""
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Literal, Protocol
+from typing import TYPE_CHECKING, Callable, Iterator, Literal, Protocol
 
 if TYPE_CHECKING:  # annotations only: `streamseg` starts without numpy, so Ctrl-C at once is handled (cli.py)
+    from fractions import Fraction
+
     import numpy as np
+
+    from .calibration import Calibration
 
 
 # Score thresholds of the runtime. A detection scoring at least NERVE_SCORE is shown as the nerve;
@@ -135,12 +139,17 @@ class SourceStats:
 
 
 class Source(Protocol):
-    """Frames from one input (`sources.py`: files, streams, V4L2 grabbers).
+    """Frames from one input (`sources.open_source`: files, streams, V4L2 grabbers, DICOM files),
+    opened and checked (first frame read) before it is handed on.
 
     `frames(stop)` yields cropped BGR frames until the input ends or `stop` is set; `state` says
-    whether the signal is there now (a live source reconnecting is "lost"); `stats` counts."""
+    whether the signal is there now (a live source reconnecting is "lost"); `stats` counts.
+    `calibration(given, log)` is the spacing to measure with: `given` (from the flags), or the
+    input's own where it carries one (a DICOM's ultrasound region) and no flag gives one."""
 
     fps: float | None  # nominal frame rate; None when the input does not say
+    rate: Fraction | None  # the same, exact (the output video's rate)
+    time_base: Fraction | None  # of the frames' pts (the output video keeps it); None: a 1/90000 clock
     width: int  # after crop
     height: int
     stats: SourceStats
@@ -151,6 +160,8 @@ class Source(Protocol):
     def frames(self, stop: threading.Event) -> Iterator[Frame]: ...
 
     def describe(self) -> str: ...
+
+    def calibration(self, given: Calibration, log: Callable[[str], None]) -> Calibration: ...
 
     def close(self) -> None: ...
 
@@ -193,15 +204,32 @@ class Backend(Protocol):
 
 
 class Sink(Protocol):
-    """Where results go (`sinks.py`: video, CSV/JSONL rows, window, scan summary).
-
-    `close()` finalises and returns the file written, or None when there is none (a sink that
-    was given no frame leaves no file). `quit_requested` turns True when the user asks to stop
-    (the window's q or Esc); it stays False for sinks that cannot ask."""
+    """Where results go: the pipeline calls `write(result)` once per frame and reads
+    `quit_requested`, which turns True when the user asks to stop (the window's q or Esc; False for
+    sinks that cannot ask). A sink that writes a file is a `FileSink`; the window is closed by the
+    runner that opened it (`display.py`); the scan summary and the progress bar hold nothing to end."""
 
     @property
     def quit_requested(self) -> bool: ...
 
     def write(self, result: Result) -> None: ...
 
-    def close(self) -> Path | None: ...
+
+class StagedOutput(Protocol):
+    """A file output, all or none (`files.StagedFile`): it is written to a hidden temp file beside
+    `path`; `finish()` completes the temp file (the step that can fail: disk full), `commit()` renames
+    it onto `path` and returns the file written (None, and no file, for an output given nothing to
+    write), `abort()` discards it and leaves the target as it was. The runner finishes every output
+    of a run first and commits only when all finished."""
+
+    path: Path
+
+    def finish(self) -> None: ...
+
+    def commit(self) -> Path | None: ...
+
+    def abort(self) -> None: ...
+
+
+class FileSink(Sink, StagedOutput, Protocol):
+    """A sink writing a file frame by frame (`outputs.py`: the videos, the CSV/JSONL rows)."""

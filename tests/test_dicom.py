@@ -306,7 +306,7 @@ def test_non_square_pixels_and_pixel_spacing_without_regions(tmp_path):
 
 def test_source_and_calibration_hooks(tmp_path):
     from streamseg.calibration import resolve
-    from streamseg.dicom import DicomSource, dicom_calibration
+    from streamseg.dicom import DicomSource
     from streamseg.sources import open_source
 
     imgs = [scan(i) for i in range(3)]
@@ -319,17 +319,17 @@ def test_source_and_calibration_hooks(tmp_path):
     src.close()
     assert [fr.index for fr in frames] == [0, 1, 2] and [fr.pts for fr in frames] == pytest.approx([0, 0.05, 0.1])
     assert src.stats.frames_read == 3 and np.array_equal(frames[2].image[..., 0], imgs[2])
-    cal = dicom_calibration(src, resolve(), notes.append)
+    cal = src.calibration(resolve(), notes.append)
     assert cal.mm_per_px(src.height) == pytest.approx(0.06) and "DICOM" in cal.describe(src.height)
-    explicit = dicom_calibration(src, resolve(mm_per_px=0.05), notes.append)
+    explicit = src.calibration(resolve(mm_per_px=0.05), notes.append)
     assert explicit.mm_per_px(src.height) == 0.05 and "is not used" in notes[-1]
     cropped = open_source(str(f), live=False, crop=(40, 50, 300, 200))  # --crop replaces the region's crop
     assert (cropped.width, cropped.height) == (300, 200) and cropped.dicom.mm_per_px == pytest.approx(0.06)
     aniso = open_source(str(write_us(tmp_path / "a.dcm", [imgs[0]], [region_of(imgs[0], x=0, y=0, dy_cm=0.007)])),
                         live=False)
     with pytest.raises(StreamsegError, match="not square.*--mm-per-px"):
-        dicom_calibration(aniso, resolve(), notes.append)
-    assert dicom_calibration(aniso, resolve(mm_per_px=0.06), notes.append).mm_per_px(1) == 0.06
+        aniso.calibration(resolve(), notes.append)
+    assert aniso.calibration(resolve(mm_per_px=0.06), notes.append).mm_per_px(1) == 0.06
 
 
 def test_damaged_files_give_one_line(tmp_path):

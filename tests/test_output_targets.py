@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from streamseg.files import atomic_write, check_writable
-from streamseg.sinks import RowSink, StagedFile
+from streamseg.files import StagedFile
+from streamseg.outputs import RowSink
 from streamseg.types import StreamsegError
 
 REPO = Path(__file__).resolve().parents[1]

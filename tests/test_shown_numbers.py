@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from streamseg.measure import Analyser
-from streamseg.sinks import RowSink, result_row
+from streamseg.outputs import RowSink, result_row
 from streamseg.types import NERVE_SCORE, Detection, Frame, Result
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,7 +47,7 @@ def test_a_frame_without_a_shown_nerve_has_no_area_in_the_csv_or_jsonl(tmp_path)
         for r in results:
             sink.write(r)
         sink.finish()
-        text = Path(sink.tmp).read_text()
+        text = Path(sink.file.tmp).read_text()
         got = list(csv.DictReader(text.splitlines())) if kind == "csv" else [json.loads(ln) for ln in text.splitlines()]
         empty = "" if kind == "csv" else None
         assert all(got[1][k] == empty for k in MEASURED) and got[0]["csa_mm2"] not in ("", None), (kind, got[1])
@@ -63,13 +63,13 @@ def test_the_demo_dicoms_assumed_spacing_is_said_wherever_its_mm2_are(tmp_path):
     saying the spacing is the demo's assumption, which its ImageComments state."""
     pydicom = _pydicom()
     from streamseg.calibration import Calibration
-    from streamseg.dicom import DicomSource, dicom_calibration, dicom_info
+    from streamseg.dicom import DicomSource, dicom_info
 
     ds = pydicom.dcmread(str(DEMO_DCM))
     assert "ASSUMED" in ds.ImageComments  # the file's own description says so (train/make_demo_dicom.py)
     source = DicomSource(str(DEMO_DCM)).open()
     notes = []
-    cal = dicom_calibration(source, Calibration(), notes.append)
+    cal = source.calibration(Calibration(), notes.append)
     source.close()
     assert cal.assumed and cal.mm_per_px(source.height) == pytest.approx(0.06)
     assert "ASSUMED, not measured" in cal.describe(source.height)

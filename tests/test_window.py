@@ -227,12 +227,12 @@ def test_the_display_is_handed_over_only_once_its_server_answers(tmp_path, monke
         assert r.returncode == 0 and r.stdout.split() == ["1280", "1024"], r.stderr
 
 
-@pytest.mark.parametrize("first", ["streamseg.sinks", "streamseg.sources"])
+@pytest.mark.parametrize("first", ["streamseg.outputs", "streamseg.sources"])
 def test_window_opens_whichever_module_loads_pyav_first(first, xdisplay):
     """The PyAV and OpenCV wheels bundle libxcb-shm under one name; with PyAV's copy loaded first,
-    Qt hung for ever in cv2.namedWindow, so `streamseg live` (which imports sinks first) never
+    Qt hung for ever in cv2.namedWindow, so `streamseg live` (which imports its outputs first) never
     showed its window. Both modules that import av import cv2 first."""
-    code = (f"import {first}\nimport numpy as np\nfrom streamseg.sinks import WindowSink\n"
+    code = (f"import {first}\nimport numpy as np\nfrom streamseg.display import WindowSink\n"
             "w = WindowSink()\nw.show(np.zeros((64, 64, 3), np.uint8))\nw.close()\nprint('shown')")
     r = subprocess.run([sys.executable, "-c", code], env=child_env(xdisplay), capture_output=True, text=True, timeout=SLOW)
     assert r.returncode == 0 and r.stdout.strip() == "shown", r.stdout + r.stderr

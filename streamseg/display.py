@@ -1,0 +1,121 @@
+"""The live window (`--show`): whether one can open here (X11 probing, before anything else is
+loaded or written), and `WindowSink`, the OpenCV window with its keys (freeze, snapshot, quit).
+A snapshot is written at once (`files.atomic_write`)."""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .files import atomic_write
+from .types import Result, StreamsegError
+
+
+def display_problem() -> str | None:
+    """Why no OpenCV window can open here, or None. OpenCV's wheels draw through Qt on X11 (xcb), and
+    Qt aborts the whole process when it cannot connect, so this connects to $DISPLAY first, as Qt will."""
+    build = cv2.getBuildInformation()
+    gui = next((ln.split(":", 1)[1].strip() for ln in build.splitlines() if ln.strip().startswith("GUI:")), "")
+    if gui.upper() in ("", "NONE"):
+        return "this OpenCV has no GUI (opencv-python-headless?)"
+    name = os.environ.get("DISPLAY")
+    if not name:
+        return "DISPLAY is not set"
+    try:
+        xcb = ctypes.CDLL(ctypes.util.find_library("xcb") or "libxcb.so.1")
+    except OSError:
+        return "libxcb (X11) is not installed"
+    xcb.xcb_connect.restype = ctypes.c_void_p
+    xcb.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    xcb.xcb_connection_has_error.argtypes = xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
+    conn = xcb.xcb_connect(name.encode(), None)
+    try:
+        failed = xcb.xcb_connection_has_error(conn)
+    finally:
+        xcb.xcb_disconnect(conn)
+    return f"cannot open display {name}" if failed else None
+
+
+def has_display() -> bool:
+    return display_problem() is None
+
+
+def require_display() -> None:
+    """Raise the one-line error for --show where no window can open."""
+    problem = display_problem()
+    if problem:
+        raise StreamsegError(f"--show needs a display: {problem}; use --no-show")
+
+
+class WindowSink:
+    """An OpenCV window showing each overlay at its own size (no Qt toolbar). Keys: f or space
+    freezes and unfreezes what is shown, s saves what is shown as a PNG in `snapshot_dir`, q or Esc
+    quits. The run goes on while the window is frozen."""
+
+    def __init__(self, title: str = "streamseg", snapshot_dir=".", on_event=None):
+        require_display()
+        self.title, self.snapshot_dir = title, Path(snapshot_dir)
+        self.on_event = on_event or (lambda kind, msg: None)
+        self.last = None  # the last overlay written (what the signal-lost screen dims)
+        self.displayed = None  # what the window shows now
+        self.frozen = False
+        self.quit_requested = False
+        self.snapshots: list[Path] = []
+
+    def show(self, img: np.ndarray) -> None:
+        """Display `img` (unless frozen) and handle the keys pressed since the last call."""
+        if not self.frozen:
+            if self.displayed is None:  # opened with the first image, at its size (Qt's default: 400x300, scaled)
+                cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
+                cv2.resizeWindow(self.title, img.shape[1], img.shape[0])
+            self.displayed = img
+            cv2.imshow(self.title, img)
+        self.poll()
+
+    def poll(self) -> None:
+        """Handle the window's events and keys; also called between frames."""
+        if self.displayed is None:
+            return
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            self.quit_requested = True
+        elif key in (ord("f"), ord(" ")):
+            self.frozen = not self.frozen
+            self.on_event("freeze", "frozen" if self.frozen else "unfrozen")
+        elif key == ord("s"):
+            self.snapshot()
+
+    def snapshot(self) -> Path | None:
+        """Save what is shown as streamseg_<date>_<time>_<ms>.png, never over an earlier one."""
+        if self.displayed is None:
+            return None
+        t = time.time()
+        stem = f"streamseg_{time.strftime('%Y%m%d_%H%M%S', time.localtime(t))}_{int(t * 1000) % 1000:03d}"
+        p, n = self.snapshot_dir / f"{stem}.png", 1
+        while p.exists():
+            p, n = self.snapshot_dir / f"{stem}_{n}.png", n + 1
+        ok, png = cv2.imencode(".png", self.displayed)
+        try:
+            if not ok:
+                raise StreamsegError("PNG encoding failed")
+            atomic_write(p, lambda tmp: Path(tmp).write_bytes(png.tobytes()))
+        except (OSError, StreamsegError) as e:
+            self.on_event("snapshot", f"snapshot not saved: {p} ({getattr(e, 'strerror', None) or e})")
+            return None
+        self.snapshots.append(p)
+        self.on_event("snapshot", f"snapshot saved: {p}")
+        return p
+
+    def write(self, r: Result) -> None:
+        self.last = r.overlay if r.overlay is not None else r.frame.image
+        self.show(self.last)
+
+    def close(self) -> None:
+        if self.displayed is not None:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
