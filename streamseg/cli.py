@@ -463,7 +463,6 @@ def train(
 
     Patients are split into train, val and test (--split), never one patient in two."""
     from .backends.device import select_device
-    from .progress import progress_bar
 
     check_numbers([("--epochs", epochs, 1, 100000), ("--lr", lr, 0, 10, dict(lo_open=True)),
                    ("--batch-size", batch_size, 1, 1024), ("--workers", workers, 0, 256),
@@ -471,17 +470,10 @@ def train(
                    ("--fpn-channels", fpn_channels, 1, 65536), ("--negative-share", negative_share, 0, 4),
                    ("--freeze-blocks", freeze_blocks or 0, 0, 64), ("--folds", folds or 2, 2, 100),
                    ("--nerve-label", nerve_label or 1, 1, 65535)])
-    if folds and split:
-        raise StreamsegError("--folds makes its own patient folds: leave out --split")
-    if pretrained and init:
-        raise StreamsegError("--pretrained and --init both set the first weights: choose one")
+    _check_train_inputs(out, data, split, negatives, folds, pretrained, init)
     select_device(check_compute(compute), "--compute")
-    check_out_dir("--out", out.parent)  # created below when missing
-    if out.parent.is_dir():
-        check_outputs({"--out": out}, inputs=(data, init, split, negatives))
-
     from .model import ModelConfig
-    from .training.loop import TrainConfig, train as run_train
+    from .training.loop import TrainConfig
 
     cfg = TrainConfig(
         data=str(data), out=str(out), epochs=epochs, lr=lr, schedule=schedule, batch_size=batch_size,
@@ -494,16 +486,34 @@ def train(
                           mask_head_width=mask_head_width, fpn_channels=fpn_channels),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    log = lambda s: console.print(s, highlight=False, markup=False)  # noqa: E731
-    if folds:
-        from .training.cv import run_cv
+    _run_training(cfg, out, folds, seed)
 
-        with progress_bar(console, "iterations") as progress:
-            report = run_cv(cfg, out.parent, folds, seed, progress=progress, log=log)
-        console.print(f"cross-validation report: {out.parent / 'cv.md'} ({len(report['folds_done'])} folds)",
-                      highlight=False, markup=False)
-        return
+
+def _check_train_inputs(out: Path, data: Path, split: Path | None, negatives: Path | None, folds: int | None,
+                        pretrained: bool, init: Path | None) -> None:
+    if folds and split:
+        raise StreamsegError("--folds makes its own patient folds: leave out --split")
+    if pretrained and init:
+        raise StreamsegError("--pretrained and --init both set the first weights: choose one")
+    check_out_dir("--out", out.parent)  # created by train when missing
+    if out.parent.is_dir():
+        check_outputs({"--out": out}, inputs=(data, init, split, negatives))
+
+
+def _run_training(cfg, out: Path, folds: int | None, seed: int) -> None:
+    """One training run, or with `folds` the patient-wise cross-validation in OUT's folder."""
+    from .progress import progress_bar
+    from .training.loop import train as run_train
+
+    log = lambda s: console.print(s, highlight=False, markup=False)  # noqa: E731
     with progress_bar(console, "iterations") as progress:
+        if folds:
+            from .training.cv import run_cv
+
+            report = run_cv(cfg, out.parent, folds, seed, progress=progress, log=log)
+            console.print(f"cross-validation report: {out.parent / 'cv.md'} ({len(report['folds_done'])} folds)",
+                          highlight=False, markup=False)
+            return
         summary = run_train(cfg, progress=progress, log=log)
     console.print(f"best checkpoint: {summary.best}  (val top-1 Dice {summary.best_score:.3f}), "
                   f"last: {summary.last}, {summary.seconds / 60:.1f} min", highlight=False, markup=False)
