@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import cv2
 import numpy as np
 
 from .files import atomic_write
+from .settings import display_name
 from .types import Result, StreamsegError
 
 
@@ -23,7 +23,7 @@ def display_problem() -> str | None:
     gui = next((ln.split(":", 1)[1].strip() for ln in build.splitlines() if ln.strip().startswith("GUI:")), "")
     if gui.upper() in ("", "NONE"):
         return "this OpenCV has no GUI (opencv-python-headless?)"
-    name = os.environ.get("DISPLAY")
+    name = display_name()
     if not name:
         return "DISPLAY is not set"
     try:

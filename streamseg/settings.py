@@ -12,13 +12,15 @@ sets the process-wide switches; no constructor flips a global flag.
     XDG_CACHE_HOME, XDG_CONFIG_HOME (else ~/.cache, ~/.config)
     WORLD_SIZE, LOCAL_RANK (torchrun's, for distributed training)
 
-This module also sets ORT_DISABLE_TELEMETRY=1 before onnxruntime is imported (`quiet_onnxruntime`,
-called by `backends`). Two environment uses stay with the code they serve, as they talk to a
-library rather than configure streamseg: the window's $DISPLAY probe (`sinks.py`, Qt's own
-lookup) and the V4L2 read timeouts OpenCV takes from the environment (`sources.bound_v4l2_reads`).
+    DISPLAY                 the X server the window opens on (`display_name`, as Qt looks it up)
+
+The environment is also written here, for libraries that read their settings from it: onnxruntime's
+ORT_DISABLE_TELEMETRY=1 before it is imported (`quiet_onnxruntime`, called by `backends`), and
+OpenCV's V4L2 read timeouts (`bound_v4l2_reads`, called by the V4L2 source).
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,3 +78,19 @@ class Settings:
         import torch
 
         torch.backends.cudnn.benchmark = self.cudnn_benchmark
+
+
+def display_name() -> str | None:
+    """The X display a window would open on ($DISPLAY), or None."""
+    return os.environ.get("DISPLAY") or None
+
+
+def bound_v4l2_reads(timeout_s: float) -> None:
+    """Bound every V4L2 read by `timeout_s` (whole seconds, at least 1). OpenCV's V4L2 backend waits in
+    select() for each frame, 10 s by default, and takes no per-capture read timeout
+    (CAP_PROP_READ_TIMEOUT_MSEC is the FFmpeg backend's); it reads OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT
+    and OPENCV_VIDEOIO_V4L_READ_ATTEMPTS from the environment once, at the first read of the process.
+    Values the user has set are kept. A read that times out returns no frame: the signal is lost
+    and the source reconnects, and close() waits for it as for a network read."""
+    os.environ.setdefault("OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT", str(max(1, math.ceil(timeout_s))))
+    os.environ.setdefault("OPENCV_VIDEOIO_V4L_READ_ATTEMPTS", "1")

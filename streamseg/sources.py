@@ -2,7 +2,7 @@
 
 - `/dev/videoN` or an index: OpenCV's V4L2 backend, buffer size 1, the requested size/fps
   (frame grabbers present as UVC devices); each read waits at most the read timeout
-  (`bound_v4l2_reads`).
+  (`settings.bound_v4l2_reads`).
 - URLs (rtsp/udp/tcp/http/...) and files: PyAV, any container/codec FFmpeg decodes, keeping the
   presentation timestamps. Network opens and reads have timeouts, so nothing hangs.
 - Live frames carry the session's capture clock as `pts` (seconds since the first frame, from
@@ -14,7 +14,6 @@
 """
 from __future__ import annotations
 
-import math
 import os
 import re
 import select
@@ -33,6 +32,7 @@ import av  # isort: skip
 import numpy as np
 
 from .files import first_line
+from .settings import bound_v4l2_reads
 from .letterbox import ensure_bgr
 from .calibration import Calibration
 from .types import (BACKOFF_MAX_S, BACKOFF_S, OPEN_TIMEOUT_S, READ_TIMEOUT_S, RECONNECT_ATTEMPTS, Frame, Source,
@@ -455,17 +455,6 @@ class V4L2Source(BaseSource):
         if self._cap is not None:
             self._cap.release()
             self._cap = None
-
-
-def bound_v4l2_reads(timeout_s: float) -> None:
-    """Bound every V4L2 read by `timeout_s` (whole seconds, at least 1). OpenCV's V4L2 backend waits in
-    select() for each frame, 10 s by default, and takes no per-capture read timeout
-    (CAP_PROP_READ_TIMEOUT_MSEC is the FFmpeg backend's); it reads OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT
-    and OPENCV_VIDEOIO_V4L_READ_ATTEMPTS from the environment once, at the first read of the process.
-    Values the user has set are kept. A read that times out returns no frame: the signal is lost
-    and the source reconnects, and close() waits for it as for a network read."""
-    os.environ.setdefault("OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT", str(max(1, math.ceil(timeout_s))))
-    os.environ.setdefault("OPENCV_VIDEOIO_V4L_READ_ATTEMPTS", "1")
 
 
 # PyAV's VideoFrame.rotation: the display matrix's angle, counterclockwise (as FFmpeg's players apply it)
