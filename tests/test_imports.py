@@ -37,3 +37,13 @@ def test_the_package_still_offers_the_model_on_first_use():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "streamseg.model"
+
+
+def test_the_environment_is_read_in_settings_py_alone():
+    """Issue 17: runtime knobs come from one settings object; no other module reads os.environ."""
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parents[1] / "streamseg"
+    readers = [str(p.relative_to(pkg)) for p in pkg.rglob("*.py")
+               if p.name != "settings.py" and ("os.environ" in p.read_text() or "getenv(" in p.read_text())]
+    assert readers == []
