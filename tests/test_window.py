@@ -105,6 +105,15 @@ def wait_for(predicate, timeout: float, what: str):
         time.sleep(0.1)
 
 
+def painted(display, box) -> list[np.ndarray]:
+    """[what the window shows] once it is painted (not black) and steady over two grabs, else []: Qt
+    repaints after a key asynchronously, and under load a grab can come before the paint."""
+    a = grab(display, box)
+    time.sleep(0.2)
+    b = grab(display, box)
+    return [b] if b.any() and np.array_equal(a, b) else []
+
+
 def csv_rows(path) -> list[dict]:
     """The rows written so far: the CSV is renamed into place at the end of the run, so while it
     runs its rows are in the hidden temp file beside it (`.NAME.PID.*.part`)."""
@@ -250,7 +259,7 @@ def test_file_window_shows_the_overlay_and_its_keys_work(xdisplay, runs, tmp_pat
 
     run.key(wid, "f")
     run.expect(r"^frozen$")
-    frozen, n = grab(xdisplay, box), len(csv_rows(table))
+    frozen, n = wait_for(lambda: painted(xdisplay, box), SLOW, "the frozen frame on screen")[0], len(csv_rows(table))
     wait_for(lambda: len(csv_rows(table)) >= n + 3, SLOW, "three more frames while frozen")
     assert np.array_equal(grab(xdisplay, box), frozen)  # the run went on, the window did not
 
