@@ -19,7 +19,6 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 
 from ..checkpoint import load_checkpoint, read_checkpoint
 from ..files import atomic_write
@@ -179,14 +178,3 @@ def write_report(out: Path, folds: dict) -> dict:
     atomic_write(out / "cv.md", lambda tmp: Path(tmp).write_text(report_markdown(report)))
     return report
 
-
-def scans_of(preds: list[dict]) -> list[dict]:
-    return [s for p in preds for s in p["scans"]]
-
-
-def top_of(scan: dict) -> dict | None:
-    return max(scan["detections"], key=lambda d: d["score"], default=None)
-
-
-def np_scores(preds: list[dict]) -> np.ndarray:
-    return np.array([n["top_score"] for p in preds for n in p["negatives"]], dtype=float)
