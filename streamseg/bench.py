@@ -165,7 +165,7 @@ def make_infer(be, track: bool = False) -> Infer:
     else the backend's own `infer` on every full frame."""
     from .tracking import track as tracked_infer
 
-    return tracked_infer(be) if track else be.infer
+    return tracked_infer(be, be.thresholds.display) if track else be.infer
 
 
 def run_backend(infer: Infer, images: list[np.ndarray], warmup: int, tick=None) -> dict:

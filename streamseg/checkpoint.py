@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .files import atomic_write, file_sha256, first_line
-from .model import ModelConfig, ModelInfo, build_model
+from .model import ModelConfig, ModelInfo, build_model, thresholds_from_meta
 from .types import StreamsegError
 
 FORMAT = "streamseg-checkpoint"
@@ -66,6 +66,7 @@ def load_checkpoint(path=None, device: str | torch.device = "cpu", **overrides) 
     except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise StreamsegError(f"{path}: weights do not fit the architecture it names ({first_line(e)})") from None
     info = ModelInfo(cfg, source=str(path), sha256=file_sha256(path), meta=blob.get("meta", {}))
+    thresholds_from_meta(info.meta, info.source)  # a malformed operating point is refused here, at load
     return model.eval().to(device), info
 
 

@@ -28,8 +28,7 @@ from .choices import (Backbone, Backend, BenchPrecision, BoxKind, ExportFormat, 
 from .interrupts import exit_at_once_on_interrupt, interrupt_raises
 from .memory import memory_error, report as report_memory_error
 from .checks import check_compute, check_numbers, check_out_dir, check_outputs, spacing_flag
-from .types import (BACKOFF_S, CONFIDENT_SCORE, CTS_CUTOFF_MM2, NERVE_SCORE, READ_TIMEOUT_S, RECONNECT_ATTEMPTS,
-                    SHOWN_DETECTIONS, StreamsegError)
+from .types import BACKOFF_S, CTS_CUTOFF_MM2, READ_TIMEOUT_S, RECONNECT_ATTEMPTS, SHOWN_DETECTIONS, StreamsegError
 
 # the compute device, one flag name on every command; its choices are the metavar, so not repeated here
 COMPUTE_HELP = "where the network runs (auto: the GPU when one is visible, else the CPU)"
@@ -142,10 +141,11 @@ _PROFILE = typer.Option(None, "--profile", help="saved calibration profile (stre
 _CROP = typer.Option(None, "--crop", help="x,y,w,h of the ultrasound image in the frame")
 _MAXF = typer.Option(None, "--max-frames", help="stop after N frames")
 _CUTOFF = typer.Option(CTS_CUTOFF_MM2, "--cts-cutoff", help="CTS flag cut-off, mm²")
-_SCORE = typer.Option(NERVE_SCORE, "--score-thresh", help="score at which a detection is shown as the nerve")
+_SCORE = typer.Option(None, "--score-thresh", help="score at which a detection is shown as the nerve (default: the "
+                      "model's, chosen on its cross-validation; 0.95 for a checkpoint that names none)")
 _TRACK = typer.Option(True, "--track/--no-track", help="after a confident nerve, run the model on a window around it "
                       "until it is lost (faster); --no-track runs the full frame every time")
-_CONF = typer.Option(CONFIDENT_SCORE, "--confident", help="score for frames counted in the CSA summary")
+_CONF = typer.Option(None, "--confident", help="score for frames counted in the CSA summary (default: the model's)")
 
 
 def _compute(default: str = "auto"):
@@ -199,7 +199,7 @@ def live(
     mm_per_px: Optional[float] = _MMPX, depth_mm: Optional[float] = _DEPTH, profile: Optional[str] = _PROFILE,
     crop: Optional[str] = _CROP, max_frames: Optional[int] = _MAXF,
     duration_s: Optional[float] = typer.Option(None, "--duration", help="stop after S seconds"),
-    cts_cutoff_mm2: float = _CUTOFF, score_thresh: float = _SCORE, confident: float = _CONF,
+    cts_cutoff_mm2: float = _CUTOFF, score_thresh: Optional[float] = _SCORE, confident: Optional[float] = _CONF,
     width: Optional[int] = typer.Option(None, "--width", help="capture width to request (V4L2)"),
     height: Optional[int] = typer.Option(None, "--height", help="capture height to request (V4L2)"),
     fps: Optional[float] = typer.Option(None, "--fps", help="capture frame rate to request (V4L2)"),
@@ -235,7 +235,7 @@ def file(
     show: bool = typer.Option(False, "--show/--no-show", help="show a window while processing"),
     mm_per_px: Optional[float] = _MMPX, depth_mm: Optional[float] = _DEPTH, profile: Optional[str] = _PROFILE,
     crop: Optional[str] = _CROP, max_frames: Optional[int] = _MAXF,
-    cts_cutoff_mm2: float = _CUTOFF, score_thresh: float = _SCORE, confident: float = _CONF, track: bool = _TRACK,
+    cts_cutoff_mm2: float = _CUTOFF, score_thresh: Optional[float] = _SCORE, confident: Optional[float] = _CONF, track: bool = _TRACK,
     fps: Optional[float] = typer.Option(None, "--fps", help="frame rate of an input whose frames carry no "
                                         "timestamps (raw .h264/.hevc); default: the rate the stream declares. "
                                         "Inputs with timestamps keep theirs"),
@@ -535,7 +535,7 @@ def eval_(
     iou: float = typer.Option(0.7, help="box IoU a TP must reach (paper: 0.7)"),
     fn_rule: FnRule = typer.Option(FnRule.PAPER, help="paper: FN only when no box at all; strict: any unmatched nerve"),
     box: BoxKind = typer.Option(BoxKind.MASK, help="box scored: mask (tight box of the mask, the default) or regressed (box head)"),
-    score_thresh: float = _SCORE,
+    score_thresh: Optional[float] = _SCORE,
     compute: str = _compute(),
 ):
     """Score a model with the paper's metrics on labelled scans.

@@ -28,7 +28,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from .choices import Backbone, MaskHead, Norm, choice
-from .types import StreamsegError
+from .types import StreamsegError, Thresholds
 
 # Test-time settings: they change what is kept after the dense part (proposals, detections, the
 # reported box), never the weights or the dense graph, so they may differ between runs of one model.
@@ -137,9 +137,32 @@ class ModelInfo:
     sha256: str = ""
     meta: dict = field(default_factory=dict)
 
+    @property
+    def thresholds(self) -> Thresholds:
+        """The operating point the checkpoint names (`meta["thresholds"]`, written by
+        train/bundle.py from a cross-validation), else the runtime's defaults."""
+        return thresholds_from_meta(self.meta, self.source)
+
     def with_sha256(self, model: nn.Module) -> "ModelInfo":
         """This record with `sha256` filled in from `model`'s weights where it is still unknown."""
         return self if self.sha256 else replace(self, sha256=weights_sha256(model))
+
+
+def thresholds_from_meta(meta: dict, source: str = "checkpoint") -> Thresholds:
+    """`meta["thresholds"]` ({"display": d, "csa": c, "chosen_on": text}) as `Thresholds`; the
+    defaults when absent. Scores outside (0, 1] or a CSA threshold below the display one are refused."""
+    t = meta.get("thresholds") if isinstance(meta, dict) else None
+    if t is None:
+        return Thresholds()
+    try:
+        display, csa = float(t["display"]), float(t["csa"])
+        chosen_on = str(t.get("chosen_on", "the checkpoint"))
+    except (TypeError, KeyError, ValueError):
+        raise StreamsegError(f"{source}: its score thresholds are not readable (expected display and csa)") from None
+    if not (0.0 < display <= 1.0 and display <= csa <= 1.0):
+        raise StreamsegError(f"{source}: its score thresholds are out of range (display {display:g}, csa {csa:g}; "
+                             "0 < display <= csa <= 1)")
+    return Thresholds(display, csa, chosen_on)
 
 
 def weights_sha256(model: nn.Module) -> str:

@@ -27,9 +27,8 @@ from .scan_summary import CsaSummary, ScanSummary
 from .sources import open_source
 from .stats import percentiles
 from .tracking import track
-from .types import (BACKOFF_S, CONFIDENT_SCORE, CTS_CUTOFF_MM2, NERVE_SCORE, OPEN_TIMEOUT_S, READ_TIMEOUT_S,
-                    RECONNECT_ATTEMPTS, SHOWN_DETECTIONS, STABLE_WINDOW, Backend, FileSink, Sink, Source, StagedOutput,
-                    StreamsegError)
+from .types import (BACKOFF_S, CTS_CUTOFF_MM2, OPEN_TIMEOUT_S, READ_TIMEOUT_S, RECONNECT_ATTEMPTS, SHOWN_DETECTIONS,
+                    STABLE_WINDOW, Backend, FileSink, Sink, Source, StagedOutput, StreamsegError, Thresholds)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -61,9 +60,9 @@ class Options:
     max_frames: int | None = None
     duration_s: float | None = None
     cts_cutoff_mm2: float = CTS_CUTOFF_MM2
-    score_thresh: float = NERVE_SCORE
+    score_thresh: float | None = None  # shown as the nerve at or above it; None: the model's (`Thresholds`)
     max_detections: int = SHOWN_DETECTIONS  # evaluation keeps the checkpoint's cap for the PR curve
-    confident: float = CONFIDENT_SCORE
+    confident: float | None = None  # enters the CSA summary at or above it; None: the model's
     stable_window: int = STABLE_WINDOW
     width: int | None = None  # capture request (V4L2)
     height: int | None = None
@@ -101,6 +100,13 @@ class Options:
             raise StreamsegError(f"--engines {self.engines}: is a file, expected a folder")
         if self.show:
             require_display()  # here, before the model loads and any output is opened
+
+    def thresholds(self, model: Thresholds) -> Thresholds:
+        """The operating point of this run: the flags where given, else the model's own."""
+        if self.score_thresh is None and self.confident is None:
+            return model
+        return Thresholds(model.display if self.score_thresh is None else self.score_thresh,
+                          model.csa if self.confident is None else self.confident, "--score-thresh/--confident")
 
     def outputs(self) -> list[Path]:
         return [Path(p) for p in (self.out, self.csv, self.jsonl, self.save_input) if p is not None]
@@ -176,12 +182,14 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
         source.close()
         raise
     log(f"model: {backend.describe()}")
+    th = o.thresholds(backend.thresholds)
+    log(f"shown as the nerve at score >= {th.display:g}, in the CSA at >= {th.csa:g}: {th.chosen_on}")
     mm = cal.mm_per_px(source.height)
     log(f"source: {source.describe()}; calibration: {cal.describe(source.height)}")
-    summary = ScanSummary(mm, o.score_thresh, o.confident, o.cts_cutoff_mm2)
+    summary = ScanSummary(mm, th.display, th.csa, o.cts_cutoff_mm2)
     # outputs open from here: Ctrl-C finalises or discards them, and none cuts their commit short
     with RunSignals(until_exit=ignore_signals_after) as signals:
-        stats, files, video_frames = _stream(o, source, backend, mm, summary, log, progress, signals)
+        stats, files, video_frames = _stream(o, th, source, backend, mm, summary, log, progress, signals)
         if stats.stopped_by is None and signals.received:  # a signal between the pipeline's end and here
             stats.stopped_by = signals.received[0]
         report = _finalise(o, source, stats, summary, files, video_frames, log,
@@ -227,23 +235,23 @@ def _open_source(o: Options, cal: Calibration, log: Callable[[str], None]) -> So
                        on_event=lambda kind, msg: log(msg))
 
 
-def _infer(o: Options, backend: Backend) -> Callable:
+def _infer(o: Options, th: Thresholds, backend: Backend) -> Callable:
     """What the pipeline runs per frame: the backend's `infer`, tracked unless `--no-track`."""
-    return track(backend, o.score_thresh) if o.track else backend.infer
+    return track(backend, th.display) if o.track else backend.infer
 
 
-def _stream(o: Options, source: Source, backend: Backend, mm: float | None, summary: ScanSummary,
+def _stream(o: Options, th: Thresholds, source: Source, backend: Backend, mm: float | None, summary: ScanSummary,
             log: Callable[[str], None], progress: Progress | None, signals: RunSignals
             ) -> tuple[pipeline.RunStats, list[StagedOutput], int | None]:
     """Open the sinks, run the pipeline, finish the output files (not yet renamed onto their targets)
     and close the source -> (stats, the outputs to commit, overlay video frames). On any failure
     every output file is discarded: the targets keep what they held before the run."""
-    style = Style(calibrated=mm is not None, score_thresh=o.score_thresh, cts_cutoff_mm2=o.cts_cutoff_mm2, live=o.live)
+    style = Style(calibrated=mm is not None, score_thresh=th.display, cts_cutoff_mm2=o.cts_cutoff_mm2, live=o.live)
     sinks = _Sinks()
     try:
-        sinks = _open_sinks(o, source, mm, summary, log, progress)
+        sinks = _open_sinks(o, th, source, mm, summary, log, progress)
         signals.hold()  # the pipeline's handler stops capture on the first signal; after it, signals are only noted
-        stats = pipeline.run(source, _infer(o, backend), Analyser(mm, o.stable_window, o.confident),
+        stats = pipeline.run(source, _infer(o, th, backend), Analyser(mm, o.stable_window, th.csa),
                              lambda r, hud: draw(r, style, hud), sinks.all(), live=o.live, max_frames=o.max_frames,
                              duration_s=o.duration_s, on_tick=_show_lost(sinks.window, source))
         files = _finish(sinks)
@@ -285,7 +293,7 @@ class _Sinks:
         return [*self.files, *self.others, *([self.window] if self.window is not None else [])]
 
 
-def _open_sinks(o: Options, source: Source, mm: float | None, summary: ScanSummary,
+def _open_sinks(o: Options, th: Thresholds, source: Source, mm: float | None, summary: ScanSummary,
                 log: Callable[[str], None], progress: Progress | None = None) -> _Sinks:
     """The sinks the options ask for, the scan summary, and the progress bar's; on a failure, those
     already opened are discarded."""
@@ -299,7 +307,7 @@ def _open_sinks(o: Options, source: Source, mm: float | None, summary: ScanSumma
             sinks.files.append(RawVideoSink(o.save_input, source.width, source.height, source.rate, time_base))
         for path, kind in ((o.csv, "csv"), (o.jsonl, "jsonl")):
             if path is not None:
-                sinks.files.append(RowSink(path, kind, mm, o.score_thresh))
+                sinks.files.append(RowSink(path, kind, mm, th.display))
         sinks.others.append(summary)
         if progress is not None:
             total = [n for n in (o.max_frames, source.stats.expected_frames) if n]

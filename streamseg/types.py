@@ -16,11 +16,11 @@ if TYPE_CHECKING:  # annotations only: `streamseg` starts without numpy, so Ctrl
     from .calibration import Calibration
 
 
-# Score thresholds of the runtime. A detection scoring at least NERVE_SCORE is shown as the nerve;
-# at least CONFIDENT_SCORE it also enters the stabilised CSA and the scan summary. For the bundled
-# model (stage 4), chosen on validation: 0.95 shows a nerve on 89 % of the validation scans and on
-# 1.1 % of the validation nerve-free scans (0.92 shows no more nerves, 3x the negatives); on the
-# independent lung clips 1 of 646 frames passes it. See train/RESULTS.md.
+# Score thresholds of the runtime when a checkpoint brings none (a model's own, chosen on its
+# cross-validation, are in its meta and win: `Thresholds`). A detection scoring at least NERVE_SCORE
+# is shown as the nerve; at least CONFIDENT_SCORE it also enters the stabilised CSA and the scan
+# summary. 0.95 was chosen on validation for the MobileNetV3-Large model of training stage 4 (shown a nerve
+# on 89 % of its validation scans and 1.1 % of its validation nerve-free scans). See train/RESULTS.md.
 NERVE_SCORE = 0.95
 CONFIDENT_SCORE = 0.95
 # The runtime shows one nerve, the best detection, so it asks the model for one: every further
@@ -35,6 +35,17 @@ READ_TIMEOUT_S = 3.0  # a live source delivers a frame within it, else the signa
 # after a loss: attempts (--reconnect), first delay (--backoff) doubling up to the longest delay;
 # 0.5+1+2+4+37*8 s: about 5 minutes of retrying (a cable unplugged and plugged back in)
 RECONNECT_ATTEMPTS, BACKOFF_S, BACKOFF_MAX_S = 41, 0.5, 8.0
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """A model's operating point: a top detection scoring at least `display` is shown as the nerve,
+    at least `csa` it also enters the stabilised CSA and the scan summary. `chosen_on` says where the
+    numbers come from (a checkpoint's cross-validation, or the defaults above)."""
+
+    display: float = NERVE_SCORE
+    csa: float = CONFIDENT_SCORE
+    chosen_on: str = "streamseg's defaults, as the checkpoint names none"
 
 
 class StreamsegError(Exception):
@@ -185,7 +196,8 @@ class Backend(Protocol):
     `roi` (x0, y0, x1, y1, source pixels) it runs only that window, at the full frame's scale
     (`image_size / max(H, W)`) in a smaller square input, one of `roi_sizes` (empty: the backend
     runs full frames only); detections still come back in full-frame pixels (`letterbox.Letterbox`).
-    `precision` is what the network runs at: "fp32", "fp16" or "int8"."""
+    `precision` is what the network runs at: "fp32", "fp16" or "int8". `thresholds`: the model's
+    operating point (its checkpoint's, else the defaults), used where the user gives none."""
 
     name: str
     precision: Precision
@@ -193,6 +205,9 @@ class Backend(Protocol):
 
     @property
     def image_size(self) -> int: ...
+
+    @property
+    def thresholds(self) -> Thresholds: ...
 
     def describe(self) -> str: ...
 

@@ -12,12 +12,15 @@ from streamseg.runner import Options
 NAMED = {"cts_cutoff_mm2": types.CTS_CUTOFF_MM2, "stable_window": types.STABLE_WINDOW,
          "open_timeout_s": types.OPEN_TIMEOUT_S, "read_timeout_s": types.READ_TIMEOUT_S,
          "reconnect_attempts": types.RECONNECT_ATTEMPTS, "backoff_s": types.BACKOFF_S,
-         "score_thresh": types.NERVE_SCORE, "confident": types.CONFIDENT_SCORE, "max_detections": types.SHOWN_DETECTIONS}
+         "max_detections": types.SHOWN_DETECTIONS,
+         "score_thresh": None, "confident": None}  # None: the model's own (`Thresholds`), see below
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(Options) if f.default is not dataclasses.MISSING}
 
 
 def test_options_take_the_named_defaults():
     assert {k: DEFAULTS[k] for k in NAMED} == NAMED
+    # a checkpoint without its own operating point runs at the named defaults
+    assert (types.Thresholds().display, types.Thresholds().csa) == (types.NERVE_SCORE, types.CONFIDENT_SCORE)
 
 
 @pytest.mark.parametrize("command", ["file", "live"])

@@ -23,7 +23,7 @@ from streamseg.overlay import Style, draw, hud_text
 from streamseg.progress import files_written, progress_bar
 from streamseg.runner import Options, run
 from streamseg.scan_summary import ScanSummary
-from streamseg.types import Detection, Frame, Hud, Inference, Measurement, Result, StreamsegError
+from streamseg.types import Detection, Frame, Hud, Inference, Measurement, Result, StreamsegError, Thresholds
 
 
 class EllipseBackend:
@@ -32,6 +32,7 @@ class EllipseBackend:
     name, precision = "ellipse", "fp32"
     roi_sizes: tuple[int, ...] = ()  # full frames only: tracking never asks for a window
     image_size = 512
+    thresholds = Thresholds()  # the runtime's defaults, as a checkpoint without its own
 
     def describe(self) -> str:
         return "ellipse stand-in"

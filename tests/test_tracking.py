@@ -179,7 +179,7 @@ def test_file_tracks_the_demo_clip(sample_dir):
     from streamseg.sources import open_source
 
     be = backends.load("torch", max_detections=1)
-    infer = _infer(Options(input=str(sample_dir / "demo.mp4"), live=False, summary=False), be)
+    infer = _infer(Options(input=str(sample_dir / "demo.mp4"), live=False, summary=False), be.thresholds, be)
     src = open_source(str(sample_dir / "demo.mp4"), live=False)
     flags = []
     for i, frame in enumerate(src.frames(threading.Event())):
@@ -188,7 +188,7 @@ def test_file_tracks_the_demo_clip(sample_dir):
         flags.append("track" in infer(frame.image).stages)
     src.close()
     assert flags[0] is False and sum(flags) >= 4, flags
-    assert _infer(Options(input="x.mp4", live=False, summary=False, track=False), be) == be.infer
+    assert _infer(Options(input="x.mp4", live=False, summary=False, track=False), be.thresholds, be) == be.infer
 
 
 def test_a_window_keeps_window_proposals_rpn_proposals_and_the_full_frame_all(sample_dir):

@@ -20,7 +20,7 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from ..letterbox import ROI_SIZES, Letterbox, Roi, ensure_bgr, mask_box
 from ..model import ModelInfo
-from ..types import Detection, Inference, Precision, StreamsegError
+from ..types import Detection, Inference, Precision, StreamsegError, Thresholds
 
 
 def to_tensor(image_lb: np.ndarray) -> torch.Tensor:
@@ -104,6 +104,11 @@ class BackendBase(ABC):
     def image_size(self) -> int:
         """The full-frame letterbox side (the window scale is image_size / max(H, W))."""
         return self.config.image_size
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The model's operating point: its checkpoint's (chosen on its cross-validation), else the defaults."""
+        return self.info.thresholds
 
     def prepare_windows(self) -> None:
         """Build what the window inputs need before the first frame (nothing for eager torch)."""

@@ -11,7 +11,7 @@ from ..backends.torch_eager import TorchBackend
 from ..checkpoint import load_checkpoint
 from ..letterbox import mask_box
 from ..model import ModelConfig, ModelInfo
-from ..types import NERVE_SCORE, StreamsegError
+from ..types import StreamsegError
 from . import report
 from .dataset import Sample, load_pair, load_split, scan_folder, select
 from .metrics import (CONF_THRESH, IOU_THRESH, ImageResult, bland_altman, coco_ap, false_detections,
@@ -146,10 +146,11 @@ def user_view(per_image: list[ImageResult], score_thresh: float, iou: float, mm_
 
 def run_eval(data, model_path=None, split=None, subset=None, json_out=None, out_dir=None, mm_per_px=None,
              conf=CONF_THRESH, iou=IOU_THRESH, fn_rule="paper", device="cpu", progress=None,
-             box: str = "mask", score_thresh: float = NERVE_SCORE) -> tuple[dict, list]:
+             box: str = "mask", score_thresh: float | None = None) -> tuple[dict, list]:
     """`streamseg eval`: evaluate a checkpoint (default: the bundled one) on a data folder and write
     the JSON and, in out_dir, the per-image and per-patient CSVs and the figures. A folder without
-    masks is nerve-free: it reports false detections instead (`run_negatives`)."""
+    masks is nerve-free: it reports false detections instead (`run_negatives`). `score_thresh`: the
+    display threshold (None: the checkpoint's own, `ModelInfo.thresholds`)."""
     _check_targets(json_out, out_dir)
     if is_nerve_free(data):
         return run_negatives(data, model_path, split, subset, json_out, out_dir, conf, device, score_thresh), []
@@ -157,6 +158,7 @@ def run_eval(data, model_path=None, split=None, subset=None, json_out=None, out_
     model, info = load_checkpoint(model_path, device=device, box_from_mask=(box == "mask"))
     preds = predict_samples(model, samples, device, progress, config=info.config)
     summary, per_image = score_predictions(preds, conf, iou, fn_rule, mm_per_px)
+    score_thresh = info.thresholds.display if score_thresh is None else score_thresh
     summary.update(user_view(per_image, score_thresh, iou, mm_per_px))
     expert, shown = shown_areas(per_image, score_thresh, iou)
     summary.update({"model": info.source, "data": str(data), "box": box,
@@ -184,6 +186,7 @@ def run_negatives(data, model_path, split, subset, json_out, out_dir, conf, devi
     model, info = load_checkpoint(model_path, device=device)
     model.eval()
     scores = top_scores(model, paths, device, config=info.config)
+    score_thresh = info.thresholds.display if score_thresh is None else score_thresh
     summary = {"kind": "nerve-free", "model": info.source, "data": str(data), "subset": subset or "all",
                "false_detections": false_detections(scores, score_thresh, conf)}
     if json_out:
