@@ -40,8 +40,8 @@ from streamseg.runner import Options, run  # noqa: E402
 
 
 def small_checkpoint(folder: Path) -> Path:
-    from streamseg.checkpoint import save_checkpoint
-    from streamseg.model import ModelConfig, build_model
+    from streamseg.model.checkpoint import save_checkpoint
+    from streamseg.model.architecture import ModelConfig, build_model
 
     torch.manual_seed(0)
     cfg = ModelConfig(backbone="mobilenet_v3_large", mask_head="112", box_head_width=256, max_detections=2,

@@ -19,7 +19,7 @@ _FROM_MODEL = ("ModelConfig", "build_model")
 
 def __getattr__(name: str):
     if name in _FROM_MODEL:
-        from . import model
+        from .model import architecture
 
-        return getattr(model, name)
+        return getattr(architecture, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -76,7 +76,7 @@ def make_model(o: BenchOptions):
     """-> (model, its ModelInfo, description). A checkpoint as trained (the bundled one by default),
     or an architecture with BatchNorm warmed up on real images."""
     from .backends.bn_warmup import bench_model, sample_images
-    from .checkpoint import DEFAULT_WEIGHTS, load_checkpoint
+    from .model.checkpoint import DEFAULT_WEIGHTS, load_checkpoint
 
     if o.backbone is None:
         model, info = load_checkpoint(o.model, max_detections=o.max_detections)

@@ -402,7 +402,7 @@ def export(
 
     out = DEFAULT_DIR if out is None else out
     check_out_dir("--out", out)
-    from .checkpoint import load_checkpoint
+    from .model.checkpoint import load_checkpoint
 
     select_device(compute, "--compute")
     if format == "engine":
@@ -472,7 +472,7 @@ def train(
                    ("--nerve-label", nerve_label or 1, 1, 65535)])
     _check_train_inputs(out, data, split, negatives, folds, pretrained, init)
     select_device(check_compute(compute), "--compute")
-    from .model import ModelConfig
+    from .model.architecture import ModelConfig
     from .training.loop import TrainConfig
 
     cfg = TrainConfig(
@@ -606,7 +606,7 @@ def ablation(
     from rich.progress import Progress
     from rich.table import Table
 
-    from .model import ModelConfig
+    from .model.architecture import ModelConfig
     from .training.ablation import run_ablation
     from .training.loop import TrainConfig
     from .training.report import PAPER

@@ -82,7 +82,7 @@ def test_bench_cli_on_cpu_repeats_and_writes_where_asked(calibrated_checkpoint, 
 def test_no_arguments_time_the_bundled_model_with_autos_backend_first(engines_dir, tmp_path):
     """No model flag: what `file` and `live` run (the bundled checkpoint, the backend auto picks)."""
     from streamseg.backends import available
-    from streamseg.checkpoint import DEFAULT_WEIGHTS
+    from streamseg.model.checkpoint import DEFAULT_WEIGHTS
 
     out = tmp_path / "b.json"
     res = _cli(["--frames", "1", "--warmup", "0", "--repeat", "1", "--no-e2e", "--engines", str(engines_dir),

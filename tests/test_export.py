@@ -14,7 +14,7 @@ from streamseg.backends.artefacts import artefact_path, read_sidecar, sidecar_pa
 from streamseg.backends.onnx_export import ensure_onnx, export_onnx
 from streamseg.letterbox import ROI_SIZES
 from streamseg.backends.split import DenseNet
-from streamseg.checkpoint import load_checkpoint, load_model
+from streamseg.model.checkpoint import load_checkpoint, load_model
 from streamseg.files import file_sha256
 from streamseg.cli import app
 from streamseg.types import StreamsegError

@@ -36,7 +36,7 @@ def test_the_package_still_offers_the_model_on_first_use():
     code = "import streamseg; from streamseg import ModelConfig, build_model; print(build_model.__module__)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "streamseg.model"
+    assert r.stdout.strip() == "streamseg.model.architecture"
 
 
 def test_the_environment_is_read_in_settings_py_alone():

@@ -83,7 +83,7 @@ def test_the_pipeline_runs_one_detection_the_best(sample_dir, small_checkpoint, 
     """The pipeline shows one nerve, so it asks the backend for one detection (each extra one costs a
     112² mask-head pass); it is the checkpoint's best, the same one a higher cap puts first."""
     from streamseg import backends
-    from streamseg.checkpoint import load_checkpoint
+    from streamseg.model.checkpoint import load_checkpoint
 
     opened = []
     real = backends.load

@@ -10,8 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from streamseg import build_model
-from streamseg.checkpoint import load_checkpoint, load_model, save_checkpoint
-from streamseg.model import ModelConfig
+from streamseg.model.checkpoint import load_checkpoint, load_model, save_checkpoint
+from streamseg.model.architecture import ModelConfig
 from streamseg.cli import app
 from streamseg.training.dataset import NerveDataset, collate, scan_folder
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from streamseg.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from streamseg.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from streamseg.files import file_sha256
 
 

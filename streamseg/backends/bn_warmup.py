@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model import ModelConfig, ModelInfo, build_model
+from ..model.architecture import ModelConfig, ModelInfo, build_model
 from ..types import StreamsegError
 from .base import preprocess
 
