@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from streamseg import backends  # noqa: E402
-from streamseg.sources import open_source  # noqa: E402
+from streamseg.inputs.sources import open_source  # noqa: E402
 from streamseg.tracking import Tracker, tracked  # noqa: E402
 from streamseg.types import NERVE_SCORE, SHOWN_DETECTIONS  # noqa: E402
 

@@ -100,7 +100,7 @@ def bench_frames(o: BenchOptions, log=print) -> tuple[list[np.ndarray], str]:
         return [imgs[i % len(imgs)] for i in range(n)], f"{len(imgs)} images of {o.images}, in name order"
     video = Path(o.e2e_video or DEMO)
     try:
-        from .sources import open_source
+        from .inputs.sources import open_source
     except ImportError as e:  # e.g. no PyAV on a GPU box
         log(f"no clip decoder ({e}): timing the bundled sample images instead")
         imgs = sample_images()

@@ -69,7 +69,7 @@ def run_live(backend: Backend, o, log=print, infer=None) -> dict:
     pipeline with `backend` (already opened), after o.warmup untimed frames (at least one).
     `infer`: the callable the pipeline runs (`infer(image) -> Inference`), default backend.infer."""
     try:
-        from .sources import open_source
+        from .inputs.sources import open_source
     except ImportError as e:  # e.g. no PyAV on a GPU box
         log(f"end-to-end part skipped: {e}")
         return {"skipped": f"{type(e).__name__}: {e}"}

@@ -7,7 +7,7 @@ import math
 import re
 from pathlib import Path
 
-from .calibration import MM_PER_PX_MAX, MM_PER_PX_MIN
+from .inputs.calibration import MM_PER_PX_MAX, MM_PER_PX_MIN
 from .files import check_writable
 from .types import StreamsegError
 

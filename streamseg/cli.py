@@ -271,7 +271,7 @@ def calibrate(
     """Save a probe and preset's pixel spacing as a profile.
 
     The profile (mm/px and crop) is named PROBE_PRESET; use it with --profile."""
-    from .calibration import calibrate_profile, config_dir, load_profiles, profile_name
+    from .inputs.calibration import calibrate_profile, config_dir, load_profiles, profile_name
 
     asked = any(v is not None for v in (name, probe, preset, mm_per_px, depth_mm, known_mm, known_px, crop, image_from))
     if list_ or not asked:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from . import pipeline
-from .calibration import Calibration, parse_crop, resolve
+from .inputs.calibration import Calibration, parse_crop, resolve
 from .files import StagedFile, json_text
 from .interrupts import RunSignals
 from . import choices
@@ -24,7 +24,7 @@ from .progress import ProgressSink, files_written
 from .display import WindowSink, require_display
 from .outputs import RawVideoSink, RowSink, VideoSink
 from .scan_summary import CsaSummary, ScanSummary
-from .sources import open_source
+from .inputs.sources import open_source
 from .stats import percentiles
 from .tracking import track
 from .types import (BACKOFF_S, CONFIDENT_SCORE, CTS_CUTOFF_MM2, NERVE_SCORE, OPEN_TIMEOUT_S, READ_TIMEOUT_S,

@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # annotations only: `streamseg` starts without numpy, so Ctrl
 
     import numpy as np
 
-    from .calibration import Calibration
+    from .inputs.calibration import Calibration
 
 
 # Score thresholds of the runtime. A detection scoring at least NERVE_SCORE is shown as the nerve;

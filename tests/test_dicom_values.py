@@ -17,7 +17,7 @@ pydicom = pytest.importorskip("pydicom")
 
 from test_dicom import region_item, scan, write_us  # noqa: E402 - the helpers that build real ultrasound DICOMs
 
-from streamseg.dicom import DicomSource  # noqa: E402
+from streamseg.inputs.dicom import DicomSource  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ def test_a_dicom_claiming_2_31_frames_over_one_reads_its_one_frame_in_bounded_me
                         "--probe", "p", "--preset", "q"], capture_output=True, text=True, env=env, timeout=120,
                        preexec_fn=_limit_memory)
     assert p.returncode == 0 and "Traceback" not in p.stderr + p.stdout, p.stderr
-    src = subprocess.run([sys.executable, "-c", "import sys; from streamseg.dicom import DicomSource as S; "
+    src = subprocess.run([sys.executable, "-c", "import sys; from streamseg.inputs.dicom import DicomSource as S; "
                           "s = S(sys.argv[1]).open(); print(s.dicom.frames, len(s.dicom.pts), *s.stats.notes[:1])",
                           str(dcm)], capture_output=True, text=True, env=env, timeout=120, preexec_fn=_limit_memory)
     assert src.returncode == 0, src.stderr
@@ -96,7 +96,7 @@ def test_cli_refuses_an_infinite_dicom_spacing_in_one_line(tmp_path, tiny_checkp
 
 
 def test_every_spacing_source_has_the_range_of_mm_per_px(tmp_path, monkeypatch):
-    from streamseg.calibration import Calibration, check_profile, resolve, save_profile
+    from streamseg.inputs.calibration import Calibration, check_profile, resolve, save_profile
     from streamseg.types import StreamsegError
 
     monkeypatch.setenv("STREAMSEG_CONFIG_DIR", str(tmp_path))

@@ -162,7 +162,7 @@ def test_reconnect_is_patient_by_default():
 
     from streamseg.cli import app
     from streamseg.runner import Options
-    from streamseg.sources import AVSource
+    from streamseg.inputs.sources import AVSource
 
     o = Options(input="tcp://127.0.0.1:9", live=True)
     src = AVSource(o.input, True, reconnect_attempts=o.reconnect_attempts, backoff_s=o.backoff_s)
@@ -178,7 +178,7 @@ def test_live_pts_stay_monotonic_across_a_reconnect(sample_dir):
     CSV's pts_s and the MP4's clock) are the session's capture clock and never go back."""
     from test_live_stream import Server, free_port
 
-    from streamseg.sources import open_source
+    from streamseg.inputs.sources import open_source
 
     port = free_port()
     events = []
@@ -221,7 +221,7 @@ def test_a_fifo_nobody_writes_to_is_one_line_not_a_hang(tmp_path):
 @needs_ffmpeg
 def test_a_fifo_with_a_writer_is_read(sample_dir, tmp_path):
     """Defect 10, the other side: a FIFO fed by ffmpeg (MPEG-TS) is read as a video file."""
-    from streamseg.sources import open_source
+    from streamseg.inputs.sources import open_source
 
     fifo = tmp_path / "in.ts"
     os.mkfifo(fifo)

@@ -16,7 +16,7 @@ import time
 import av
 import pytest
 
-from streamseg.sources import open_source
+from streamseg.inputs.sources import open_source
 
 FFMPEG = shutil.which("ffmpeg")
 pytestmark = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg not installed")

@@ -35,7 +35,7 @@ def test_the_stages_take_the_same_defaults():
 
     from streamseg.measure import Analyser
     from streamseg.overlay import Style
-    from streamseg.sources import AVSource, open_source
+    from streamseg.inputs.sources import AVSource, open_source
 
     assert Style(calibrated=True).cts_cutoff_mm2 == types.CTS_CUTOFF_MM2
     assert inspect.signature(Analyser).parameters["window"].default == types.STABLE_WINDOW

@@ -62,8 +62,8 @@ def test_the_demo_dicoms_assumed_spacing_is_said_wherever_its_mm2_are(tmp_path):
     """demo.dcm printed "0.06 mm/px from the DICOM's ultrasound region" and a CTS verdict with nothing
     saying the spacing is the demo's assumption, which its ImageComments state."""
     pydicom = _pydicom()
-    from streamseg.calibration import Calibration
-    from streamseg.dicom import DicomSource, dicom_info
+    from streamseg.inputs.calibration import Calibration
+    from streamseg.inputs.dicom import DicomSource, dicom_info
 
     ds = pydicom.dcmread(str(DEMO_DCM))
     assert "ASSUMED" in ds.ImageComments  # the file's own description says so (train/make_demo_dicom.py)

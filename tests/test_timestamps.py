@@ -68,7 +68,7 @@ def test_a_rotated_video_is_read_upright_as_ffmpeg_shows_it(sample_dir, tmp_path
     import cv2
     import numpy as np
 
-    from streamseg.sources import open_source
+    from streamseg.inputs.sources import open_source
 
     img = cv2.imread(str(sample_dir / "images" / "Pz065-001.png"))[:200, :320]
     img[:40, :40] = (255, 255, 255)  # a corner mark, so every turn is told apart

@@ -176,7 +176,7 @@ def test_file_tracks_the_demo_clip(sample_dir):
 
     from streamseg import backends
     from streamseg.runner import Options, _infer
-    from streamseg.sources import open_source
+    from streamseg.inputs.sources import open_source
 
     be = backends.load("torch", max_detections=1)
     infer = _infer(Options(input=str(sample_dir / "demo.mp4"), live=False, summary=False), be)

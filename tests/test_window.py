@@ -239,7 +239,7 @@ def test_the_display_is_handed_over_only_once_its_server_answers(tmp_path, monke
         assert r.returncode == 0 and r.stdout.split() == ["1280", "1024"], r.stderr
 
 
-@pytest.mark.parametrize("first", ["streamseg.outputs", "streamseg.sources"])
+@pytest.mark.parametrize("first", ["streamseg.outputs", "streamseg.inputs.sources"])
 def test_window_opens_whichever_module_loads_pyav_first(first, xdisplay):
     """The PyAV and OpenCV wheels bundle libxcb-shm under one name; with PyAV's copy loaded first,
     Qt hung for ever in cv2.namedWindow, so `streamseg live` (which imports its outputs first) never
