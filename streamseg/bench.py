@@ -163,7 +163,7 @@ def make_infer(be, track: bool = False) -> Infer:
     """The callable a run times, `infer(image) -> Inference`, built fresh for
     each run so the tracker starts clean: as `file` and `live` run it (`tracking.track`) when `track`,
     else the backend's own `infer` on every full frame."""
-    from .tracking import track as tracked_infer
+    from .analysis.tracking import track as tracked_infer
 
     return tracked_infer(be) if track else be.infer
 
@@ -171,7 +171,7 @@ def make_infer(be, track: bool = False) -> Infer:
 def run_backend(infer: Infer, images: list[np.ndarray], warmup: int, tick=None) -> dict:
     """Time `infer` stage by stage over `images` in their order; the first `warmup` are untimed.
     -> {"samples": stage -> seconds per timed frame, "detections": count per timed frame}."""
-    from .measure import measure
+    from .analysis.measure import measure
     from .overlay import Hud, Style, draw
     from .types import Frame, Timings
 

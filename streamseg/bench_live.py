@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from . import pipeline
-from .measure import Analyser
+from .analysis.measure import Analyser
 from .overlay import Style, draw
 from .stats import percentiles
 from .types import Backend, Frame, SourceState, SourceStats

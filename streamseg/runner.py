@@ -18,15 +18,15 @@ from .interrupts import RunSignals
 from . import choices
 from .choices import Precision, resolve_precision
 from .checks import check_compute, check_numbers, check_outputs, spacing_flag
-from .measure import Analyser
+from .analysis.measure import Analyser
 from .overlay import Style, draw, lost_screen
 from .progress import ProgressSink, files_written
 from .display import WindowSink, require_display
 from .outputs import RawVideoSink, RowSink, VideoSink
-from .scan_summary import CsaSummary, ScanSummary
+from .analysis.summary import CsaSummary, ScanSummary
 from .inputs.sources import open_source
 from .stats import percentiles
-from .tracking import track
+from .analysis.tracking import track
 from .types import (BACKOFF_S, CONFIDENT_SCORE, CTS_CUTOFF_MM2, NERVE_SCORE, OPEN_TIMEOUT_S, READ_TIMEOUT_S,
                     RECONNECT_ATTEMPTS, SHOWN_DETECTIONS, STABLE_WINDOW, Backend, FileSink, Sink, Source, StagedOutput,
                     StreamsegError)

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 TORCH_FREE = ["streamseg", "streamseg.types", "streamseg.files", "streamseg.stats", "streamseg.letterbox",
-              "streamseg.inputs.sources", "streamseg.measure", "streamseg.inputs.calibration", "streamseg.overlay",
-              "streamseg.outputs", "streamseg.display", "streamseg.scan_summary", "streamseg.pipeline", "streamseg.runner", "streamseg.bench_live", "streamseg.cli",
+              "streamseg.inputs.sources", "streamseg.analysis.measure", "streamseg.inputs.calibration", "streamseg.overlay",
+              "streamseg.outputs", "streamseg.display", "streamseg.analysis.summary", "streamseg.pipeline", "streamseg.runner", "streamseg.bench_live", "streamseg.cli",
               "streamseg.progress"]
 FORBIDDEN = ("torch", "torchvision", "streamseg.bench", "streamseg.model", "streamseg.backends")
 

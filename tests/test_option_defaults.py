@@ -33,7 +33,7 @@ def test_every_flag_of_file_and_live_is_an_option_with_its_default(command):
 def test_the_stages_take_the_same_defaults():
     import inspect
 
-    from streamseg.measure import Analyser
+    from streamseg.analysis.measure import Analyser
     from streamseg.overlay import Style
     from streamseg.inputs.sources import AVSource, open_source
 

@@ -22,7 +22,7 @@ from streamseg.cli import app
 from streamseg.overlay import Style, draw, hud_text
 from streamseg.progress import files_written, progress_bar
 from streamseg.runner import Options, run
-from streamseg.scan_summary import ScanSummary
+from streamseg.analysis.summary import ScanSummary
 from streamseg.types import Detection, Frame, Hud, Inference, Measurement, Result, StreamsegError
 
 
@@ -180,7 +180,7 @@ def test_units_are_written_with_a_superscript_two(sample_dir, monkeypatch):
     real = overlay._text
     monkeypatch.setattr(overlay, "_text", lambda img, s, *a, **k: (drawn.append(s), real(img, s, *a, **k))[1])
     r = Result(Frame(image, 0), EllipseBackend().infer(image).detections)
-    from streamseg.measure import Analyser
+    from streamseg.analysis.measure import Analyser
     r.measurement = Analyser(0.06)(r.detections)
     draw(r, Style(calibrated=True), Hud())
     draw(r, Style(calibrated=False), Hud())
@@ -224,7 +224,7 @@ def test_the_runtime_loads_matplotlib_only_to_draw_the_plot():
     import subprocess
     import sys
 
-    code = ("import sys, streamseg.runner, streamseg.outputs, streamseg.display, streamseg.scan_summary, streamseg.overlay, streamseg.progress; "
+    code = ("import sys, streamseg.runner, streamseg.outputs, streamseg.display, streamseg.analysis.summary, streamseg.overlay, streamseg.progress; "
             "print('matplotlib' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

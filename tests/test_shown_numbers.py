@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamseg.measure import Analyser
+from streamseg.analysis.measure import Analyser
 from streamseg.outputs import RowSink, result_row
 from streamseg.types import NERVE_SCORE, Detection, Frame, Result
 

@@ -1,4 +1,4 @@
-"""Tracking (streamseg/tracking.py): the window policy on synthetic detections, windows mapping
+"""Tracking (streamseg/analysis/tracking.py): the window policy on synthetic detections, windows mapping
 back to full-frame pixels on real scans with the bundled model (torch and onnxruntime), and
 `file` with tracking writing the same frames as --no-track."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streamseg.letterbox import Letterbox
-from streamseg.tracking import Tracker, tracked
+from streamseg.analysis.tracking import Tracker, tracked
 from streamseg.types import NERVE_SCORE, Detection, Inference
 
 H, W = 468, 606  # the sample scans' size
