@@ -172,7 +172,7 @@ def run_backend(infer: Infer, images: list[np.ndarray], warmup: int, tick=None) 
     """Time `infer` stage by stage over `images` in their order; the first `warmup` are untimed.
     -> {"samples": stage -> seconds per timed frame, "detections": count per timed frame}."""
     from .analysis.measure import measure
-    from .overlay import Hud, Style, draw
+    from .outputs.overlay import Hud, Style, draw
     from .types import Frame, Timings
 
     style = Style(calibrated=False)

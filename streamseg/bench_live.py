@@ -14,7 +14,7 @@ import numpy as np
 
 from . import pipeline
 from .analysis.measure import Analyser
-from .overlay import Style, draw
+from .outputs.overlay import Style, draw
 from .stats import percentiles
 from .types import Backend, Frame, SourceState, SourceStats
 

@@ -156,7 +156,7 @@ def _compute(default: str = "auto"):
 def _pipeline(o: Options) -> None:
     """Run file/live and report: one summary line; exit 128+signal when stopped by a signal,
     1 when a live source was lost for good."""
-    from .progress import progress_bar
+    from .outputs.progress import progress_bar
     from .runner import run
 
     bar = None if o.live else progress_bar(console)  # file: frames done of the total; live runs until stopped
@@ -213,7 +213,7 @@ def live(
     """Segment a live source: a frame grabber or a network stream.
 
     The newest frame always wins: older ones are dropped and counted, so the lag never grows."""
-    from .display import has_display
+    from .outputs.display import has_display
     from .runner import Options
 
     _pipeline(Options(
@@ -415,7 +415,7 @@ def export(
     def log(msg: str) -> None:  # what is built is listed at the end; a stale artefact's reason is shown
         if not (isinstance(msg, Building) and msg.routine):
             console.print(msg, highlight=False, markup=False)
-    from .progress import progress_bar
+    from .outputs.progress import progress_bar
 
     with progress_bar(console, "artefacts") as bar:  # one step, of unknown length: spinner and time elapsed
         bar.add_task(f"export {format}", total=None)
@@ -502,7 +502,7 @@ def _check_train_inputs(out: Path, data: Path, split: Path | None, negatives: Pa
 
 def _run_training(cfg, out: Path, folds: int | None, seed: int) -> None:
     """One training run, or with `folds` the patient-wise cross-validation in OUT's folder."""
-    from .progress import progress_bar
+    from .outputs.progress import progress_bar
     from .training.loop import train as run_train
 
     log = lambda s: console.print(s, highlight=False, markup=False)  # noqa: E731
@@ -543,7 +543,7 @@ def eval_(
     Prec/Rec, mAP, Dice median+IQR, HD95, area error; what a user sees at the display threshold,
     per-patient results and CSA agreement; or the false detections on a nerve-free folder."""
     from .backends.device import select_device
-    from .progress import progress_bar
+    from .outputs.progress import progress_bar
     from .training.evaluate import run_eval
 
     check_numbers([spacing_flag(mm_per_px), ("--conf", conf, 0, 1),

@@ -19,10 +19,10 @@ from . import choices
 from .choices import Precision, resolve_precision
 from .checks import check_compute, check_numbers, check_outputs, spacing_flag
 from .analysis.measure import Analyser
-from .overlay import Style, draw, lost_screen
-from .progress import ProgressSink, files_written
-from .display import WindowSink, require_display
-from .outputs import RawVideoSink, RowSink, VideoSink
+from .outputs.overlay import Style, draw, lost_screen
+from .outputs.progress import ProgressSink, files_written
+from .outputs.display import WindowSink, require_display
+from .outputs.video import RawVideoSink, RowSink, VideoSink
 from .analysis.summary import CsaSummary, ScanSummary
 from .inputs.sources import open_source
 from .stats import percentiles

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 TORCH_FREE = ["streamseg", "streamseg.types", "streamseg.files", "streamseg.stats", "streamseg.letterbox",
-              "streamseg.inputs.sources", "streamseg.analysis.measure", "streamseg.inputs.calibration", "streamseg.overlay",
-              "streamseg.outputs", "streamseg.display", "streamseg.analysis.summary", "streamseg.pipeline", "streamseg.runner", "streamseg.bench_live", "streamseg.cli",
-              "streamseg.progress"]
+              "streamseg.inputs.sources", "streamseg.analysis.measure", "streamseg.inputs.calibration", "streamseg.outputs.overlay",
+              "streamseg.outputs.video", "streamseg.outputs.display", "streamseg.analysis.summary", "streamseg.pipeline", "streamseg.runner", "streamseg.bench_live", "streamseg.cli",
+              "streamseg.outputs.progress"]
 FORBIDDEN = ("torch", "torchvision", "streamseg.bench", "streamseg.model", "streamseg.backends")
 
 # Imports the modules one by one in a fresh interpreter; prints the first one after which a forbidden

@@ -34,7 +34,7 @@ def test_the_stages_take_the_same_defaults():
     import inspect
 
     from streamseg.analysis.measure import Analyser
-    from streamseg.overlay import Style
+    from streamseg.outputs.overlay import Style
     from streamseg.inputs.sources import AVSource, open_source
 
     assert Style(calibrated=True).cts_cutoff_mm2 == types.CTS_CUTOFF_MM2

@@ -17,10 +17,10 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from streamseg import overlay
+from streamseg.outputs import overlay
 from streamseg.cli import app
-from streamseg.overlay import Style, draw, hud_text
-from streamseg.progress import files_written, progress_bar
+from streamseg.outputs.overlay import Style, draw, hud_text
+from streamseg.outputs.progress import files_written, progress_bar
 from streamseg.runner import Options, run
 from streamseg.analysis.summary import ScanSummary
 from streamseg.types import Detection, Frame, Hud, Inference, Measurement, Result, StreamsegError
@@ -224,7 +224,7 @@ def test_the_runtime_loads_matplotlib_only_to_draw_the_plot():
     import subprocess
     import sys
 
-    code = ("import sys, streamseg.runner, streamseg.outputs, streamseg.display, streamseg.analysis.summary, streamseg.overlay, streamseg.progress; "
+    code = ("import sys, streamseg.runner, streamseg.outputs.video, streamseg.outputs.display, streamseg.analysis.summary, streamseg.outputs.overlay, streamseg.outputs.progress; "
             "print('matplotlib' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -24,8 +24,8 @@ import cv2  # isort: skip
 import av  # isort: skip
 import numpy as np
 
-from .files import StagedFile, check_writable, json_text, write_error
-from .types import Result, StreamsegError
+from ..files import StagedFile, check_writable, json_text, write_error
+from ..types import Result, StreamsegError
 
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
