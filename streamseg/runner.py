@@ -22,7 +22,8 @@ from .analysis.measure import Analyser
 from .outputs.overlay import Style, draw, lost_screen
 from .outputs.progress import ProgressSink, files_written
 from .outputs.display import WindowSink, require_display
-from .outputs.video import RawVideoSink, RowSink, VideoSink
+from .outputs.rows import RowSink
+from .outputs.video import RawVideoSink, VideoSink
 from .analysis.summary import CsaSummary, ScanSummary
 from .inputs.sources import open_source
 from .stats import percentiles

@@ -124,7 +124,7 @@ def test_no_non_finite_number_reaches_a_csv_or_json_output():
     import numpy as np
 
     from streamseg.files import json_text
-    from streamseg.outputs.video import result_row
+    from streamseg.outputs.rows import result_row
     from streamseg.types import Detection, Frame, Measurement, Result
 
     m = Measurement(area_px=5, csa_mm2=0.02, perimeter_px=10.0, perimeter_mm=0.6, major_axis_px=5.0, minor_axis_px=0.0,

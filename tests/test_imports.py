@@ -8,7 +8,7 @@ import sys
 
 TORCH_FREE = ["streamseg", "streamseg.types", "streamseg.files", "streamseg.stats", "streamseg.letterbox",
               "streamseg.inputs.sources", "streamseg.analysis.measure", "streamseg.inputs.calibration", "streamseg.outputs.overlay",
-              "streamseg.outputs.video", "streamseg.outputs.display", "streamseg.analysis.summary", "streamseg.pipeline", "streamseg.runner", "streamseg.bench_live", "streamseg.cli",
+              "streamseg.outputs.video", "streamseg.outputs.rows", "streamseg.outputs.display", "streamseg.analysis.summary", "streamseg.pipeline", "streamseg.runner", "streamseg.bench_live", "streamseg.cli",
               "streamseg.outputs.progress"]
 FORBIDDEN = ("torch", "torchvision", "streamseg.bench", "streamseg.model", "streamseg.backends")
 

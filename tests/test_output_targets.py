@@ -17,7 +17,7 @@ import pytest
 
 from streamseg.files import atomic_write, check_writable
 from streamseg.files import StagedFile
-from streamseg.outputs.video import RowSink
+from streamseg.outputs.rows import RowSink
 from streamseg.types import StreamsegError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -224,7 +224,7 @@ def test_the_runtime_loads_matplotlib_only_to_draw_the_plot():
     import subprocess
     import sys
 
-    code = ("import sys, streamseg.runner, streamseg.outputs.video, streamseg.outputs.display, streamseg.analysis.summary, streamseg.outputs.overlay, streamseg.outputs.progress; "
+    code = ("import sys, streamseg.runner, streamseg.outputs.video, streamseg.outputs.rows, streamseg.outputs.display, streamseg.analysis.summary, streamseg.outputs.overlay, streamseg.outputs.progress; "
             "print('matplotlib' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from streamseg.analysis.measure import Analyser
-from streamseg.outputs.video import RowSink, result_row
+from streamseg.outputs.rows import RowSink, result_row
 from streamseg.types import NERVE_SCORE, Detection, Frame, Result
 
 REPO = Path(__file__).resolve().parent.parent
