@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from streamseg import backends  # noqa: E402
-from streamseg.runner import Options, run  # noqa: E402
+from streamseg.app.runner import Options, run  # noqa: E402
 
 
 def small_checkpoint(folder: Path) -> Path:

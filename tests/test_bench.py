@@ -13,10 +13,10 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from streamseg import bench
-from streamseg.bench import STAGES, BenchOptions, pct
+from streamseg.app import bench
+from streamseg.app.bench import STAGES, BenchOptions, pct
 from streamseg.types import Inference
-from streamseg.cli import app
+from streamseg.app.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 IDLE, BUSY = (lambda: (0.2, 0.3, 0.4)), (lambda: (9.0, 8.0, 7.0))

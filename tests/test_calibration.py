@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streamseg.inputs.calibration import load_profile, parse_crop, resolve
-from streamseg.cli import app
+from streamseg.app.cli import app
 from streamseg.types import StreamsegError
 
 

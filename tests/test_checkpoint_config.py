@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from streamseg.model.checkpoint import load_checkpoint, save_checkpoint
-from streamseg.cli import app
+from streamseg.app.cli import app
 from streamseg.model.architecture import ModelConfig, build_model
 from streamseg.types import StreamsegError
 

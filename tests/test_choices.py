@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from streamseg import choices
 from streamseg.choices import (Backbone, Backend, BenchPrecision, BoxKind, ExportFormat, FnRule, Instances, MaskHead,
                                Norm, Precision, Schedule, Subset, Tracking, resolve_precision)
-from streamseg.cli import app
+from streamseg.app.cli import app
 from streamseg.types import StreamsegError
 
 # (command, flag, choice): every choice flag of the CLI

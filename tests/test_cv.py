@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import SHARED, in_ci
-from streamseg.cli import app
+from streamseg.app.cli import app
 from streamseg.model.checkpoint import read_checkpoint
 from streamseg.model.architecture import ModelConfig, build_model, freeze_blocks, pretrained_weights
 from streamseg.training.cv import assign_folds, fold_split, make_folds

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from streamseg.model.checkpoint import DEFAULT_WEIGHTS, load_checkpoint, read_checkpoint
-from streamseg.cli import app
+from streamseg.app.cli import app
 from streamseg.training.dataset import scan_folder
 from streamseg.training.evaluate import predict_samples
 from streamseg.training.metrics import dice

@@ -390,7 +390,7 @@ def test_bundled_demo_dicom():
 # --- the command line -------------------------------------------------------------------------------------
 def _streamseg() -> list[str]:
     exe = Path(sys.executable).with_name("streamseg")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "streamseg.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "streamseg"]
 
 
 def _run(args, cwd) -> subprocess.CompletedProcess:

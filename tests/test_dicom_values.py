@@ -43,7 +43,7 @@ def test_a_dicom_claiming_2_31_frames_over_one_reads_its_one_frame_in_bounded_me
     by the kernel); `calibrate --from` too. Checked against the pixel data before anything is sized."""
     dcm = edit(write_us(tmp_path / "huge.dcm", [scan(0)], frame_time_ms=50), NumberOfFrames=2**31 - 1)
     env = {**os.environ, "PYTHONPATH": str(REPO), "STREAMSEG_CONFIG_DIR": str(tmp_path / "cfg")}
-    p = subprocess.run([sys.executable, "-m", "streamseg.cli", "calibrate", "--from", str(dcm), "--depth-mm", "30",
+    p = subprocess.run([sys.executable, "-m", "streamseg", "calibrate", "--from", str(dcm), "--depth-mm", "30",
                         "--probe", "p", "--preset", "q"], capture_output=True, text=True, env=env, timeout=120,
                        preexec_fn=_limit_memory)
     assert p.returncode == 0 and "Traceback" not in p.stderr + p.stdout, p.stderr
@@ -69,7 +69,7 @@ def test_a_native_cine_cut_short_decodes_its_intact_frames(tmp_path):
 
 def cli(args, env_extra=None, timeout=300):
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
-    p = subprocess.run([sys.executable, "-m", "streamseg.cli", *map(str, args)], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "streamseg", *map(str, args)], capture_output=True, text=True,
                        env=env, timeout=timeout)
     return p.returncode, p.stderr + p.stdout
 

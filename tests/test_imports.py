@@ -6,11 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-TORCH_FREE = ["streamseg", "streamseg.types", "streamseg.files", "streamseg.stats", "streamseg.letterbox",
+TORCH_FREE = ["streamseg", "streamseg.types", "streamseg.files", "streamseg.app.stats", "streamseg.letterbox",
               "streamseg.inputs.sources", "streamseg.analysis.measure", "streamseg.inputs.calibration", "streamseg.outputs.overlay",
-              "streamseg.outputs.video", "streamseg.outputs.rows", "streamseg.outputs.display", "streamseg.analysis.summary", "streamseg.pipeline", "streamseg.runner", "streamseg.bench_live", "streamseg.cli",
+              "streamseg.outputs.video", "streamseg.outputs.rows", "streamseg.outputs.display", "streamseg.analysis.summary", "streamseg.app.pipeline", "streamseg.app.runner", "streamseg.app.bench_live", "streamseg.app.cli",
               "streamseg.outputs.progress"]
-FORBIDDEN = ("torch", "torchvision", "streamseg.bench", "streamseg.model", "streamseg.backends")
+FORBIDDEN = ("torch", "torchvision", "streamseg.app.bench", "streamseg.model", "streamseg.backends")
 
 # Imports the modules one by one in a fresh interpreter; prints the first one after which a forbidden
 # module is loaded, with what it loaded.

@@ -63,7 +63,7 @@ def clip(sample_dir):
 
 
 def cli(*args):
-    return [sys.executable, "-m", "streamseg.cli", "live", *map(str, args), "--backend", "torch", "--no-show"]
+    return [sys.executable, "-m", "streamseg", "live", *map(str, args), "--backend", "torch", "--no-show"]
 
 
 def frames_in(path) -> int:

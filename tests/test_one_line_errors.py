@@ -10,7 +10,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from streamseg.cli import app
+from streamseg.app.cli import app
 
 
 def _one_line(args, cwd, monkeypatch, code=2) -> str:

@@ -6,8 +6,8 @@ import pytest
 import typer
 
 from streamseg import types
-from streamseg.cli import app
-from streamseg.runner import Options
+from streamseg.app.cli import app
+from streamseg.app.runner import Options
 
 NAMED = {"cts_cutoff_mm2": types.CTS_CUTOFF_MM2, "stable_window": types.STABLE_WINDOW,
          "open_timeout_s": types.OPEN_TIMEOUT_S, "read_timeout_s": types.READ_TIMEOUT_S,

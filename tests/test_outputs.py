@@ -18,10 +18,10 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from streamseg.outputs import overlay
-from streamseg.cli import app
+from streamseg.app.cli import app
 from streamseg.outputs.overlay import Style, draw, hud_text
 from streamseg.outputs.progress import files_written, progress_bar
-from streamseg.runner import Options, run
+from streamseg.app.runner import Options, run
 from streamseg.analysis.summary import ScanSummary
 from streamseg.types import Detection, Frame, Hud, Inference, Measurement, Result, StreamsegError
 
@@ -210,7 +210,7 @@ def test_hud_shows_lag_live_and_processing_speed_for_a_file():
 
 @pytest.mark.parametrize("terminal", [True, False])
 def test_eval_shows_images_done_on_a_terminal_only(terminal, sample_dir, tiny_checkpoint, monkeypatch):
-    import streamseg.cli as cli
+    import streamseg.app.cli as cli
 
     buf = io.StringIO()
     monkeypatch.setattr(cli, "console", Console(file=buf, force_terminal=terminal, width=150, color_system=None))
@@ -224,7 +224,7 @@ def test_the_runtime_loads_matplotlib_only_to_draw_the_plot():
     import subprocess
     import sys
 
-    code = ("import sys, streamseg.runner, streamseg.outputs.video, streamseg.outputs.rows, streamseg.outputs.display, streamseg.analysis.summary, streamseg.outputs.overlay, streamseg.outputs.progress; "
+    code = ("import sys, streamseg.app.runner, streamseg.outputs.video, streamseg.outputs.rows, streamseg.outputs.display, streamseg.analysis.summary, streamseg.outputs.overlay, streamseg.outputs.progress; "
             "print('matplotlib' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

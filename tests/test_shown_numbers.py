@@ -82,7 +82,7 @@ def test_the_demo_dicoms_assumed_spacing_is_said_wherever_its_mm2_are(tmp_path):
     assert dicom_info(ds, "x.dcm").spacing_assumed == "demo series, pixel spacing assumed"
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    p = subprocess.run([sys.executable, "-c", "from streamseg.cli import main; main()", "file", str(DEMO_DCM),
+    p = subprocess.run([sys.executable, "-c", "from streamseg.app.cli import main; main()", "file", str(DEMO_DCM),
                         "--csv", str(tmp_path / "d.csv"), "--backend", "torch", "--no-track", "--max-frames", "2"],
                        capture_output=True, text=True, env=env, timeout=600)
     out = p.stdout + p.stderr

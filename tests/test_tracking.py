@@ -156,7 +156,7 @@ def test_window_at_the_frame_border(backend, sample_dir):
 
 
 def test_file_with_tracking_writes_the_same_frames_as_without(tmp_path, sample_dir, monkeypatch):
-    from streamseg.cli import app
+    from streamseg.app.cli import app
 
     monkeypatch.chdir(tmp_path)
     rows = {}
@@ -175,7 +175,7 @@ def test_file_tracks_the_demo_clip(sample_dir):
     import threading
 
     from streamseg import backends
-    from streamseg.runner import Options, _infer
+    from streamseg.app.runner import Options, _infer
     from streamseg.inputs.sources import open_source
 
     be = backends.load("torch", max_detections=1)

@@ -158,7 +158,7 @@ class Run:
     def __init__(self, display, args, cwd):
         self.display, self.log = display, Path(cwd) / "run.log"
         with open(self.log, "w") as f:
-            self.p = subprocess.Popen([sys.executable, "-m", "streamseg.cli", *map(str, args), "--backend", "torch"],
+            self.p = subprocess.Popen([sys.executable, "-m", "streamseg", *map(str, args), "--backend", "torch"],
                                       cwd=cwd, env=child_env(display), stdout=f, stderr=subprocess.STDOUT)
         self.pos = 0
 
@@ -394,7 +394,7 @@ def test_show_without_a_display_is_one_line_and_exit_2_before_any_output(command
                                  and not Path(f"/tmp/.X{n}-lock").exists()))
     env = child_env(display)
     src = ["--device", DEMO] if command == "live" else [DEMO]
-    r = subprocess.run([sys.executable, "-m", "streamseg.cli", command, *map(str, src), "--show", "--out", str(out),
+    r = subprocess.run([sys.executable, "-m", "streamseg", command, *map(str, src), "--show", "--out", str(out),
                         "--csv", str(table), "--backend", "torch"], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=SLOW)
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
