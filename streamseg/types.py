@@ -232,4 +232,4 @@ class StagedOutput(Protocol):
 
 
 class FileSink(Sink, StagedOutput, Protocol):
-    """A sink writing a file frame by frame (`outputs.py`: the videos, the CSV/JSONL rows)."""
+    """A sink writing a file frame by frame (`outputs/`: the videos, the CSV/JSONL rows)."""
