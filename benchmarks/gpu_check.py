@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 from streamseg import backends  # noqa: E402
 from streamseg.backends.bn_warmup import bench_model  # noqa: E402
 from streamseg.backends.parity import compare  # noqa: E402
-from streamseg.bench import BenchOptions, machine, time_backend  # noqa: E402
+from streamseg.app.bench import BenchOptions, machine, time_backend  # noqa: E402
 from streamseg.settings import Settings  # noqa: E402
 from streamseg.types import StreamsegError  # noqa: E402
 
@@ -129,7 +129,7 @@ def end_to_end(model, info, report, engines) -> dict:
     best = min(done, key=lambda r: r["stages"]["model"]["p50"])
     o = BenchOptions(engines_dir=engines, warmup=WARMUP, e2e_seconds=10.0)
     try:
-        from streamseg.bench_live import run_live
+        from streamseg.app.bench_live import run_live
 
         return run_live(open_on_cuda(best["backend"], best["precision"], model, info, engines), o, print)
     except Exception as e:  # noqa: BLE001 - e.g. no PyAV on this box: recorded, not fatal

@@ -36,12 +36,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from streamseg import backends  # noqa: E402
-from streamseg.runner import Options, run  # noqa: E402
+from streamseg.app.runner import Options, run  # noqa: E402
 
 
 def small_checkpoint(folder: Path) -> Path:
-    from streamseg.checkpoint import save_checkpoint
-    from streamseg.model import ModelConfig, build_model
+    from streamseg.model.checkpoint import save_checkpoint
+    from streamseg.model.architecture import ModelConfig, build_model
 
     torch.manual_seed(0)
     cfg = ModelConfig(backbone="mobilenet_v3_large", mask_head="112", box_head_width=256, max_detections=2,

@@ -1,4 +1,4 @@
-"""Tracking (windows around the last nerve, `streamseg/tracking.py`) vs the full frame every time:
+"""Tracking (windows around the last nerve, `streamseg/analysis/tracking.py`) vs the full frame every time:
 accuracy and model time, both paths run on the same frames in one process, alternating per frame.
 
 (a) the demo clip (no per-frame ground truth): the reference is the full-frame result; Dice of
@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from streamseg import backends  # noqa: E402
-from streamseg.sources import open_source  # noqa: E402
-from streamseg.tracking import Tracker, tracked  # noqa: E402
+from streamseg.inputs.sources import open_source  # noqa: E402
+from streamseg.analysis.tracking import Tracker, tracked  # noqa: E402
 from streamseg.types import NERVE_SCORE, SHOWN_DETECTIONS  # noqa: E402
 
 UNIVPM = REPO.parent / "shared" / "data" / "median-nerve-univpm"

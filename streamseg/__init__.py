@@ -2,7 +2,7 @@
 
 Importing the package is cheap and torch-free: `build_model` and `ModelConfig` (torch) are loaded on
 first use, so the runtime stages (sources, measure, overlay, outputs, display, scan summary, pipeline) never pull in torch."""
-from .interrupts import exit_at_once_on_interrupt, started_as_the_command
+from .app.interrupts import exit_at_once_on_interrupt, started_as_the_command
 from .memory import one_line_when_out_of_memory
 
 if started_as_the_command():  # first thing: Ctrl-C while the command starts is one line, exit 130,
@@ -19,7 +19,7 @@ _FROM_MODEL = ("ModelConfig", "build_model")
 
 def __getattr__(name: str):
     if name in _FROM_MODEL:
-        from . import model
+        from .model import architecture
 
-        return getattr(model, name)
+        return getattr(architecture, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # annotations only: `streamseg` starts without numpy, so Ctrl
 
     import numpy as np
 
-    from .calibration import Calibration
+    from .inputs.calibration import Calibration
 
 
 # Score thresholds of the runtime when a checkpoint brings none (a model's own, chosen on its
@@ -247,4 +247,4 @@ class StagedOutput(Protocol):
 
 
 class FileSink(Sink, StagedOutput, Protocol):
-    """A sink writing a file frame by frame (`outputs.py`: the videos, the CSV/JSONL rows)."""
+    """A sink writing a file frame by frame (`outputs/`: the videos, the CSV/JSONL rows)."""

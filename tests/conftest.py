@@ -63,8 +63,8 @@ def small_checkpoint(tmp_path_factory) -> Path:
     bundled sample, run through the backbone in train-mode BN under no_grad), saved as a real
     checkpoint. Untrained heads: it finds boxes, not nerves. For plumbing tests."""
     from streamseg.backends.bn_warmup import sample_images, warm_up_batchnorm
-    from streamseg.checkpoint import save_checkpoint
-    from streamseg.model import ModelConfig, build_model
+    from streamseg.model.checkpoint import save_checkpoint
+    from streamseg.model.architecture import ModelConfig, build_model
 
     torch.manual_seed(0)
     cfg = ModelConfig(backbone="mobilenet_v3_large", mask_head="112", box_head_width=256, max_detections=2,
@@ -80,8 +80,8 @@ def small_checkpoint(tmp_path_factory) -> Path:
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """The small model at a 256-px letterbox (~3x fewer pixels than 512): a real, valid checkpoint
     for pipeline tests that must push hundreds of frames through on CPU. Untrained."""
-    from streamseg.checkpoint import save_checkpoint
-    from streamseg.model import ModelConfig, build_model
+    from streamseg.model.checkpoint import save_checkpoint
+    from streamseg.model.architecture import ModelConfig, build_model
 
     torch.manual_seed(0)
     cfg = ModelConfig(backbone="mobilenet_v3_large", mask_head="112", box_head_width=256, max_detections=2,
@@ -98,7 +98,7 @@ def calibrated_checkpoint(tmp_path_factory) -> Path:
     real images and whose score threshold is 0, so every frame has its 2 detections: what parity
     and export tests compare. Untrained heads: it finds boxes, not nerves."""
     from streamseg.backends.bn_warmup import bench_model
-    from streamseg.checkpoint import save_checkpoint
+    from streamseg.model.checkpoint import save_checkpoint
 
     model, info = bench_model("mobilenet_v3_large", "112", box_head_width=256, max_detections=2, fpn_channels=128,
                               mask_head_width=128, rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50)

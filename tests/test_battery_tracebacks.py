@@ -74,7 +74,7 @@ def test_hostile_input_is_one_line_never_a_traceback(bench, args, request):
     env = {**os.environ, "PYTHONPATH": str(REPO), "STREAMSEG_CONFIG_DIR": str(bench / "cfg"),
            "TMPDIR": str(bench)}
     memory = "ulimit" in request.node.callspec.id
-    r = subprocess.run([sys.executable, "-m", "streamseg.cli", *args], capture_output=True, text=True, cwd=bench,
+    r = subprocess.run([sys.executable, "-m", "streamseg", *args], capture_output=True, text=True, cwd=bench,
                        env=env, timeout=600, preexec_fn=_limit_memory if memory else None)
     err = r.stderr.strip().splitlines()
     assert r.returncode != 0, (args, r.stdout, r.stderr)

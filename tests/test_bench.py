@@ -13,10 +13,10 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from streamseg import bench
-from streamseg.bench import STAGES, BenchOptions, pct
+from streamseg.app import bench
+from streamseg.app.bench import STAGES, BenchOptions, pct
 from streamseg.types import Inference
-from streamseg.cli import app
+from streamseg.app.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 IDLE, BUSY = (lambda: (0.2, 0.3, 0.4)), (lambda: (9.0, 8.0, 7.0))
@@ -82,7 +82,7 @@ def test_bench_cli_on_cpu_repeats_and_writes_where_asked(calibrated_checkpoint, 
 def test_no_arguments_time_the_bundled_model_with_autos_backend_first(engines_dir, tmp_path):
     """No model flag: what `file` and `live` run (the bundled checkpoint, the backend auto picks)."""
     from streamseg.backends import available
-    from streamseg.checkpoint import DEFAULT_WEIGHTS
+    from streamseg.model.checkpoint import DEFAULT_WEIGHTS
 
     out = tmp_path / "b.json"
     res = _cli(["--frames", "1", "--warmup", "0", "--repeat", "1", "--no-e2e", "--engines", str(engines_dir),

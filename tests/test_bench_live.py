@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from streamseg.bench_live import DEMO, run_live
+from streamseg.app.bench_live import DEMO, run_live
 from streamseg.types import Detection, Inference
 
 

@@ -6,8 +6,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from streamseg.calibration import load_profile, parse_crop, resolve
-from streamseg.cli import app
+from streamseg.inputs.calibration import load_profile, parse_crop, resolve
+from streamseg.app.cli import app
 from streamseg.types import StreamsegError
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from streamseg.checkpoint import load_checkpoint, save_checkpoint
-from streamseg.cli import app
-from streamseg.model import ModelConfig, build_model
+from streamseg.model.checkpoint import load_checkpoint, save_checkpoint
+from streamseg.app.cli import app
+from streamseg.model.architecture import ModelConfig, build_model
 from streamseg.types import StreamsegError
 
 BAD_CONFIGS = {

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from streamseg import choices
 from streamseg.choices import (Backbone, Backend, BenchPrecision, BoxKind, ExportFormat, FnRule, Instances, MaskHead,
                                Norm, Precision, Schedule, Subset, Tracking, resolve_precision)
-from streamseg.cli import app
+from streamseg.app.cli import app
 from streamseg.types import StreamsegError
 
 # (command, flag, choice): every choice flag of the CLI
@@ -49,7 +49,7 @@ def test_every_choice_of_the_module_is_on_the_command_line():
 
 
 def test_the_model_config_refuses_what_the_flag_refuses():
-    from streamseg.model import ModelConfig
+    from streamseg.model.architecture import ModelConfig
 
     with pytest.raises(StreamsegError, match="unknown backbone 'vgg'.*" + ", ".join(Backbone)):
         ModelConfig(backbone="vgg")

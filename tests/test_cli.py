@@ -8,7 +8,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from streamseg.cli import app
+from streamseg.app.cli import app
 
 DEMO = "streamseg/data/sample/demo.mp4"
 COMMANDS = ["file", "live", "calibrate", "bench", "export", "train", "eval", "ablation"]
@@ -142,7 +142,7 @@ def test_help_lists_choices_without_bool(command):
 
 
 def test_help_choices_follow_the_backends_and_formats():
-    from streamseg import cli
+    from streamseg.app import cli
     from streamseg.choices import Backend, ExportFormat
 
     BACKENDS, FORMATS = tuple(Backend), tuple(ExportFormat)  # what backends.load and export.build accept

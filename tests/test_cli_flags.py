@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import inspect
 
-from streamseg import cli
-from streamseg.cli import COMPUTE_HELP
+from streamseg.app import cli
+from streamseg.app.cli import COMPUTE_HELP
 
 NETWORK_COMMANDS = {"file": cli.file, "live": cli.live, "train": cli.train, "eval": cli.eval_, "export": cli.export,
                     "bench": cli.bench}
@@ -45,7 +45,7 @@ def _help(args: list[str], columns: int) -> str:
 
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    p = subprocess.run([sys.executable, "-m", "streamseg.cli", *args, "--help"], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "streamseg", *args, "--help"], capture_output=True, text=True,
                        env=env, timeout=120)
     assert p.returncode == 0, p.stderr
     return p.stdout

@@ -8,9 +8,9 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import SHARED, in_ci
-from streamseg.cli import app
-from streamseg.checkpoint import read_checkpoint
-from streamseg.model import ModelConfig, build_model, freeze_blocks, pretrained_weights
+from streamseg.app.cli import app
+from streamseg.model.checkpoint import read_checkpoint
+from streamseg.model.architecture import ModelConfig, build_model, freeze_blocks, pretrained_weights
 from streamseg.training.cv import assign_folds, fold_split, make_folds
 from streamseg.training.cv_report import choose_thresholds, pooled_report
 from streamseg.training.dataset import scan_folder

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from typer.testing import CliRunner
 
-from streamseg.checkpoint import DEFAULT_WEIGHTS, load_checkpoint, read_checkpoint
-from streamseg.cli import app
+from streamseg.model.checkpoint import DEFAULT_WEIGHTS, load_checkpoint, read_checkpoint
+from streamseg.app.cli import app
 from streamseg.training.dataset import scan_folder
 from streamseg.training.evaluate import predict_samples
 from streamseg.training.metrics import dice

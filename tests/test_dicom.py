@@ -123,13 +123,13 @@ def region_of(img, x=40, y=50, **kw):
 
 # --- the module itself -------------------------------------------------------------------------------
 def test_module_imports_without_pydicom_or_torch_and_says_what_to_install():
-    """streamseg.dicom loaded on its own (the package's __init__ imports the model, so it is bypassed):
+    """streamseg.inputs.dicom loaded on its own (the package's __init__ imports the model, so it is bypassed):
     no torch, no pydicom at import; using it without pydicom gives the one line to act on."""
     code = ("import sys, types\n"
             "sys.modules['pydicom'] = None\n"
             f"pkg = types.ModuleType('streamseg'); pkg.__path__ = [{str(REPO / 'streamseg')!r}]\n"
             "sys.modules['streamseg'] = pkg\n"
-            "import streamseg.dicom as d\n"
+            "import streamseg.inputs.dicom as d\n"
             "from streamseg.types import StreamsegError\n"
             "assert d.is_dicom('x.dcm') and not d.is_dicom('x.mp4')\n"
             "assert not {'torch', 'torchvision', 'cv2', 'av'} & set(sys.modules), 'heavy imports'\n"
@@ -140,7 +140,7 @@ def test_module_imports_without_pydicom_or_torch_and_says_what_to_install():
 
 
 def test_is_dicom_by_magic_or_suffix(tmp_path):
-    from streamseg.dicom import is_dicom
+    from streamseg.inputs.dicom import is_dicom
 
     f = write_us(tmp_path / "a.dcm", [scan()])
     renamed = tmp_path / "no_suffix"
@@ -155,7 +155,7 @@ def test_is_dicom_by_magic_or_suffix(tmp_path):
 # --- real files ----------------------------------------------------------------------------------------
 def test_aloka_palette_regions_spacing_and_crop():
     """gdcm-US-ALOKA-16: 16-bit palette colour, two equal 2D tissue regions and a grey bar region."""
-    from streamseg.dicom import read_dicom
+    from streamseg.inputs.dicom import read_dicom
 
     info, frames = read_dicom(data_file("gdcm-US-ALOKA-16.dcm"))
     img = next(frames)
@@ -173,7 +173,7 @@ def test_aloka_palette_regions_spacing_and_crop():
 
 
 def test_rgb_uncompressed_and_jpeg2000_agree():
-    from streamseg.dicom import read_dicom
+    from streamseg.inputs.dicom import read_dicom
 
     info_u, fu = read_dicom(data_file("US1_UNCR.dcm"))
     info_j, fj = read_dicom(data_file("US1_J2KR.dcm"))
@@ -198,7 +198,7 @@ def test_rgb_uncompressed_and_jpeg2000_agree():
     "SC_rgb_16bit.dcm",
 ])
 def test_colour_spaces_and_transfer_syntaxes_match_the_rgb_original(name):
-    from streamseg.dicom import read_dicom
+    from streamseg.inputs.dicom import read_dicom
 
     ref = next(read_dicom(data_file("SC_rgb.dcm"))[1]).astype(int)
     img = next(read_dicom(data_file(name))[1]).astype(int)
@@ -208,7 +208,7 @@ def test_colour_spaces_and_transfer_syntaxes_match_the_rgb_original(name):
 
 
 def test_palette_8bit_without_preamble_and_greyscale_16bit():
-    from streamseg.dicom import read_dicom
+    from streamseg.inputs.dicom import read_dicom
 
     face = next(read_dicom(data_file("OT-PAL-8-face.dcm"))[1])  # no preamble: read by its .dcm name
     assert face.shape == (480, 640, 3) and 60 < face.mean() < 160
@@ -222,7 +222,7 @@ def test_palette_8bit_without_preamble_and_greyscale_16bit():
 
 # --- generated cines -------------------------------------------------------------------------------------
 def test_grey_cine_frame_time_region_crop(tmp_path):
-    from streamseg.dicom import read_dicom
+    from streamseg.inputs.dicom import read_dicom
 
     imgs = [np.roll(scan(), k, axis=1) for k in range(5)]
     f = write_us(tmp_path / "cine.dcm", [on_canvas(i) for i in imgs], [region_of(imgs[0], dx_cm=0.0062)],
@@ -237,7 +237,7 @@ def test_grey_cine_frame_time_region_crop(tmp_path):
 
 
 def test_rgb_cine_rle_and_frame_time_vector(tmp_path):
-    from streamseg.dicom import read_dicom
+    from streamseg.inputs.dicom import read_dicom
 
     imgs = [scan(i, grey=False) for i in range(4)]
     f = write_us(tmp_path / "rgb.dcm", [on_canvas(i) for i in imgs], [region_of(imgs[0])],
@@ -251,7 +251,7 @@ def test_rgb_cine_rle_and_frame_time_vector(tmp_path):
 
 
 def test_cine_rate_and_monochrome1(tmp_path):
-    from streamseg.dicom import read_dicom
+    from streamseg.inputs.dicom import read_dicom
 
     img = scan()
     info, frames = read_dicom(write_us(tmp_path / "m1.dcm", [img, img, img], cine_rate=25, photometric="MONOCHROME1"))
@@ -260,7 +260,7 @@ def test_cine_rate_and_monochrome1(tmp_path):
 
 
 def test_16bit_grey_uses_the_window(tmp_path):
-    from streamseg.dicom import read_dicom
+    from streamseg.inputs.dicom import read_dicom
 
     ramp = np.tile(np.linspace(0, 4095, 256).astype(np.uint16), (64, 1))
     f = write_us(tmp_path / "w.dcm", [ramp], bits=12, window=(2048, 1024))
@@ -273,7 +273,7 @@ def test_16bit_grey_uses_the_window(tmp_path):
 
 
 def test_non_cm_and_non_tissue_regions_are_refused_in_one_line(tmp_path):
-    from streamseg.dicom import read_dicom
+    from streamseg.inputs.dicom import read_dicom
 
     img = scan()
     bad_units = write_us(tmp_path / "units.dcm", [img], [region_of(img, units=0)])
@@ -291,7 +291,7 @@ def test_non_cm_and_non_tissue_regions_are_refused_in_one_line(tmp_path):
 
 
 def test_non_square_pixels_and_pixel_spacing_without_regions(tmp_path):
-    from streamseg.dicom import read_dicom
+    from streamseg.inputs.dicom import read_dicom
 
     img = scan()
     info, _ = read_dicom(write_us(tmp_path / "aniso.dcm", [img], [region_of(img, x=0, y=0, dx_cm=0.006, dy_cm=0.0062)]))
@@ -305,9 +305,9 @@ def test_non_square_pixels_and_pixel_spacing_without_regions(tmp_path):
 
 
 def test_source_and_calibration_hooks(tmp_path):
-    from streamseg.calibration import resolve
-    from streamseg.dicom import DicomSource
-    from streamseg.sources import open_source
+    from streamseg.inputs.calibration import resolve
+    from streamseg.inputs.dicom import DicomSource
+    from streamseg.inputs.sources import open_source
 
     imgs = [scan(i) for i in range(3)]
     f = write_us(tmp_path / "c.dcm", [on_canvas(i) for i in imgs], [region_of(imgs[0])], frame_time_ms=50)
@@ -333,7 +333,7 @@ def test_source_and_calibration_hooks(tmp_path):
 
 
 def test_damaged_files_give_one_line(tmp_path):
-    from streamseg.sources import open_source
+    from streamseg.inputs.sources import open_source
 
     junk = tmp_path / "junk.dcm"
     junk.write_bytes(b"\0" * 128 + b"DICM" + b"garbage" * 10)
@@ -347,7 +347,7 @@ def test_damaged_files_give_one_line(tmp_path):
 def test_missing_decoder_plugin_says_what_to_install(monkeypatch):
     import pydicom.pixels
 
-    from streamseg.dicom import read_dicom
+    from streamseg.inputs.dicom import read_dicom
 
     class NoPlugins:
         is_available = False
@@ -375,7 +375,7 @@ def test_eval_data_folder_reads_dicom_images_uncropped(tmp_path):
 
 
 def test_bundled_demo_dicom():
-    from streamseg.dicom import read_dicom
+    from streamseg.inputs.dicom import read_dicom
 
     path = REPO / "streamseg" / "data" / "sample" / "demo.dcm"
     assert path.stat().st_size < 300_000
@@ -390,7 +390,7 @@ def test_bundled_demo_dicom():
 # --- the command line -------------------------------------------------------------------------------------
 def _streamseg() -> list[str]:
     exe = Path(sys.executable).with_name("streamseg")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "streamseg.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "streamseg"]
 
 
 def _run(args, cwd) -> subprocess.CompletedProcess:

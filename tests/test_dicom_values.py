@@ -17,7 +17,7 @@ pydicom = pytest.importorskip("pydicom")
 
 from test_dicom import region_item, scan, write_us  # noqa: E402 - the helpers that build real ultrasound DICOMs
 
-from streamseg.dicom import DicomSource  # noqa: E402
+from streamseg.inputs.dicom import DicomSource  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,11 +43,11 @@ def test_a_dicom_claiming_2_31_frames_over_one_reads_its_one_frame_in_bounded_me
     by the kernel); `calibrate --from` too. Checked against the pixel data before anything is sized."""
     dcm = edit(write_us(tmp_path / "huge.dcm", [scan(0)], frame_time_ms=50), NumberOfFrames=2**31 - 1)
     env = {**os.environ, "PYTHONPATH": str(REPO), "STREAMSEG_CONFIG_DIR": str(tmp_path / "cfg")}
-    p = subprocess.run([sys.executable, "-m", "streamseg.cli", "calibrate", "--from", str(dcm), "--depth-mm", "30",
+    p = subprocess.run([sys.executable, "-m", "streamseg", "calibrate", "--from", str(dcm), "--depth-mm", "30",
                         "--probe", "p", "--preset", "q"], capture_output=True, text=True, env=env, timeout=120,
                        preexec_fn=_limit_memory)
     assert p.returncode == 0 and "Traceback" not in p.stderr + p.stdout, p.stderr
-    src = subprocess.run([sys.executable, "-c", "import sys; from streamseg.dicom import DicomSource as S; "
+    src = subprocess.run([sys.executable, "-c", "import sys; from streamseg.inputs.dicom import DicomSource as S; "
                           "s = S(sys.argv[1]).open(); print(s.dicom.frames, len(s.dicom.pts), *s.stats.notes[:1])",
                           str(dcm)], capture_output=True, text=True, env=env, timeout=120, preexec_fn=_limit_memory)
     assert src.returncode == 0, src.stderr
@@ -69,7 +69,7 @@ def test_a_native_cine_cut_short_decodes_its_intact_frames(tmp_path):
 
 def cli(args, env_extra=None, timeout=300):
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
-    p = subprocess.run([sys.executable, "-m", "streamseg.cli", *map(str, args)], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "streamseg", *map(str, args)], capture_output=True, text=True,
                        env=env, timeout=timeout)
     return p.returncode, p.stderr + p.stdout
 
@@ -96,7 +96,7 @@ def test_cli_refuses_an_infinite_dicom_spacing_in_one_line(tmp_path, tiny_checkp
 
 
 def test_every_spacing_source_has_the_range_of_mm_per_px(tmp_path, monkeypatch):
-    from streamseg.calibration import Calibration, check_profile, resolve, save_profile
+    from streamseg.inputs.calibration import Calibration, check_profile, resolve, save_profile
     from streamseg.types import StreamsegError
 
     monkeypatch.setenv("STREAMSEG_CONFIG_DIR", str(tmp_path))
@@ -124,7 +124,7 @@ def test_no_non_finite_number_reaches_a_csv_or_json_output():
     import numpy as np
 
     from streamseg.files import json_text
-    from streamseg.outputs import result_row
+    from streamseg.outputs.rows import result_row
     from streamseg.types import Detection, Frame, Measurement, Result
 
     m = Measurement(area_px=5, csa_mm2=0.02, perimeter_px=10.0, perimeter_mm=0.6, major_axis_px=5.0, minor_axis_px=0.0,

@@ -11,7 +11,7 @@ import pytest
 
 from streamseg.backends.onnx_export import ensure_onnx
 from streamseg.backends.onnx_heads import ensure_heads
-from streamseg.checkpoint import load_checkpoint
+from streamseg.model.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")

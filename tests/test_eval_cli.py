@@ -8,7 +8,7 @@ import cv2
 import pytest
 from typer.testing import CliRunner
 
-from streamseg.cli import app
+from streamseg.app.cli import app
 from streamseg.training.evaluate import nerve_free_paths
 from streamseg.training.negatives import group_of, scan_negatives, split_negatives
 from streamseg.types import StreamsegError

@@ -14,9 +14,9 @@ from streamseg.backends.artefacts import artefact_path, read_sidecar, sidecar_pa
 from streamseg.backends.onnx_export import ensure_onnx, export_onnx
 from streamseg.letterbox import ROI_SIZES
 from streamseg.backends.split import DenseNet
-from streamseg.checkpoint import load_checkpoint, load_model
+from streamseg.model.checkpoint import load_checkpoint, load_model
 from streamseg.files import file_sha256
-from streamseg.cli import app
+from streamseg.app.cli import app
 from streamseg.types import StreamsegError
 
 runner = CliRunner()
@@ -186,7 +186,7 @@ def test_one_artefact_helper_rebuilds_stale_and_unloadable_files(tmp_path):
 def test_export_unknown_format_is_refused_by_its_choices():
     from typer.testing import CliRunner
 
-    from streamseg.cli import app
+    from streamseg.app.cli import app
 
     res = CliRunner().invoke(app, ["export", "--format", "tflite"])
     assert res.exit_code == 2 and "'onnx', 'engine', 'compiled'" in res.output and "Traceback" not in res.output

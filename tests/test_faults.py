@@ -24,7 +24,7 @@ needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg not installed")
 def cli(args, preexec_fn=None, timeout=300):
     """`streamseg ARGS --backend torch` in a subprocess -> (rc, stderr+stdout)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    p = subprocess.run([sys.executable, "-m", "streamseg.cli", *map(str, args), "--backend", "torch"],
+    p = subprocess.run([sys.executable, "-m", "streamseg", *map(str, args), "--backend", "torch"],
                        capture_output=True, text=True, env=env, timeout=timeout, preexec_fn=preexec_fn)
     return p.returncode, p.stderr + p.stdout
 
@@ -138,7 +138,7 @@ def test_sigkill_mid_run_then_rerun_cleans_up(sample_dir, tiny_checkpoint, tmp_p
     """Defect 11, end to end: SIGKILL while writing leaves a temp file (never a half-written target);
     the next run removes it."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    args = [sys.executable, "-m", "streamseg.cli", "file", str(sample_dir / "demo.mp4"), "--csv", str(tmp_path / "o.csv"),
+    args = [sys.executable, "-m", "streamseg", "file", str(sample_dir / "demo.mp4"), "--csv", str(tmp_path / "o.csv"),
             "--no-show", "--model", str(tiny_checkpoint), "--backend", "torch"]
     p = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -160,9 +160,9 @@ def test_reconnect_is_patient_by_default():
     `streamseg live --help` says so."""
     from typer.testing import CliRunner
 
-    from streamseg.cli import app
-    from streamseg.runner import Options
-    from streamseg.sources import AVSource
+    from streamseg.app.cli import app
+    from streamseg.app.runner import Options
+    from streamseg.inputs.sources import AVSource
 
     o = Options(input="tcp://127.0.0.1:9", live=True)
     src = AVSource(o.input, True, reconnect_attempts=o.reconnect_attempts, backoff_s=o.backoff_s)
@@ -178,7 +178,7 @@ def test_live_pts_stay_monotonic_across_a_reconnect(sample_dir):
     CSV's pts_s and the MP4's clock) are the session's capture clock and never go back."""
     from test_live_stream import Server, free_port
 
-    from streamseg.sources import open_source
+    from streamseg.inputs.sources import open_source
 
     port = free_port()
     events = []
@@ -221,7 +221,7 @@ def test_a_fifo_nobody_writes_to_is_one_line_not_a_hang(tmp_path):
 @needs_ffmpeg
 def test_a_fifo_with_a_writer_is_read(sample_dir, tmp_path):
     """Defect 10, the other side: a FIFO fed by ffmpeg (MPEG-TS) is read as a video file."""
-    from streamseg.sources import open_source
+    from streamseg.inputs.sources import open_source
 
     fifo = tmp_path / "in.ts"
     os.mkfifo(fifo)
@@ -247,7 +247,7 @@ def test_ctrl_c_on_a_stalled_stream_with_a_long_timeout_ends_cleanly(sample_dir,
     server = Server(sample_dir / "demo.mp4", port)
     out = tmp_path / "o.csv"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    p = subprocess.Popen([sys.executable, "-m", "streamseg.cli", "live", "--device", f"tcp://127.0.0.1:{port}",
+    p = subprocess.Popen([sys.executable, "-m", "streamseg", "live", "--device", f"tcp://127.0.0.1:{port}",
                           "--csv", str(out), "--no-show", "--model", str(tiny_checkpoint), "--backend", "torch",
                           "--timeout", "20"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -367,7 +367,7 @@ def _tree(d: Path) -> dict:
 
 def _streamseg(args, cwd=None, env=None, timeout=300):
     env = {**{k: v for k, v in os.environ.items() if k != "STREAMSEG_ENGINES"}, "PYTHONPATH": str(REPO), **(env or {})}
-    p = subprocess.run([sys.executable, "-m", "streamseg.cli", *map(str, args)], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "streamseg", *map(str, args)], capture_output=True, text=True,
                        env=env, cwd=cwd, timeout=timeout)
     return p.returncode, p.stderr + p.stdout
 
@@ -416,7 +416,7 @@ def test_ctrl_c_in_the_first_seconds_is_one_line_and_exit_130(sample_dir, tmp_pa
     KeyboardInterrupt inside torch's imports: a traceback, or exit by SIGINT (-2) after the line was
     printed. Now it is one line and exit 130, or, once the run has begun, the outputs are finalised."""
     script = shutil.which("streamseg")  # the console script, as a user runs it; else the module
-    cmd = [sys.executable, script] if script else [sys.executable, "-m", "streamseg.cli"]
+    cmd = [sys.executable, script] if script else [sys.executable, "-m", "streamseg"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     p = subprocess.Popen([*cmd, "file", str(sample_dir / "demo.mp4"), "--out", str(tmp_path / "o.mp4")], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from streamseg.cli import app
+from streamseg.app.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "streamseg" / "data" / "sample" / "demo.mp4"
@@ -67,7 +67,7 @@ def _run(prefix, args, env, cwd, limit_kb=None) -> subprocess.CompletedProcess:
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (limit_kb * 1024, limit_kb * 1024))
 
-    return subprocess.run([*prefix, "-m", "streamseg.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([*prefix, "-m", "streamseg", *args], capture_output=True, text=True, env=env,
                           cwd=cwd, timeout=900, preexec_fn=limit if limit_kb else None)
 
 
@@ -121,12 +121,12 @@ def test_too_little_memory_is_one_line(home, limit_kb, tiny_checkpoint):
     RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
     OSError("libtorch_cpu.so: failed to map segment from shared object")], ids=["MemoryError", "cpu", "cuda", "map"])
 def test_an_allocation_that_fails_in_a_command_is_one_line(monkeypatch, tmp_path, error):
-    import streamseg.runner
+    import streamseg.app.runner
 
     def run(*a, **k):
         raise error
 
-    monkeypatch.setattr(streamseg.runner, "run", run)
+    monkeypatch.setattr(streamseg.app.runner, "run", run)
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(app, ["file", str(DEMO)])
     err = r.stderr.strip().splitlines()

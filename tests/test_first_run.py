@@ -14,7 +14,7 @@ HINT = "(pip install onnx onnxruntime, or reinstall streamseg, which depends on 
 
 def _cli(args, hide: str | None = None, env: dict | None = None, timeout: int = 600):
     """`streamseg ARGS` in a fresh interpreter; `hide` makes that module unimportable (as if not installed)."""
-    code = (f"import sys; sys.modules[{hide!r}] = None; " if hide else "") + "from streamseg.cli import main; main()"
+    code = (f"import sys; sys.modules[{hide!r}] = None; " if hide else "") + "from streamseg.app.cli import main; main()"
     env = {**{k: v for k, v in os.environ.items() if k != "STREAMSEG_ENGINES"}, "PYTHONPATH": str(REPO), **(env or {})}
     p = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env,
                        timeout=timeout)

@@ -16,7 +16,7 @@ import time
 import av
 import pytest
 
-from streamseg.sources import open_source
+from streamseg.inputs.sources import open_source
 
 FFMPEG = shutil.which("ffmpeg")
 pytestmark = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg not installed")
@@ -63,7 +63,7 @@ def clip(sample_dir):
 
 
 def cli(*args):
-    return [sys.executable, "-m", "streamseg.cli", "live", *map(str, args), "--backend", "torch", "--no-show"]
+    return [sys.executable, "-m", "streamseg", "live", *map(str, args), "--backend", "torch", "--no-show"]
 
 
 def frames_in(path) -> int:

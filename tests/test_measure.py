@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streamseg.measure import Stabiliser, measure
+from streamseg.analysis.measure import Stabiliser, measure
 
 MARK = (255, 0, 255)  # magenta: absent from the frame (checked below); its UI markers are green
 

@@ -4,7 +4,7 @@ import torch
 
 from streamseg import StreamsegError, build_model
 from streamseg.backends.base import preprocess
-from streamseg.model import ModelConfig
+from streamseg.model.architecture import ModelConfig
 
 
 @pytest.mark.parametrize("head,size", [("112", 112), ("56", 56), ("28", 28)])
@@ -52,7 +52,7 @@ def test_unknown_choices_are_clear_errors(kw):
 
 
 def test_init_from_file_loads_matching_layers_and_keeps_predictors_fresh(tmp_path):
-    from streamseg.model import init_from_file
+    from streamseg.model.architecture import init_from_file
 
     torch.manual_seed(1)
     donor = build_model(backbone="resnet18", mask_head="28")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from streamseg.checkpoint import load_checkpoint, load_model
+from streamseg.model.checkpoint import load_checkpoint, load_model
 from streamseg.training.augment import PaperAugment
 from streamseg.training.dataset import NerveDataset, collate, load_pair, scan_folder
 from streamseg.training.negatives import MixedDataset, crop_out, group_of, scan_negatives, split_negatives, top_scores

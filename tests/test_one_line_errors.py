@@ -10,7 +10,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from streamseg.cli import app
+from streamseg.app.cli import app
 
 
 def _one_line(args, cwd, monkeypatch, code=2) -> str:
@@ -119,7 +119,7 @@ def test_a_dicom_whose_only_frame_fails_is_one_line_without_a_note(work, monkeyp
 
 
 def test_a_dicom_whose_first_frame_fails_notes_it_once_and_goes_on(work, sample_dir):
-    from streamseg.dicom import DicomSource
+    from streamseg.inputs.dicom import DicomSource
 
     events = []
     src = DicomSource(str(_corrupt_first_frame(sample_dir / "demo.dcm", work / "bad.dcm")), False,
@@ -133,7 +133,7 @@ def test_a_udp_read_timeout_says_no_data_for_n_seconds(sample_dir):
     import socket
     import subprocess
 
-    from streamseg.sources import open_source
+    from streamseg.inputs.sources import open_source
 
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:

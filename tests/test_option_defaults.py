@@ -6,8 +6,8 @@ import pytest
 import typer
 
 from streamseg import types
-from streamseg.cli import app
-from streamseg.runner import Options
+from streamseg.app.cli import app
+from streamseg.app.runner import Options
 
 NAMED = {"cts_cutoff_mm2": types.CTS_CUTOFF_MM2, "stable_window": types.STABLE_WINDOW,
          "open_timeout_s": types.OPEN_TIMEOUT_S, "read_timeout_s": types.READ_TIMEOUT_S,
@@ -36,9 +36,9 @@ def test_every_flag_of_file_and_live_is_an_option_with_its_default(command):
 def test_the_stages_take_the_same_defaults():
     import inspect
 
-    from streamseg.measure import Analyser
-    from streamseg.overlay import Style
-    from streamseg.sources import AVSource, open_source
+    from streamseg.analysis.measure import Analyser
+    from streamseg.outputs.overlay import Style
+    from streamseg.inputs.sources import AVSource, open_source
 
     assert Style(calibrated=True).cts_cutoff_mm2 == types.CTS_CUTOFF_MM2
     assert inspect.signature(Analyser).parameters["window"].default == types.STABLE_WINDOW

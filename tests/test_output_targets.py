@@ -17,7 +17,7 @@ import pytest
 
 from streamseg.files import atomic_write, check_writable
 from streamseg.files import StagedFile
-from streamseg.outputs import RowSink
+from streamseg.outputs.rows import RowSink
 from streamseg.types import StreamsegError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ FFMPEG = shutil.which("ffmpeg")
 
 def cli(args, timeout=300):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    p = subprocess.run([sys.executable, "-m", "streamseg.cli", *map(str, args)], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "streamseg", *map(str, args)], capture_output=True, text=True,
                        env=env, timeout=timeout)
     return p.returncode, p.stderr + p.stdout
 
@@ -148,7 +148,7 @@ def test_a_second_signal_while_finalising_keeps_the_outputs(sample_dir, tiny_che
     Now the first signal stops capture and every later one is noted while the outputs are committed."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     outs = {n: tmp_path / n for n in ("o.mp4", "o.csv", "o.jsonl")}
-    p = subprocess.Popen([sys.executable, "-m", "streamseg.cli", "file", str(sample_dir / "demo.mp4"), "--no-show",
+    p = subprocess.Popen([sys.executable, "-m", "streamseg", "file", str(sample_dir / "demo.mp4"), "--no-show",
                           "--out", str(outs["o.mp4"]), "--csv", str(outs["o.csv"]), "--jsonl", str(outs["o.jsonl"]),
                           "--model", str(tiny_checkpoint), "--backend", "torch"],
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -17,12 +17,12 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from streamseg import overlay
-from streamseg.cli import app
-from streamseg.overlay import Style, draw, hud_text
-from streamseg.progress import files_written, progress_bar
-from streamseg.runner import Options, run
-from streamseg.scan_summary import ScanSummary
+from streamseg.outputs import overlay
+from streamseg.app.cli import app
+from streamseg.outputs.overlay import Style, draw, hud_text
+from streamseg.outputs.progress import files_written, progress_bar
+from streamseg.app.runner import Options, run
+from streamseg.analysis.summary import ScanSummary
 from streamseg.types import Detection, Frame, Hud, Inference, Measurement, Result, StreamsegError, Thresholds
 
 
@@ -181,7 +181,7 @@ def test_units_are_written_with_a_superscript_two(sample_dir, monkeypatch):
     real = overlay._text
     monkeypatch.setattr(overlay, "_text", lambda img, s, *a, **k: (drawn.append(s), real(img, s, *a, **k))[1])
     r = Result(Frame(image, 0), EllipseBackend().infer(image).detections)
-    from streamseg.measure import Analyser
+    from streamseg.analysis.measure import Analyser
     r.measurement = Analyser(0.06)(r.detections)
     draw(r, Style(calibrated=True), Hud())
     draw(r, Style(calibrated=False), Hud())
@@ -211,7 +211,7 @@ def test_hud_shows_lag_live_and_processing_speed_for_a_file():
 
 @pytest.mark.parametrize("terminal", [True, False])
 def test_eval_shows_images_done_on_a_terminal_only(terminal, sample_dir, tiny_checkpoint, monkeypatch):
-    import streamseg.cli as cli
+    import streamseg.app.cli as cli
 
     buf = io.StringIO()
     monkeypatch.setattr(cli, "console", Console(file=buf, force_terminal=terminal, width=150, color_system=None))
@@ -225,7 +225,7 @@ def test_the_runtime_loads_matplotlib_only_to_draw_the_plot():
     import subprocess
     import sys
 
-    code = ("import sys, streamseg.runner, streamseg.outputs, streamseg.display, streamseg.scan_summary, streamseg.overlay, streamseg.progress; "
+    code = ("import sys, streamseg.app.runner, streamseg.outputs.video, streamseg.outputs.rows, streamseg.outputs.display, streamseg.analysis.summary, streamseg.outputs.overlay, streamseg.outputs.progress; "
             "print('matplotlib' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -159,7 +159,7 @@ def test_the_default_cpu_path_scores_as_eager_on_test_patients(test_scans, eager
     Scored with the paper's rule: the full frames give eager FP32's TP/FP/FN, the windows never a
     worse count (measured: 18/0/4 against eager's 17/1/4, one scan's box IoU crossing 0.7); median
     Dice within 0.005 of eager's for both."""
-    from streamseg.tracking import Tracker, tracked
+    from streamseg.analysis.tracking import Tracker, tracked
 
     fast = backends.load("auto", device="cpu", precision="auto", engines_dir=engines_dir)
     assert fast.name == "onnxruntime" and "int8" in fast.describe()

@@ -16,7 +16,7 @@ import av
 import pytest
 from typer.testing import CliRunner
 
-from streamseg.cli import app
+from streamseg.app.cli import app
 
 
 def probe(path):
@@ -83,7 +83,7 @@ def test_the_pipeline_runs_one_detection_the_best(sample_dir, small_checkpoint, 
     """The pipeline shows one nerve, so it asks the backend for one detection (each extra one costs a
     112² mask-head pass); it is the checkpoint's best, the same one a higher cap puts first."""
     from streamseg import backends
-    from streamseg.checkpoint import load_checkpoint
+    from streamseg.model.checkpoint import load_checkpoint
 
     opened = []
     real = backends.load
@@ -121,7 +121,7 @@ def test_depth_calibration_and_crop(sample_dir, small_checkpoint, tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_mid_file_finalises_outputs(video_dir, tiny_checkpoint, tmp_path, sig):
     out, table = tmp_path / "s.mp4", tmp_path / "s.csv"
-    p = subprocess.Popen([sys.executable, "-m", "streamseg.cli", "file", str(video_dir / "Reg_Image_181206_crop.mp4"),
+    p = subprocess.Popen([sys.executable, "-m", "streamseg", "file", str(video_dir / "Reg_Image_181206_crop.mp4"),
                           "--out", str(out), "--csv", str(table), "--no-show", "--model", str(tiny_checkpoint), "--backend", "torch"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from streamseg import pipeline
+from streamseg.app import pipeline
 from streamseg.types import Frame, Inference, SourceStats
 
 

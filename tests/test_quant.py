@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from streamseg import backends
 from streamseg.backends.onnx_quant import CALIB_DIR, calibration_files, ensure_int8, int8_path
 from streamseg.backends.parity import dice
-from streamseg.cli import app
+from streamseg.app.cli import app
 from streamseg.types import NERVE_SCORE, StreamsegError
 
 
@@ -126,7 +126,7 @@ def test_int8_is_rebuilt_when_the_calibration_set_changes(int8_graph, calib4, tm
 
 
 def test_precision_choices_are_one_list():
-    from streamseg import cli
+    from streamseg.app import cli
     from streamseg.choices import Precision
 
     PRECISIONS = tuple(Precision)

@@ -22,7 +22,7 @@ def test_ci_runs_the_readme_test_command_verbatim():
 def test_readme_main_command_uses_the_bundled_demo_and_real_flags():
     from typer.testing import CliRunner
 
-    from streamseg.cli import app
+    from streamseg.app.cli import app
 
     readme = (ROOT / "README.md").read_text()
     setup = readme.split("## Set-up: two commands", 1)[1]
@@ -58,7 +58,7 @@ def test_readme_calibration_examples_save_profiles_that_file_uses(tmp_path, monk
     env = {k: v for k, v in os.environ.items() if k != "STREAMSEG_CONFIG_DIR"}
     env.update(HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "config"),
                PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
-    cli = [sys.executable, "-c", "from streamseg.cli import main; main()"]
+    cli = [sys.executable, "-c", "from streamseg.app.cli import main; main()"]
     outputs = []
     for argv in examples:
         r = subprocess.run(cli + argv[1:], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -83,7 +83,7 @@ def test_readme_calibration_examples_save_profiles_that_file_uses(tmp_path, monk
 def test_calibrate_from_a_missing_grab_is_one_line_and_exit_2(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from streamseg.cli import app
+    from streamseg.app.cli import app
 
     monkeypatch.setenv("STREAMSEG_CONFIG_DIR", str(tmp_path))
     monkeypatch.chdir(tmp_path)
@@ -110,7 +110,7 @@ def test_readme_eval_example_on_the_bundled_sample_runs_as_written(tmp_path):
     (tmp_path / "streamseg" / "data").mkdir(parents=True)
     (tmp_path / "streamseg" / "data" / "sample").symlink_to(ROOT / "streamseg" / "data" / "sample")
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    r = subprocess.run([sys.executable, "-c", "from streamseg.cli import main; main()", *argv[1:]], cwd=tmp_path,
+    r = subprocess.run([sys.executable, "-c", "from streamseg.app.cli import main; main()", *argv[1:]], cwd=tmp_path,
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     result = json.loads((tmp_path / argv[argv.index("--json") + 1]).read_text())

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamseg.measure import Analyser
-from streamseg.outputs import RowSink, result_row
+from streamseg.analysis.measure import Analyser
+from streamseg.outputs.rows import RowSink, result_row
 from streamseg.types import NERVE_SCORE, Detection, Frame, Result
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,8 +62,8 @@ def test_the_demo_dicoms_assumed_spacing_is_said_wherever_its_mm2_are(tmp_path):
     """demo.dcm printed "0.06 mm/px from the DICOM's ultrasound region" and a CTS verdict with nothing
     saying the spacing is the demo's assumption, which its ImageComments state."""
     pydicom = _pydicom()
-    from streamseg.calibration import Calibration
-    from streamseg.dicom import DicomSource, dicom_info
+    from streamseg.inputs.calibration import Calibration
+    from streamseg.inputs.dicom import DicomSource, dicom_info
 
     ds = pydicom.dcmread(str(DEMO_DCM))
     assert "ASSUMED" in ds.ImageComments  # the file's own description says so (train/make_demo_dicom.py)
@@ -82,7 +82,7 @@ def test_the_demo_dicoms_assumed_spacing_is_said_wherever_its_mm2_are(tmp_path):
     assert dicom_info(ds, "x.dcm").spacing_assumed == "demo series, pixel spacing assumed"
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    p = subprocess.run([sys.executable, "-c", "from streamseg.cli import main; main()", "file", str(DEMO_DCM),
+    p = subprocess.run([sys.executable, "-c", "from streamseg.app.cli import main; main()", "file", str(DEMO_DCM),
                         "--csv", str(tmp_path / "d.csv"), "--backend", "torch", "--no-track", "--max-frames", "2"],
                        capture_output=True, text=True, env=env, timeout=600)
     out = p.stdout + p.stderr

@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 
-from streamseg.sources import V4L2Source, kind_of, open_source
+from streamseg.inputs.sources import V4L2Source, kind_of, open_source
 from streamseg.types import StreamsegError
 
 FFMPEG = shutil.which("ffmpeg")

@@ -13,10 +13,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from streamseg.checkpoint import load_checkpoint, read_checkpoint
-from streamseg.cli import app
-from streamseg.model import thresholds_from_meta
-from streamseg.runner import Options, run
+from streamseg.model.checkpoint import load_checkpoint, read_checkpoint
+from streamseg.app.cli import app
+from streamseg.model.architecture import thresholds_from_meta
+from streamseg.app.runner import Options, run
 from streamseg.types import CONFIDENT_SCORE, NERVE_SCORE, StreamsegError, Thresholds
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg not installed")
 
 def cli(args, timeout=300):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    p = subprocess.run([sys.executable, "-m", "streamseg.cli", *map(str, args)], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "streamseg", *map(str, args)], capture_output=True, text=True,
                        env=env, timeout=timeout)
     return p.returncode, p.stderr + p.stdout
 
@@ -68,7 +68,7 @@ def test_a_rotated_video_is_read_upright_as_ffmpeg_shows_it(sample_dir, tmp_path
     import cv2
     import numpy as np
 
-    from streamseg.sources import open_source
+    from streamseg.inputs.sources import open_source
 
     img = cv2.imread(str(sample_dir / "images" / "Pz065-001.png"))[:200, :320]
     img[:40, :40] = (255, 255, 255)  # a corner mark, so every turn is told apart

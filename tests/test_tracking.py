@@ -1,4 +1,4 @@
-"""Tracking (streamseg/tracking.py): the window policy on synthetic detections, windows mapping
+"""Tracking (streamseg/analysis/tracking.py): the window policy on synthetic detections, windows mapping
 back to full-frame pixels on real scans with the bundled model (torch and onnxruntime), and
 `file` with tracking writing the same frames as --no-track."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streamseg.letterbox import Letterbox
-from streamseg.tracking import Tracker, tracked
+from streamseg.analysis.tracking import Tracker, tracked
 from streamseg.types import NERVE_SCORE, Detection, Inference
 
 H, W = 468, 606  # the sample scans' size
@@ -156,7 +156,7 @@ def test_window_at_the_frame_border(backend, sample_dir):
 
 
 def test_file_with_tracking_writes_the_same_frames_as_without(tmp_path, sample_dir, monkeypatch):
-    from streamseg.cli import app
+    from streamseg.app.cli import app
 
     monkeypatch.chdir(tmp_path)
     rows = {}
@@ -175,8 +175,8 @@ def test_file_tracks_the_demo_clip(sample_dir):
     import threading
 
     from streamseg import backends
-    from streamseg.runner import Options, _infer
-    from streamseg.sources import open_source
+    from streamseg.app.runner import Options, _infer
+    from streamseg.inputs.sources import open_source
 
     be = backends.load("torch", max_detections=1)
     infer = _infer(Options(input=str(sample_dir / "demo.mp4"), live=False, summary=False), be.thresholds, be)

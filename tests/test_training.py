@@ -10,9 +10,9 @@ import torch
 from typer.testing import CliRunner
 
 from streamseg import build_model
-from streamseg.checkpoint import load_checkpoint, load_model, save_checkpoint
-from streamseg.model import ModelConfig
-from streamseg.cli import app
+from streamseg.model.checkpoint import load_checkpoint, load_model, save_checkpoint
+from streamseg.model.architecture import ModelConfig
+from streamseg.app.cli import app
 from streamseg.training.dataset import NerveDataset, collate, scan_folder
 
 SMALL = ["--backbone", "mobilenet_v3_large", "--box-head-width", "128", "--mask-head-width", "64"]
@@ -110,7 +110,7 @@ def test_cli_bad_input_is_one_line(sample_dir, tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_processes_gloo(sample_dir, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "streamseg.cli",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "streamseg",
            "train", "--data", str(sample_dir), "--out", str(tmp_path / "ddp.pt"), "--epochs", "1", "--batch-size", "1",
            "--max-iters-per-epoch", "1", "--split", str(tmp_path / "split.json"), "--compute", "cpu", *SMALL]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streamseg.overlay import lost_screen
+from streamseg.outputs.overlay import lost_screen
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "streamseg" / "data" / "sample" / "demo.mp4"  # 606x468, 20 fps, 350 frames
@@ -158,7 +158,7 @@ class Run:
     def __init__(self, display, args, cwd):
         self.display, self.log = display, Path(cwd) / "run.log"
         with open(self.log, "w") as f:
-            self.p = subprocess.Popen([sys.executable, "-m", "streamseg.cli", *map(str, args), "--backend", "torch"],
+            self.p = subprocess.Popen([sys.executable, "-m", "streamseg", *map(str, args), "--backend", "torch"],
                                       cwd=cwd, env=child_env(display), stdout=f, stderr=subprocess.STDOUT)
         self.pos = 0
 
@@ -239,12 +239,12 @@ def test_the_display_is_handed_over_only_once_its_server_answers(tmp_path, monke
         assert r.returncode == 0 and r.stdout.split() == ["1280", "1024"], r.stderr
 
 
-@pytest.mark.parametrize("first", ["streamseg.outputs", "streamseg.sources"])
+@pytest.mark.parametrize("first", ["streamseg.outputs.video", "streamseg.inputs.sources"])
 def test_window_opens_whichever_module_loads_pyav_first(first, xdisplay):
     """The PyAV and OpenCV wheels bundle libxcb-shm under one name; with PyAV's copy loaded first,
     Qt hung for ever in cv2.namedWindow, so `streamseg live` (which imports its outputs first) never
     showed its window. Both modules that import av import cv2 first."""
-    code = (f"import {first}\nimport numpy as np\nfrom streamseg.display import WindowSink\n"
+    code = (f"import {first}\nimport numpy as np\nfrom streamseg.outputs.display import WindowSink\n"
             "w = WindowSink()\nw.show(np.zeros((64, 64, 3), np.uint8))\nw.close()\nprint('shown')")
     r = subprocess.run([sys.executable, "-c", code], env=child_env(xdisplay), capture_output=True, text=True, timeout=SLOW)
     assert r.returncode == 0 and r.stdout.strip() == "shown", r.stdout + r.stderr
@@ -394,7 +394,7 @@ def test_show_without_a_display_is_one_line_and_exit_2_before_any_output(command
                                  and not Path(f"/tmp/.X{n}-lock").exists()))
     env = child_env(display)
     src = ["--device", DEMO] if command == "live" else [DEMO]
-    r = subprocess.run([sys.executable, "-m", "streamseg.cli", command, *map(str, src), "--show", "--out", str(out),
+    r = subprocess.run([sys.executable, "-m", "streamseg", command, *map(str, src), "--show", "--out", str(out),
                         "--csv", str(table), "--backend", "torch"], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=SLOW)
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]

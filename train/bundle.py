@@ -13,9 +13,9 @@ import argparse
 import json
 from pathlib import Path
 
-from streamseg.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from streamseg.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from streamseg.files import file_sha256
-from streamseg.model import thresholds_from_meta
+from streamseg.model.architecture import thresholds_from_meta
 from streamseg.types import StreamsegError
 
 

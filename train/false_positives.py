@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from streamseg import backends
-from streamseg.sources import open_source
+from streamseg.inputs.sources import open_source
 
 THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.98)
 

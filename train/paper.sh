@@ -12,7 +12,7 @@ ARGS=(train --data "$DATA" --backbone resnet101 --mask-head "${HEAD:-112}" --epo
 [ -n "${INIT:-}" ] && ARGS+=(--init "$INIT" --norm frozen)
 mkdir -p runs/paper
 if [ "${GPUS:-1}" -gt 1 ]; then
-  torchrun --standalone --nproc_per_node "$GPUS" -m streamseg.cli "${ARGS[@]}"
+  torchrun --standalone --nproc_per_node "$GPUS" -m streamseg "${ARGS[@]}"
 else
   streamseg "${ARGS[@]}"
 fi

@@ -80,7 +80,7 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", *, precision:
 
         require_onnx(runtime=True)  # the same, for onnx and onnxruntime
     if model is None:
-        from ..checkpoint import load_checkpoint
+        from ..model.checkpoint import load_checkpoint
 
         model, info = load_checkpoint(model_path, device="cpu", **overrides)
     elif info is None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from ..files import atomic_write, first_line
-from ..model import RUNTIME_KEYS, ModelInfo
+from ..model.architecture import RUNTIME_KEYS, ModelInfo
 from ..settings import engines_dir
 from ..types import StreamsegError
 

@@ -19,7 +19,7 @@ import torch
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from ..letterbox import ROI_SIZES, Letterbox, Roi, ensure_bgr, mask_box
-from ..model import ModelInfo
+from ..model.architecture import ModelInfo
 from ..types import Detection, Inference, Precision, StreamsegError, Thresholds
 
 

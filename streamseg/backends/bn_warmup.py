@@ -1,5 +1,5 @@
 """BatchNorm warm-up: models for benchmarks and parity tests when no trained checkpoint is at hand.
-(Not pixel-spacing calibration: that is `streamseg/calibration.py`.)
+(Not pixel-spacing calibration: that is `streamseg/inputs/calibration.py`.)
 
 An untrained network's BatchNorm layers hold running statistics of mean 0 / variance 1; through a
 ResNet101 that makes the features degenerate and the detector finds nothing, which flatters the
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model import ModelConfig, ModelInfo, build_model
+from ..model.architecture import ModelConfig, ModelInfo, build_model
 from ..types import StreamsegError
 from .base import preprocess
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..files import first_line, replace_onto
-from ..model import ModelInfo
+from ..model.architecture import ModelInfo
 from ..settings import Settings
 from ..types import Precision, StreamsegError
 from .artefacts import DEFAULT_DIR, artefact_path, base_meta, ensure_artefact, load_or_rebuild

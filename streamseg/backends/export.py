@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..model import ModelInfo
+from ..model.architecture import ModelInfo
 from ..choices import ExportFormat, Precision, choice, resolve_precision
 from .artefacts import DEFAULT_DIR, artefact_path, ensure_dir, sidecar_path
 from .compiled import ensure_compiled

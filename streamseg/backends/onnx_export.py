@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..files import atomic_write, first_line
-from ..model import ModelInfo
+from ..model.architecture import ModelInfo
 from ..types import StreamsegError
 from .artefacts import DEFAULT_DIR, artefact_path, base_meta, ensure_artefact
 from .split import DenseNet, output_names

@@ -18,7 +18,7 @@ from torch import nn
 from torchvision.models.detection.roi_heads import maskrcnn_inference
 
 from ..files import atomic_write
-from ..model import ModelInfo
+from ..model.architecture import ModelInfo
 from .artefacts import DEFAULT_DIR, artefact_path, base_meta, ensure_artefact
 from .onnx_export import OPSET, check_onnx
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..files import first_line
-from ..model import ModelInfo
+from ..model.architecture import ModelInfo
 from ..settings import Settings
 from ..types import Precision, StreamsegError
 from .artefacts import DEFAULT_DIR, read_sidecar

@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 
-from ..model import ModelInfo
+from ..model.architecture import ModelInfo
 from ..types import Precision
 from ..letterbox import window_sizes
 from .base import BackendBase

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..model import ModelInfo
+from ..model.architecture import ModelInfo
 from ..settings import Settings
 from ..types import Precision
 from ..letterbox import ROI_SIZES

@@ -20,7 +20,7 @@ def run_ablation(base: TrainConfig, out_dir: str, progress=None, log=print) -> d
     for head in HEADS:
         cfg = replace(base, out=str(out / f"mask{head}.pt"), split=split_path, model=replace(base.model, mask_head=head))
         train(cfg, progress=progress, log=log)
-        from ..checkpoint import load_checkpoint
+        from ..model.checkpoint import load_checkpoint
 
         model, info = load_checkpoint(cfg.out)
         test = select(scan_folder(base.data), load_split(split_path)["test"])

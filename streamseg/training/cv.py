@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 
-from ..checkpoint import load_checkpoint, read_checkpoint
+from ..model.checkpoint import load_checkpoint, read_checkpoint
 from ..files import atomic_write
 from ..types import StreamsegError
 from .dataset import scan_folder, select

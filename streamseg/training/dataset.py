@@ -34,7 +34,7 @@ class Sample:
 
 def read_image(path: Path) -> np.ndarray:
     if Path(path).suffix.lower() in DICOM_EXTS:  # first frame, uncropped: masks are in full-image pixels
-        from ..dicom import read_dicom
+        from ..inputs.dicom import read_dicom
 
         return next(read_dicom(path, use_regions=False)[1])
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from ..backends.torch_eager import TorchBackend
-from ..checkpoint import load_checkpoint
+from ..model.checkpoint import load_checkpoint
 from ..letterbox import mask_box
-from ..model import ModelConfig, ModelInfo
+from ..model.architecture import ModelConfig, ModelInfo
 from ..types import StreamsegError
 from . import report
 from .dataset import Sample, load_pair, load_split, scan_folder, select

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..checkpoint import read_checkpoint, save_checkpoint
+from ..model.checkpoint import read_checkpoint, save_checkpoint
 from ..choices import Instances, Schedule, choice
 from ..files import file_sha256
-from ..model import ModelConfig, build_model, freeze_blocks, init_from_file, pretrained_weights
+from ..model.architecture import ModelConfig, build_model, freeze_blocks, init_from_file, pretrained_weights
 from ..settings import torchrun_ranks
 from ..types import StreamsegError
 from .augment import PaperAugment
@@ -225,7 +225,7 @@ def resume(run: Run, log=print) -> tuple[int, float]:
     if not (run.cfg.resume and run.last_path.is_file()):
         return 0, -1.0
     from ..files import first_line
-    from ..model import RUNTIME_KEYS
+    from ..model.architecture import RUNTIME_KEYS
 
     blob = read_checkpoint(run.last_path)
     state = (blob.get("meta") or {}).get("train_state")

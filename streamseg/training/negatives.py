@@ -113,7 +113,7 @@ class MixedDataset(torch.utils.data.Dataset):
 def top_scores(model: torch.nn.Module, paths: list[Path], device="cpu", *, config) -> list[float]:
     """The highest detection score on each nerve-free image (0 when nothing is detected)."""
     from ..backends.torch_eager import TorchBackend
-    from ..model import ModelInfo
+    from ..model.architecture import ModelInfo
 
     backend = TorchBackend(model, ModelInfo(config), device=str(device))
     return [max((d.score for d in backend.infer(read_image(p)).detections), default=0.0) for p in paths]

@@ -14,7 +14,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .types import CONFIDENT_SCORE, STABLE_WINDOW, Detection, Measurement
+from ..types import CONFIDENT_SCORE, STABLE_WINDOW, Detection, Measurement
 
 
 def measure(mask: np.ndarray, mm_per_px: float | None = None) -> Measurement | None:

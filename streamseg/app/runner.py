@@ -12,23 +12,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from . import pipeline
-from .calibration import Calibration, parse_crop, resolve
-from .files import StagedFile, json_text
+from ..inputs.calibration import Calibration, parse_crop, resolve
+from ..files import StagedFile, json_text
 from .interrupts import RunSignals
-from . import choices
-from .choices import Precision, resolve_precision
+from .. import choices
+from ..choices import Precision, resolve_precision
 from .checks import check_compute, check_numbers, check_outputs, spacing_flag
-from .measure import Analyser
-from .overlay import Style, draw, lost_screen
-from .progress import ProgressSink, files_written
-from .display import WindowSink, require_display
-from .outputs import RawVideoSink, RowSink, VideoSink
-from .scan_summary import CsaSummary, ScanSummary
-from .sources import open_source
+from ..analysis.measure import Analyser
+from ..outputs.overlay import Style, draw, lost_screen
+from ..outputs.progress import ProgressSink, files_written
+from ..outputs.display import WindowSink, require_display
+from ..outputs.rows import RowSink
+from ..outputs.video import RawVideoSink, VideoSink
+from ..analysis.summary import CsaSummary, ScanSummary
+from ..inputs.sources import open_source
 from .stats import percentiles
-from .tracking import track
-from .types import (BACKOFF_S, CTS_CUTOFF_MM2, OPEN_TIMEOUT_S, READ_TIMEOUT_S, RECONNECT_ATTEMPTS, SHOWN_DETECTIONS,
-                    STABLE_WINDOW, Backend, FileSink, Sink, Source, StagedOutput, StreamsegError, Thresholds)
+from ..analysis.tracking import track
+from ..types import (BACKOFF_S, CTS_CUTOFF_MM2, OPEN_TIMEOUT_S, READ_TIMEOUT_S, RECONNECT_ATTEMPTS, SHOWN_DETECTIONS,
+                     STABLE_WINDOW, Backend, FileSink, Sink, Source, StagedOutput, StreamsegError, Thresholds)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -167,11 +168,11 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
     try:  # the input is checked first (cheap), then the model is loaded
         cal = source.calibration(cal, log)  # the input's own spacing (a DICOM's) when no flag gives one (issue 12)
         if backend is None:
-            from . import backends
+            from .. import backends
 
             compute = "cpu" if o.precision == Precision.INT8 else o.compute  # INT8 runs on the CPU (choices.int8_runs)
-            from .backends.artefacts import engine_log
-            from .settings import Settings
+            from ..backends.artefacts import engine_log
+            from ..settings import Settings
 
             settings = Settings.from_env()
             settings.apply()  # the process-wide switches, once, before the model runs

@@ -29,9 +29,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .files import first_line
+from ..files import first_line
 from .calibration import Calibration
-from .types import Frame, SourceState, SourceStats, StreamsegError
+from ..types import Frame, SourceState, SourceStats, StreamsegError
 
 MISSING = "pydicom is not installed (pip install 'streamseg[dicom]')"
 SUFFIXES = (".dcm", ".dicom")

@@ -11,9 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .files import atomic_write
-from .settings import display_name
-from .types import Result, StreamsegError
+from ..files import atomic_write
+from ..settings import display_name
+from ..types import Result, StreamsegError
 
 
 def display_problem() -> str | None:

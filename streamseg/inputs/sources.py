@@ -31,11 +31,11 @@ import cv2  # isort: skip
 import av  # isort: skip
 import numpy as np
 
-from .files import first_line
-from .settings import bound_v4l2_reads
-from .letterbox import ensure_bgr
+from ..files import first_line
+from ..settings import bound_v4l2_reads
+from ..letterbox import ensure_bgr
 from .calibration import Calibration
-from .types import (BACKOFF_MAX_S, BACKOFF_S, OPEN_TIMEOUT_S, READ_TIMEOUT_S, RECONNECT_ATTEMPTS, Frame, Source,
+from ..types import (BACKOFF_MAX_S, BACKOFF_S, OPEN_TIMEOUT_S, READ_TIMEOUT_S, RECONNECT_ATTEMPTS, Frame, Source,
                     SourceState, SourceStats, StreamsegError)
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "udp://", "tcp://", "http://", "https://", "srt://", "rtp://")

@@ -27,8 +27,8 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from .choices import Backbone, MaskHead, Norm, choice
-from .types import StreamsegError, Thresholds
+from ..choices import Backbone, MaskHead, Norm, choice
+from ..types import StreamsegError, Thresholds
 
 # Test-time settings: they change what is kept after the dense part (proposals, detections, the
 # reported box), never the weights or the dense graph, so they may differ between runs of one model.

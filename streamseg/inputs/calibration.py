@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import atomic_write, check_writable, json_text
-from .settings import config_dir
-from .types import StreamsegError
+from ..files import atomic_write, check_writable, json_text
+from ..settings import config_dir
+from ..types import StreamsegError
 
 PROFILES_FILE = "profiles.json"
 # Every spacing streamseg measures with (--mm-per-px, --depth-mm over the crop height, a profile, a

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write
-from .types import CONFIDENT_SCORE, CTS_CUTOFF_MM2, NERVE_SCORE, Result
+from ..files import atomic_write
+from ..types import CONFIDENT_SCORE, CTS_CUTOFF_MM2, NERVE_SCORE, Result
 
 
 @dataclass

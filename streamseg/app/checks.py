@@ -7,9 +7,9 @@ import math
 import re
 from pathlib import Path
 
-from .calibration import MM_PER_PX_MAX, MM_PER_PX_MIN
-from .files import check_writable
-from .types import StreamsegError
+from ..inputs.calibration import MM_PER_PX_MAX, MM_PER_PX_MIN
+from ..files import check_writable
+from ..types import StreamsegError
 
 COMPUTE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 

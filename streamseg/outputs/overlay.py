@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .types import CTS_CUTOFF_MM2, NERVE_SCORE, Hud, Result
+from ..types import CTS_CUTOFF_MM2, NERVE_SCORE, Hud, Result
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 GREEN, RED, YELLOW, WHITE, CYAN = (80, 220, 80), (60, 60, 255), (0, 220, 255), (255, 255, 255), (255, 200, 0)

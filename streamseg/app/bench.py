@@ -28,9 +28,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .choices import Backend, BenchPrecision, choice, int8_runs, resolve_precision
+from ..choices import Backend, BenchPrecision, choice, int8_runs, resolve_precision
 from .stats import percentiles
-from .types import SHOWN_DETECTIONS, Inference, Result, StreamsegError
+from ..types import SHOWN_DETECTIONS, Inference, Result, StreamsegError
 
 STAGES = ("preprocess", "dense", "proposals", "heads", "paste", "measure", "overlay", "encode")
 SHORT = {"preprocess": "pre", "dense": "dense", "proposals": "prop", "heads": "heads", "paste": "paste",
@@ -67,7 +67,7 @@ def pct(xs_s: list[float]) -> dict:
 
 def default_out(now: datetime | None = None) -> Path:
     """$XDG_CACHE_HOME/streamseg/bench/bench-<local time>.json (else ~/.cache/...): never the source tree."""
-    from .settings import user_cache
+    from ..settings import user_cache
 
     return user_cache("bench") / f"bench-{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}.json"
 
@@ -75,8 +75,8 @@ def default_out(now: datetime | None = None) -> Path:
 def make_model(o: BenchOptions):
     """-> (model, its ModelInfo, description). A checkpoint as trained (the bundled one by default),
     or an architecture with BatchNorm warmed up on real images."""
-    from .backends.bn_warmup import bench_model, sample_images
-    from .checkpoint import DEFAULT_WEIGHTS, load_checkpoint
+    from ..backends.bn_warmup import bench_model, sample_images
+    from ..model.checkpoint import DEFAULT_WEIGHTS, load_checkpoint
 
     if o.backbone is None:
         model, info = load_checkpoint(o.model, max_detections=o.max_detections)
@@ -91,7 +91,7 @@ def make_model(o: BenchOptions):
 def bench_frames(o: BenchOptions, log=print) -> tuple[list[np.ndarray], str]:
     """The warm-up + timed frames, in their order: consecutive frames of the clip (o.e2e_video, default
     the bundled demo; looped when shorter), or the .png images of o.images (sorted, cycled)."""
-    from .backends.bn_warmup import sample_images
+    from ..backends.bn_warmup import sample_images
     from .bench_live import DEMO
 
     n = o.warmup + o.frames
@@ -100,7 +100,7 @@ def bench_frames(o: BenchOptions, log=print) -> tuple[list[np.ndarray], str]:
         return [imgs[i % len(imgs)] for i in range(n)], f"{len(imgs)} images of {o.images}, in name order"
     video = Path(o.e2e_video or DEMO)
     try:
-        from .sources import open_source
+        from ..inputs.sources import open_source
     except ImportError as e:  # e.g. no PyAV on a GPU box
         log(f"no clip decoder ({e}): timing the bundled sample images instead")
         imgs = sample_images()
@@ -163,7 +163,7 @@ def make_infer(be, track: bool = False) -> Infer:
     """The callable a run times, `infer(image) -> Inference`, built fresh for
     each run so the tracker starts clean: as `file` and `live` run it (`tracking.track`) when `track`,
     else the backend's own `infer` on every full frame."""
-    from .tracking import track as tracked_infer
+    from ..analysis.tracking import track as tracked_infer
 
     return tracked_infer(be, be.thresholds.display) if track else be.infer
 
@@ -171,9 +171,9 @@ def make_infer(be, track: bool = False) -> Infer:
 def run_backend(infer: Infer, images: list[np.ndarray], warmup: int, tick=None) -> dict:
     """Time `infer` stage by stage over `images` in their order; the first `warmup` are untimed.
     -> {"samples": stage -> seconds per timed frame, "detections": count per timed frame}."""
-    from .measure import measure
-    from .overlay import Hud, Style, draw
-    from .types import Frame, Timings
+    from ..analysis.measure import measure
+    from ..outputs.overlay import Hud, Style, draw
+    from ..types import Frame, Timings
 
     style = Style(calibrated=False)
     enc = _encoder(images[0].shape[1], images[0].shape[0]) if len({im.shape for im in images}) == 1 else None
@@ -273,7 +273,7 @@ def default_plan(device: str, backends: list[str] | None, precisions: list[str] 
     for, in their order (the first is the baseline; "auto" may be one of them). Each in `precisions`
     and `tracking` (True: windows around the nerve, as file/live run; False: the full frame every
     time); by default as `_combos` says."""
-    from . import backends as bk
+    from .. import backends as bk
 
     avail = bk.available(device)
     names = backends or ["auto", *avail[1:]]
@@ -343,9 +343,9 @@ def machine() -> dict:
 
 def open_plan(plan: list[Entry], model, info, device: str, o: BenchOptions, log=print) -> list[tuple[dict, object]]:
     """Open every backend of the plan -> (its row, the backend or None when it was skipped, with why)."""
-    from . import backends
-    from .backends.artefacts import engine_log
-    from .settings import Settings
+    from .. import backends
+    from ..backends.artefacts import engine_log
+    from ..settings import Settings
 
     opened, build_log = [], engine_log(log)  # one line when graphs are built, not one per graph
     settings = Settings.from_env()
@@ -405,7 +405,7 @@ def end_to_end(opened, o: BenchOptions, log=print) -> dict:
 def run(o: BenchOptions, log=print, progress=None, loadavg=os.getloadavg) -> dict:
     """Time the plan, write the JSON report (o.out, else `default_out()`) and return the report.
     `progress`: a rich Progress to advance per frame (or None); `loadavg`: () -> (1, 5, 15-min load)."""
-    from .backends import select_device
+    from ..backends import select_device
 
     loads = [read_load(loadavg, "before")]
     device = select_device(o.device, "--compute")
@@ -433,7 +433,7 @@ def run(o: BenchOptions, log=print, progress=None, loadavg=os.getloadavg) -> dic
 
 def write_report(report: dict, out: Path | None) -> Path:
     """The report as JSON at `out` (its folder must exist), or at `default_out()` (folder created)."""
-    from .files import atomic_write, json_text
+    from ..files import atomic_write, json_text
 
     path = Path(out) if out is not None else default_out()
     if out is None:

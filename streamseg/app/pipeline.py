@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .interrupts import signals_to
-from .types import Detection, Frame, Hud, Inference, Measurement, Result, Sink, Source, Timings
+from ..types import Detection, Frame, Hud, Inference, Measurement, Result, Sink, Source, Timings
 
 Infer = Callable[[np.ndarray], Inference]  # a backend's infer (or tracking.tracked's)
 Analyse = Callable[[Sequence[Detection]], Measurement | None]

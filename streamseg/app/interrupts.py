@@ -27,12 +27,12 @@ EXIT_CODE = 130  # 128 + SIGINT
 
 
 def started_as_the_command() -> bool:
-    """Is this process the `streamseg` command (the console script, or `python -m streamseg[.cli]`),
+    """Is this process the `streamseg` command (the console script, `python -m streamseg` or `-m streamseg.app.cli`),
     rather than code or tests importing the package?"""
     argv = sys.orig_argv  # the interpreter's own arguments (-m NAME), Python >= 3.10
     if sys.argv and os.path.basename(sys.argv[0]) == "streamseg":
         return True
-    return any(a == "-m" and b in ("streamseg", "streamseg.cli") for a, b in zip(argv, argv[1:]))
+    return any(a == "-m" and b in ("streamseg", "streamseg.app.cli") for a, b in zip(argv, argv[1:]))
 
 
 def _exit_at_once(signum, frame) -> None:

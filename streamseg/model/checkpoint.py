@@ -10,13 +10,13 @@ from pathlib import Path
 
 import torch
 
-from .files import atomic_write, file_sha256, first_line
-from .model import ModelConfig, ModelInfo, build_model, thresholds_from_meta
-from .types import StreamsegError
+from ..files import atomic_write, file_sha256, first_line
+from ..types import StreamsegError
+from .architecture import ModelConfig, ModelInfo, build_model, thresholds_from_meta
 
 FORMAT = "streamseg-checkpoint"
 VERSION = 1
-DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.pt"
+DEFAULT_WEIGHTS = Path(__file__).parents[1] / "weights" / "default.pt"
 
 
 def save_checkpoint(path, model: torch.nn.Module, meta: dict | None = None, half: bool = False, *,

@@ -22,13 +22,13 @@ try:  # typer >= 0.25 carries its own copy of click
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_errors
 
-from .files import first_line
-from .choices import (Backbone, Backend, BenchPrecision, BoxKind, ExportFormat, FnRule, Instances, MaskHead, Norm,
+from ..files import first_line
+from ..choices import (Backbone, Backend, BenchPrecision, BoxKind, ExportFormat, FnRule, Instances, MaskHead, Norm,
                       Precision, Schedule, Subset, Tracking, resolve_precision)
 from .interrupts import exit_at_once_on_interrupt, interrupt_raises
-from .memory import memory_error, report as report_memory_error
+from ..memory import memory_error, report as report_memory_error
 from .checks import check_compute, check_numbers, check_out_dir, check_outputs, spacing_flag
-from .types import BACKOFF_S, CTS_CUTOFF_MM2, READ_TIMEOUT_S, RECONNECT_ATTEMPTS, SHOWN_DETECTIONS, StreamsegError
+from ..types import BACKOFF_S, CTS_CUTOFF_MM2, READ_TIMEOUT_S, RECONNECT_ATTEMPTS, SHOWN_DETECTIONS, StreamsegError
 
 # the compute device, one flag name on every command; its choices are the metavar, so not repeated here
 COMPUTE_HELP = "where the network runs (auto: the GPU when one is visible, else the CPU)"
@@ -97,7 +97,7 @@ def friendly(fn=None, *, until_outputs_open: bool = False):
     """Turn StreamsegError, an OSError on a user's path, running out of memory (and Ctrl-C) into one
     clear line and a non-zero exit, never a traceback. Ctrl-C raises KeyboardInterrupt in the
     command; with `until_outputs_open` (`file`, `live`) it exits at once until `runner.run` opens
-    the outputs (nothing to finalise before: streamseg/interrupts.py)."""
+    the outputs (nothing to finalise before: streamseg/app/interrupts.py)."""
     if fn is None:
         return functools.partial(friendly, until_outputs_open=until_outputs_open)
 
@@ -156,7 +156,7 @@ def _compute(default: str = "auto"):
 def _pipeline(o: Options) -> None:
     """Run file/live and report: one summary line; exit 128+signal when stopped by a signal,
     1 when a live source was lost for good."""
-    from .progress import progress_bar
+    from ..outputs.progress import progress_bar
     from .runner import run
 
     bar = None if o.live else progress_bar(console)  # file: frames done of the total; live runs until stopped
@@ -213,7 +213,7 @@ def live(
     """Segment a live source: a frame grabber or a network stream.
 
     The newest frame always wins: older ones are dropped and counted, so the lag never grows."""
-    from .display import has_display
+    from ..outputs.display import has_display
     from .runner import Options
 
     _pipeline(Options(
@@ -271,7 +271,7 @@ def calibrate(
     """Save a probe and preset's pixel spacing as a profile.
 
     The profile (mm/px and crop) is named PROBE_PRESET; use it with --profile."""
-    from .calibration import calibrate_profile, config_dir, load_profiles, profile_name
+    from ..inputs.calibration import calibrate_profile, config_dir, load_profiles, profile_name
 
     asked = any(v is not None for v in (name, probe, preset, mm_per_px, depth_mm, known_mm, known_px, crop, image_from))
     if list_ or not asked:
@@ -392,9 +392,9 @@ def export(
 
     --compute matters for compiled only. The folder serves file and live as --engines DIR."""
     compute = check_compute(compute)
-    from .backends.artefacts import DEFAULT_DIR
-    from .backends.device import select_device
-    from .backends.export import build
+    from ..backends.artefacts import DEFAULT_DIR
+    from ..backends.device import select_device
+    from ..backends.export import build
 
     # auto: what `file` and `live` run on the device the graphs are for
     device = select_device(compute, "--compute") if precision == Precision.AUTO else compute
@@ -402,20 +402,20 @@ def export(
 
     out = DEFAULT_DIR if out is None else out
     check_out_dir("--out", out)
-    from .checkpoint import load_checkpoint
+    from ..model.checkpoint import load_checkpoint
 
     select_device(compute, "--compute")
     if format == "engine":
-        from .backends.tensorrt import import_tensorrt
+        from ..backends.tensorrt import import_tensorrt
 
         import_tensorrt()
     m, info = load_checkpoint(model)
-    from .backends.artefacts import Building
+    from ..backends.artefacts import Building
 
     def log(msg: str) -> None:  # what is built is listed at the end; a stale artefact's reason is shown
         if not (isinstance(msg, Building) and msg.routine):
             console.print(msg, highlight=False, markup=False)
-    from .progress import progress_bar
+    from ..outputs.progress import progress_bar
 
     with progress_bar(console, "artefacts") as bar:  # one step, of unknown length: spinner and time elapsed
         bar.add_task(f"export {format}", total=None)
@@ -462,7 +462,7 @@ def train(
     """Train the paper's Mask R-CNN on labelled scans.
 
     Patients are split into train, val and test (--split), never one patient in two."""
-    from .backends.device import select_device
+    from ..backends.device import select_device
 
     check_numbers([("--epochs", epochs, 1, 100000), ("--lr", lr, 0, 10, dict(lo_open=True)),
                    ("--batch-size", batch_size, 1, 1024), ("--workers", workers, 0, 256),
@@ -472,8 +472,8 @@ def train(
                    ("--nerve-label", nerve_label or 1, 1, 65535)])
     _check_train_inputs(out, data, split, negatives, folds, pretrained, init)
     select_device(check_compute(compute), "--compute")
-    from .model import ModelConfig
-    from .training.loop import TrainConfig
+    from ..model.architecture import ModelConfig
+    from ..training.loop import TrainConfig
 
     cfg = TrainConfig(
         data=str(data), out=str(out), epochs=epochs, lr=lr, schedule=schedule, batch_size=batch_size,
@@ -502,13 +502,13 @@ def _check_train_inputs(out: Path, data: Path, split: Path | None, negatives: Pa
 
 def _run_training(cfg, out: Path, folds: int | None, seed: int) -> None:
     """One training run, or with `folds` the patient-wise cross-validation in OUT's folder."""
-    from .progress import progress_bar
-    from .training.loop import train as run_train
+    from ..outputs.progress import progress_bar
+    from ..training.loop import train as run_train
 
     log = lambda s: console.print(s, highlight=False, markup=False)  # noqa: E731
     with progress_bar(console, "iterations") as progress:
         if folds:
-            from .training.cv import run_cv
+            from ..training.cv import run_cv
 
             report = run_cv(cfg, out.parent, folds, seed, progress=progress, log=log)
             console.print(f"cross-validation report: {out.parent / 'cv.md'} ({len(report['folds_done'])} folds)",
@@ -542,9 +542,9 @@ def eval_(
 
     Prec/Rec, mAP, Dice median+IQR, HD95, area error; what a user sees at the display threshold,
     per-patient results and CSA agreement; or the false detections on a nerve-free folder."""
-    from .backends.device import select_device
-    from .progress import progress_bar
-    from .training.evaluate import run_eval
+    from ..backends.device import select_device
+    from ..outputs.progress import progress_bar
+    from ..training.evaluate import run_eval
 
     check_numbers([spacing_flag(mm_per_px), ("--conf", conf, 0, 1),
                    ("--iou", iou, 0, 1), ("--score-thresh", score_thresh, 0, 1)])
@@ -560,7 +560,7 @@ def eval_(
 def _print_eval(summary: dict) -> None:
     from rich.table import Table
 
-    from .training import report
+    from ..training import report
 
     def table(title, rows, columns=("metric", "value")):
         t = Table(title=escape(title))  # paths and patient names are the user's text, never markup
@@ -606,10 +606,10 @@ def ablation(
     from rich.progress import Progress
     from rich.table import Table
 
-    from .model import ModelConfig
-    from .training.ablation import run_ablation
-    from .training.loop import TrainConfig
-    from .training.report import PAPER
+    from ..model.architecture import ModelConfig
+    from ..training.ablation import run_ablation
+    from ..training.loop import TrainConfig
+    from ..training.report import PAPER
 
     base = TrainConfig(data=str(data), epochs=epochs, lr=lr, schedule=schedule, batch_size=batch_size, seed=seed,
                        split=str(split) if split else None, max_iters_per_epoch=max_iters_per_epoch,

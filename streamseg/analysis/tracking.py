@@ -23,8 +23,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .letterbox import ROI_SIZES, Roi
-from .types import NERVE_SCORE, Backend, Detection, Inference
+from ..letterbox import ROI_SIZES, Roi
+from ..types import NERVE_SCORE, Backend, Detection, Inference
 
 RoiInfer = Callable[..., Inference]  # backend.infer(image, roi=None)
 Infer = Callable[[np.ndarray], Inference]

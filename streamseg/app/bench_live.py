@@ -13,12 +13,12 @@ from typing import Iterator
 import numpy as np
 
 from . import pipeline
-from .measure import Analyser
-from .overlay import Style, draw
+from ..analysis.measure import Analyser
+from ..outputs.overlay import Style, draw
 from .stats import percentiles
-from .types import Backend, Frame, SourceState, SourceStats
+from ..types import Backend, Frame, SourceState, SourceStats
 
-DEMO = Path(__file__).parent / "data" / "sample" / "demo.mp4"
+DEMO = Path(__file__).parents[1] / "data" / "sample" / "demo.mp4"
 
 
 class PacedSource:
@@ -69,7 +69,7 @@ def run_live(backend: Backend, o, log=print, infer=None) -> dict:
     pipeline with `backend` (already opened), after o.warmup untimed frames (at least one).
     `infer`: the callable the pipeline runs (`infer(image) -> Inference`), default backend.infer."""
     try:
-        from .sources import open_source
+        from ..inputs.sources import open_source
     except ImportError as e:  # e.g. no PyAV on a GPU box
         log(f"end-to-end part skipped: {e}")
         return {"skipped": f"{type(e).__name__}: {e}"}
