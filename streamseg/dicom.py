@@ -10,6 +10,8 @@ pixel spacing and crop of the Sequence of Ultrasound Regions (0018,6011).
   that are all in other units or of other types are refused, never guessed. Non-square pixels are
   reported (`DicomInfo.spacing_problem`) and the runtime refuses them unless a spacing flag is given.
   PixelSpacing (0028,0030) is not used: ultrasound spacing lives in the regions.
+- Cut short: a cine whose file ends inside its pixel data (native or encapsulated) is read as far
+  as its whole frames go, with a note (_frames_held, _cut_encapsulated).
 - Times: FrameTime (ms), FrameTimeVector (ms increments) or CineRate (fps) -> pts in seconds; when
   missing or not believable (not finite, outside 0.01..1000 fps), --fps or 25 fps, with a warning.
 
