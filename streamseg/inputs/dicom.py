@@ -10,6 +10,8 @@ pixel spacing and crop of the Sequence of Ultrasound Regions (0018,6011).
   that are all in other units or of other types are refused, never guessed. Non-square pixels are
   reported (`DicomInfo.spacing_problem`) and the runtime refuses them unless a spacing flag is given.
   PixelSpacing (0028,0030) is not used: ultrasound spacing lives in the regions.
+- Cut short: a cine whose file ends inside its pixel data (native or encapsulated) is read as far
+  as its whole frames go, with a note (_frames_held, _cut_encapsulated).
 - Times: FrameTime (ms), FrameTimeVector (ms increments) or CineRate (fps) -> pts in seconds; when
   missing or not believable (not finite, outside 0.01..1000 fps), --fps or 25 fps, with a warning.
 
@@ -125,11 +127,15 @@ def _dataset(path: str):
     if p.is_dir():
         raise StreamsegError(f"{path}: is a folder, not a DICOM file")
     try:
-        ds = pydicom.dcmread(p, force=True)
+        with warnings.catch_warnings():  # a file cut inside encapsulated pixel data: _cut_encapsulated reads it
+            warnings.filterwarnings("ignore", "End of file reached before delimiter", UserWarning)
+            ds = pydicom.dcmread(p, force=True)
     except PermissionError:
         raise StreamsegError(f"{path}: not readable") from None
     except Exception as e:  # noqa: BLE001 - pydicom raises many kinds on damaged files
         raise StreamsegError(f"{path}: not a readable DICOM file ({first_line(e)})") from None
+    if "PixelData" not in ds and _encapsulated(ds):
+        ds = _cut_encapsulated(p, path) or ds
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise StreamsegError(f"{path}: DICOM file without an image (no Pixel Data)")
     if "PixelData" not in ds:
@@ -140,6 +146,101 @@ def _dataset(path: str):
         ds.file_meta.TransferSyntaxUID = (pydicom.uid.ImplicitVRLittleEndian if implicit else
                                           pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian)
     return ds
+
+
+def _encapsulated(ds) -> bool:
+    ts = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+    return ts is not None and ts.is_encapsulated
+
+
+def _cut_encapsulated(p: Path, path: str):
+    """A file that ends inside its encapsulated Pixel Data (a compressed cine cut short): pydicom's
+    dataset comes back empty. Read the header up to the (7FE0,0010) tag, and give it the whole frames
+    (_whole_frames) of the items after the tag as its Pixel Data, one fragment per frame with a Basic
+    Offset Table; _frames_held then notes how many of NumberOfFrames it holds. None: not such a file."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes, JPEGTransferSyntaxes
+
+    pydicom = _pydicom()
+    try:
+        with open(p, "rb") as f:
+            ds = pydicom.dcmread(f, force=True, stop_before_pixels=True)  # leaves `f` at the Pixel Data's tag
+            head, value = f.read(12), f.read()
+    except Exception:  # noqa: BLE001 - the caller's error stands
+        return None
+    if head[:4] != b"\xe0\x7f\x10\x00" or head[4:6] not in (b"OB", b"OW") or head[8:] != b"\xff\xff\xff\xff":
+        return None
+    n = max(_number(ds.get("NumberOfFrames") or 1), 1)
+    jpeg = ds.file_meta.TransferSyntaxUID in JPEGTransferSyntaxes + JPEGLSTransferSyntaxes + JPEG2000TransferSyntaxes
+    frames = _whole_frames(value, int(n) if math.isfinite(n) else 1, jpeg, ds.get("ExtendedOffsetTable"),
+                           ds.get("ExtendedOffsetTableLengths"))
+    if not frames:
+        raise StreamsegError(f"{path}: the file ends inside its compressed pixel data ({len(value)} bytes), "
+                             "before its first whole frame")
+    for key in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):  # they point into the old items
+        if key in ds:
+            del ds[key]
+    ds.PixelData = encapsulate(frames, has_bot=True)
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    return ds
+
+
+def _whole_frames(value: bytes, n: int, jpeg: bool, eot: bytes | None = None, eot_lengths: bytes | None = None
+                  ) -> list[bytes]:
+    """The frames of the encapsulated items `value` (the Basic Offset Table item first) whose fragments
+    are all there, at most `n`. With an Extended Offset Table or a Basic Offset Table, the frames that
+    end before the last complete item (the last listed frame of a file without the Sequence Delimiter
+    cannot be told whole and is left out). Without either: for `jpeg` data (JPEG, JPEG-LS, JPEG 2000)
+    the runs of fragments that end with an EOI/EOC marker, as pydicom tells them apart; else one
+    frame per complete fragment (RLE: the standard's one fragment per frame)."""
+    from io import BytesIO
+    from itertools import islice
+
+    from pydicom.encaps import generate_fragments, generate_frames, parse_basic_offsets
+
+    buf = BytesIO(value)
+    try:
+        offsets = parse_basic_offsets(buf)
+    except Exception:  # noqa: BLE001 - cut inside the Basic Offset Table
+        return []
+    start = end = buf.tell()  # end: after the last complete item
+    fragments, held = generate_fragments(buf), []
+    while True:
+        at = buf.tell()
+        try:
+            if len(fragment := next(fragments)) != int.from_bytes(value[at + 4:at + 8], "little"):
+                break  # its value is cut short
+        except (StopIteration, ValueError):  # the end, a cut item header or a damaged item
+            break
+        end = buf.tell()
+        held.append(fragment)
+    done = end - start  # as the tables count: from the first fragment's item tag
+    if eot and eot_lengths:
+        lengths = np.frombuffer(eot_lengths, "<u8")
+        whole = sum(1 for o, ln in zip(np.frombuffer(eot, "<u8"), lengths) if o + 8 + ln <= done)
+        tables = (bytes(eot), bytes(eot_lengths))
+    elif offsets:
+        whole, tables = sum(1 for o in offsets[1:] if o <= done), None
+    else:
+        return _split_fragments(held, jpeg)[:n]
+    whole = min(whole, n)
+    if whole == 0:
+        return []
+    return list(islice(generate_frames(value[:end], number_of_frames=whole, extended_offsets=tables), whole))
+
+
+def _split_fragments(fragments: list[bytes], jpeg: bool) -> list[bytes]:
+    """Whole frames of fragments without an offset table (_whole_frames)."""
+    if not jpeg:
+        return fragments
+    frames, run = [], []
+    for fragment in fragments:
+        run.append(fragment)
+        if b"\xff\xd9" in fragment[-10:]:  # pydicom's test for a frame's last fragment (generate_fragmented_frames)
+            frames.append(b"".join(run))
+            run = []
+    return frames
 
 
 def regions(ds) -> list[Region]:
