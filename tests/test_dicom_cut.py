@@ -15,7 +15,7 @@ import pytest
 
 pydicom = pytest.importorskip("pydicom")
 
-from streamseg.dicom import DicomSource  # noqa: E402
+from streamseg.inputs.dicom import DicomSource  # noqa: E402
 from streamseg.types import StreamsegError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def test_a_compressed_cine_cut_before_its_first_whole_frame_is_one_error(tmp_pat
 
 def _cli(args, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "STREAMSEG_CONFIG_DIR": str(tmp_path / "cfg")}
-    return subprocess.run([sys.executable, "-m", "streamseg.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "streamseg", *map(str, args)], capture_output=True, text=True,
                           env=env, timeout=600, cwd=tmp_path)
 
 
