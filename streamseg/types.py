@@ -92,7 +92,9 @@ class Timings:
     t_capture: float = 0.0
     t_infer_start: float = 0.0
     t_infer_end: float = 0.0
+    t_analysed: float = 0.0  # the measurement done (pipeline.write_frame)
     t_overlay_end: float = 0.0
+    t_written: float = 0.0  # every sink written
 
     @property
     def model_ms(self) -> float:

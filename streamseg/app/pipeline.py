@@ -3,8 +3,10 @@
 - Live: the newest frame wins. The capture->inference slot holds one frame; a newer frame
   replaces an unprocessed one (counted as dropped), so lag never grows.
 - File: lossless and ordered. Bounded blocking queues; every frame read is processed and written.
-- Each Result carries perf_counter stamps at capture, inference start/end and overlay end, and the
-  backend's time per stage for that frame (`Result.speed`, ms).
+- Each Result carries perf_counter stamps at capture, inference start/end, measurement, overlay end
+  and sinks written, and the backend's time per stage for that frame (`Result.speed`, ms).
+- One frame's stages are two functions, `infer_frame` (inference thread) and `write_frame` (output
+  loop): `streamseg bench` times the same two.
 - SIGINT/SIGTERM (routed here while it runs: `interrupts.signals_to`) and a sink whose
   `quit_requested` turns True stop capture; what was already
   inferred is written, then the caller finishes and commits the outputs (runner.py).
@@ -97,6 +99,32 @@ def run(source: Source, infer: Infer, analyse: Analyse, render: Render, sinks: S
     has lost its signal. A stage's error stops the run and is raised here."""
     return _Run(source, infer, analyse, render, sinks, live, max_frames, duration_s, queue_size, on_tick).go()
 
+
+# --- one frame's stages: the inference thread runs the first, the output loop the second; `streamseg
+# bench` times the two in series (app/bench.py), so it times what `file` and `live` run -------------
+def infer_frame(infer: Infer, frame: Frame) -> Result:
+    """Infer one frame -> its Result, stamped (t_capture, t_infer_start, t_infer_end), with the
+    backend's time per stage in ms (`Result.speed`)."""
+    t = Timings(t_capture=frame.t_capture, t_infer_start=time.perf_counter())
+    out = infer(frame.image)
+    t.t_infer_end = time.perf_counter()
+    return Result(frame=frame, detections=list(out.detections), timings=t,
+                  speed={stage: 1000.0 * s for stage, s in out.stages.items()})
+
+
+def write_frame(r: Result, analyse: Analyse, render: Render, hud: Hud, sinks: Sequence[Sink]) -> None:
+    """Analyse, draw (the HUD's model time and lag so far are filled in here) and write one result to
+    every sink, stamping the end of each step in r.timings (t_analysed, t_overlay_end, t_written)."""
+    t = r.timings
+    r.measurement = analyse(r.detections)
+    t.t_analysed = time.perf_counter()
+    hud.model_ms = t.model_ms
+    hud.end_to_end_ms = 1000.0 * (t.t_analysed - t.t_capture)  # up to now: the overlay is not drawn yet
+    r.overlay = render(r, hud)
+    t.t_overlay_end = time.perf_counter()
+    for s in sinks:
+        s.write(r)
+    t.t_written = time.perf_counter()
 
 
 def _put_until(q, item, done: threading.Event) -> bool:
@@ -213,7 +241,7 @@ class _Run:
         try:
             while (frame := self.next_frame()) is not None:
                 # blocks while the output loop lives: results already inferred are kept
-                if not _put_until(self.outbox, self.infer_one(frame), self.out_gone):
+                if not _put_until(self.outbox, infer_frame(self.infer, frame), self.out_gone):
                     break
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             self.fail(e)
@@ -230,13 +258,6 @@ class _Run:
                     return None
                 continue
             return None if frame is _END or self.stop.is_set() else frame
-
-    def infer_one(self, frame: Frame) -> Result:
-        t = Timings(t_capture=frame.t_capture, t_infer_start=time.perf_counter())
-        out = self.infer(frame.image)
-        t.t_infer_end = time.perf_counter()
-        return Result(frame=frame, detections=list(out.detections), timings=t,
-                      speed={stage: 1000.0 * s for stage, s in out.stages.items()})
 
     # --- output loop (calling thread) -----------------------------------------------------------
     def output(self) -> None:
@@ -262,19 +283,12 @@ class _Run:
             self.check_duration()
 
     def finish(self, r: Result, hud: Hud, outputs: _Rate) -> None:
-        """Analyse, draw and write one result."""
-        r.measurement = self.analyse(r.detections)
+        """Analyse, draw and write one result (`write_frame`), with the run's figures on the HUD."""
         hud.source_fps = self.source_fps
-        hud.model_ms = r.timings.model_ms
         hud.dropped = self.dropped
         hud.signal_lost = self.source.stats.signal_lost
-        r.timings.t_overlay_end = time.perf_counter()  # provisional, for the HUD's end-to-end figure
-        hud.end_to_end_ms = r.timings.end_to_end_ms
         hud.processed_fps = outputs.tick(r.timings.t_infer_end)
-        r.overlay = self.render(r, hud)
-        r.timings.t_overlay_end = time.perf_counter()
-        for s in self.sinks:
-            s.write(r)
+        write_frame(r, self.analyse, self.render, hud, self.sinks)
         self.stats.processed += 1
         self.stats.model_ms.append(r.timings.model_ms)
         self.stats.end_to_end_ms.append(r.timings.end_to_end_ms)
