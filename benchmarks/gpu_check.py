@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -67,10 +68,11 @@ def check_backend(row: dict, model, info, imgs: list, reference: list, engines: 
         row.update(parity=False, error=str(e)[:300])
         print(f"{label} {name}/{prec}: {e}", flush=True)
         return False
-    row.update(time_backend(be, imgs, FRAMES, WARMUP))
-    st = row["stages"]
-    print(f"{label} {name}/{prec}: Dice {worst[0]:.4f} IoU {worst[1]:.4f} dense p50 {st['dense']['p50']:.2f} ms "
-          f"model p50 {st['model']['p50']:.2f} ms", flush=True)
+    summary, memory = time_backend(be, imgs, FRAMES, WARMUP)
+    row.update(asdict(summary), memory=memory)
+    st = summary.stages
+    print(f"{label} {name}/{prec}: Dice {worst[0]:.4f} IoU {worst[1]:.4f} dense p50 {st['dense'].p50:.2f} ms "
+          f"model p50 {st['model'].p50:.2f} ms", flush=True)
     return True
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ def _assert_fits(report: dict) -> None:
 
 def test_percentiles_are_in_ms():
     p = pct([0.001 * i for i in range(1, 101)])
-    assert p["p50"] == pytest.approx(50.5) and p["max"] == pytest.approx(100.0) and p["n"] == 100
+    assert p.p50 == pytest.approx(50.5) and p.max == pytest.approx(100.0) and p.n == 100
 
 
 def test_bench_cli_on_cpu_repeats_and_writes_where_asked(calibrated_checkpoint, engines_dir, tmp_path):
@@ -184,7 +185,7 @@ def test_frames_are_the_clips_consecutive_frames_replayed_in_order():
         return Inference([], {"model": 0.0})
 
     run = bench.run_backend(infer, images, warmup=1)
-    assert [id(x) for x in seen] == [id(x) for x in images] and len(run["samples"]["frame"]) == 3
+    assert [id(x) for x in seen] == [id(x) for x in images] and len(run.samples["frame"]) == 3
 
 
 def test_images_instead_of_the_clip_are_cycled_in_name_order(sample_dir):
@@ -206,9 +207,9 @@ def test_gpu_check_times_a_backend_through_the_bench(calibrated_checkpoint):
     spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks" / "gpu_check.py")
     spec.loader.exec_module(importlib.util.module_from_spec(spec))  # its imports resolve
     be = backends.load("torch", calibrated_checkpoint, split=True)
-    row = bench.time_backend(be, sample_images(limit=2), frames=3, warmup=1)
-    assert row["stages"]["dense"]["n"] == 3 and row["stages"]["model"]["p99"] > 0 and row["detections_mean"] == 2
-    assert "process_peak_rss_mb" in row["memory"]
+    row, memory = bench.time_backend(be, sample_images(limit=2), frames=3, warmup=1)
+    assert row.stages["dense"].n == 3 and row.stages["model"].p99 > 0 and row.detections_mean == 2
+    assert "process_peak_rss_mb" in memory
 
 
 @pytest.mark.parametrize("args, says", [
@@ -276,16 +277,16 @@ def test_readme_bench_examples_run_as_written(engines_dir, tmp_path, monkeypatch
 def test_fps_agrees_with_the_frame_column():
     """One slow repeat showed p50 40 ms next to "11.2 fps" (fps was 1 / the mean frame time): the fps
     column is now 1000 / the frame column (the median of the repeats' p50), and the table says so."""
-    def one_run(ms: list[float]) -> dict:
+    def one_run(ms: list[float]) -> bench.Run:
         samples = {s: [0.001] * len(ms) for s in STAGES}
         samples["frame"] = [m / 1000 for m in ms]
-        return {"samples": samples, "detections": [1] * len(ms), "windowed": [True] * len(ms), "encode": "x"}
+        return bench.Run(samples, detections=[1] * len(ms), windowed=[True] * len(ms), encode="x")
 
     row = bench.summarise([one_run([40.0] * 5), one_run([40.0] * 4 + [900.0]), one_run([40.0] * 5)])
-    assert row["frame_p50"]["median"] == pytest.approx(40.0)
-    assert row["fps"] == pytest.approx(25.0) and row["fps_of_mean"] == pytest.approx(1000 / 97.33, rel=1e-3)
+    assert row.frame_p50.median == pytest.approx(40.0)
+    assert row.fps == pytest.approx(25.0) and row.fps_of_mean == pytest.approx(1000 / 97.33, rel=1e-3)
     report = {"model": {"backbone": "mobilenet_v3_large", "mask_head": "112"}, "frames": 5, "repeat": 3,
-              "machine": {"cores": 2}, "results": [{"label": "ort int8 win*", **row, "speedup_frame_p50": 1.0}]}
+              "machine": {"cores": 2}, "results": [{"label": "ort int8 win*", **asdict(row), "speedup_frame_p50": 1.0}]}
     text = "\n".join(_rendered(report))
     assert "fps = 1000 / frame" in " ".join(text.split())
     [line] = [ln for ln in text.splitlines() if ln.startswith("ort int8 win*")]

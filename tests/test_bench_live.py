@@ -8,13 +8,14 @@ from types import SimpleNamespace
 import numpy as np
 
 from streamseg.app.bench_live import DEMO, run_live
-from streamseg.types import Detection, Inference
+from streamseg.types import Detection, Inference, Thresholds
 
 
 class FakeBackend:
     """The `types.Backend` contract, answering in 20 ms with one nerve-sized detection."""
 
     name, precision = "fake", "fp32"
+    thresholds = Thresholds()
 
     def describe(self) -> str:
         return "fake"

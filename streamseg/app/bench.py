@@ -18,9 +18,10 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -28,13 +29,16 @@ from typing import Callable
 import numpy as np
 import torch
 
+from . import pipeline
 from ..choices import Backend, BenchPrecision, choice, int8_runs, resolve_precision
 from .stats import percentiles
-from ..types import SHOWN_DETECTIONS, Inference, Result, StreamsegError
+from ..types import SHOWN_DETECTIONS, Frame, Hud, Inference, Result, StreamsegError, Thresholds
 
 STAGES = ("preprocess", "dense", "proposals", "heads", "paste", "measure", "overlay", "encode")
 SHORT = {"preprocess": "pre", "dense": "dense", "proposals": "prop", "heads": "heads", "paste": "paste",
          "measure": "meas", "overlay": "draw", "encode": "enc"}
+BACKEND_STAGES = ("preprocess", "dense", "proposals", "heads", "paste", "model")  # the backend's own (Result.speed)
+FPS = 25.0  # the timed frames' rate in the overlay video: frame i at i / FPS s
 Infer = Callable[[np.ndarray], Inference]
 
 
@@ -60,9 +64,57 @@ class BenchOptions:
     command: str = ""
 
 
-def pct(xs_s: list[float]) -> dict:
-    """Seconds -> ms percentiles (stats.percentiles)."""
-    return percentiles(xs_s, 1000.0)
+@dataclass
+class Percentiles:
+    """Milliseconds (`stats.percentiles`): one stage's figures over every timed frame."""
+
+    p50: float
+    p95: float
+    p99: float
+    max: float
+    mean: float
+    n: int
+
+
+def pct(xs_s: list[float]) -> Percentiles | None:
+    """Seconds -> ms percentiles (stats.percentiles); None when there are no samples."""
+    p = percentiles(xs_s, 1000.0)
+    return Percentiles(**p) if p else None
+
+
+@dataclass
+class Run:
+    """One timed run of one backend (`run_backend`), per timed frame: seconds per stage (a stage the
+    run never reached has none), detections, whether it ran on a tracking window; and the encoder."""
+
+    samples: dict[str, list[float]]
+    detections: list[int]
+    windowed: list[bool]
+    encode: str  # e.g. "libx264 veryfast", or why nothing was encoded
+
+
+@dataclass
+class FrameP50:
+    """The frame's p50 (ms) of each repeat, their median and range: the table's frame and min–max."""
+
+    median: float
+    min: float
+    max: float
+    repeats: list[float]
+
+
+@dataclass
+class Summary:
+    """The repeats of one backend (`summarise`)."""
+
+    stages: dict[str, Percentiles]  # over every timed frame of every repeat; only stages that ran
+    frame_p50: FrameP50
+    fps: float  # 1000 / frame_p50.median, so the fps and frame columns agree
+    fps_of_mean: float  # 1000 / the mean frame ms (a few slow frames pull it down)
+    detections_mean: float
+    detections_min: int
+    encode: str
+    windowed_share: float  # frames run on a tracking window
 
 
 def default_out(now: datetime | None = None) -> Path:
@@ -119,39 +171,6 @@ def bench_frames(o: BenchOptions, log=print) -> tuple[list[np.ndarray], str]:
     return [clip[i % len(clip)] for i in range(n)], f"{video.name} frames 0–{len(clip) - 1} in order"
 
 
-class _Encoder:
-    """In-memory H.264 (libx264 veryfast, yuv420p) as the video sink writes it; None without PyAV."""
-
-    def __init__(self, w: int, h: int):
-        import av
-        from fractions import Fraction
-
-        self.av = av
-        self.ctx = av.CodecContext.create("libx264", "w")
-        self.ctx.width, self.ctx.height = w + w % 2, h + h % 2
-        self.ctx.pix_fmt = "yuv420p"
-        self.ctx.time_base = Fraction(1, 25)
-        self.ctx.options = {"preset": "veryfast", "crf": "20"}
-        self.ctx.thread_count = 1
-        self.i = 0
-
-    def encode(self, img: np.ndarray) -> int:
-        h, w = img.shape[:2]
-        if (w, h) != (self.ctx.width, self.ctx.height):
-            img = np.pad(img, ((0, self.ctx.height - h), (0, self.ctx.width - w), (0, 0)), mode="edge")
-        vf = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
-        vf.pts = self.i
-        self.i += 1
-        return sum(p.size for p in self.ctx.encode(vf))
-
-
-def _encoder(w: int, h: int):
-    try:
-        return _Encoder(w, h)
-    except Exception:  # noqa: BLE001 - no PyAV / no libx264: the encode stage is reported as absent
-        return None
-
-
 def peak_memory(device: torch.device) -> dict:
     mem = {"process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
     if device.type == "cuda":
@@ -168,68 +187,82 @@ def make_infer(be, track: bool = False) -> Infer:
     return tracked_infer(be, be.thresholds.display) if track else be.infer
 
 
-def run_backend(infer: Infer, images: list[np.ndarray], warmup: int, tick=None) -> dict:
-    """Time `infer` stage by stage over `images` in their order; the first `warmup` are untimed.
-    -> {"samples": stage -> seconds per timed frame, "detections": count per timed frame}."""
-    from ..analysis.measure import measure
-    from ..outputs.overlay import Hud, Style, draw
-    from ..types import Frame, Timings
+def run_backend(infer: Infer, images: list[np.ndarray], warmup: int, tick=None,
+                thresholds: Thresholds | None = None) -> Run:
+    """Time `infer` over `images` in their order through what `file` runs per frame, in series:
+    `pipeline.infer_frame`, then `pipeline.write_frame` with its analyse and overlay steps
+    (`bench_live.output_stages`, uncalibrated, at `thresholds`: the backend's, default the runtime's)
+    and the overlay video (`outputs.video.VideoSink`, into a temporary folder, aborted after). The
+    first `warmup` frames are untimed; `tick()` after every frame."""
+    from .bench_live import output_stages
 
-    style = Style(calibrated=False)
-    enc = _encoder(images[0].shape[1], images[0].shape[0]) if len({im.shape for im in images}) == 1 else None
-    samples: dict[str, list[float]] = {s: [] for s in (*STAGES, "model", "frame")}
-    dets_per_frame, windowed = [], []
-    for i, img in enumerate(images):
-        t0 = time.perf_counter()
-        out = infer(img)
-        dets, st = out.detections, out.stages
-        t1 = time.perf_counter()
-        m = measure(dets[0].mask) if dets else None
-        t2 = time.perf_counter()
-        over = draw(Result(frame=Frame(img, i), detections=list(dets), measurement=m, timings=Timings()), style, Hud())
-        t3 = time.perf_counter()
-        if enc is not None:
-            enc.encode(over)
-        t4 = time.perf_counter()
-        if tick is not None:
-            tick()
-        if i < warmup:
-            continue
-        for s in ("preprocess", "dense", "proposals", "heads", "paste", "model"):
-            if s in st:
-                samples[s].append(st[s])
-        samples["measure"].append(t2 - t1)
-        samples["overlay"].append(t3 - t2)
-        if enc is not None:
-            samples["encode"].append(t4 - t3)
-        samples["frame"].append(t4 - t0)
-        dets_per_frame.append(len(dets))
-        windowed.append("track" in st)  # tracking.tracked marks a frame run on a window
-    return {"samples": samples, "detections": dets_per_frame, "windowed": windowed,
-            "encode": "libx264 veryfast" if enc is not None else "skipped (no PyAV)"}
+    analyse, render = output_stages(thresholds or Thresholds(), live=False)
+    run = Run({s: [] for s in (*STAGES, "model", "frame")}, [], [], "skipped (no PyAV)")
+    with tempfile.TemporaryDirectory(prefix="streamseg-bench-") as tmp:
+        sink = _video_sink(Path(tmp) / "overlay.mp4", images[0])
+        try:
+            if sink is not None:
+                run.encode = f"{sink.stream.codec_context.name} {sink.stream.options['preset']}"
+            hud = Hud(source_fps=FPS)
+            for i, img in enumerate(images):
+                r = pipeline.infer_frame(infer, Frame(img, i, pts=i / FPS, t_capture=time.perf_counter()))
+                pipeline.write_frame(r, analyse, render, hud, [sink] if sink is not None else [])
+                if tick is not None:
+                    tick()
+                if i >= warmup:
+                    _record(run, r, encoded=sink is not None)
+        finally:
+            if sink is not None:
+                sink.abort()
+    return run
 
 
-def summarise(runs: list[dict]) -> dict:
+def _video_sink(path: Path, first: np.ndarray):
+    """The overlay video `file --out` writes, sized for `first`; None without PyAV or libx264 (the
+    encode stage is then absent from the report)."""
+    try:
+        from ..outputs.video import VideoSink
+
+        return VideoSink(path, first.shape[1], first.shape[0], FPS)
+    except Exception:  # noqa: BLE001 - no PyAV / no libx264: the encode stage is reported as absent
+        return None
+
+
+def _record(run: Run, r: Result, encoded: bool) -> None:
+    """One timed frame into `run`: the backend's stage times (`Result.speed`, ms), then the output
+    stage's from the stamps `pipeline.write_frame` made (measure: from the end of inference)."""
+    t = r.timings
+    for s in BACKEND_STAGES:
+        if s in r.speed:
+            run.samples[s].append(r.speed[s] / 1000.0)
+    run.samples["measure"].append(t.t_analysed - t.t_infer_end)
+    run.samples["overlay"].append(t.t_overlay_end - t.t_analysed)
+    if encoded:
+        run.samples["encode"].append(t.t_written - t.t_overlay_end)
+    run.samples["frame"].append(t.t_written - t.t_infer_start)
+    run.detections.append(len(r.detections))
+    run.windowed.append("track" in r.speed)  # tracking.tracked marks a frame run on a window
+
+
+def summarise(runs: list[Run]) -> Summary:
     """The repeats of one backend -> percentiles over all their frames, and the spread of frame p50."""
-    stages = {s: pct([x for r in runs for x in r["samples"][s]]) for s in runs[0]["samples"]}
-    p50s = [pct(r["samples"]["frame"])["p50"] for r in runs]
-    dets = [d for r in runs for d in r["detections"]]
-    median_p50, mean_frame = float(np.median(p50s)), stages["frame"]["mean"]
-    return {"stages": {k: v for k, v in stages.items() if v},
-            "frame_p50": {"median": median_p50, "min": min(p50s), "max": max(p50s), "repeats": p50s},
-            # fps of the frame column (1000 / the median of the repeats' p50 ms), so the two agree;
-            # fps_of_mean: 1000 / the mean frame ms (a few slow frames pull it down)
-            "fps": 1000.0 / median_p50 if median_p50 > 0 else 0.0,
-            "fps_of_mean": 1000.0 / mean_frame if mean_frame > 0 else 0.0,
-            "detections_mean": float(np.mean(dets)), "detections_min": int(min(dets)), "encode": runs[0]["encode"],
-            "windowed_share": float(np.mean([w for r in runs for w in r["windowed"]]))}
+    stages = {s: pct([x for r in runs for x in r.samples[s]]) for s in runs[0].samples}
+    stages = {s: p for s, p in stages.items() if p is not None}
+    p50s = [pct(r.samples["frame"]).p50 for r in runs]
+    dets = [d for r in runs for d in r.detections]
+    median_p50, mean_frame = float(np.median(p50s)), stages["frame"].mean
+    return Summary(stages, FrameP50(median_p50, min(p50s), max(p50s), p50s),
+                   fps=1000.0 / median_p50 if median_p50 > 0 else 0.0,
+                   fps_of_mean=1000.0 / mean_frame if mean_frame > 0 else 0.0,
+                   detections_mean=float(np.mean(dets)), detections_min=int(min(dets)), encode=runs[0].encode,
+                   windowed_share=float(np.mean([w for r in runs for w in r.windowed])))
 
 
-def time_backend(be, images: list[np.ndarray], frames: int, warmup: int) -> dict:
+def time_backend(be, images: list[np.ndarray], frames: int, warmup: int) -> tuple[Summary, dict]:
     """One run of `be` over `warmup` + `frames` of `images` (cycled, in order) -> its summary and
     peak memory (benchmarks/gpu_check.py times each backend so)."""
     seq = [images[i % len(images)] for i in range(warmup + frames)]
-    return {**summarise([run_backend(make_infer(be), seq, warmup)]), "memory": peak_memory(be.device)}
+    return summarise([run_backend(make_infer(be), seq, warmup, thresholds=be.thresholds)]), peak_memory(be.device)
 
 
 # Row labels: short enough never to wrap in the table (SHORT_BACKEND, precision, windows/full), explicit
@@ -382,11 +415,11 @@ def time_plan(opened, images: list[np.ndarray], o: BenchOptions, loads: list[dic
                 progress.update(task, description=f"{row['label']} ({r + 1}/{o.repeat})")
             if be.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(be.device)
-            runs[id(row)].append(run_backend(make_infer(be, row["track"]), images, o.warmup, tick))
+            runs[id(row)].append(run_backend(make_infer(be, row["track"]), images, o.warmup, tick, be.thresholds))
             row["memory"] = peak_memory(be.device)
         loads.append(read_load(loadavg, "after" if r == o.repeat - 1 else f"after repeat {r + 1}"))
     for row, _ in live:
-        row.update(summarise(runs[id(row)]))
+        row.update(asdict(summarise(runs[id(row)])))
     base = next((row for row, _ in live), None)
     for row, _ in live:
         row["speedup_frame_p50"] = base["frame_p50"]["median"] / row["frame_p50"]["median"]

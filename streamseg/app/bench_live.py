@@ -16,9 +16,17 @@ from . import pipeline
 from ..analysis.measure import Analyser
 from ..outputs.overlay import Style, draw
 from .stats import percentiles
-from ..types import Backend, Frame, SourceState, SourceStats
+from ..types import STABLE_WINDOW, Backend, Frame, SourceState, SourceStats, Thresholds
 
 DEMO = Path(__file__).parents[1] / "data" / "sample" / "demo.mp4"
+
+
+def output_stages(th: Thresholds, live: bool) -> tuple[pipeline.Analyse, pipeline.Render]:
+    """The analyse and draw steps `file` (live=False) and `live` run on an uncalibrated input at the
+    operating point `th` (as runner._stream builds them), for `pipeline.write_frame`: what the replay
+    here and `streamseg bench`'s timed frames run."""
+    style = Style(calibrated=False, score_thresh=th.display, live=live)  # live: the HUD shows lag and drops
+    return Analyser(None, STABLE_WINDOW, th.csa), (lambda r, hud: draw(r, style, hud))
 
 
 class PacedSource:
@@ -78,12 +86,11 @@ def run_live(backend: Backend, o, log=print, infer=None) -> dict:
     for _ in range(max(1, o.warmup)):  # warm the backend before the clock starts
         backend.infer(np.zeros((480, 640, 3), np.uint8))
     paced = PacedSource(open_source(str(video), live=False), o.e2e_seconds)
-    style = Style(calibrated=False, live=True)  # the HUD a live session shows (lag, drops)
+    analyse, render = output_stages(backend.thresholds, live=True)
     log(f"end-to-end: {video.name} at {paced.fps:g} fps for up to {o.e2e_seconds:g} s through the live pipeline "
         f"({backend.describe()})")
     try:
-        stats = pipeline.run(paced, infer or backend.infer, Analyser(), lambda r, hud: draw(r, style, hud), [],
-                             live=True)
+        stats = pipeline.run(paced, infer or backend.infer, analyse, render, [], live=True)
     finally:
         paced.close()
     return {"video": str(video), "source_fps": paced.fps, "backend": backend.name, "describe": backend.describe(),
