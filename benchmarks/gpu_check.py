@@ -87,7 +87,7 @@ def main() -> int:
     engines = Path(os.environ.get("ENGINES", "/tmp/streamseg-engines"))
     avail = backends.available("cuda")
     imgs = images()
-    report = {"machine": machine(), "available": avail, "images": len(imgs), "frames": FRAMES, "rows": []}
+    report = {"machine": machine().to_dict(), "available": avail, "images": len(imgs), "frames": FRAMES, "rows": []}
     print(f"gpu_check on {report['machine'].get('gpu')}: backends {avail}; {len(imgs)} images", flush=True)
     for label, kw in MODELS.items():
         model, info = bench_model(**kw)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -27,19 +26,19 @@ def _cli(args: list[str]):
     return CliRunner().invoke(app, ["bench", *args])
 
 
-def _rendered(report: dict) -> list[str]:
+def _rendered(report: bench.BenchReport) -> list[str]:
     c = Console(width=100, record=True)
     c.print(bench.table(report))
     return c.export_text().splitlines()
 
 
-def _assert_fits(report: dict) -> None:
+def _assert_fits(report: bench.BenchReport) -> None:
     lines = _rendered(report)
     assert max(len(ln) for ln in lines) <= 100 and not any("…" in ln for ln in lines), "\n".join(lines)
     rows = [ln for ln in lines if ln[:1].isalpha() or ln.startswith("*")]
-    for r in report["results"]:  # every label whole on its own row, never wrapped onto a second line
-        assert any(ln.startswith(r["label"] + " ") for ln in rows), (r["label"], "\n".join(lines))
-        assert len(r["label"]) <= 15
+    for r in report.results:  # every label whole on its own row, never wrapped onto a second line
+        assert any(ln.startswith(r.label + " ") for ln in rows), (r.label, "\n".join(lines))
+        assert len(r.label) <= 15
 
 
 def test_percentiles_are_in_ms():
@@ -131,9 +130,9 @@ def test_a_loaded_machine_is_flagged_and_the_default_json_goes_to_the_user_cache
     progress, logs = RecordingProgress(), []
     report = bench.run(o, log=logs.append, progress=progress, loadavg=BUSY)
     [path] = (tmp_path / "cache" / "streamseg" / "bench").glob("bench-*.json")
-    assert report["json"] == str(path) and json.loads(path.read_text())["load"]["loaded"] is True
+    assert report.json == str(path) and json.loads(path.read_text())["load"]["loaded"] is True
     assert progress.advanced == progress.total == 2 * 3  # 2 repeats of 1 warm-up + 2 frames
-    assert report["load"]["loaded"] and report["load"]["max_1m"] == 9.0
+    assert report.load.loaded and report.load.max_1m == 9.0
     console = Console(width=100, record=True)
     bench.print_report(report, console, log=lambda m: console.print(m, soft_wrap=True))
     text = console.export_text()
@@ -144,16 +143,25 @@ def test_a_loaded_machine_is_flagged_and_the_default_json_goes_to_the_user_cache
 def test_load_threshold_and_verdict():
     assert bench.load_threshold(2) == 2.5 and bench.load_threshold(1) == 1.5 and bench.load_threshold(16) == 20
     idle = [bench.read_load(IDLE, "before"), bench.read_load(lambda: (2.4, 1, 1), "after")]
-    assert bench.load_verdict(idle, 2)["loaded"] is False and bench.load_verdict(idle, 2)["warning"] is None
+    assert bench.load_verdict(idle, 2).loaded is False and bench.load_verdict(idle, 2).warning is None
     busy = [*idle, bench.read_load(BUSY, "after repeat 1")]
     v = bench.load_verdict(busy, 2)
-    assert v["loaded"] is True and "9.00" in v["warning"] and v["samples"][-1]["1m"] == 9.0
+    assert v.loaded is True and "9.00" in v.warning and v.samples[-1].one_min == 9.0
 
 
-def _row(label: str, ms: float) -> dict:
-    st = {s: {"p50": ms, "p95": ms * 1.1, "p99": ms * 1.2, "max": ms * 1.3} for s in (*STAGES, "frame")}
-    return {"label": label, "stages": st, "fps": 1000.0 / ms, "speedup_frame_p50": 0.123,
-            "frame_p50": {"median": ms, "min": ms * 0.9, "max": ms * 1.1}}
+def _row(label: str, ms: float) -> bench.BenchRow:
+    st = {s: bench.Percentiles(p50=ms, p95=ms * 1.1, p99=ms * 1.2, max=ms * 1.3, mean=ms, n=20) for s in (*STAGES, "frame")}
+    summary = bench.Summary(st, bench.FrameP50(median=ms, min=ms * 0.9, max=ms * 1.1, repeats=[ms]), fps=1000.0 / ms,
+                            fps_of_mean=1000.0 / ms, detections_mean=1.0, detections_min=1, encode="x", windowed_share=1.0)
+    return bench.BenchRow(label, "onnxruntime", "fp32", True, "cpu", summary=summary, speedup_frame_p50=0.123)
+
+
+def _report(results: list, frames: int = 5, cores: int = 2, gpu: str | None = None) -> bench.BenchReport:
+    """A report with what `bench.table` shows: the model, the machine, the counts and the rows."""
+    machine = bench.Machine("cpu", cores, 1, "3.12", "2", "0.2", gpu=gpu)
+    load = bench.load_verdict([bench.read_load(IDLE, "before")], cores)
+    return bench.BenchReport("2026-01-01", "streamseg bench", machine, load,
+                             {"backbone": "mobilenet_v3_large", "mask_head": "112"}, frames, 1, 3, "demo.mp4", results)
 
 
 def test_the_table_fits_100_columns_at_its_widest():
@@ -162,11 +170,11 @@ def test_the_table_fits_100_columns_at_its_widest():
         ("tensorrt", "fp32", True, True), ("tensorrt", "fp32", False, False), ("tensorrt", "fp16", True, False),
         ("compiled", "fp32", True, False), ("compiled", "fp16", False, False), ("onnxruntime", "fp32", True, False),
         ("onnxruntime", "fp16", False, False), ("torch", "fp32", True, False), ("torch", "fp16", False, False)]]
-    report = {"model": {"backbone": "mobilenet_v3_large", "mask_head": "112"}, "frames": 20, "repeat": 3,
-              "machine": {"cores": 16, "gpu": "NVIDIA H100 80GB HBM3"},
-              "results": [_row(lb, 9876.5) for lb in labels] + [{"label": "ort int8 win*", "skipped": "x"}]}
+    report = _report([_row(lb, 9876.5) for lb in labels]
+                     + [bench.BenchRow("ort int8 win*", "onnxruntime", "int8", True, "cuda", skipped="x")],
+                     frames=20, cores=16, gpu="NVIDIA H100 80GB HBM3")
     _assert_fits(report)
-    report["results"] = [_row("ort int8 win*", 0.5), _row("torch fp32 full", 123.4)]
+    report.results = [_row("ort int8 win*", 0.5), _row("torch fp32 full", 123.4)]
     _assert_fits(report)
 
 
@@ -285,8 +293,8 @@ def test_fps_agrees_with_the_frame_column():
     row = bench.summarise([one_run([40.0] * 5), one_run([40.0] * 4 + [900.0]), one_run([40.0] * 5)])
     assert row.frame_p50.median == pytest.approx(40.0)
     assert row.fps == pytest.approx(25.0) and row.fps_of_mean == pytest.approx(1000 / 97.33, rel=1e-3)
-    report = {"model": {"backbone": "mobilenet_v3_large", "mask_head": "112"}, "frames": 5, "repeat": 3,
-              "machine": {"cores": 2}, "results": [{"label": "ort int8 win*", **asdict(row), "speedup_frame_p50": 1.0}]}
+    report = _report([bench.BenchRow("ort int8 win*", "onnxruntime", "int8", True, "cpu", summary=row,
+                                     speedup_frame_p50=1.0)])
     text = "\n".join(_rendered(report))
     assert "fps = 1000 / frame" in " ".join(text.split())
     [line] = [ln for ln in text.splitlines() if ln.startswith("ort int8 win*")]
@@ -302,7 +310,6 @@ def test_row_labels_say_backend_precision_and_input_in_one_short_line():
     assert [e.label for e in plan if not e.track] == [bench.row_label(available("cpu")[0], "fp32", False)]
     assert [e.label.endswith("*") for e in plan] == [True] + [False] * (len(plan) - 1)
     assert bench.row_label("onnxruntime", "fp32", False) == "ort fp32 full"
-    lines = _rendered({"model": {"backbone": "mobilenet_v3_large", "mask_head": "112"}, "frames": 5, "repeat": 3,
-                       "machine": {"cores": 2}, "results": [_row(e.label, 55.0) for e in plan]})
+    lines = _rendered(_report([_row(e.label, 55.0) for e in plan]))
     legend = " ".join(" ".join(lines).split())
     assert "ort = onnxruntime" in legend and "full: the full frame every time" in legend and "* what file and live run" in legend

@@ -290,6 +290,33 @@ class Entry:
     track: bool = False
 
 
+@dataclass
+class BenchRow:
+    """One row of the report: a plan entry on `device`, skipped (with why) or timed. `to_dict()` is
+    its JSON object, with the summary's fields flat in it."""
+
+    label: str
+    backend: str
+    precision: str
+    track: bool
+    device: str
+    skipped: str | None = None  # why it could not be opened
+    setup_s: float | None = None  # opening it (artefacts loaded or built)
+    memory: dict[str, float] | None = None  # peak_memory after its last repeat
+    summary: Summary | None = None
+    speedup_frame_p50: float | None = None  # the baseline's frame p50 / this row's
+    speedup_dense_p50: float | None = None  # the same for the dense stage, when both rows have one
+
+    def to_dict(self) -> dict:
+        head = {"label": self.label, "backend": self.backend, "precision": self.precision, "track": self.track,
+                "device": self.device}
+        if self.summary is None:
+            return {**head, "skipped": self.skipped}
+        dense = {} if self.speedup_dense_p50 is None else {"speedup_dense_p50": self.speedup_dense_p50}
+        return {**head, "setup_s": self.setup_s, "memory": self.memory, **asdict(self.summary),
+                "speedup_frame_p50": self.speedup_frame_p50, **dense}
+
+
 def _combos(real: str, first: bool, cuda: bool, precs: list[str] | None, tracking: list[bool] | None):
     """(precision, track) pairs timed for backend `real`. Default: as file/live run it (tracked, at
     the default precision: INT8 for onnxruntime on the CPU, `choices.resolve_precision`), and for
@@ -334,47 +361,101 @@ def load_threshold(cores: int) -> float:
     return max(1.25 * cores, cores + 0.5)
 
 
-def read_load(loadavg: Callable[[], tuple[float, float, float]], when: str) -> dict:
+@dataclass
+class LoadReading:
+    """One reading of the load average (`os.getloadavg`), rounded; JSON keys when, 1m, 5m, 15m."""
+
+    when: str  # "before", "after repeat N", "after"
+    one_min: float
+    five_min: float
+    fifteen_min: float
+
+    def to_dict(self) -> dict:
+        return {"when": self.when, "1m": self.one_min, "5m": self.five_min, "15m": self.fifteen_min}
+
+
+def read_load(loadavg: Callable[[], tuple[float, float, float]], when: str) -> LoadReading:
     one, five, fifteen = loadavg()
-    return {"when": when, "1m": round(one, 2), "5m": round(five, 2), "15m": round(fifteen, 2)}
+    return LoadReading(when, round(one, 2), round(five, 2), round(fifteen, 2))
 
 
-def load_verdict(samples: list[dict], cores: int) -> dict:
+@dataclass
+class LoadVerdict:
     """Whether any reading's 1-min load exceeded `load_threshold(cores)`, with the warning line to print."""
+
+    cores: int
+    threshold_1m: float
+    max_1m: float
+    loaded: bool
+    warning: str | None
+    samples: list[LoadReading]
+
+    def to_dict(self) -> dict:
+        return {"cores": self.cores, "threshold_1m": self.threshold_1m, "max_1m": self.max_1m, "loaded": self.loaded,
+                "warning": self.warning, "samples": [s.to_dict() for s in self.samples]}
+
+
+def load_verdict(samples: list[LoadReading], cores: int) -> LoadVerdict:
+    """The verdict on `samples` for a machine of `cores` cores."""
     thr = load_threshold(cores)
-    peak = max(s["1m"] for s in samples)
+    peak = max(s.one_min for s in samples)
     loaded = peak > thr
     warning = (f"warning: loaded machine: 1-min load average up to {peak:.2f} on {cores} cores (flagged above "
                f"{thr:g}); other work shares the cores, so these timings are slower than an idle machine gives"
                if loaded else None)
-    return {"cores": cores, "threshold_1m": thr, "max_1m": peak, "loaded": loaded, "warning": warning,
-            "samples": samples}
+    return LoadVerdict(cores, thr, peak, loaded, warning, samples)
 
 
-def machine() -> dict:
-    info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__}
+@dataclass
+class Machine:
+    """What the bench ran on; the JSON leaves out onnxruntime and gpu where there is none."""
+
+    cpu: str
+    cores: int | None
+    torch_threads: int
+    python: str
+    torch: str
+    torchvision: str
+    onnxruntime: str | None = None
+    gpu: str | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("onnxruntime", "gpu"):
+            if d[k] is None:
+                del d[k]
+        return d
+
+
+def machine() -> Machine:
     import torchvision
 
-    info["torchvision"] = torchvision.__version__
+    m = Machine(_cpu_name(), os.cpu_count(), torch.get_num_threads(), platform.python_version(), torch.__version__,
+                torchvision.__version__)
     try:
         import onnxruntime
 
-        info["onnxruntime"] = onnxruntime.__version__
+        m.onnxruntime = onnxruntime.__version__
     except ImportError:
         pass
     if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
+        m.gpu = torch.cuda.get_device_name(0)
+    return m
+
+
+def _cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what `platform` says."""
     try:
         with open("/proc/cpuinfo") as f:
             names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
-        info["cpu"] = names[0] if names else info["cpu"]
+        if names:
+            return names[0]
     except OSError:
         pass
-    return info
+    return platform.processor() or platform.machine()
 
 
-def open_plan(plan: list[Entry], model, info, device: str, o: BenchOptions, log=print) -> list[tuple[dict, object]]:
+def open_plan(plan: list[Entry], model, info, device: str, o: BenchOptions, log=print) -> list[tuple[BenchRow, object]]:
     """Open every backend of the plan -> (its row, the backend or None when it was skipped, with why)."""
     from .. import backends
     from ..backends.artefacts import engine_log
@@ -384,58 +465,96 @@ def open_plan(plan: list[Entry], model, info, device: str, o: BenchOptions, log=
     settings = Settings.from_env()
     settings.apply()
     for e in plan:
-        row = {"label": e.label, "backend": e.backend, "precision": e.precision, "track": e.track, "device": device}
+        row = BenchRow(e.label, e.backend, e.precision, e.track, device)
         t = time.perf_counter()
         try:  # eager torch through the split path, so its stage columns compare with the compiled ones
             be = backends.load(e.backend, model=model, info=info, device=device, precision=e.precision,
                                split=e.backend == "torch", engines_dir=o.engines_dir, log=build_log, settings=settings)
         except StreamsegError as err:
             log(f"skipped {e.label}: {err}")
-            opened.append(({**row, "skipped": str(err)}, None))
+            row.skipped = str(err)
+            opened.append((row, None))
             continue
         if e.track:
             be.prepare_windows()  # as file/live do before the first frame
-        row["setup_s"] = time.perf_counter() - t
-        log(f"opened {e.label} ({be.describe()}, setup {row['setup_s']:.1f} s)")
+        row.setup_s = time.perf_counter() - t
+        log(f"opened {e.label} ({be.describe()}, setup {row.setup_s:.1f} s)")
         opened.append((row, be))
     return opened
 
 
-def time_plan(opened, images: list[np.ndarray], o: BenchOptions, loads: list[dict], loadavg, progress=None) -> None:
+def time_plan(opened, images: list[np.ndarray], o: BenchOptions, loads: list[LoadReading], loadavg,
+              progress=None) -> None:
     """Run every opened backend `o.repeat` times, interleaved (A B A B ...), reading the load after
     each round into `loads` (the last reading is "after"); fills each row with its summary
     (`summarise`), memory and speed relative to the first row (the baseline)."""
     live = [(row, be) for row, be in opened if be is not None]
-    runs: dict[int, list[dict]] = {id(row): [] for row, _ in live}
+    runs: list[list[Run]] = [[] for _ in live]
     task = progress.add_task("timing", total=o.repeat * len(live) * len(images)) if progress is not None else None
     tick = (lambda: progress.advance(task)) if progress is not None else None
     for r in range(o.repeat):
-        for row, be in live:
+        for (row, be), row_runs in zip(live, runs):
             if progress is not None:
-                progress.update(task, description=f"{row['label']} ({r + 1}/{o.repeat})")
+                progress.update(task, description=f"{row.label} ({r + 1}/{o.repeat})")
             if be.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(be.device)
-            runs[id(row)].append(run_backend(make_infer(be, row["track"]), images, o.warmup, tick, be.thresholds))
-            row["memory"] = peak_memory(be.device)
+            row_runs.append(run_backend(make_infer(be, row.track), images, o.warmup, tick, be.thresholds))
+            row.memory = peak_memory(be.device)
         loads.append(read_load(loadavg, "after" if r == o.repeat - 1 else f"after repeat {r + 1}"))
-    for row, _ in live:
-        row.update(asdict(summarise(runs[id(row)])))
-    base = next((row for row, _ in live), None)
-    for row, _ in live:
-        row["speedup_frame_p50"] = base["frame_p50"]["median"] / row["frame_p50"]["median"]
-        if "dense" in row["stages"] and "dense" in base["stages"]:
-            row["speedup_dense_p50"] = base["stages"]["dense"]["p50"] / row["stages"]["dense"]["p50"]
+    for (row, _), row_runs in zip(live, runs):
+        row.summary = summarise(row_runs)
+    _speedups([row for row, _ in live])
+
+
+def _speedups(rows: list[BenchRow]) -> None:
+    """Each timed row's speed against the first (the baseline): frame p50, and dense p50 where both have it."""
+    base = rows[0].summary if rows else None
+    for row in rows:
+        s = row.summary
+        row.speedup_frame_p50 = base.frame_p50.median / s.frame_p50.median
+        if "dense" in s.stages and "dense" in base.stages:
+            row.speedup_dense_p50 = base.stages["dense"].p50 / s.stages["dense"].p50
 
 
 def end_to_end(opened, o: BenchOptions, log=print) -> dict:
     """The fastest opened backend (median frame p50) through the live pipeline (`bench_live.run_live`)."""
     from .bench_live import run_live
 
-    row, be = min(((r, b) for r, b in opened if b is not None), key=lambda rb: rb[0]["frame_p50"]["median"])
-    return {"label": row["label"], **run_live(be, o, log, infer=make_infer(be, row["track"]))}
+    row, be = min(((r, b) for r, b in opened if b is not None), key=lambda rb: rb[0].summary.frame_p50.median)
+    return {"label": row.label, **run_live(be, o, log, infer=make_infer(be, row.track))}
 
 
-def run(o: BenchOptions, log=print, progress=None, loadavg=os.getloadavg) -> dict:
+@dataclass
+class BenchReport:
+    """What `run` returns and writes; `to_dict()` is the JSON (users and benchmarks/RESULTS.md read
+    its keys)."""
+
+    date: str
+    command: str
+    machine: Machine
+    load: LoadVerdict
+    model: dict  # description, source and the architecture (ModelConfig.to_dict())
+    frames: int
+    warmup: int
+    repeat: int
+    frames_source: str
+    results: list[BenchRow]
+    end_to_end: dict | None = None  # the replay (bench_live.run_live) with its row's label; None: --no-e2e
+    json: str | None = None  # where the report was written
+
+    def to_dict(self) -> dict:
+        d = {"date": self.date, "command": self.command, "machine": self.machine.to_dict(),
+             "load": self.load.to_dict(), "model": self.model, "frames": self.frames, "warmup": self.warmup,
+             "repeat": self.repeat, "frames_source": self.frames_source,
+             "results": [r.to_dict() for r in self.results]}
+        if self.end_to_end is not None:
+            d["end_to_end"] = self.end_to_end
+        if self.json is not None:
+            d["json"] = self.json
+        return d
+
+
+def run(o: BenchOptions, log=print, progress=None, loadavg=os.getloadavg) -> BenchReport:
     """Time the plan, write the JSON report (o.out, else `default_out()`) and return the report.
     `progress`: a rich Progress to advance per frame (or None); `loadavg`: () -> (1, 5, 15-min load)."""
     from ..backends import select_device
@@ -451,27 +570,26 @@ def run(o: BenchOptions, log=print, progress=None, loadavg=os.getloadavg) -> dic
         f"{o.repeat} repeat(s) interleaved; plan: {', '.join(e.label for e in plan)} (the first is the baseline)")
     opened = open_plan(plan, model, info, device, o, log)
     if all(be is None for _, be in opened):
-        raise StreamsegError("no backend could be opened: " + "; ".join(r["skipped"] for r, _ in opened))
+        raise StreamsegError("no backend could be opened: " + "; ".join(r.skipped for r, _ in opened))
     time_plan(opened, images, o, loads, loadavg, progress)
-    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": o.command,
-              "machine": machine(), "load": load_verdict(loads, os.cpu_count() or 1),
-              "model": {"description": desc, "source": info.source, **info.config.to_dict()},
-              "frames": o.frames, "warmup": o.warmup, "repeat": o.repeat, "frames_source": source,
-              "results": [row for row, _ in opened]}
+    report = BenchReport(datetime.now(timezone.utc).isoformat(timespec="seconds"), o.command, machine(),
+                         load_verdict(loads, os.cpu_count() or 1),
+                         {"description": desc, "source": info.source, **info.config.to_dict()},
+                         o.frames, o.warmup, o.repeat, source, [row for row, _ in opened])
     if o.e2e:
-        report["end_to_end"] = end_to_end(opened, o, log)
-    report["json"] = str(write_report(report, o.out))
+        report.end_to_end = end_to_end(opened, o, log)
+    report.json = str(write_report(report, o.out))
     return report
 
 
-def write_report(report: dict, out: Path | None) -> Path:
+def write_report(report: BenchReport, out: Path | None) -> Path:
     """The report as JSON at `out` (its folder must exist), or at `default_out()` (folder created)."""
     from ..files import atomic_write, json_text
 
     path = Path(out) if out is not None else default_out()
     if out is None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    text = json_text({**report, "json": str(path)}, indent=2) + "\n"
+    text = json_text({**report.to_dict(), "json": str(path)}, indent=2) + "\n"
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return path
 
@@ -487,15 +605,15 @@ def _fps(v: float) -> str:
     return f"{v:.0f}" if v >= 99.95 else f"{v:.1f}" if v >= 9.995 else f"{v:.2f}"
 
 
-def table(report: dict):
+def table(report: BenchReport):
     """A rich Table that fits 100 columns: p50 per stage, the frame's p50 (median over the repeats)
     with its min–max, p95, p99, fps and speed relative to the first row (the baseline)."""
     from rich import box
     from rich.table import Table
 
-    m = report["model"]
-    where = report["machine"].get("gpu") or f"{report['machine']['cores']}-core CPU"
-    t = Table(title=f"{m['backbone']} mask{m['mask_head']} on {where}, {report['frames']} frames × {report['repeat']} "
+    m = report.model
+    where = report.machine.gpu or f"{report.machine.cores}-core CPU"
+    t = Table(title=f"{m['backbone']} mask{m['mask_head']} on {where}, {report.frames} frames × {report.repeat} "
                     "repeats. ms: p50 per stage; per frame p50 (median of the repeats' p50) and its min–max, p95, "
                     "p99; fps = 1000 / frame; speed ×base = baseline p50 / p50", box=box.SIMPLE_HEAD,
               padding=(0, 0), show_edge=False, title_justify="left", caption=LEGEND, caption_justify="left")
@@ -504,29 +622,29 @@ def table(report: dict):
         t.add_column(SHORT[s], justify="right", no_wrap=True)
     for c in ("frame", "min–max", "p95", "p99", "fps", "×base"):
         t.add_column(c, justify="right", no_wrap=True)
-    for r in report["results"]:
-        if "stages" not in r:
-            t.add_row(r["label"], *["-"] * len(STAGES), "-", "skipped", "", "", "", "")
+    for r in report.results:
+        if r.summary is None:
+            t.add_row(r.label, *["-"] * len(STAGES), "-", "skipped", "", "", "", "")
             continue
-        st, f = r["stages"], r["frame_p50"]
-        t.add_row(r["label"], *[_ms(st[s]["p50"]) if s in st else "-" for s in STAGES], _ms(f["median"]),
-                  f"{_ms(f['min'])}–{_ms(f['max'])}", _ms(st["frame"]["p95"]), _ms(st["frame"]["p99"]),
-                  _fps(r["fps"]), f"{r['speedup_frame_p50']:.2f}")
+        st, f = r.summary.stages, r.summary.frame_p50
+        t.add_row(r.label, *[_ms(st[s].p50) if s in st else "-" for s in STAGES], _ms(f.median),
+                  f"{_ms(f.min)}–{_ms(f.max)}", _ms(st["frame"].p95), _ms(st["frame"].p99),
+                  _fps(r.summary.fps), f"{r.speedup_frame_p50:.2f}")
     return t
 
 
-def print_report(report: dict, console, log) -> None:
+def print_report(report: BenchReport, console, log) -> None:
     """The table on `console`; under it the load warning, the end-to-end line and where the JSON went (`log`)."""
     console.print(table(report))
-    skipped = [r for r in report["results"] if "skipped" in r]
-    for r in skipped:
-        log(f"skipped {r['label']}: {r['skipped']}")
-    if report["load"]["warning"]:
-        log(report["load"]["warning"])
-    e = report.get("end_to_end") or {}
+    for r in report.results:
+        if r.skipped is not None:
+            log(f"skipped {r.label}: {r.skipped}")
+    if report.load.warning:
+        log(report.load.warning)
+    e = report.end_to_end or {}
     if e.get("capture_to_overlay_ms"):
         c = e["capture_to_overlay_ms"]
         log(f"end-to-end ({e['label']}, {e['source_fps']:g} fps source): capture->overlay p50 {c['p50']:.0f} / "
             f"p95 {c['p95']:.0f} / p99 {c['p99']:.0f} ms; {e['processed']} processed, {e['dropped']} of "
             f"{e['frames_released']} dropped")
-    log(f"wrote {report['json']}")
+    log(f"wrote {report.json}")
