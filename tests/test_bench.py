@@ -46,8 +46,9 @@ def test_percentiles_are_in_ms():
     assert p.p50 == pytest.approx(50.5) and p.max == pytest.approx(100.0) and p.n == 100
 
 
-def test_bench_cli_on_cpu_repeats_and_writes_where_asked(calibrated_checkpoint, engines_dir, tmp_path):
-    out = tmp_path / "mine.json"
+def test_bench_cli_on_cpu_repeats_and_writes_where_asked(calibrated_checkpoint, engines_dir, tmp_path, monkeypatch):
+    out, shown, print_report = tmp_path / "mine.json", [], bench.print_report
+    monkeypatch.setattr(bench, "print_report", lambda report, *a: shown.append(report) or print_report(report, *a))
     res = _cli(["--model", str(calibrated_checkpoint), "--frames", "3", "--warmup", "1", "--repeat", "2", "--no-e2e",
                 "--engines", str(engines_dir), "--out", str(out), "--compute", "cpu", "--max-detections", "2"])
     assert res.exit_code == 0, res.output
@@ -76,7 +77,7 @@ def test_bench_cli_on_cpu_repeats_and_writes_where_asked(calibrated_checkpoint, 
     assert {"cpu", "cores", "torch", "torchvision"} <= set(report["machine"])
     assert report["command"].startswith("streamseg bench") and "--repeat 2" in report["command"]
     assert report["repeat"] == 2 and report["model"]["max_detections"] == 2
-    _assert_fits(report)
+    _assert_fits(shown[0])  # the report the CLI printed, whose to_dict() is the JSON above
 
 
 def test_no_arguments_time_the_bundled_model_with_autos_backend_first(engines_dir, tmp_path):
@@ -150,9 +151,11 @@ def test_load_threshold_and_verdict():
 
 
 def _row(label: str, ms: float) -> bench.BenchRow:
-    st = {s: bench.Percentiles(p50=ms, p95=ms * 1.1, p99=ms * 1.2, max=ms * 1.3, mean=ms, n=20) for s in (*STAGES, "frame")}
+    st = {s: bench.Percentiles(p50=ms, p95=ms * 1.1, p99=ms * 1.2, max=ms * 1.3, mean=ms, n=20)
+          for s in (*STAGES, "frame")}
     summary = bench.Summary(st, bench.FrameP50(median=ms, min=ms * 0.9, max=ms * 1.1, repeats=[ms]), fps=1000.0 / ms,
-                            fps_of_mean=1000.0 / ms, detections_mean=1.0, detections_min=1, encode="x", windowed_share=1.0)
+                            fps_of_mean=1000.0 / ms, detections_mean=1.0, detections_min=1, encode="x",
+                            windowed_share=1.0)
     return bench.BenchRow(label, "onnxruntime", "fp32", True, "cpu", summary=summary, speedup_frame_p50=0.123)
 
 

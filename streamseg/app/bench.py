@@ -7,11 +7,16 @@ consecutive frames of a clip (the bundled demo.mp4), replayed in their order.
 
 Stages per frame: preprocess (letterbox), dense (backbone+FPN+RPN head), proposals (anchors, top-k,
 NMS), heads (RoIAlign, box and mask heads), paste (masks into the source frame), measure, overlay,
-encode (H.264). Each backend runs `--repeat` times, interleaved (A B A B ...): the table shows the
-median frame p50 over the repeats and its min–max; the JSON keeps every percentile, the machine and
-the load average read before, between repeats and after (a loaded machine is flagged). Eager torch
-runs through the split path (`backends.load("torch", split=True)`: identical outputs to
-`TorchBackend`, tests/test_parity.py), so its stage columns compare with the compiled backends'.
+encode (H.264). A frame goes through the pipeline's own two per-frame functions, in series
+(`pipeline.infer_frame`, `pipeline.write_frame` with file's analyse and draw steps and its overlay
+video sink, writing into a temporary folder that is discarded), so the bench times what `file`
+runs; the stage times are the backend's (`Result.speed`) and the pipeline's stamps (`Timings`).
+Each backend runs `--repeat` times, interleaved (A B A B ...): the table shows the median frame p50
+over the repeats and its min–max; the JSON (`BenchReport.to_dict()`, a `BenchRow` per row) keeps
+every percentile, the machine and the load average read before, between repeats and after (a
+loaded machine is flagged). Eager torch runs through the split path (`backends.load("torch",
+split=True)`: identical outputs to `TorchBackend`, tests/test_parity.py), so its stage columns
+compare with the compiled backends'.
 """
 from __future__ import annotations
 
