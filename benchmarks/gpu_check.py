@@ -153,7 +153,7 @@ def print_table(report) -> None:
     e = report.get("end_to_end") or {}
     if e.get("capture_to_overlay_ms"):
         c = e["capture_to_overlay_ms"]
-        print(f"end-to-end paper {e['backend']}/{e['precision']}: capture->overlay p50 {c['p50']:.1f} "
+        print(f"end-to-end paper {e['describe']}: capture->overlay p50 {c['p50']:.1f} "
               f"p99 {c['p99']:.1f} ms, dropped {e['dropped']}/{e['frames_released']}")
 
 
