@@ -425,6 +425,15 @@ def export(
         console.print(f"built {p} ({p.stat().st_size / 2**20:.1f} MiB)", highlight=False, markup=False)
 
 
+# the training options `train` and `ablation` share (the paper's values as defaults)
+_EPOCHS = typer.Option(150, help="passes over the training images (paper: 150)")
+_LR = typer.Option(1e-3, help="learning rate, SGD with momentum (paper: 0.001)")
+_SCHEDULE = typer.Option(Schedule.CONSTANT, help="constant (paper) or cosine (warm-up + cosine decay)")
+_BATCH = typer.Option(2, help="images per step (paper: 2)")
+_SEED = typer.Option(0, help="random seed (split, initialisation, augmentation, order)")
+_MAX_ITERS = typer.Option(None, hidden=True)  # tests: a few steps an epoch
+
+
 @app.command()
 @friendly
 def train(
@@ -432,10 +441,10 @@ def train(
     out: Path = typer.Option(Path("runs/model.pt"), help="best checkpoint (the last one goes beside it as *_last.pt)"),
     backbone: Backbone = typer.Option(Backbone.RESNET101, help="backbone (paper: resnet101)"),
     mask_head: MaskHead = typer.Option(MaskHead.M112, help="mask head resolution (paper: 112)"),
-    epochs: int = typer.Option(150, help="passes over the training images (paper: 150)"),
-    lr: float = typer.Option(1e-3, help="learning rate, SGD with momentum (paper: 0.001)"),
-    schedule: Schedule = typer.Option(Schedule.CONSTANT, help="constant (paper) or cosine (warm-up + cosine decay)"),
-    batch_size: int = typer.Option(2, help="images per step (paper: 2)"),
+    epochs: int = _EPOCHS,
+    lr: float = _LR,
+    schedule: Schedule = _SCHEDULE,
+    batch_size: int = _BATCH,
     norm: Norm = typer.Option(Norm.BATCH, help="normalisation (frozen only with --init)"),
     split: Optional[Path] = typer.Option(None, help="patient split JSON (written if missing)"),
     init: Optional[Path] = typer.Option(None, help="initialise from a COCO Mask R-CNN or ImageNet ResNet state dict, or fine-tune a streamseg checkpoint"),
@@ -454,10 +463,10 @@ def train(
     mask_head_width: int = typer.Option(256, help="mask head filters (256 = Table I)"),
     fpn_channels: int = typer.Option(256, help="FPN width (256 = torchvision/paper)"),
     resume: bool = typer.Option(False, help="continue from OUT's *_last.pt"),
-    seed: int = typer.Option(0, help="random seed (split, initialisation, augmentation, order)"),
+    seed: int = _SEED,
     compute: str = _compute(),
     workers: int = typer.Option(0, help="data-loading worker processes (0: load in the training process)"),
-    max_iters_per_epoch: Optional[int] = typer.Option(None, hidden=True),
+    max_iters_per_epoch: Optional[int] = _MAX_ITERS,
 ):
     """Train the paper's Mask R-CNN on labelled scans.
 
@@ -592,13 +601,13 @@ def ablation(
     data: Path = typer.Option(..., help="folder with images/ + masks/"),
     out_dir: Path = typer.Option(Path("runs/ablation"), help="checkpoints and split go here"),
     backbone: Backbone = typer.Option(Backbone.RESNET101, help="backbone of the three models (paper: resnet101)"),
-    epochs: int = typer.Option(150, help="passes over the training images (paper: 150)"),
-    lr: float = typer.Option(1e-3, help="learning rate, SGD with momentum (paper: 0.001)"),
-    schedule: Schedule = typer.Option(Schedule.CONSTANT, help="constant (paper) or cosine (warm-up + cosine decay)"),
-    batch_size: int = typer.Option(2, help="images per step (paper: 2)"),
+    epochs: int = _EPOCHS,
+    lr: float = _LR,
+    schedule: Schedule = _SCHEDULE,
+    batch_size: int = _BATCH,
     split: Optional[Path] = typer.Option(None, help="patient split JSON (written into OUT_DIR if not given)"),
-    seed: int = typer.Option(0, help="random seed (split, initialisation, augmentation, order)"),
-    max_iters_per_epoch: Optional[int] = typer.Option(None, hidden=True),
+    seed: int = _SEED,
+    max_iters_per_epoch: Optional[int] = _MAX_ITERS,
 ):
     """The paper's ablation: mask28, mask56 and mask112 alike.
 
