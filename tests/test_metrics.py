@@ -37,10 +37,10 @@ def test_summary_precision_recall_and_dice_stats():
     rs = [_rule([[100, 100, 200, 160]], [0.99]), _rule([[110, 100, 200, 160]], [0.99]), _rule([], []),
           _rule([[0, 0, 40, 40]], [0.999])]
     s = summarize(rs)
-    assert (s["tp"], s["fp"], s["fn"]) == (2, 1, 1)
-    assert s["precision"] == pytest.approx(2 / 3) and s["recall"] == pytest.approx(2 / 3)
+    assert (s.tp, s.fp, s.fn) == (2, 1, 1)
+    assert s.precision == pytest.approx(2 / 3) and s.recall == pytest.approx(2 / 3)
     d2 = 2 * 90 * 60 / (100 * 60 + 90 * 60)
-    assert s["dice_median"] == pytest.approx((1 + d2) / 2)
+    assert s.dice_median == pytest.approx((1 + d2) / 2)
 
 
 def test_dice_and_hd95_on_a_real_mask(sample_dir):

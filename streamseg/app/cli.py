@@ -552,15 +552,17 @@ def eval_(
     check_out_dir("--out-dir", out_dir)
     device = select_device(check_compute(compute), "--compute")
     with progress_bar(console, "images") as progress:
-        summary, _ = run_eval(data, model, split, subset, json_out, out_dir, mm_per_px, conf, iou, fn_rule,
-                              device, progress, box=box, score_thresh=score_thresh)
-    _print_eval(summary)
+        result = run_eval(data, model, split, subset, json_out, out_dir, mm_per_px, conf, iou, fn_rule,
+                          device, progress, box=box, score_thresh=score_thresh)
+    _print_eval(result)
 
 
-def _print_eval(summary: dict) -> None:
+def _print_eval(result) -> None:
+    """The tables of an `EvalReport`, or the false detections of a `NerveFreeReport`."""
     from rich.table import Table
 
     from ..training import report
+    from ..training.results import NerveFreeReport
 
     def table(title, rows, columns=("metric", "value")):
         t = Table(title=escape(title))  # paths and patient names are the user's text, never markup
@@ -570,20 +572,21 @@ def _print_eval(summary: dict) -> None:
             t.add_row(*map(escape, row))
         Console().print(t)
 
-    where = f"{summary['model']} on {summary['data']} ({summary['subset']})"
-    if summary.get("kind") == "nerve-free":
-        table(f"False detections: {where}", report.negatives_rows(summary["false_detections"]))
+    where = f"{result.model} on {result.data} ({result.subset})"
+    if isinstance(result, NerveFreeReport):
+        table(f"False detections: {where}", report.negatives_rows(result.false_detections))
         return
-    table(where, report.summary_rows(summary))
-    op = summary["operating_point"]
-    table(f"What a user sees (top detection shown at score >= {op['score_thresh']:g}; correct = box IoU >= "
-          f"{op['iou_thresh']:g} with the expert's)", report.operating_rows(op), ("outcome", "scans (share)"))
-    table("What a top score means (scans by their top detection's score)", report.reliability_rows(summary["reliability"]),
+    view = result.view
+    table(where, report.summary_rows(result.scores))
+    op = view.operating_point
+    table(f"What a user sees (top detection shown at score >= {op.score_thresh:g}; correct = box IoU >= "
+          f"{op.iou_thresh:g} with the expert's)", report.operating_rows(op), ("outcome", "scans (share)"))
+    table("What a top score means (scans by their top detection's score)", report.reliability_rows(view.reliability),
           ("top score", "scans", "on the nerve"))
-    ba = summary["csa_agreement"]
-    rows = report.agreement_rows(ba["px2"], "px²") + (report.agreement_rows(ba["mm2"], "mm²") if "mm2" in ba else [])
+    ba = view.csa_agreement
+    rows = report.agreement_rows(ba.px2, "px²") + (report.agreement_rows(ba.mm2, "mm²") if ba.mm2 is not None else [])
     table("CSA agreement on the correct scans (model − expert)", rows)
-    table("Per patient", report.patient_rows(summary["per_patient"]), ("patient", "images", "Prec", "Rec", "Dice median"))
+    table("Per patient", report.patient_rows(view.per_patient), ("patient", "images", "Prec", "Rec", "Dice median"))
 
 
 @app.command()
@@ -620,9 +623,9 @@ def ablation(
     for col in ("model", "mAP", "Rec", "Prec", "Dice median (IQR)", "paper mAP / Rec / Prec"):
         table.add_column(col)
     for name, s in results.items():
-        p = PAPER[name]
-        dm = "–" if s["dice_median"] is None else f"{s['dice_median']:.3f} ({s['dice_iqr']:.3f})"
-        table.add_row(name, f"{s['map']:.3f}", f"{s['recall']:.3f}", f"{s['precision']:.3f}", dm,
+        p, paper = PAPER[name], s.paper
+        dm = "–" if paper.dice_median is None else f"{paper.dice_median:.3f} ({paper.dice_iqr:.3f})"
+        table.add_row(name, f"{s.map:.3f}", f"{paper.recall:.3f}", f"{paper.precision:.3f}", dm,
                       f"{p['map']:.3f} / {p['recall']:.3f} / {p['precision']:.3f}")
     Console().print(table)
 
