@@ -28,7 +28,8 @@ from ..choices import (Backbone, Backend, BenchPrecision, BoxKind, ExportFormat,
 from .interrupts import exit_at_once_on_interrupt, interrupt_raises
 from ..memory import memory_error, report as report_memory_error
 from .checks import check_compute, check_numbers, check_out_dir, check_outputs, spacing_flag
-from ..types import BACKOFF_S, CTS_CUTOFF_MM2, READ_TIMEOUT_S, RECONNECT_ATTEMPTS, SHOWN_DETECTIONS, StreamsegError
+from ..types import (BACKOFF_S, CTS_CUTOFF_MM2, READ_TIMEOUT_S, RECONNECT_ATTEMPTS, SHOWN_DETECTIONS, StopReason,
+                     StreamsegError)
 
 # the compute device, one flag name on every command; its choices are the metavar, so not repeated here
 COMPUTE_HELP = "where the network runs (auto: the GPU when one is visible, else the CPU)"
@@ -176,9 +177,9 @@ def _pipeline(o: Options) -> None:
             csa += ", on the file's ASSUMED pixel spacing"
     console.print(f"frames seen {r.frames_seen}, processed {c.frames_processed}, with nerve {c.frames_with_nerve}, "
                   f"dropped {r.dropped}, {r.processed_fps:.2f} fps. {csa}", highlight=False, markup=False)
-    if r.stopped_by in ("SIGINT", "SIGTERM"):
+    if r.stopped_by in (StopReason.SIGINT, StopReason.SIGTERM):
         console.print(f"[yellow]stopped by {r.stopped_by}; outputs finalised[/]")
-        raise typer.Exit(130 if r.stopped_by == "SIGINT" else 143)
+        raise typer.Exit(130 if r.stopped_by == StopReason.SIGINT else 143)
     if r.source_lost:
         console.print("[red]live source lost; outputs finalised[/]")
         raise typer.Exit(1)

@@ -29,7 +29,8 @@ from ..inputs.sources import open_source
 from .stats import percentiles
 from ..analysis.tracking import track
 from ..types import (BACKOFF_S, CTS_CUTOFF_MM2, OPEN_TIMEOUT_S, READ_TIMEOUT_S, RECONNECT_ATTEMPTS, SHOWN_DETECTIONS,
-                     STABLE_WINDOW, Backend, FileSink, Sink, Source, StagedOutput, StreamsegError, Thresholds)
+                     STABLE_WINDOW, Backend, FileSink, Sink, Source, StagedOutput, StopReason, StreamsegError,
+                     Thresholds)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -130,7 +131,7 @@ class ScanReport:
     input: str
     frames_seen: int
     dropped: int
-    stopped_by: str | None  # "SIGINT", "SIGTERM", "quit", "max-frames", "duration" or None (input ended)
+    stopped_by: StopReason | None  # None: the input ended
     wall_s: float
     cpu_s: float
     processed_fps: float
@@ -192,7 +193,7 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
     with RunSignals(until_exit=ignore_signals_after) as signals:
         stats, files, video_frames = _stream(o, th, source, backend, mm, summary, log, progress, signals)
         if stats.stopped_by is None and signals.received:  # a signal between the pipeline's end and here
-            stats.stopped_by = signals.received[0]
+            stats.stopped_by = StopReason(signals.received[0])
         report = _finalise(o, source, stats, summary, files, video_frames, log,
                            spacing_assumed=cal.assumed and mm is not None)
     log(files_written([Path(p) for p in report.written]))
