@@ -22,7 +22,7 @@ from ..analysis.measure import Analyser
 from ..outputs.overlay import Style, draw, lost_screen
 from ..outputs.progress import ProgressSink, files_written
 from ..outputs.display import WindowSink, require_display
-from ..outputs.rows import RowSink
+from ..outputs.rows import RowFormat, RowSink
 from ..outputs.video import RawVideoSink, VideoSink
 from ..analysis.summary import CsaSummary, ScanSummary
 from ..inputs.sources import open_source
@@ -307,9 +307,9 @@ def _open_sinks(o: Options, th: Thresholds, source: Source, mm: float | None, su
             sinks.files.append(sinks.video)
         if o.save_input is not None:
             sinks.files.append(RawVideoSink(o.save_input, source.width, source.height, source.rate, time_base))
-        for path, kind in ((o.csv, "csv"), (o.jsonl, "jsonl")):
+        for path, fmt in ((o.csv, RowFormat.CSV), (o.jsonl, RowFormat.JSONL)):
             if path is not None:
-                sinks.files.append(RowSink(path, kind, mm, th.display))
+                sinks.files.append(RowSink(path, fmt, mm, th.display))
         sinks.others.append(summary)
         if progress is not None:
             total = [n for n in (o.max_frames, source.stats.expected_frames) if n]
