@@ -83,6 +83,24 @@ class ImageResult:
     patient: str = ""
 
 
+@dataclass(frozen=True)
+class TopDetection:
+    """An image's top-scoring detection, the one a user is shown: its index among the detections,
+    its score and its box IoU with the expert's box."""
+
+    index: int
+    score: float
+    iou: float
+
+
+def top_detection(gt_box: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> TopDetection | None:
+    """The top-scoring detection of one image and its box IoU with `gt_box`; None without detections."""
+    if not len(scores):
+        return None
+    top = int(np.argmax(np.asarray(scores)))
+    return TopDetection(top, float(scores[top]), float(box_iou(boxes[top], gt_box)[0, 0]))
+
+
 def paper_match(gt_box: np.ndarray, boxes: np.ndarray, scores: np.ndarray, conf: float = CONF_THRESH,
                 iou: float = IOU_THRESH, fn_rule: str = "paper") -> tuple[int | None, int, int]:
     """The TP/FP/FN rule on one image with one ground-truth nerve -> (index of the detection that
@@ -105,12 +123,11 @@ def paper_rule(name: str, gt_box: np.ndarray, gt_mask: np.ndarray, boxes: np.nda
                fn_rule: str = "paper", patient: str = "") -> ImageResult:
     """Apply the TP/FP/FN rule to one image with one ground-truth nerve."""
     r = ImageResult(name=name, area_gt_px=float(gt_mask.sum()), patient=patient)
-    if len(scores):
-        top = int(np.argmax(np.asarray(scores)))
-        r.top_score = float(scores[top])
-        r.top_iou = float(box_iou(boxes[top], gt_box)[0, 0])
-        r.top_area_px = float(masks[top].sum())
-        r.top_dice = dice(masks[top], gt_mask)
+    top = top_detection(gt_box, boxes, scores)
+    if top is not None:
+        r.top_score, r.top_iou = top.score, top.iou
+        r.top_area_px = float(masks[top.index].sum())
+        r.top_dice = dice(masks[top.index], gt_mask)
     match, r.fp, r.fn = paper_match(gt_box, boxes, scores, conf, iou, fn_rule)
     if match is not None:
         r.tp = 1
