@@ -49,8 +49,9 @@ def test_scans(data: Path) -> list:
 
 
 def score(backend, scans) -> dict:
-    summary, _ = score_predictions([(s, img, gt, backend.infer(img).detections) for s, img, gt in scans])
-    return {k: summary[k] for k in ("tp", "fp", "fn", "dice_median")}
+    scores, _ = score_predictions([(s, img, gt, backend.infer(img).detections) for s, img, gt in scans])
+    p = scores.paper
+    return {"tp": p.tp, "fp": p.fp, "fn": p.fn, "dice_median": p.dice_median}
 
 
 def side_by_side(pair: dict, images: list, frames: int) -> dict:

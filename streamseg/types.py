@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Literal, Protocol
 
@@ -35,6 +36,17 @@ READ_TIMEOUT_S = 3.0  # a live source delivers a frame within it, else the signa
 # after a loss: attempts (--reconnect), first delay (--backoff) doubling up to the longest delay;
 # 0.5+1+2+4+37*8 s: about 5 minutes of retrying (a cable unplugged and plugged back in)
 RECONNECT_ATTEMPTS, BACKOFF_S, BACKOFF_MAX_S = 41, 0.5, 8.0
+
+
+class StopReason(StrEnum):
+    """Why a `file`/`live` run stopped before its input ended (`stopped_by`; None: the input ended).
+    The values are what the summary JSON's "stopped_by" holds."""
+
+    SIGINT = "SIGINT"
+    SIGTERM = "SIGTERM"
+    QUIT = "quit"  # a sink asked to quit (q or Esc in the window)
+    MAX_FRAMES = "max-frames"
+    DURATION = "duration"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import pytest
 from streamseg.training import report
 from streamseg.training.evaluate import is_nerve_free, user_view
 from streamseg.training.metrics import (bland_altman, false_detections, operating_point, paper_rule, per_patient,
-                                        shown_outcome)
+                                        reliability, shown_outcome)
 
 from conftest import GT_BOX, box_mask as _mask
 
@@ -29,34 +29,32 @@ def test_operating_point_counts_what_is_shown_at_the_display_threshold():
     ]
     assert scans[0].tp == 0  # the paper's rule needs > 0.98; the user still sees the right outline
     op = operating_point(scans, 0.95)
-    assert op["counts"] == {"correct": 2, "wrong structure": 2, "nothing shown": 2}
-    assert op["shares"]["correct"] == pytest.approx(2 / 6) and op["images"] == 6
+    assert op.counts == {"correct": 2, "wrong structure": 2, "nothing shown": 2}
+    assert op.shares["correct"] == pytest.approx(2 / 6) and op.images == 6
     assert [shown_outcome(s, 0.98) for s in scans] == ["nothing shown", "wrong structure", "wrong structure",
                                                         "nothing shown", "nothing shown", "nothing shown"]
 
 
 def test_reliability_tells_what_a_top_score_means():
-    from streamseg.training.metrics import reliability
-
     scans = [_scan([[100, 100, 200, 160]], [0.97]), _scan([[10, 10, 60, 60]], [0.96]), _scan([[100, 100, 200, 160]], [0.995]),
              _scan([], [])]
-    rows = {r["bin"]: r for r in reliability(scans, nerve_free_scores=[0.955, 0.2])}
-    assert rows["0.95-0.98"]["scans"] == 2 and rows["0.95-0.98"]["on_nerve_share"] == 0.5
-    assert rows["0.95-0.98"]["nerve_free"] == 1 and rows["0.00-0.50"]["nerve_free"] == 1
-    assert rows["0.99-1.00"]["on_nerve_share"] == 1.0 and rows["0.00-0.50"]["scans"] == 1  # no detection: score 0
-    assert rows["0.50-0.80"]["on_nerve_share"] is None
-    assert sum(r["scans"] for r in rows.values()) == 4
-    assert "reliability" in user_view(scans, 0.95, 0.7, None)
+    rows = {r.bin: r for r in reliability(scans, nerve_free_scores=[0.955, 0.2])}
+    assert rows["0.95-0.98"].scans == 2 and rows["0.95-0.98"].on_nerve_share == 0.5
+    assert rows["0.95-0.98"].nerve_free == 1 and rows["0.00-0.50"].nerve_free == 1
+    assert rows["0.99-1.00"].on_nerve_share == 1.0 and rows["0.00-0.50"].scans == 1  # no detection: score 0
+    assert rows["0.50-0.80"].on_nerve_share is None
+    assert sum(r.scans for r in rows.values()) == 4
+    assert user_view(scans, 0.95, 0.7, None).reliability == reliability(scans)
 
 
 def test_bland_altman_against_a_hand_computation():
     ba = bland_altman([100, 200, 300], [110, 190, 330])
     # differences 10, -10, 30: mean 10, sample sd sqrt((0² + 20² + 20²) / 2) = 20
-    assert ba["n"] == 3 and ba["bias"] == pytest.approx(10.0) and ba["sd"] == pytest.approx(20.0)
-    assert ba["loa_low"] == pytest.approx(10 - 1.96 * 20) and ba["loa_high"] == pytest.approx(10 + 1.96 * 20)
-    assert ba["mae"] == pytest.approx(50 / 3)
-    assert ba["rel_abs_error_median"] == pytest.approx(0.1)  # |rel| 0.1, 0.05, 0.1
-    assert bland_altman([], [])["bias"] is None
+    assert ba.n == 3 and ba.bias == pytest.approx(10.0) and ba.sd == pytest.approx(20.0)
+    assert ba.loa_low == pytest.approx(10 - 1.96 * 20) and ba.loa_high == pytest.approx(10 + 1.96 * 20)
+    assert ba.mae == pytest.approx(50 / 3)
+    assert ba.rel_abs_error_median == pytest.approx(0.1)  # |rel| 0.1, 0.05, 0.1
+    assert bland_altman([], []).bias is None
 
 
 def test_csa_agreement_uses_the_shown_outline_on_correct_scans_and_scales_to_mm2():
@@ -64,26 +62,26 @@ def test_csa_agreement_uses_the_shown_outline_on_correct_scans_and_scales_to_mm2
              _scan([[100, 100, 200, 150]], [0.99]),     # correct: 100x50
              _scan([[10, 10, 60, 60]], [0.99])]         # wrong structure: left out of the agreement
     view = user_view(scans, 0.95, 0.7, mm_per_px=0.1)
-    px = view["csa_agreement"]["px2"]
-    assert px["n"] == 2 and px["bias"] == pytest.approx(0.0) and px["mae"] == pytest.approx(1000.0)
-    mm = view["csa_agreement"]["mm2"]
-    assert mm["mae"] == pytest.approx(10.0) and mm["loa_high"] == pytest.approx(px["loa_high"] * 0.01)
+    px = view.csa_agreement.px2
+    assert px.n == 2 and px.bias == pytest.approx(0.0) and px.mae == pytest.approx(1000.0)
+    mm = view.csa_agreement.mm2
+    assert mm.mae == pytest.approx(10.0) and mm.loa_high == pytest.approx(px.loa_high * 0.01)
 
 
 def test_per_patient_results():
     scans = [_scan([[100, 100, 200, 160]], [0.99], "A"), _scan([], [], "A"), _scan([[10, 10, 60, 60]], [0.999], "B")]
     p = per_patient(scans)
     assert list(p) == ["A", "B"]
-    assert (p["A"]["precision"], p["A"]["recall"], p["A"]["dice_median"]) == (1.0, 0.5, pytest.approx(1.0))
-    assert (p["B"]["tp"], p["B"]["fp"], p["B"]["fn"]) == (0, 1, 0)
+    assert (p["A"].precision, p["A"].recall, p["A"].dice_median) == (1.0, 0.5, pytest.approx(1.0))
+    assert (p["B"].tp, p["B"].fp, p["B"].fn) == (0, 1, 0)
     assert report.patient_rows(p)[0] == ("A", "2", "1.000", "0.500", "1.000")
 
 
 def test_false_detection_rates_use_both_thresholds():
     fd = false_detections([0.0, 0.5, 0.95, 0.98, 0.99], thresh=0.95, conf=0.98)
-    assert (fd["over_conf"], fd["shown"], fd["images"]) == (1, 3, 5)  # > 0.98 strictly; >= 0.95
-    assert fd["over_conf_share"] == pytest.approx(0.2) and fd["shown_share"] == pytest.approx(0.6)
-    assert fd["max_score"] == 0.99
+    assert (fd.over_conf, fd.shown, fd.images) == (1, 3, 5)  # > 0.98 strictly; >= 0.95
+    assert fd.over_conf_share == pytest.approx(0.2) and fd.shown_share == pytest.approx(0.6)
+    assert fd.max_score == 0.99
 
 
 def test_figures_are_written_whole(tmp_path):

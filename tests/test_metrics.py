@@ -37,10 +37,10 @@ def test_summary_precision_recall_and_dice_stats():
     rs = [_rule([[100, 100, 200, 160]], [0.99]), _rule([[110, 100, 200, 160]], [0.99]), _rule([], []),
           _rule([[0, 0, 40, 40]], [0.999])]
     s = summarize(rs)
-    assert (s["tp"], s["fp"], s["fn"]) == (2, 1, 1)
-    assert s["precision"] == pytest.approx(2 / 3) and s["recall"] == pytest.approx(2 / 3)
+    assert (s.tp, s.fp, s.fn) == (2, 1, 1)
+    assert s.precision == pytest.approx(2 / 3) and s.recall == pytest.approx(2 / 3)
     d2 = 2 * 90 * 60 / (100 * 60 + 90 * 60)
-    assert s["dice_median"] == pytest.approx((1 + d2) / 2)
+    assert s.dice_median == pytest.approx((1 + d2) / 2)
 
 
 def test_dice_and_hd95_on_a_real_mask(sample_dir):
@@ -74,3 +74,23 @@ def test_ap_ranks_detections_by_score_over_all_images(iou_type):
                for g, s, ps in per_image]  # every detection 40 px right: IoU 60/140 < 0.5
     assert coco_ap(shifted, iou_type, [0.5])[0.5] == 0.0
     assert coco_ap([(per_image[0][0], np.array([]), [])], iou_type, [0.7]) == {0.7: 0.0}
+
+
+@pytest.mark.parametrize("boxes, scores", [
+    ([[10, 10, 60, 60], [102, 100, 200, 160], [100, 100, 200, 150]], [0.5, 0.995, 0.99]),  # top is not first; a 2nd box is an FP
+    ([[120, 100, 220, 160]], [0.97]),  # shown, not a TP
+    ([], []),
+])
+def test_a_stored_cv_scan_scores_as_its_masks_do(boxes, scores):
+    """cv_report.image_result (detections stored as box, score, Dice and area) and paper_rule (on the
+    masks) take the same top detection and apply the same rule."""
+    from streamseg.training.cv_report import image_result
+
+    gt = _mask(GT_BOX)
+    masks = [_mask(b) for b in boxes]
+    scan = {"name": "x", "patient": "p", "gt_box": GT_BOX.tolist(), "area_gt_px": float(gt.sum()),
+            "detections": [{"box": b, "score": s, "dice": dice(m, gt), "area_px": float(m.sum())}
+                           for b, s, m in zip(boxes, scores, masks)]}
+    stored, r = image_result(scan), _rule(boxes, scores)
+    fields = ("tp", "fp", "fn", "dice", "area_pred_px", "top_score", "top_iou", "top_area_px", "top_dice")
+    assert {f: vars(stored)[f] for f in fields} == {f: vars(r)[f] for f in fields}

@@ -17,7 +17,7 @@ import pytest
 
 from streamseg.files import atomic_write, check_writable
 from streamseg.files import StagedFile
-from streamseg.outputs.rows import RowSink
+from streamseg.outputs.rows import RowFormat, RowSink
 from streamseg.types import StreamsegError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def test_atomic_write_never_renames_over_a_device_or_fifo(kind, tmp_path):
 def test_a_target_that_became_a_fifo_or_device_before_the_commit_is_not_renamed_over(kind, tmp_path):
     """The sinks' commit and StagedFile's commit go through the same check as atomic_write."""
     target = tmp_path / f"{kind}.csv"
-    sink = RowSink(target, "csv", None, 0.5)
+    sink = RowSink(target, RowFormat.CSV, None, 0.5)
     staged = StagedFile(tmp_path / "s.json", lambda tmp: Path(tmp).write_text("{}\n"))
     sink.rows = 1
     sink.finish()

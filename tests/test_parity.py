@@ -10,6 +10,7 @@ import torch
 
 from streamseg import backends
 from streamseg.backends.parity import compare
+from streamseg.training.metrics import PaperScores
 
 
 @pytest.fixture(scope="module")
@@ -107,11 +108,11 @@ def test_scans(univpm_dir):
     return [(s, *load_pair(s)) for s in samples]
 
 
-def _score(backend, scans) -> dict:
+def _score(backend, scans) -> PaperScores:
     from streamseg.training.evaluate import score_predictions
 
-    summary, _ = score_predictions([(s, img, gt, backend.infer(img).detections) for s, img, gt in scans])
-    return summary
+    scores, _ = score_predictions([(s, img, gt, backend.infer(img).detections) for s, img, gt in scans])
+    return scores.paper
 
 
 @pytest.fixture(scope="module")
@@ -125,10 +126,10 @@ def test_onnxruntime_with_onnx_heads_scores_as_eager_on_test_patients(test_scans
     assert fast.heads is not fast.model.roi_heads, "the RoI box/mask stacks should run in onnxruntime"
     got = _score(fast, test_scans)
     ref = eager_test_score
-    print(f"eager {ref['tp']}/{ref['fp']}/{ref['fn']} Dice {ref['dice_median']:.4f}; "
-          f"onnxruntime {got['tp']}/{got['fp']}/{got['fn']} Dice {got['dice_median']:.4f}")
-    assert (got["tp"], got["fp"], got["fn"]) == (ref["tp"], ref["fp"], ref["fn"])
-    assert abs(got["dice_median"] - ref["dice_median"]) <= 0.005
+    print(f"eager {ref.tp}/{ref.fp}/{ref.fn} Dice {ref.dice_median:.4f}; "
+          f"onnxruntime {got.tp}/{got.fp}/{got.fn} Dice {got.dice_median:.4f}")
+    assert (got.tp, got.fp, got.fn) == (ref.tp, ref.fp, ref.fn)
+    assert abs(got.dice_median - ref.dice_median) <= 0.005
 
 
 def test_onnx_heads_match_torchvision_heads_with_and_without_proposals(calibrated_checkpoint, engines_dir,
@@ -174,16 +175,16 @@ def test_the_default_cpu_path_scores_as_eager_on_test_patients(test_scans, eager
     from streamseg.training.evaluate import score_predictions
 
     ref = eager_test_score
-    assert n_windows >= ref["tp"], "every confidently found nerve should be tracked on the next frame"
+    assert n_windows >= ref.tp, "every confidently found nerve should be tracked on the next frame"
     for name, preds in (("full frame", full), ("window", windowed)):
-        got, _ = score_predictions(preds)
-        print(f"eager {ref['tp']}/{ref['fp']}/{ref['fn']} Dice {ref['dice_median']:.4f}; default path, {name}: "
-              f"{got['tp']}/{got['fp']}/{got['fn']} Dice {got['dice_median']:.4f}")
+        got = score_predictions(preds)[0].paper
+        print(f"eager {ref.tp}/{ref.fp}/{ref.fn} Dice {ref.dice_median:.4f}; default path, {name}: "
+              f"{got.tp}/{got.fp}/{got.fn} Dice {got.dice_median:.4f}")
         if name == "full frame":
-            assert (got["tp"], got["fp"], got["fn"]) == (ref["tp"], ref["fp"], ref["fn"]), name
+            assert (got.tp, got.fp, got.fn) == (ref.tp, ref.fp, ref.fn), name
         else:
-            assert got["tp"] >= ref["tp"] and got["fp"] <= ref["fp"] and got["fn"] <= ref["fn"], name
-        assert abs(got["dice_median"] - ref["dice_median"]) <= 0.005, name
+            assert got.tp >= ref.tp and got.fp <= ref.fp and got.fn <= ref.fn, name
+        assert abs(got.dice_median - ref.dice_median) <= 0.005, name
 
 
 def test_auto_on_cpu_is_onnxruntime_with_onnx_heads(calibrated_checkpoint, engines_dir, monkeypatch):

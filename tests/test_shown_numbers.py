@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from streamseg.analysis.measure import Analyser
-from streamseg.outputs.rows import RowSink, result_row
+from streamseg.outputs.rows import RowFormat, RowSink, result_row
 from streamseg.types import NERVE_SCORE, Detection, Frame, Result
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,14 +42,14 @@ def test_a_frame_without_a_shown_nerve_has_no_area_in_the_csv_or_jsonl(tmp_path)
     assert rows[1]["score"] == 0.08 and rows[1]["x1"] == 50.0 and rows[1]["mm_per_px"] == 0.06
     assert rows[0]["csa_mm2"] == pytest.approx(2400 * 0.0036) and rows[2]["area_px"] == 2400
 
-    for kind in ("csv", "jsonl"):
+    for kind in RowFormat:
         sink = RowSink(tmp_path / f"o.{kind}", kind, 0.06, NERVE_SCORE)
         for r in results:
             sink.write(r)
         sink.finish()
         text = Path(sink.file.tmp).read_text()
-        got = list(csv.DictReader(text.splitlines())) if kind == "csv" else [json.loads(ln) for ln in text.splitlines()]
-        empty = "" if kind == "csv" else None
+        got = list(csv.DictReader(text.splitlines())) if kind is RowFormat.CSV else [json.loads(ln) for ln in text.splitlines()]
+        empty = "" if kind is RowFormat.CSV else None
         assert all(got[1][k] == empty for k in MEASURED) and got[0]["csa_mm2"] not in ("", None), (kind, got[1])
         sink.abort()
 

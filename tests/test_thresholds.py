@@ -129,6 +129,6 @@ def test_eval_reports_the_user_view_at_the_models_threshold(sample_dir, tiny_che
     from streamseg.training.evaluate import run_eval
 
     ckpt = with_meta(tiny_checkpoint, tmp_path / "m.pt", thresholds={"display": 0.7, "csa": 0.9})
-    summary, _ = run_eval(sample_dir, ckpt)
-    assert summary["operating_point"]["score_thresh"] == 0.7
-    assert run_eval(sample_dir, ckpt, score_thresh=0.6)[0]["operating_point"]["score_thresh"] == 0.6
+    rep = run_eval(sample_dir, ckpt)
+    assert rep.view.operating_point.score_thresh == 0.7
+    assert run_eval(sample_dir, ckpt, score_thresh=0.6).view.operating_point.score_thresh == 0.6

@@ -28,7 +28,8 @@ from ..choices import (Backbone, Backend, BenchPrecision, BoxKind, ExportFormat,
 from .interrupts import exit_at_once_on_interrupt, interrupt_raises
 from ..memory import memory_error, report as report_memory_error
 from .checks import check_compute, check_numbers, check_out_dir, check_outputs, spacing_flag
-from ..types import BACKOFF_S, CTS_CUTOFF_MM2, READ_TIMEOUT_S, RECONNECT_ATTEMPTS, SHOWN_DETECTIONS, StreamsegError
+from ..types import (BACKOFF_S, CTS_CUTOFF_MM2, READ_TIMEOUT_S, RECONNECT_ATTEMPTS, SHOWN_DETECTIONS, StopReason,
+                     StreamsegError)
 
 # the compute device, one flag name on every command; its choices are the metavar, so not repeated here
 COMPUTE_HELP = "where the network runs (auto: the GPU when one is visible, else the CPU)"
@@ -176,9 +177,9 @@ def _pipeline(o: Options) -> None:
             csa += ", on the file's ASSUMED pixel spacing"
     console.print(f"frames seen {r.frames_seen}, processed {c.frames_processed}, with nerve {c.frames_with_nerve}, "
                   f"dropped {r.dropped}, {r.processed_fps:.2f} fps. {csa}", highlight=False, markup=False)
-    if r.stopped_by in ("SIGINT", "SIGTERM"):
+    if r.stopped_by in (StopReason.SIGINT, StopReason.SIGTERM):
         console.print(f"[yellow]stopped by {r.stopped_by}; outputs finalised[/]")
-        raise typer.Exit(130 if r.stopped_by == "SIGINT" else 143)
+        raise typer.Exit(130 if r.stopped_by == StopReason.SIGINT else 143)
     if r.source_lost:
         console.print("[red]live source lost; outputs finalised[/]")
         raise typer.Exit(1)
@@ -561,15 +562,17 @@ def eval_(
     check_out_dir("--out-dir", out_dir)
     device = select_device(check_compute(compute), "--compute")
     with progress_bar(console, "images") as progress:
-        summary, _ = run_eval(data, model, split, subset, json_out, out_dir, mm_per_px, conf, iou, fn_rule,
-                              device, progress, box=box, score_thresh=score_thresh)
-    _print_eval(summary)
+        result = run_eval(data, model, split, subset, json_out, out_dir, mm_per_px, conf, iou, fn_rule,
+                          device, progress, box=box, score_thresh=score_thresh)
+    _print_eval(result)
 
 
-def _print_eval(summary: dict) -> None:
+def _print_eval(result) -> None:
+    """The tables of an `EvalReport`, or the false detections of a `NerveFreeReport`."""
     from rich.table import Table
 
     from ..training import report
+    from ..training.results import NerveFreeReport
 
     def table(title, rows, columns=("metric", "value")):
         t = Table(title=escape(title))  # paths and patient names are the user's text, never markup
@@ -579,20 +582,21 @@ def _print_eval(summary: dict) -> None:
             t.add_row(*map(escape, row))
         Console().print(t)
 
-    where = f"{summary['model']} on {summary['data']} ({summary['subset']})"
-    if summary.get("kind") == "nerve-free":
-        table(f"False detections: {where}", report.negatives_rows(summary["false_detections"]))
+    where = f"{result.model} on {result.data} ({result.subset})"
+    if isinstance(result, NerveFreeReport):
+        table(f"False detections: {where}", report.negatives_rows(result.false_detections))
         return
-    table(where, report.summary_rows(summary))
-    op = summary["operating_point"]
-    table(f"What a user sees (top detection shown at score >= {op['score_thresh']:g}; correct = box IoU >= "
-          f"{op['iou_thresh']:g} with the expert's)", report.operating_rows(op), ("outcome", "scans (share)"))
-    table("What a top score means (scans by their top detection's score)", report.reliability_rows(summary["reliability"]),
+    view = result.view
+    table(where, report.summary_rows(result.scores))
+    op = view.operating_point
+    table(f"What a user sees (top detection shown at score >= {op.score_thresh:g}; correct = box IoU >= "
+          f"{op.iou_thresh:g} with the expert's)", report.operating_rows(op), ("outcome", "scans (share)"))
+    table("What a top score means (scans by their top detection's score)", report.reliability_rows(view.reliability),
           ("top score", "scans", "on the nerve"))
-    ba = summary["csa_agreement"]
-    rows = report.agreement_rows(ba["px2"], "px²") + (report.agreement_rows(ba["mm2"], "mm²") if "mm2" in ba else [])
+    ba = view.csa_agreement
+    rows = report.agreement_rows(ba.px2, "px²") + (report.agreement_rows(ba.mm2, "mm²") if ba.mm2 is not None else [])
     table("CSA agreement on the correct scans (model − expert)", rows)
-    table("Per patient", report.patient_rows(summary["per_patient"]), ("patient", "images", "Prec", "Rec", "Dice median"))
+    table("Per patient", report.patient_rows(view.per_patient), ("patient", "images", "Prec", "Rec", "Dice median"))
 
 
 @app.command()
@@ -629,9 +633,9 @@ def ablation(
     for col in ("model", "mAP", "Rec", "Prec", "Dice median (IQR)", "paper mAP / Rec / Prec"):
         table.add_column(col)
     for name, s in results.items():
-        p = PAPER[name]
-        dm = "–" if s["dice_median"] is None else f"{s['dice_median']:.3f} ({s['dice_iqr']:.3f})"
-        table.add_row(name, f"{s['map']:.3f}", f"{s['recall']:.3f}", f"{s['precision']:.3f}", dm,
+        p, paper = PAPER[name], s.paper
+        dm = "–" if paper.dice_median is None else f"{paper.dice_median:.3f} ({paper.dice_iqr:.3f})"
+        table.add_row(name, f"{s.map:.3f}", f"{paper.recall:.3f}", f"{paper.precision:.3f}", dm,
                       f"{p['map']:.3f} / {p['recall']:.3f} / {p['precision']:.3f}")
     Console().print(table)
 

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .interrupts import signals_to
-from ..types import Detection, Frame, Hud, Inference, Measurement, Result, Sink, Source, Timings
+from ..types import Detection, Frame, Hud, Inference, Measurement, Result, Sink, Source, StopReason, Timings
 
 Infer = Callable[[np.ndarray], Inference]  # a backend's infer (or tracking.tracked's)
 Analyse = Callable[[Sequence[Detection]], Measurement | None]
@@ -81,7 +81,7 @@ class RunStats:
     dropped: int = 0
     wall_s: float = 0.0
     cpu_s: float = 0.0  # process CPU time (all threads) over the run: robust to other load on the machine
-    stopped_by: str | None = None  # "SIGINT", "SIGTERM", "quit", "max-frames", "duration" or None (input ended)
+    stopped_by: StopReason | None = None  # None: the input ended
     model_ms: list[float] = field(default_factory=list)
     end_to_end_ms: list[float] = field(default_factory=list)
 
@@ -192,17 +192,17 @@ class _Run:
 
     # --- stopping ------------------------------------------------------------------------------
     def on_signal(self, signum, _frame) -> None:
-        if self.stats.stopped_by not in ("SIGINT", "SIGTERM"):  # the first signal names the stop
-            self.stats.stopped_by = signal.Signals(signum).name
+        if self.stats.stopped_by not in (StopReason.SIGINT, StopReason.SIGTERM):  # the first signal names the stop
+            self.stats.stopped_by = StopReason(signal.Signals(signum).name)  # SIGINT or SIGTERM (signals_to)
         self.stop.set()
 
-    def halt(self, why: str) -> None:
+    def halt(self, why: StopReason) -> None:
         """Stop capture for `why`, unless something stopped it already."""
         if not self.stop.is_set():
             self.stats.stopped_by = why
             self.stop.set()
 
-    def note(self, why: str) -> None:
+    def note(self, why: StopReason) -> None:
         """Record why the run ends without stopping it (what is in flight is still processed)."""
         self.stats.stopped_by = self.stats.stopped_by or why
 
@@ -212,7 +212,7 @@ class _Run:
 
     def check_duration(self) -> None:
         if self.duration_s is not None and time.perf_counter() - self.t0 >= self.duration_s:
-            self.halt("duration")
+            self.halt(StopReason.DURATION)
 
     # --- capture thread ------------------------------------------------------------------------
     def capture(self) -> None:
@@ -221,7 +221,7 @@ class _Run:
                 if not self.hand_to_inference(frame):
                     break
                 if not self.live and self.max_frames is not None and n >= self.max_frames:
-                    self.note("max-frames")
+                    self.note(StopReason.MAX_FRAMES)
                     break
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             self.fail(e)
@@ -269,16 +269,16 @@ class _Run:
                 if self.on_tick is not None:
                     self.on_tick(self.source.state == "lost")
                 if any(s.quit_requested for s in self.sinks):  # e.g. q while the signal is lost
-                    self.halt("quit")
+                    self.halt(StopReason.QUIT)
                 self.check_duration()
                 continue
             if r is _END:
                 return
             self.finish(r, hud, outputs)
             if any(s.quit_requested for s in self.sinks):
-                self.halt("quit")
+                self.halt(StopReason.QUIT)
             if self.live and self.max_frames is not None and self.stats.processed >= self.max_frames:
-                self.note("max-frames")
+                self.note(StopReason.MAX_FRAMES)
                 return  # exactly N frames: what inference has in hand is not written
             self.check_duration()
 

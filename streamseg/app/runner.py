@@ -19,17 +19,16 @@ from .. import choices
 from ..choices import Precision, resolve_precision
 from .checks import check_compute, check_numbers, check_outputs, spacing_flag
 from ..analysis.measure import Analyser
-from ..outputs.overlay import Style, draw, lost_screen
-from ..outputs.progress import ProgressSink, files_written
-from ..outputs.display import WindowSink, require_display
-from ..outputs.rows import RowSink
-from ..outputs.video import RawVideoSink, VideoSink
+from ..outputs.overlay import Style, draw
+from ..outputs.progress import files_written
+from ..outputs.display import require_display
+from ..outputs.sinks import Geometry, OutputSpec, abort, open_outputs
 from ..analysis.summary import CsaSummary, ScanSummary
 from ..inputs.sources import open_source
 from .stats import percentiles
 from ..analysis.tracking import track
 from ..types import (BACKOFF_S, CTS_CUTOFF_MM2, OPEN_TIMEOUT_S, READ_TIMEOUT_S, RECONNECT_ATTEMPTS, SHOWN_DETECTIONS,
-                     STABLE_WINDOW, Backend, FileSink, Sink, Source, StagedOutput, StreamsegError, Thresholds)
+                     STABLE_WINDOW, Backend, Source, StagedOutput, StopReason, StreamsegError, Thresholds)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -130,7 +129,7 @@ class ScanReport:
     input: str
     frames_seen: int
     dropped: int
-    stopped_by: str | None  # "SIGINT", "SIGTERM", "quit", "max-frames", "duration" or None (input ended)
+    stopped_by: StopReason | None  # None: the input ended
     wall_s: float
     cpu_s: float
     processed_fps: float
@@ -192,7 +191,7 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
     with RunSignals(until_exit=ignore_signals_after) as signals:
         stats, files, video_frames = _stream(o, th, source, backend, mm, summary, log, progress, signals)
         if stats.stopped_by is None and signals.received:  # a signal between the pipeline's end and here
-            stats.stopped_by = signals.received[0]
+            stats.stopped_by = StopReason(signals.received[0])
         report = _finalise(o, source, stats, summary, files, video_frames, log,
                            spacing_assumed=cal.assumed and mm is not None)
     log(files_written([Path(p) for p in report.written]))
@@ -223,7 +222,7 @@ def _finalise(o: Options, source: Source, stats: pipeline.RunStats, summary: Sca
             report.summary_json, report.csa_png = str(paths[0]), str(paths[1])
         written = _commit(files)
     except BaseException:
-        _abort(files)
+        abort(files)
         raise
     report.written = [str(p) for p in written]
     return report
@@ -244,108 +243,45 @@ def _infer(o: Options, th: Thresholds, backend: Backend) -> Callable:
 def _stream(o: Options, th: Thresholds, source: Source, backend: Backend, mm: float | None, summary: ScanSummary,
             log: Callable[[str], None], progress: Progress | None, signals: RunSignals
             ) -> tuple[pipeline.RunStats, list[StagedOutput], int | None]:
-    """Open the sinks, run the pipeline, finish the output files (not yet renamed onto their targets)
+    """Open the outputs, run the pipeline, finish the output files (not yet renamed onto their targets)
     and close the source -> (stats, the outputs to commit, overlay video frames). On any failure
     every output file is discarded: the targets keep what they held before the run."""
     style = Style(calibrated=mm is not None, score_thresh=th.display, cts_cutoff_mm2=o.cts_cutoff_mm2, live=o.live)
-    sinks = _Sinks()
+    outputs = None
     try:
-        sinks = _open_sinks(o, th, source, mm, summary, log, progress)
+        outputs = open_outputs(_output_spec(o, th, source, mm), _geometry(o, source), others=[summary],
+                               progress=progress, on_event=lambda kind, msg: log(msg))
         signals.hold()  # the pipeline's handler stops capture on the first signal; after it, signals are only noted
         stats = pipeline.run(source, _infer(o, th, backend), Analyser(mm, o.stable_window, th.csa),
-                             lambda r, hud: draw(r, style, hud), sinks.all(), live=o.live, max_frames=o.max_frames,
-                             duration_s=o.duration_s, on_tick=_show_lost(sinks.window, source))
-        files = _finish(sinks)
+                             lambda r, hud: draw(r, style, hud), outputs.all(), live=o.live, max_frames=o.max_frames,
+                             duration_s=o.duration_s, on_tick=outputs.on_tick())
+        files = outputs.finish()
     except BaseException:
-        _abort(sinks.files, sinks.window)
+        if outputs is not None:
+            outputs.abort()
         raise
     finally:
         source.close()
-    return stats, files, (sinks.video.frames if sinks.video is not None else None)
+    return stats, files, outputs.video_frames
 
 
-def _show_lost(window: WindowSink | None, source: Source) -> Callable[[bool], None] | None:
-    """While the source is lost, the window shows its last image dimmed, with SIGNAL LOST; between
-    frames it still handles the keys."""
-    if window is None:
-        return None
-
-    def on_tick(lost: bool) -> None:
-        if lost:
-            window.show(lost_screen(window.last, source.width, source.height))
-        else:
-            window.poll()
-
-    return on_tick
+def _output_spec(o: Options, th: Thresholds, source: Source, mm: float | None) -> OutputSpec:
+    """What the options ask to write: the files, the window (snapshots beside --out) and the progress
+    bar's task (frames up to --max-frames or the input's expected count; live: unknown)."""
+    total = [n for n in (o.max_frames, source.stats.expected_frames) if n]
+    return OutputSpec(out=o.out, save_input=o.save_input, csv=o.csv, jsonl=o.jsonl, show=o.show,
+                      snapshot_dir=Path(o.out).parent if o.out else Path("."), mm_per_px=mm, score_thresh=th.display,
+                      progress_label="live" if o.live else "frames", progress_total=min(total) if total else None)
 
 
-@dataclass
-class _Sinks:
-    """What one run writes to, in the order each result is written: the file outputs (finished and
-    committed together), the sinks that hold nothing to end (the scan summary, the progress bar),
-    and the window (closed when the run ends)."""
-
-    files: list[FileSink] = field(default_factory=list)
-    others: list[Sink] = field(default_factory=list)
-    window: WindowSink | None = None
-    video: VideoSink | None = None  # the overlay video (--out, also in `files`): the report gives its frame count
-
-    def all(self) -> list[Sink]:
-        return [*self.files, *self.others, *([self.window] if self.window is not None else [])]
-
-
-def _open_sinks(o: Options, th: Thresholds, source: Source, mm: float | None, summary: ScanSummary,
-                log: Callable[[str], None], progress: Progress | None = None) -> _Sinks:
-    """The sinks the options ask for, the scan summary, and the progress bar's; on a failure, those
-    already opened are discarded."""
-    sinks = _Sinks()
-    time_base = None if o.live else source.time_base  # live: pts are the capture clock
-    try:
-        if o.out is not None:
-            sinks.video = VideoSink(o.out, source.width, source.height, source.rate, time_base)
-            sinks.files.append(sinks.video)
-        if o.save_input is not None:
-            sinks.files.append(RawVideoSink(o.save_input, source.width, source.height, source.rate, time_base))
-        for path, kind in ((o.csv, "csv"), (o.jsonl, "jsonl")):
-            if path is not None:
-                sinks.files.append(RowSink(path, kind, mm, th.display))
-        sinks.others.append(summary)
-        if progress is not None:
-            total = [n for n in (o.max_frames, source.stats.expected_frames) if n]
-            sinks.others.append(ProgressSink(progress, "live" if o.live else "frames", min(total) if total else None))
-        if o.show:
-            sinks.window = WindowSink(snapshot_dir=Path(o.out).parent if o.out else ".", on_event=lambda k, m: log(m))
-    except BaseException:
-        _abort(sinks.files)
-        raise
-    return sinks
-
-
-def _finish(sinks: _Sinks) -> list[StagedOutput]:
-    """Complete every output file as a temp file and close the window; raise the first error."""
-    first_error = None
-    for end in [f.finish for f in sinks.files] + ([sinks.window.close] if sinks.window is not None else []):
-        try:
-            end()
-        except Exception as e:  # noqa: BLE001 - finish the others, then report the first
-            first_error = first_error or e
-    if first_error is not None:
-        raise first_error
-    return list(sinks.files)
+def _geometry(o: Options, source: Source) -> Geometry:
+    """The source's frame size and rate; live: the pts are the capture clock, so no time base."""
+    return Geometry(source.width, source.height, source.rate, None if o.live else source.time_base)
 
 
 def _commit(files: list[StagedOutput]) -> list[Path]:
     """Rename every finished temp file onto its target; the files written (an output given nothing writes none)."""
     return [p for p in (f.commit() for f in files) if p is not None]
-
-
-def _abort(files: list[StagedOutput], window: WindowSink | None = None) -> None:
-    """Discard every output's temp file (the targets stay as they were) and close the window."""
-    for end in [f.abort for f in files] + ([window.close] if window is not None else []):
-        try:
-            end()
-        except Exception:  # noqa: BLE001 - discarding anyway
-            pass
 
 
 def _report(o: Options, source: Source, stats: pipeline.RunStats, csa: CsaSummary,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from enum import StrEnum
 from pathlib import Path
 
 from ..files import StagedFile, check_writable, json_text, write_error
@@ -15,6 +16,14 @@ from ..types import Result
 FIELDS = ["frame", "pts_s", "nerve", "score", "x1", "y1", "x2", "y2", "area_px", "area_px_stable", "mm_per_px",
           "csa_mm2", "csa_mm2_stable", "perimeter_px", "perimeter_mm", "major_axis_px", "minor_axis_px",
           "circularity", "flattening", "model_ms", "end_to_end_ms"]
+
+
+class RowFormat(StrEnum):
+    """How a `RowSink` writes its rows: a CSV with a header (an empty cell for no value), or JSON Lines
+    (null for no value). The value is the file suffix the CLI's --csv and --jsonl are named after."""
+
+    CSV = "csv"
+    JSONL = "jsonl"
 
 
 def result_row(r: Result, mm_per_px: float | None, score_thresh: float) -> dict:
@@ -44,19 +53,19 @@ def _r(v, n=4):
 
 
 class RowSink:
-    """CSV or JSONL, one row per processed frame; a `types.FileSink`."""
+    """CSV or JSONL (`RowFormat`), one row per processed frame; a `types.FileSink`."""
 
     quit_requested = False  # a file never asks to stop
 
-    def __init__(self, path, kind: str, mm_per_px: float | None, score_thresh: float):
+    def __init__(self, path, fmt: RowFormat, mm_per_px: float | None, score_thresh: float):
         self.path = check_writable(path)
-        self.kind, self.mm_per_px, self.score_thresh = kind, mm_per_px, score_thresh
+        self.format, self.mm_per_px, self.score_thresh = RowFormat(fmt), mm_per_px, score_thresh
         self.rows = 0
         self.file, self.f = None, None
         try:
             self.file = StagedFile(self.path)
             self.f = open(self.file.tmp, "w", newline="")
-            if kind == "csv":
+            if self.format is RowFormat.CSV:
                 self.w = csv.DictWriter(self.f, fieldnames=FIELDS)
                 self.w.writeheader()
         except OSError as e:
@@ -67,7 +76,7 @@ class RowSink:
     def write(self, r: Result) -> None:
         row = result_row(r, self.mm_per_px, self.score_thresh)
         try:
-            if self.kind == "csv":
+            if self.format is RowFormat.CSV:
                 self.w.writerow({k: "" if v is None else v for k, v in row.items()})
             else:
                 self.f.write(json_text(row) + "\n")

@@ -8,7 +8,7 @@ finished, so a failed run leaves the earlier outputs as they were (all or none).
 a killed run are removed by the next run that writes the same target (files.remove_stale_temps).
 The summary JSON and the CSA plot (`analysis/summary.py`), written whole once the run is over, join the
 same commit as `StagedFile`s. A new file output goes in `outputs/` (a `types.FileSink`) and is opened in
-`runner._open_sinks`.
+`sinks.open_outputs`.
 """
 from __future__ import annotations
 

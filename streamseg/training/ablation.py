@@ -8,11 +8,12 @@ from pathlib import Path
 from .dataset import load_split, scan_folder, select
 from .evaluate import evaluate_model
 from .loop import TrainConfig, train
+from .results import EvalScores
 
 HEADS = ("28", "56", "112")
 
 
-def run_ablation(base: TrainConfig, out_dir: str, progress=None, log=print) -> dict[str, dict]:
+def run_ablation(base: TrainConfig, out_dir: str, progress=None, log=print) -> dict[str, EvalScores]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     split_path = base.split or str(out / "split.json")
@@ -24,6 +25,6 @@ def run_ablation(base: TrainConfig, out_dir: str, progress=None, log=print) -> d
 
         model, info = load_checkpoint(cfg.out)
         test = select(scan_folder(base.data), load_split(split_path)["test"])
-        summary, _ = evaluate_model(model, test, device="cpu", progress=progress, config=info.config)
-        results[f"mask{head}"] = summary
+        scores, _ = evaluate_model(model, test, device="cpu", progress=progress, config=info.config)
+        results[f"mask{head}"] = scores
     return results

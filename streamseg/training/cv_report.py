@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..types import NERVE_SCORE
-from .metrics import (CONF_THRESH, IOU_THRESH, ImageResult, box_iou, coco_ap, operating_point, paper_match, reliability,
-                      summarize)
+from .metrics import (CONF_THRESH, IOU_THRESH, ImageResult, coco_ap, operating_point, paper_match, reliability,
+                      shown_outcome, summarize, top_detection)
 
 GRID = tuple(round(float(t), 3) for t in np.arange(0.5, 0.9951, 0.005))
 MAX_WRONG = 0.03  # display threshold: at most 3 % of scans outlined off the nerve ...
@@ -23,11 +23,10 @@ def image_result(scan: dict) -> ImageResult:
     scores = np.array([d["score"] for d in dets], dtype=np.float64)
     gt_box = np.asarray(scan["gt_box"], dtype=np.float64)
     r = ImageResult(name=scan["name"], area_gt_px=scan["area_gt_px"], patient=scan["patient"])
-    if dets:
-        top = int(np.argmax(scores))
-        r.top_score, r.top_area_px = float(scores[top]), dets[top]["area_px"]
-        r.top_iou = float(box_iou(boxes[top], gt_box)[0, 0])
-        r.top_dice = dets[top]["dice"]
+    top = top_detection(gt_box, boxes, scores)
+    if top is not None:
+        r.top_score, r.top_iou = top.score, top.iou
+        r.top_area_px, r.top_dice = dets[top.index]["area_px"], dets[top.index]["dice"]
     match, r.fp, r.fn = paper_match(gt_box, boxes, scores, CONF_THRESH, IOU_THRESH)
     if match is not None:
         r.tp, r.dice, r.area_pred_px = 1, dets[match]["dice"], dets[match]["area_px"]
@@ -56,16 +55,15 @@ def negative_rates(negs: list[dict], thresh: float) -> dict:
 def scores_table(scans: list[dict], negs: list[dict], thresh: float) -> dict:
     """One row of the report: paper metrics, the user's view at `thresh`, negatives."""
     results = [image_result(s) for s in scans]
-    summary = summarize(results)
-    shown = [r for r in results if r.top_score is not None and r.top_score >= thresh and (r.top_iou or 0) >= IOU_THRESH]
+    p = summarize(results)
+    shown = [r for r in results if shown_outcome(r, thresh, IOU_THRESH) == "correct"]
     rel = [abs(r.top_area_px - r.area_gt_px) / r.area_gt_px for r in shown]
     return {"images": len(scans), "patients": len({s["patient"] for s in scans}),
-            "tp": summary["tp"], "fp": summary["fp"], "fn": summary["fn"],
-            "precision": summary["precision"], "recall": summary["recall"], "map_07": box_map(scans),
-            "dice_median": summary["dice_median"], "dice_q1": summary["dice_q1"], "dice_q3": summary["dice_q3"],
-            "dice_mean": summary["dice_mean"], "area_abs_rel_error_median": summary["area_abs_rel_error_median"],
+            "tp": p.tp, "fp": p.fp, "fn": p.fn, "precision": p.precision, "recall": p.recall, "map_07": box_map(scans),
+            "dice_median": p.dice_median, "dice_q1": p.dice_q1, "dice_q3": p.dice_q3,
+            "dice_mean": p.dice_mean, "area_abs_rel_error_median": p.area_abs_rel_error_median,
             "shown_area_abs_rel_error_median": float(np.median(rel)) if rel else None,
-            "user_view": operating_point(results, thresh), "negatives": negative_rates(negs, thresh)}
+            "user_view": operating_point(results, thresh).to_dict(), "negatives": negative_rates(negs, thresh)}
 
 
 def choose_thresholds(scans: list[dict], negs: list[dict]) -> dict:
@@ -78,7 +76,7 @@ def choose_thresholds(scans: list[dict], negs: list[dict]) -> dict:
     neg = np.array([n["top_score"] for n in negs], dtype=float)
     rows = []
     for t in GRID:
-        op = operating_point(results, t)["shares"]
+        op = operating_point(results, t).shares
         rows.append((t, op["correct"], op["wrong structure"], float((neg >= t).mean()) if len(neg) else 0.0))
     feasible = [r for r in rows if r[2] <= MAX_WRONG and r[3] <= MAX_NEG_SHOWN]
     if feasible:
@@ -105,7 +103,8 @@ def pooled_report(preds: list[dict], k: int) -> dict:
                           **scores_table(p["scans"], p["negatives"], t)} for p in preds],
             "pooled": scores_table(scans, negs, t),
             "pooled_at_runtime_threshold": scores_table(scans, negs, NERVE_SCORE),
-            "reliability": reliability([image_result(s) for s in scans], [n["top_score"] for n in negs])}
+            "reliability": [b.to_dict() for b in reliability([image_result(s) for s in scans],
+                                                             [n["top_score"] for n in negs])]}
 
 
 def _f(v, digits=3, pct=False) -> str:

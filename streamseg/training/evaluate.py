@@ -17,6 +17,7 @@ from .dataset import Sample, load_pair, load_split, scan_folder, select
 from .metrics import (CONF_THRESH, IOU_THRESH, ImageResult, bland_altman, coco_ap, false_detections,
                       operating_point, paper_rule, per_patient, reliability, shown_outcome, summarize)
 from .negatives import scan_negatives, split_negatives, top_scores
+from .results import CsaAgreement, EvalReport, EvalScores, NerveFreeReport, UserView
 
 
 def predict_samples(model: torch.nn.Module, samples: list[Sample], device="cpu", progress=None, *,
@@ -35,7 +36,7 @@ def predict_samples(model: torch.nn.Module, samples: list[Sample], device="cpu",
 
 
 def score_predictions(preds, conf: float = CONF_THRESH, iou: float = IOU_THRESH, fn_rule: str = "paper",
-                      mm_per_px: float | None = None) -> tuple[dict, list[ImageResult]]:
+                      mm_per_px: float | None = None) -> tuple[EvalScores, list[ImageResult]]:
     per_image, ap_box, ap_seg = [], [], []
     top1 = []
     for s, _img, gt, dets in preds:
@@ -48,22 +49,23 @@ def score_predictions(preds, conf: float = CONF_THRESH, iou: float = IOU_THRESH,
         top1.append(r.top_dice or 0.0)
         ap_box.append(([gt_box], scores, list(boxes)))
         ap_seg.append(([gt], scores, masks))
-    summary = summarize(per_image)
+    paper = summarize(per_image)
     box_ap, seg_ap = coco_ap(ap_box, "bbox"), coco_ap(ap_seg, "segm")
-    summary.update({
-        "map": box_ap[round(iou, 2)] if round(iou, 2) in box_ap else coco_ap(ap_box, "bbox", [iou])[iou],
-        "map_50": box_ap[0.5], "map_75": box_ap[0.75], "map_50_95": float(np.mean(list(box_ap.values()))),
-        "mask_map_50": seg_ap[0.5], "mask_map_75": seg_ap[0.75], "mask_map_50_95": float(np.mean(list(seg_ap.values()))),
-        "top1_dice_mean": float(np.mean(top1)) if top1 else None,
-        "conf_thresh": conf, "iou_thresh": iou, "fn_rule": fn_rule,
-    })
-    if mm_per_px:
-        a = mm_per_px ** 2
-        summary["mm_per_px"] = mm_per_px
-        for k in ("area_error_mean_px2", "area_abs_error_median_px2"):
-            if summary[k] is not None:
-                summary[k.replace("px2", "mm2")] = summary[k] * a
-    return summary, per_image
+    a = mm_per_px ** 2 if mm_per_px else None
+    scores = EvalScores(
+        paper=paper,
+        map=box_ap[round(iou, 2)] if round(iou, 2) in box_ap else coco_ap(ap_box, "bbox", [iou])[iou],
+        map_50=box_ap[0.5], map_75=box_ap[0.75], map_50_95=float(np.mean(list(box_ap.values()))),
+        mask_map_50=seg_ap[0.5], mask_map_75=seg_ap[0.75], mask_map_50_95=float(np.mean(list(seg_ap.values()))),
+        top1_dice_mean=float(np.mean(top1)) if top1 else None,
+        conf_thresh=conf, iou_thresh=iou, fn_rule=fn_rule, mm_per_px=mm_per_px,
+        area_error_mean_mm2=_scaled(paper.area_error_mean_px2, a),
+        area_abs_error_median_mm2=_scaled(paper.area_abs_error_median_px2, a))
+    return scores, per_image
+
+
+def _scaled(v: float | None, a: float | None) -> float | None:
+    return None if v is None or a is None else v * a
 
 
 def evaluate_model(model, samples, device="cpu", progress=None, *, config: ModelConfig, **kw):
@@ -131,55 +133,61 @@ def shown_areas(per_image: list[ImageResult], score_thresh: float, iou: float) -
     return [r.area_gt_px for r in shown], [r.top_area_px for r in shown]
 
 
-def user_view(per_image: list[ImageResult], score_thresh: float, iou: float, mm_per_px: float | None) -> dict:
+def user_view(per_image: list[ImageResult], score_thresh: float, iou: float, mm_per_px: float | None) -> UserView:
     """What a user reads: the operating point at the display threshold, per-patient results and the
     CSA agreement (Bland–Altman) of the outline shown where it is on the nerve ("correct")."""
     expert, model = shown_areas(per_image, score_thresh, iou)
-    agreement = {"scans": "correct at the display threshold", "px2": bland_altman(expert, model)}
+    agreement = CsaAgreement(px2=bland_altman(expert, model))
     if mm_per_px:
         a = mm_per_px ** 2
-        agreement["mm2"] = bland_altman([v * a for v in expert], [v * a for v in model])
-    return {"operating_point": operating_point(per_image, score_thresh, iou),
-            "reliability": reliability(per_image, iou=iou),
-            "per_patient": per_patient(per_image), "csa_agreement": agreement}
+        agreement.mm2 = bland_altman([v * a for v in expert], [v * a for v in model])
+    return UserView(operating_point=operating_point(per_image, score_thresh, iou),
+                    reliability=reliability(per_image, iou=iou),
+                    per_patient=per_patient(per_image), csa_agreement=agreement)
 
 
 def run_eval(data, model_path=None, split=None, subset=None, json_out=None, out_dir=None, mm_per_px=None,
              conf=CONF_THRESH, iou=IOU_THRESH, fn_rule="paper", device="cpu", progress=None,
-             box: str = "mask", score_thresh: float | None = None) -> tuple[dict, list]:
+             box: str = "mask", score_thresh: float | None = None) -> EvalReport | NerveFreeReport:
     """`streamseg eval`: evaluate a checkpoint (default: the bundled one) on a data folder and write
     the JSON and, in out_dir, the per-image and per-patient CSVs and the figures. A folder without
     masks is nerve-free: it reports false detections instead (`run_negatives`). `score_thresh`: the
     display threshold (None: the checkpoint's own, `ModelInfo.thresholds`)."""
     _check_targets(json_out, out_dir)
     if is_nerve_free(data):
-        return run_negatives(data, model_path, split, subset, json_out, out_dir, conf, device, score_thresh), []
+        return run_negatives(data, model_path, split, subset, json_out, out_dir, conf, device, score_thresh)
     samples = _labelled_samples(data, split, subset)
     model, info = load_checkpoint(model_path, device=device, box_from_mask=(box == "mask"))
     preds = predict_samples(model, samples, device, progress, config=info.config)
-    summary, per_image = score_predictions(preds, conf, iou, fn_rule, mm_per_px)
+    scores, per_image = score_predictions(preds, conf, iou, fn_rule, mm_per_px)
     score_thresh = info.thresholds.display if score_thresh is None else score_thresh
-    summary.update(user_view(per_image, score_thresh, iou, mm_per_px))
-    expert, shown = shown_areas(per_image, score_thresh, iou)
-    summary.update({"model": info.source, "data": str(data), "box": box,
-                    "subset": (subset or "test") if split is not None else "all"})
+    rep = EvalReport(scores=scores, view=user_view(per_image, score_thresh, iou, mm_per_px), model=info.source,
+                     data=str(data), box=box, subset=(subset or "test") if split is not None else "all",
+                     per_image=per_image)
     if json_out:
-        report.write_json(json_out, {"summary": summary, "per_image": [vars(r) for r in per_image]})
+        report.write_json(json_out, rep.to_dict())
     if out_dir:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        report.write_per_image_csv(out / "per_image.csv", per_image, mm_per_px)
-        report.write_per_patient_csv(out / "per_patient.csv", summary["per_patient"])
-        report.dice_boxplot(out / "dice_boxplot.png",
-                            {f"mask{info.config.mask_head}": [r.dice for r in per_image if r.dice is not None]})
-        report.worst_cases_sheet(out / "worst_cases.png", preds, per_image)
-        unit, a = ("mm²", mm_per_px ** 2) if mm_per_px else ("px²", 1.0)
-        report.bland_altman_plot(out / "bland_altman.png", [v * a for v in expert], [v * a for v in shown],
-                                 summary["csa_agreement"]["mm2" if mm_per_px else "px2"], unit)
-    return summary, per_image
+        _write_figures(Path(out_dir), rep, preds, shown_areas(per_image, score_thresh, iou), info.config.mask_head)
+    return rep
 
 
-def run_negatives(data, model_path, split, subset, json_out, out_dir, conf, device, score_thresh) -> dict:
+def _write_figures(out: Path, rep: EvalReport, preds, areas: tuple[list[float], list[float]], mask_head) -> None:
+    """--out-dir: the per-image and per-patient CSVs, the Dice boxplot, the worst cases and the
+    Bland–Altman plot of the CSA (in mm² with a pixel spacing)."""
+    mm_per_px, per_image = rep.scores.mm_per_px, rep.per_image
+    out.mkdir(parents=True, exist_ok=True)
+    report.write_per_image_csv(out / "per_image.csv", per_image, mm_per_px)
+    report.write_per_patient_csv(out / "per_patient.csv", rep.view.per_patient)
+    report.dice_boxplot(out / "dice_boxplot.png",
+                        {f"mask{mask_head}": [r.dice for r in per_image if r.dice is not None]})
+    report.worst_cases_sheet(out / "worst_cases.png", preds, per_image)
+    expert, shown = areas
+    agreement = rep.view.csa_agreement
+    unit, a, stats = ("mm²", mm_per_px ** 2, agreement.mm2) if mm_per_px else ("px²", 1.0, agreement.px2)
+    report.bland_altman_plot(out / "bland_altman.png", [v * a for v in expert], [v * a for v in shown], stats, unit)
+
+
+def run_negatives(data, model_path, split, subset, json_out, out_dir, conf, device, score_thresh) -> NerveFreeReport:
     """False detections on nerve-free images: the top score of each, and the shares over the paper's
     confidence and over the display threshold."""
     paths = nerve_free_paths(data, split, subset)
@@ -187,13 +195,13 @@ def run_negatives(data, model_path, split, subset, json_out, out_dir, conf, devi
     model.eval()
     scores = top_scores(model, paths, device, config=info.config)
     score_thresh = info.thresholds.display if score_thresh is None else score_thresh
-    summary = {"kind": "nerve-free", "model": info.source, "data": str(data), "subset": subset or "all",
-               "false_detections": false_detections(scores, score_thresh, conf)}
+    rep = NerveFreeReport(model=info.source, data=str(data), subset=subset or "all",
+                          false_detections=false_detections(scores, score_thresh, conf),
+                          images=paths, top_scores=scores)
     if json_out:
-        report.write_json(json_out, {"summary": summary, "per_image": [
-            {"image": str(p), "top_score": s} for p, s in zip(paths, scores)]})
+        report.write_json(json_out, rep.to_dict())
     if out_dir:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         report.score_histogram(out / "score_histogram.png", scores, score_thresh, conf)
-    return summary
+    return rep

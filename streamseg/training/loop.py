@@ -309,17 +309,16 @@ def train_one_epoch(run: Run, epoch: int, progress=None, task=None) -> dict[str,
     return {"lr": lr, **{k: round(v / max(n, 1), 5) for k, v in sums.items()}}
 
 
-VAL_KEYS = ("dice_median", "dice_mean", "precision", "recall", "top1_dice_mean", "map")
-
-
 def validate(model: torch.nn.Module, mcfg: ModelConfig, samples, negatives: list[Path], device) -> dict[str, float]:
     """The validation columns of a log row: paper metrics on the validation patients (val_*) and the
     share of nerve-free validation images whose top detection scores above 0.98 / 0.95."""
     from .evaluate import evaluate_model  # late: evaluate imports the runtime backends
 
     model.eval()
-    summary, _ = evaluate_model(model, samples, device=device, config=mcfg)
-    cols = {f"val_{k}": summary[k] for k in VAL_KEYS}
+    scores, _ = evaluate_model(model, samples, device=device, config=mcfg)
+    p = scores.paper
+    cols = {"val_dice_median": p.dice_median, "val_dice_mean": p.dice_mean, "val_precision": p.precision,
+            "val_recall": p.recall, "val_top1_dice_mean": scores.top1_dice_mean, "val_map": scores.map}
     if negatives:
         tops = np.array(top_scores(model, negatives, device=device, config=mcfg))
         cols.update({"val_neg_over_098": float((tops > 0.98).mean()), "val_neg_over_095": float((tops > 0.95).mean())})

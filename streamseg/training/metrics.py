@@ -10,7 +10,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
@@ -83,6 +83,24 @@ class ImageResult:
     patient: str = ""
 
 
+@dataclass(frozen=True)
+class TopDetection:
+    """An image's top-scoring detection, the one a user is shown: its index among the detections,
+    its score and its box IoU with the expert's box."""
+
+    index: int
+    score: float
+    iou: float
+
+
+def top_detection(gt_box: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> TopDetection | None:
+    """The top-scoring detection of one image and its box IoU with `gt_box`; None without detections."""
+    if not len(scores):
+        return None
+    top = int(np.argmax(np.asarray(scores)))
+    return TopDetection(top, float(scores[top]), float(box_iou(boxes[top], gt_box)[0, 0]))
+
+
 def paper_match(gt_box: np.ndarray, boxes: np.ndarray, scores: np.ndarray, conf: float = CONF_THRESH,
                 iou: float = IOU_THRESH, fn_rule: str = "paper") -> tuple[int | None, int, int]:
     """The TP/FP/FN rule on one image with one ground-truth nerve -> (index of the detection that
@@ -105,12 +123,11 @@ def paper_rule(name: str, gt_box: np.ndarray, gt_mask: np.ndarray, boxes: np.nda
                fn_rule: str = "paper", patient: str = "") -> ImageResult:
     """Apply the TP/FP/FN rule to one image with one ground-truth nerve."""
     r = ImageResult(name=name, area_gt_px=float(gt_mask.sum()), patient=patient)
-    if len(scores):
-        top = int(np.argmax(np.asarray(scores)))
-        r.top_score = float(scores[top])
-        r.top_iou = float(box_iou(boxes[top], gt_box)[0, 0])
-        r.top_area_px = float(masks[top].sum())
-        r.top_dice = dice(masks[top], gt_mask)
+    top = top_detection(gt_box, boxes, scores)
+    if top is not None:
+        r.top_score, r.top_iou = top.score, top.iou
+        r.top_area_px = float(masks[top.index].sum())
+        r.top_dice = dice(masks[top.index], gt_mask)
     match, r.fp, r.fn = paper_match(gt_box, boxes, scores, conf, iou, fn_rule)
     if match is not None:
         r.tp = 1
@@ -181,7 +198,33 @@ def coco_ap(per_image: list[tuple[list[np.ndarray], np.ndarray, list]], iou_type
             for k, t in enumerate(thresholds)}
 
 
-def summarize(results: list[ImageResult]) -> dict:
+@dataclass
+class PaperScores:
+    """The paper's metrics over a set of images (`summarize`); the field order is the JSON's."""
+
+    images: int
+    tp: int
+    fp: int
+    fn: int
+    precision: float
+    recall: float
+    dice_median: float | None
+    dice_q1: float | None
+    dice_q3: float | None
+    dice_iqr: float | None
+    dice_mean: float | None
+    dice_sd: float | None
+    hd95_median_px: float | None
+    hd95_mean_px: float | None
+    area_error_mean_px2: float | None
+    area_abs_error_median_px2: float | None
+    area_abs_rel_error_median: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(results: list[ImageResult]) -> PaperScores:
     """Aggregate paper metrics: precision, recall, Dice median/IQR/mean/sd, HD95, area error."""
     tp = sum(r.tp for r in results)
     fp = sum(r.fp for r in results)
@@ -194,18 +237,18 @@ def summarize(results: list[ImageResult]) -> dict:
     def q(a, p):
         return float(np.percentile(a, p)) if len(a) else None
 
-    return {
-        "images": len(results), "tp": tp, "fp": fp, "fn": fn,
-        "precision": tp / (tp + fp) if tp + fp else 0.0,
-        "recall": tp / (tp + fn) if tp + fn else 0.0,
-        "dice_median": q(d, 50), "dice_q1": q(d, 25), "dice_q3": q(d, 75),
-        "dice_iqr": q(d, 75) - q(d, 25) if len(d) else None,
-        "dice_mean": float(d.mean()) if len(d) else None, "dice_sd": float(d.std()) if len(d) else None,
-        "hd95_median_px": q(h, 50), "hd95_mean_px": float(np.nanmean(h)) if len(h) else None,
-        "area_error_mean_px2": float(err.mean()) if len(err) else None,
-        "area_abs_error_median_px2": q(np.abs(err), 50),
-        "area_abs_rel_error_median": q(np.abs(rel), 50),
-    }
+    return PaperScores(
+        images=len(results), tp=tp, fp=fp, fn=fn,
+        precision=tp / (tp + fp) if tp + fp else 0.0,
+        recall=tp / (tp + fn) if tp + fn else 0.0,
+        dice_median=q(d, 50), dice_q1=q(d, 25), dice_q3=q(d, 75),
+        dice_iqr=q(d, 75) - q(d, 25) if len(d) else None,
+        dice_mean=float(d.mean()) if len(d) else None, dice_sd=float(d.std()) if len(d) else None,
+        hd95_median_px=q(h, 50), hd95_mean_px=float(np.nanmean(h)) if len(h) else None,
+        area_error_mean_px2=float(err.mean()) if len(err) else None,
+        area_abs_error_median_px2=q(np.abs(err), 50),
+        area_abs_rel_error_median=q(np.abs(rel), 50),
+    )
 
 
 # --- what a user reads: the one outline shown at the display threshold ---------------------------
@@ -223,20 +266,49 @@ def shown_outcome(r: ImageResult, thresh: float, iou: float = IOU_THRESH) -> str
     return "correct" if (r.top_iou or 0.0) >= iou else "wrong structure"
 
 
-def operating_point(results: list[ImageResult], thresh: float, iou: float = IOU_THRESH) -> dict:
+@dataclass
+class OperatingPoint:
+    """What a user is shown at one display threshold: counts and shares of `OUTCOMES` over the scans
+    with a nerve (keyed by outcome, in `OUTCOMES` order; a share is None when there is no scan)."""
+
+    score_thresh: float
+    iou_thresh: float
+    images: int
+    counts: dict[str, int]
+    shares: dict[str, float | None]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def operating_point(results: list[ImageResult], thresh: float, iou: float = IOU_THRESH) -> OperatingPoint:
     """Counts and shares of the three outcomes over the scans with a nerve."""
     counts = {k: 0 for k in OUTCOMES}
     for r in results:
         counts[shown_outcome(r, thresh, iou)] += 1
     n = len(results)
-    return {"score_thresh": thresh, "iou_thresh": iou, "images": n, "counts": counts,
-            "shares": {k: (v / n if n else None) for k, v in counts.items()}}
+    return OperatingPoint(score_thresh=thresh, iou_thresh=iou, images=n, counts=counts,
+                          shares={k: (v / n if n else None) for k, v in counts.items()})
 
 
 RELIABILITY_BINS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0001)
 
 
-def reliability(results: list[ImageResult], nerve_free_scores=(), iou: float = IOU_THRESH) -> list[dict]:
+@dataclass
+class ReliabilityBin:
+    """One row of the reliability table: the scans whose top score falls in `bin`, the share of them
+    outlined on the nerve (None: no scan there), and the nerve-free images scoring there."""
+
+    bin: str
+    scans: int
+    on_nerve_share: float | None
+    nerve_free: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def reliability(results: list[ImageResult], nerve_free_scores=(), iou: float = IOU_THRESH) -> list[ReliabilityBin]:
     """What a top score means: per score bin, the scans whose top detection falls there, the share
     of those outlined on the nerve (box IoU >= `iou`), and the nerve-free images scoring there."""
     tops = [(r.top_score or 0.0, (r.top_iou or 0.0) >= iou) for r in results]
@@ -244,28 +316,43 @@ def reliability(results: list[ImageResult], nerve_free_scores=(), iou: float = I
     rows = []
     for lo, hi in zip(RELIABILITY_BINS[:-1], RELIABILITY_BINS[1:]):
         inside = [ok for t, ok in tops if lo <= t < hi]
-        rows.append({"bin": f"{lo:.2f}-{min(hi, 1.0):.2f}", "scans": len(inside),
-                     "on_nerve_share": (sum(inside) / len(inside)) if inside else None,
-                     "nerve_free": sum(lo <= t < hi for t in neg)})
+        rows.append(ReliabilityBin(bin=f"{lo:.2f}-{min(hi, 1.0):.2f}", scans=len(inside),
+                                   on_nerve_share=(sum(inside) / len(inside)) if inside else None,
+                                   nerve_free=sum(lo <= t < hi for t in neg)))
     return rows
 
 
-def bland_altman(expert, predicted) -> dict:
+@dataclass
+class BlandAltman:
+    """Agreement of two area measurements in one unit (`bland_altman`); None where there is no pair."""
+
+    n: int
+    bias: float | None
+    sd: float | None
+    loa_low: float | None
+    loa_high: float | None
+    mae: float | None
+    rel_abs_error_median: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bland_altman(expert, predicted) -> BlandAltman:
     """Agreement of two area measurements (same unit): bias = mean(predicted - expert), limits of
     agreement = bias ± 1.96·sd (sample sd, ddof=1), MAE, and median |relative error| vs the expert."""
     e, p = np.asarray(expert, dtype=float), np.asarray(predicted, dtype=float)
     n = len(e)
     if n == 0:
-        return {"n": 0, "bias": None, "sd": None, "loa_low": None, "loa_high": None, "mae": None,
-                "rel_abs_error_median": None}
+        return BlandAltman(n=0, bias=None, sd=None, loa_low=None, loa_high=None, mae=None, rel_abs_error_median=None)
     d = p - e
     sd = float(d.std(ddof=1)) if n > 1 else 0.0
     bias = float(d.mean())
-    return {"n": n, "bias": bias, "sd": sd, "loa_low": bias - 1.96 * sd, "loa_high": bias + 1.96 * sd,
-            "mae": float(np.abs(d).mean()), "rel_abs_error_median": float(np.median(np.abs(d) / e))}
+    return BlandAltman(n=n, bias=bias, sd=sd, loa_low=bias - 1.96 * sd, loa_high=bias + 1.96 * sd,
+                       mae=float(np.abs(d).mean()), rel_abs_error_median=float(np.median(np.abs(d) / e)))
 
 
-def per_patient(results: list[ImageResult]) -> dict[str, dict]:
+def per_patient(results: list[ImageResult]) -> dict[str, PaperScores]:
     """`summarize` per patient (each image by its `patient`, else its own name)."""
     groups: dict[str, list[ImageResult]] = {}
     for r in results:
@@ -273,12 +360,29 @@ def per_patient(results: list[ImageResult]) -> dict[str, dict]:
     return {p: summarize(rs) for p, rs in sorted(groups.items())}
 
 
-def false_detections(top_scores: list[float], thresh: float, conf: float = CONF_THRESH) -> dict:
+@dataclass
+class FalseDetections:
+    """Top scores on nerve-free images against the paper's confidence and the display threshold."""
+
+    images: int
+    conf_thresh: float
+    score_thresh: float
+    over_conf: int
+    over_conf_share: float | None
+    shown: int
+    shown_share: float | None
+    max_score: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def false_detections(top_scores: list[float], thresh: float, conf: float = CONF_THRESH) -> FalseDetections:
     """On nerve-free images (top score per image, 0 when nothing is detected): the share with a top
     detection > conf (the paper's rule) and >= thresh (what a user would be shown), and the max."""
     s = np.asarray(top_scores, dtype=float)
     n = len(s)
-    return {"images": n, "conf_thresh": conf, "score_thresh": thresh,
-            "over_conf": int((s > conf).sum()), "over_conf_share": float((s > conf).mean()) if n else None,
-            "shown": int((s >= thresh).sum()), "shown_share": float((s >= thresh).mean()) if n else None,
-            "max_score": float(s.max()) if n else None}
+    return FalseDetections(images=n, conf_thresh=conf, score_thresh=thresh,
+                           over_conf=int((s > conf).sum()), over_conf_share=float((s > conf).mean()) if n else None,
+                           shown=int((s >= thresh).sum()), shown_share=float((s >= thresh).mean()) if n else None,
+                           max_score=float(s.max()) if n else None)

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from ..files import atomic_write, json_text
-from .metrics import ImageResult
+from .metrics import BlandAltman, FalseDetections, ImageResult, OperatingPoint, PaperScores, ReliabilityBin
+from .results import EvalScores
 
 PAPER = {"mask112": {"map": 0.903, "recall": 0.903, "precision": 0.903, "dice_median": 0.931, "dice_iqr": 0.027},
          "mask56": {"map": 0.871, "recall": 0.879, "precision": 0.848},
@@ -110,16 +111,16 @@ def worst_cases_sheet(path, preds, results: list[ImageResult], n: int = 6) -> No
     _save(path, fig)
 
 
-def bland_altman_plot(path, expert, predicted, stats: dict, unit: str = "px²") -> None:
+def bland_altman_plot(path, expert, predicted, stats: BlandAltman, unit: str = "px²") -> None:
     """Bland–Altman: mean of expert and model area (x) against model − expert (y), with the bias
     and the 95 % limits of agreement drawn and labelled."""
     e, p = np.asarray(expert, float), np.asarray(predicted, float)
     fig = _figure(6.5, 4.5)
     ax = fig.add_subplot()
     ax.scatter((e + p) / 2, p - e, s=14, alpha=0.7, color="#1f5fa8", label=f"scans (n={len(e)})")
-    if stats["n"]:
-        for y, name, style in ((stats["bias"], "bias", "-"), (stats["loa_high"], "+1.96 sd", "--"),
-                               (stats["loa_low"], "−1.96 sd", "--")):
+    if stats.n:
+        for y, name, style in ((stats.bias, "bias", "-"), (stats.loa_high, "+1.96 sd", "--"),
+                               (stats.loa_low, "−1.96 sd", "--")):
             ax.axhline(y, color="#c00000", linestyle=style, linewidth=1)
             ax.annotate(f"{name}: {y:.2f} {unit}" if unit == "mm²" else f"{name}: {y:.0f} {unit}", xy=(1, y), xycoords=("axes fraction", "data"),
                         xytext=(-4, 3), textcoords="offset points", ha="right", fontsize="small", color="#c00000")
@@ -146,7 +147,7 @@ def score_histogram(path, top_scores, thresh: float, conf: float) -> None:
     _save(path, fig)
 
 
-def write_per_patient_csv(path, patients: dict[str, dict]) -> None:
+def write_per_patient_csv(path, patients: dict[str, PaperScores]) -> None:
     cols = ["patient", "images", "tp", "fp", "fn", "precision", "recall", "dice_median", "dice_mean"]
 
     def write(tmp):
@@ -154,29 +155,33 @@ def write_per_patient_csv(path, patients: dict[str, dict]) -> None:
             w = csv.writer(f)
             w.writerow(cols)
             for p, s in patients.items():
-                w.writerow([p] + [s[k] if isinstance(s[k], int) else _f(s[k]) for k in cols[1:]])
+                w.writerow([p, s.images, s.tp, s.fp, s.fn, _f(s.precision), _f(s.recall), _f(s.dice_median),
+                            _f(s.dice_mean)])
 
     atomic_write(path, write)
 
 
-def summary_rows(summary: dict) -> list[tuple[str, str]]:
-    def f(k, fmt="{:.3f}"):
-        v = summary.get(k)
+def summary_rows(scores: EvalScores) -> list[tuple[str, str]]:
+    p = scores.paper
+
+    def f(v, fmt="{:.3f}"):
         return "–" if v is None else fmt.format(v)
 
-    rows = [("images (TP / FP / FN)", f"{summary['images']} ({summary['tp']} / {summary['fp']} / {summary['fn']})"),
-            ("Precision", f("precision")), ("Recall", f("recall")),
-            (f"mAP (box, IoU {summary['iou_thresh']})", f("map")), ("mAP box @0.5 / @0.5:0.95", f"{f('map_50')} / {f('map_50_95')}"),
-            ("mAP mask @0.5 / @0.5:0.95", f"{f('mask_map_50')} / {f('mask_map_50_95')}"),
-            ("Dice median (IQR)", f"{f('dice_median')} ({f('dice_iqr')})"),
-            ("Dice mean ± sd", f"{f('dice_mean')} ± {f('dice_sd')}"),
-            ("top-1 Dice mean (all images)", f("top1_dice_mean")),
-            ("HD95 median (px)", f("hd95_median_px", "{:.1f}")),
-            ("area error mean / median |err| (px²)", f"{f('area_error_mean_px2', '{:.0f}')} / {f('area_abs_error_median_px2', '{:.0f}')}"),
-            ("median |relative area error|", f("area_abs_rel_error_median"))]
-    if "area_abs_error_median_mm2" in summary:
+    rows = [("images (TP / FP / FN)", f"{p.images} ({p.tp} / {p.fp} / {p.fn})"),
+            ("Precision", f(p.precision)), ("Recall", f(p.recall)),
+            (f"mAP (box, IoU {scores.iou_thresh})", f(scores.map)),
+            ("mAP box @0.5 / @0.5:0.95", f"{f(scores.map_50)} / {f(scores.map_50_95)}"),
+            ("mAP mask @0.5 / @0.5:0.95", f"{f(scores.mask_map_50)} / {f(scores.mask_map_50_95)}"),
+            ("Dice median (IQR)", f"{f(p.dice_median)} ({f(p.dice_iqr)})"),
+            ("Dice mean ± sd", f"{f(p.dice_mean)} ± {f(p.dice_sd)}"),
+            ("top-1 Dice mean (all images)", f(scores.top1_dice_mean)),
+            ("HD95 median (px)", f(p.hd95_median_px, "{:.1f}")),
+            ("area error mean / median |err| (px²)",
+             f"{f(p.area_error_mean_px2, '{:.0f}')} / {f(p.area_abs_error_median_px2, '{:.0f}')}"),
+            ("median |relative area error|", f(p.area_abs_rel_error_median))]
+    if scores.area_abs_error_median_mm2 is not None:
         rows.append(("area error mean / median |err| (mm²)",
-                     f"{f('area_error_mean_mm2', '{:.2f}')} / {f('area_abs_error_median_mm2', '{:.2f}')}"))
+                     f"{f(scores.area_error_mean_mm2, '{:.2f}')} / {f(scores.area_abs_error_median_mm2, '{:.2f}')}"))
     return rows
 
 
@@ -184,30 +189,29 @@ def _v(v, fmt="{:.3f}"):
     return "–" if v is None else fmt.format(v)
 
 
-def operating_rows(op: dict) -> list[tuple[str, str]]:
+def operating_rows(op: OperatingPoint) -> list[tuple[str, str]]:
     """The outcome a user sees per scan with a nerve: count and share."""
-    return [(k, f"{op['counts'][k]} ({_v(op['shares'][k], '{:.1%}')})") for k in op["counts"]]
+    return [(k, f"{op.counts[k]} ({_v(op.shares[k], '{:.1%}')})") for k in op.counts]
 
 
-def reliability_rows(rows: list[dict]) -> list[tuple[str, str, str]]:
+def reliability_rows(rows: list[ReliabilityBin]) -> list[tuple[str, str, str]]:
     """Top-score bin, scans there, share of them outlined on the nerve."""
-    return [(r["bin"], str(r["scans"]), _v(r["on_nerve_share"], "{:.0%}")) for r in rows]
+    return [(r.bin, str(r.scans), _v(r.on_nerve_share, "{:.0%}")) for r in rows]
 
 
-def agreement_rows(ba: dict, unit: str) -> list[tuple[str, str]]:
+def agreement_rows(ba: BlandAltman, unit: str) -> list[tuple[str, str]]:
     f = "{:.2f}" if unit == "mm²" else "{:.0f}"
-    return [(f"scans compared ({unit})", str(ba["n"])), (f"bias, model − expert ({unit})", _v(ba["bias"], f)),
-            (f"95 % limits of agreement ({unit})", f"{_v(ba['loa_low'], f)} … {_v(ba['loa_high'], f)}"),
-            (f"MAE ({unit})", _v(ba["mae"], f)), ("median |relative area error|", _v(ba["rel_abs_error_median"]))]
+    return [(f"scans compared ({unit})", str(ba.n)), (f"bias, model − expert ({unit})", _v(ba.bias, f)),
+            (f"95 % limits of agreement ({unit})", f"{_v(ba.loa_low, f)} … {_v(ba.loa_high, f)}"),
+            (f"MAE ({unit})", _v(ba.mae, f)), ("median |relative area error|", _v(ba.rel_abs_error_median))]
 
 
-def patient_rows(patients: dict[str, dict]) -> list[tuple[str, ...]]:
-    return [(p, str(s["images"]), _v(s["precision"]), _v(s["recall"]), _v(s["dice_median"]))
-            for p, s in patients.items()]
+def patient_rows(patients: dict[str, PaperScores]) -> list[tuple[str, ...]]:
+    return [(p, str(s.images), _v(s.precision), _v(s.recall), _v(s.dice_median)) for p, s in patients.items()]
 
 
-def negatives_rows(fd: dict) -> list[tuple[str, str]]:
-    return [("nerve-free images", str(fd["images"])),
-            (f"top score > {fd['conf_thresh']:g} (paper rule)", f"{fd['over_conf']} ({_v(fd['over_conf_share'], '{:.1%}')})"),
-            (f"top score >= {fd['score_thresh']:g} (shown)", f"{fd['shown']} ({_v(fd['shown_share'], '{:.1%}')})"),
-            ("max score", _v(fd["max_score"]))]
+def negatives_rows(fd: FalseDetections) -> list[tuple[str, str]]:
+    return [("nerve-free images", str(fd.images)),
+            (f"top score > {fd.conf_thresh:g} (paper rule)", f"{fd.over_conf} ({_v(fd.over_conf_share, '{:.1%}')})"),
+            (f"top score >= {fd.score_thresh:g} (shown)", f"{fd.shown} ({_v(fd.shown_share, '{:.1%}')})"),
+            ("max score", _v(fd.max_score))]
