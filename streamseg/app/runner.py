@@ -7,7 +7,7 @@ created.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -149,9 +149,10 @@ class ScanReport:
     written: list[str] = field(default_factory=list)  # every file the run wrote (not in the JSON)
 
     def to_dict(self) -> dict:
-        run = {f.name: getattr(self, f.name) for f in fields(self)
-               if f.name not in ("csa", "summary_json", "csa_png", "written")}
-        return {**asdict(self.csa), **run}
+        d = asdict(self)
+        for k in ("summary_json", "csa_png", "written"):  # where the report went, not what it says
+            del d[k]
+        return {**d.pop("csa"), **d}
 
 
 def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None = None,
