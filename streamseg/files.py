@@ -80,7 +80,12 @@ class StagedFile:
             self.abort()
             raise
 
-    def commit(self) -> Path:
+    def commit(self, keep: bool = True) -> Path | None:
+        """Rename the finished temp file onto the target -> the target; `keep=False` (nothing worth a
+        file was written, e.g. no frame): the temp file is discarded, the target untouched -> None."""
+        if not keep:
+            self.abort()
+            return None
         return replace_onto(self.tmp, self.path)
 
     def abort(self) -> None:

@@ -2,8 +2,9 @@
 onnxruntime; RoIAlign (MultiScaleRoIAlign), box decoding, NMS and the mask post-processing stay
 torchvision's own (`RoIHeads.postprocess_detections`, `maskrcnn_inference`), so results match eager.
 
-- `BoxNet`: box_head (TwoMLPHead) + box_predictor: R×C×7×7 -> (class_logits, box_regression).
-- `MaskNet`: mask_head (4 conv) + mask_predictor (transposed convs + 1×1): R×C×14×14 -> mask logits.
+- box: box_head (TwoMLPHead) + box_predictor: R×C×7×7 -> (class_logits, box_regression).
+- mask: mask_head (4 conv) + mask_predictor (transposed convs + 1×1): R×C×14×14 -> mask logits.
+Each is a `HeadNet` (a head and its predictor).
 Each is its own graph file (`...-heads-box-...onnx`, `...-heads-mask-...onnx`, with sidecars), run
 by its own session.
 """
@@ -23,32 +24,29 @@ from .artefacts import DEFAULT_DIR, artefact_path, base_meta, ensure_artefact
 from .onnx_export import OPSET, check_onnx
 
 
-class BoxNet(nn.Module):
-    def __init__(self, roi_heads: nn.Module):
+class HeadNet(nn.Module):
+    """One RoI head and its predictor as one graph: R×C×P×P pooled features -> the predictor's outputs."""
+
+    def __init__(self, head: nn.Module, predictor: nn.Module):
         super().__init__()
-        self.head, self.predictor = roi_heads.box_head, roi_heads.box_predictor
+        self.head, self.predictor = head, predictor
 
     def forward(self, x: torch.Tensor):
         return self.predictor(self.head(x))
 
 
-class MaskNet(nn.Module):
-    def __init__(self, roi_heads: nn.Module):
-        super().__init__()
-        self.head, self.predictor = roi_heads.mask_head, roi_heads.mask_predictor
-
-    def forward(self, x: torch.Tensor):
-        return self.predictor(self.head(x))
+def _part(roi_heads: nn.Module, part: str) -> tuple[HeadNet, nn.Module]:
+    """The head graph of `part` ("box" or "mask") and the RoI pooler that feeds it."""
+    if part == "box":
+        return HeadNet(roi_heads.box_head, roi_heads.box_predictor), roi_heads.box_roi_pool
+    return HeadNet(roi_heads.mask_head, roi_heads.mask_predictor), roi_heads.mask_roi_pool
 
 
-PARTS = {  # part -> (module, RoI pooler attribute, output names)
-    "box": (BoxNet, "box_roi_pool", ["class_logits", "box_regression"]),
-    "mask": (MaskNet, "mask_roi_pool", ["mask_logits"]),
-}
+OUTPUTS = {"box": ["class_logits", "box_regression"], "mask": ["mask_logits"]}  # part -> its graph's outputs
 
 
-def _pooled_shape(model: nn.Module, pool: str) -> tuple[int, int, int]:
-    size = getattr(model.roi_heads, pool).output_size
+def _pooled_shape(model: nn.Module, part: str) -> tuple[int, int, int]:
+    size = _part(model.roi_heads, part)[1].output_size
     channels = model.backbone.out_channels
     return channels, int(size[0]), int(size[1])
 
@@ -60,9 +58,9 @@ def heads_meta(info: ModelInfo, part: str) -> dict:
 def _write(model: nn.Module, part: str, path: Path) -> dict:
     import onnx
 
-    cls, pool, names = PARTS[part]
-    net = copy.deepcopy(cls(model.roi_heads)).eval().cpu().float()
-    x = torch.rand(3, *_pooled_shape(model, pool))
+    names = OUTPUTS[part]
+    net = copy.deepcopy(_part(model.roi_heads, part)[0]).eval().cpu().float()
+    x = torch.rand(3, *_pooled_shape(model, part))
     axes = {"rois": {0: "rois"}, **{n: {0: "rois"} for n in names}}
 
     def write(tmp):
@@ -80,7 +78,7 @@ def heads_inputs(model: nn.Module, part: str) -> dict[str, tuple[int, list]]:
     """What a heads graph takes: `rois`, R×C×P×P FP32 with R dynamic (`onnx_export.graph_inputs`'s form)."""
     import onnx
 
-    return {"rois": (onnx.TensorProto.FLOAT, [None, *_pooled_shape(model, PARTS[part][1])])}
+    return {"rois": (onnx.TensorProto.FLOAT, [None, *_pooled_shape(model, part)])}
 
 
 def ensure_heads(model: nn.Module, info: ModelInfo, out_dir: str | Path = DEFAULT_DIR, log=None) -> dict[str, Path]:
@@ -88,7 +86,7 @@ def ensure_heads(model: nn.Module, info: ModelInfo, out_dir: str | Path = DEFAUL
     return {part: ensure_artefact(artefact_path(info, out_dir, "onnx", part=f"heads-{part}"), heads_meta(info, part),
                                   lambda p, part=part: _write(model, part, p),
                                   check=lambda p, part=part: check_onnx(p, heads_inputs(model, part)), log=log)
-            for part in PARTS}
+            for part in OUTPUTS}
 
 
 class OrtHeads:

@@ -99,10 +99,7 @@ class RowSink:
 
     def commit(self) -> Path | None:
         """Rename the finished temp file onto the target; None (and no file) when no row was written."""
-        if self.rows == 0:
-            self.abort()
-            return None
-        return self.file.commit()
+        return self.file.commit(keep=self.rows > 0)
 
     def abort(self) -> None:
         """Discard the temp file; the target is left as it was."""

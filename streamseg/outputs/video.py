@@ -105,10 +105,7 @@ class VideoSink:
 
     def commit(self) -> Path | None:
         """Rename the finished temp file onto the target; None (and no file) when no frame was written."""
-        if self.frames == 0:
-            self.abort()
-            return None
-        return self.file.commit()
+        return self.file.commit(keep=self.frames > 0)
 
     def abort(self) -> None:
         try:
