@@ -38,6 +38,7 @@ def test_run_live_replays_the_clip_through_the_live_pipeline():
     assert 0 < e["processed"] <= e["frames_released"] and e["processed"] + e["dropped"] <= e["frames_released"]
     assert e["capture_to_overlay_ms"]["n"] == e["processed"] and e["model_ms"]["p50"] >= 20
     assert any("through the live pipeline" in line for line in logs)
+    assert e["warmup_s"] >= 0.02  # one untimed frame of the backend, in the pipeline's thread, on its own
 
 
 def test_run_live_runs_the_infer_it_is_handed():

@@ -94,6 +94,7 @@ def test_live_stream_processes_40_frames(clip, tiny_checkpoint, tmp_path):
     assert idx == sorted(idx) and len(set(idx)) == 40  # in order; gaps are frames dropped for newer ones
     s = json.loads((tmp_path / "o.summary.json").read_text())
     assert s["frames_processed"] == 40 and s["stopped_by"] == "max-frames"
+    assert s["warmup_s"] > 0  # the model's first call, on its own: not dropped frames (issue 21)
     # every frame seen was processed, dropped for a newer one, or still in flight (slot, inference, outbox) at the stop
     assert 0 <= s["frames_seen"] - 40 - s["dropped"] <= 3
 

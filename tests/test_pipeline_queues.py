@@ -2,6 +2,7 @@
 newest frame (drops counted, lag bounded); file mode loses and reorders nothing."""
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -128,3 +129,54 @@ def test_a_sink_asking_to_quit_stops_the_run():
     stats = pipeline.run(Ticker(1000, 0.001), slow_model(0.0), lambda d: None, lambda r, hud: r.frame.image, [sink],
                          live=False)
     assert stats.stopped_by == "quit" and 2 <= len(sink.results) < 1000
+
+
+def cold_model(first_s, then_s=0.001):
+    """A model whose first call in each thread takes `first_s` (CUDA state, cuDNN autotuning and
+    compiled graphs are built per thread or on first use), then `then_s`."""
+    class Seen(threading.local):
+        warm = False
+
+    seen = Seen()
+
+    def infer(image):
+        cold = not seen.warm
+        seen.warm = True
+        time.sleep(first_s if cold else then_s)
+        return Inference([], {"model": first_s if cold else then_s})
+    return infer
+
+
+def test_live_cold_first_call_without_warm_up_is_counted_as_drops():
+    """The case the warm-up exists for (issue 21): a first call that is slow only in the inference
+    thread drops the frames that arrive meanwhile (here ~150 of 200)."""
+    stats, _ = run(Ticker(200, 0.01), True, cold_model(1.5))
+    assert stats.dropped > 50 and stats.warmup_s == 0.0
+
+
+def test_live_warm_up_runs_in_the_inference_thread_before_capture():
+    """The warm-up runs in the inference thread on a blank frame of the source's size before capture
+    reads: its time is `warmup_s`, not drops, not a frame's model time, and not the run's clock."""
+    infer, calls = cold_model(1.5), []
+
+    def warm(image):
+        calls.append((threading.current_thread().name, image.shape, int(image.max())))
+        return infer(image)
+
+    src = Ticker(200, 0.01)
+    stats, res = run(src, True, infer, warm=warm, duration_s=10)
+    assert calls == [("inference", (48, 64, 3), 0)]
+    assert stats.warmup_s >= 1.5 and stats.dropped < 20 and stats.frames_read == 200
+    assert max(r.timings.model_ms for r in res) < 500  # no frame carries the warm-up
+    assert stats.wall_s < stats.warmup_s + 10 and stats.stopped_by is None
+
+
+def test_duration_counts_from_the_end_of_the_warm_up():
+    stats, res = run(Ticker(1000, 0.01), True, slow_model(0.001), warm=lambda image: time.sleep(1.0),
+                     duration_s=0.5)
+    assert stats.warmup_s >= 1.0 and stats.stopped_by == "duration" and len(res) > 10
+
+
+def test_file_mode_warm_up_loses_nothing():
+    stats, res = run(Ticker(30, 0.0), False, slow_model(0.0), warm=lambda image: time.sleep(0.2))
+    assert [r.frame.index for r in res] == list(range(30)) and stats.warmup_s >= 0.2

@@ -10,8 +10,6 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
 from . import pipeline
 from ..analysis.measure import Analyser
 from ..outputs.overlay import Style, draw
@@ -74,7 +72,8 @@ class PacedSource:
 
 def run_live(backend: Backend, o, log=print, infer=None) -> dict:
     """Replay o.e2e_video (default: the bundled demo clip) for at most o.e2e_seconds through the live
-    pipeline with `backend` (already opened), after o.warmup untimed frames (at least one).
+    pipeline with `backend` (already opened), after o.warmup untimed frames (at least one) of
+    `backend.infer`, run in the pipeline's inference thread before the clock starts (`warmup_s`).
     `infer`: the callable the pipeline runs (`infer(image) -> Inference`), default backend.infer."""
     try:
         from ..inputs.sources import open_source
@@ -83,18 +82,17 @@ def run_live(backend: Backend, o, log=print, infer=None) -> dict:
         return {"skipped": f"{type(e).__name__}: {e}"}
 
     video = Path(o.e2e_video or DEMO)
-    for _ in range(max(1, o.warmup)):  # warm the backend before the clock starts
-        backend.infer(np.zeros((480, 640, 3), np.uint8))
     paced = PacedSource(open_source(str(video), live=False), o.e2e_seconds)
     analyse, render = output_stages(backend.thresholds, live=True)
     log(f"end-to-end: {video.name} at {paced.fps:g} fps for up to {o.e2e_seconds:g} s through the live pipeline "
         f"({backend.describe()})")
     try:
-        stats = pipeline.run(paced, infer or backend.infer, analyse, render, [], live=True)
+        stats = pipeline.run(paced, infer or backend.infer, analyse, render, [], live=True,
+                             warm=lambda image: [backend.infer(image) for _ in range(max(1, o.warmup))])
     finally:
         paced.close()
     return {"video": str(video), "source_fps": paced.fps, "backend": backend.name, "describe": backend.describe(),
-            "frames_released": paced.released, "processed": stats.processed, "dropped": stats.dropped,
+            "frames_released": paced.released, "warmup_s": stats.warmup_s, "processed": stats.processed, "dropped": stats.dropped,
             "dropped_fraction": stats.dropped / paced.released if paced.released else 0.0,
             "processed_fps": stats.processed_fps, "capture_to_overlay_ms": percentiles(stats.end_to_end_ms),
             "model_ms": percentiles(stats.model_ms)}

@@ -7,6 +7,11 @@
   and sinks written, and the backend's time per stage for that frame (`Result.speed`, ms).
 - One frame's stages are two functions, `infer_frame` (inference thread) and `write_frame` (output
   loop): `streamseg bench` times the same two.
+- Warm-up: `warm(image)` (the backend's plain `infer`, never a stateful tracking wrapper) runs once
+  on a blank frame of the source's size in the inference thread itself (CUDA/cuDNN state and
+  compiled graphs are built per thread or on first use there), before capture starts reading and
+  before the run's clock (wall, CPU, --duration) starts. Its time is `RunStats.warmup_s`: never
+  dropped frames, never a frame's model time.
 - SIGINT/SIGTERM (routed here while it runs: `interrupts.signals_to`) and a sink whose
   `quit_requested` turns True stop capture; what was already
   inferred is written, then the caller finishes and commits the outputs (runner.py).
@@ -32,6 +37,7 @@ from ..types import Detection, Frame, Hud, Inference, Measurement, Result, Sink,
 Infer = Callable[[np.ndarray], Inference]  # a backend's infer (or tracking.tracked's)
 Analyse = Callable[[Sequence[Detection]], Measurement | None]
 Render = Callable[[Result, Hud], np.ndarray]
+Warm = Callable[[np.ndarray], object]  # called once before the first frame; what it returns is ignored
 
 _END = object()
 
@@ -79,7 +85,8 @@ class RunStats:
     frames_read: int = 0
     processed: int = 0
     dropped: int = 0
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # from the end of the warm-up
+    warmup_s: float = 0.0  # the warm-up call in the inference thread, before capture started
     cpu_s: float = 0.0  # process CPU time (all threads) over the run: robust to other load on the machine
     stopped_by: StopReason | None = None  # None: the input ended
     model_ms: list[float] = field(default_factory=list)
@@ -92,12 +99,15 @@ class RunStats:
 
 def run(source: Source, infer: Infer, analyse: Analyse, render: Render, sinks: Sequence[Sink], live: bool,
         max_frames: int | None = None, duration_s: float | None = None, queue_size: int = 4,
-        on_tick: Callable[[bool], None] | None = None) -> RunStats:
+        on_tick: Callable[[bool], None] | None = None, warm: Warm | None = None) -> RunStats:
     """Run until the source ends, a limit or a signal stops it, or a sink asks to quit.
+
+    `warm(image)`: the warm-up (module doc), None for none. Pass the backend's plain `infer`, not a
+    tracking wrapper: the warm-up's detections must not seed the tracker.
 
     `on_tick(lost)` is called while no result is ready (about every 0.1 s), with whether the source
     has lost its signal. A stage's error stops the run and is raised here."""
-    return _Run(source, infer, analyse, render, sinks, live, max_frames, duration_s, queue_size, on_tick).go()
+    return _Run(source, infer, analyse, render, sinks, live, max_frames, duration_s, queue_size, on_tick, warm).go()
 
 
 # --- one frame's stages: the inference thread runs the first, the output loop the second; `streamseg
@@ -152,9 +162,11 @@ class _Run:
     duration_s: float | None
     queue_size: int
     on_tick: Callable[[bool], None] | None
+    warm: Warm | None
 
     def __post_init__(self):
         self.stop = threading.Event()
+        self.warmed = threading.Event()  # set by the inference thread after the warm-up: capture and the clock start
         self.out_gone = threading.Event()  # set when the output loop has ended: nobody drains outbox any more
         self.stats = RunStats()
         self.errors: list[BaseException] = []
@@ -163,12 +175,13 @@ class _Run:
         self.arrivals = _Rate()
         self.source_fps = self.source.fps  # live: measured from the arrivals
         self.t0 = time.perf_counter()
+        self.c0 = time.process_time()
 
     def go(self) -> RunStats:
         threads = [threading.Thread(target=self.capture, name="capture", daemon=True),
                    threading.Thread(target=self.inference, name="inference", daemon=True)]
         with signals_to(self.on_signal):
-            self.t0, c0 = time.perf_counter(), time.process_time()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
             try:
                 for th in threads:
                     th.start()
@@ -179,7 +192,7 @@ class _Run:
                 for th in threads:
                     th.join(timeout=10)
         self.stats.wall_s = time.perf_counter() - self.t0
-        self.stats.cpu_s = time.process_time() - c0
+        self.stats.cpu_s = time.process_time() - self.c0
         self.stats.frames_read = self.source.stats.frames_read
         self.stats.dropped = self.dropped
         if self.errors:
@@ -211,12 +224,14 @@ class _Run:
         self.stop.set()
 
     def check_duration(self) -> None:
-        if self.duration_s is not None and time.perf_counter() - self.t0 >= self.duration_s:
+        if self.warmed.is_set() and self.duration_s is not None and time.perf_counter() - self.t0 >= self.duration_s:
             self.halt(StopReason.DURATION)
 
     # --- capture thread ------------------------------------------------------------------------
     def capture(self) -> None:
         try:
+            while not self.warmed.wait(0.1) and not self.stop.is_set():
+                pass  # the model warms: nothing is read, so nothing is dropped
             for n, frame in enumerate(self.source.frames(self.stop), 1):
                 if not self.hand_to_inference(frame):
                     break
@@ -239,6 +254,7 @@ class _Run:
     # --- inference thread ----------------------------------------------------------------------
     def inference(self) -> None:
         try:
+            self.warm_up()
             while (frame := self.next_frame()) is not None:
                 # blocks while the output loop lives: results already inferred are kept
                 if not _put_until(self.outbox, infer_frame(self.infer, frame), self.out_gone):
@@ -247,6 +263,17 @@ class _Run:
             self.fail(e)
         finally:
             _put_until(self.outbox, _END, self.out_gone)
+
+    def warm_up(self) -> None:
+        """Run `warm` once on a blank frame of the source's size, then start the clock and capture."""
+        try:
+            if self.warm is not None:
+                t = time.perf_counter()
+                self.warm(np.zeros((self.source.height, self.source.width, 3), np.uint8))
+                self.stats.warmup_s = time.perf_counter() - t
+        finally:
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
+            self.warmed.set()
 
     def next_frame(self) -> Frame | None:
         """The next frame to infer; None when capture has ended or the run is stopping."""

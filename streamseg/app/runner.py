@@ -130,8 +130,9 @@ class ScanReport:
     frames_seen: int
     dropped: int
     stopped_by: StopReason | None  # None: the input ended
-    wall_s: float
+    wall_s: float  # from the end of the warm-up
     cpu_s: float
+    warmup_s: float  # the backend's first call in the inference thread, before capture started (pipeline.py)
     processed_fps: float
     model_ms_median: float | None
     end_to_end_ms_median: float | None
@@ -255,7 +256,7 @@ def _stream(o: Options, th: Thresholds, source: Source, backend: Backend, mm: fl
         signals.hold()  # the pipeline's handler stops capture on the first signal; after it, signals are only noted
         stats = pipeline.run(source, _infer(o, th, backend), Analyser(mm, o.stable_window, th.csa),
                              lambda r, hud: draw(r, style, hud), outputs.all(), live=o.live, max_frames=o.max_frames,
-                             duration_s=o.duration_s, on_tick=outputs.on_tick())
+                             duration_s=o.duration_s, on_tick=outputs.on_tick(), warm=backend.infer)
         files = outputs.finish()
     except BaseException:
         if outputs is not None:
@@ -290,7 +291,8 @@ def _report(o: Options, source: Source, stats: pipeline.RunStats, csa: CsaSummar
     st = source.stats
     return ScanReport(
         csa=csa, input=str(o.input), frames_seen=st.frames_read, dropped=stats.dropped, stopped_by=stats.stopped_by,
-        wall_s=round(stats.wall_s, 3), cpu_s=round(stats.cpu_s, 3), processed_fps=round(stats.processed_fps, 3),
+        wall_s=round(stats.wall_s, 3), cpu_s=round(stats.cpu_s, 3),
+        warmup_s=round(stats.warmup_s, 3), processed_fps=round(stats.processed_fps, 3),
         model_ms_median=_median(stats.model_ms), end_to_end_ms_median=_median(stats.end_to_end_ms),
         source_fps=source.fps, decode_errors=st.decode_errors, expected_frames=st.expected_frames,
         signal_lost=st.signal_lost, reconnect_attempts=st.reconnect_attempts, reconnects=st.reconnects,
