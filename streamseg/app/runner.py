@@ -175,9 +175,10 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
             from ..backends.artefacts import engine_log
             from ..settings import Settings
 
-            settings = Settings.from_env()
+            device = backends.select_device(compute, "--compute")
+            settings = Settings.from_env(device)  # torch's CPU threads are sized for the device (settings.cpu_threads)
             settings.apply()  # the process-wide switches, once, before the model runs
-            backend = backends.load(o.backend, o.model, device=backends.select_device(compute, "--compute"),
+            backend = backends.load(o.backend, o.model, device=device,
                                     precision=o.precision, max_detections=o.max_detections,
                                     engines_dir=o.engines, log=engine_log(log), settings=settings)
     except BaseException:
