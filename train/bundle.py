@@ -39,11 +39,10 @@ def main(src: str, dst: str, cv_json: str | None = None) -> None:
     meta["bundled_from"] = {"file": str(src), "sha256": file_sha256(src), "storage": "fp16"}
     if cv_json is not None:
         meta["thresholds"] = cv_thresholds(cv_json)
-        thresholds_from_meta(meta, cv_json)  # refuse numbers the runtime would refuse
+    th = thresholds_from_meta(meta, cv_json or src)  # numbers the runtime would refuse are refused before writing
     model, info = load_checkpoint(src)
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(dst, model, meta=meta, half=True, config=info.config)
-    th = thresholds_from_meta(meta, dst)
     print(f"{dst}: {Path(dst).stat().st_size / 2**20:.1f} MiB (fp16) from {src}; shown at >= {th.display:g}, "
           f"CSA at >= {th.csa:g} ({th.chosen_on})")
 
