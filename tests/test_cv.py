@@ -1,5 +1,9 @@
 """Patient-wise cross-validation (train --folds K) and the pretrained backbone (--pretrained)."""
 import json
+import os
+import socket
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -11,7 +15,7 @@ from conftest import SHARED, in_ci
 from streamseg.app.cli import app
 from streamseg.model.checkpoint import read_checkpoint
 from streamseg.model.architecture import ModelConfig, build_model, freeze_blocks, pretrained_weights
-from streamseg.training.cv import assign_folds, fold_split, make_folds
+from streamseg.training.cv import assign_folds, claim_fold, fold_split, make_folds
 from streamseg.training.cv_report import choose_thresholds, pooled_report
 from streamseg.training.dataset import scan_folder
 from streamseg.training.negatives import group_of, scan_negatives
@@ -105,15 +109,44 @@ def test_cv_on_the_sample_trains_each_fold_once_and_resumes(torch_home, sample_d
     assert set(meta["split"]["test"]) == set(folds["patients"][0])
     report = json.loads((cv / "cv.json").read_text())
     assert report["folds_done"] == [0, 1] and report["pooled"]["images"] == 7
+    assert not (cv / "fold0" / "claim").exists() and not (cv / "fold1" / "claim").exists()
     # a fold whose predictions are lost is predicted again from its last checkpoint, not retrained
     (cv / "fold1" / "predictions.json").unlink()
     before = (cv / "fold1" / "model_last.pt").stat().st_mtime_ns
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        try:  # ... but not while another live run has claimed it
+            (cv / "fold1" / "claim").write_text(f"{socket.gethostname()} {other.pid}\n")
+            r = CliRunner().invoke(app, args)
+            assert r.exit_code == 0, r.output
+            assert "fold 2/2: another run is training it" in r.output
+            assert not (cv / "fold1" / "predictions.json").exists()
+        finally:
+            other.kill()
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert "fold 1/2: done before" in r.output and (cv / "fold1" / "predictions.json").is_file()
     assert (cv / "fold1" / "model_last.pt").stat().st_mtime_ns == before
     r = CliRunner().invoke(app, [*args[:-4], "--folds", "3", "--out", str(out)])
     assert r.exit_code == 2 and "use another --out" in r.output
+
+
+def test_a_fold_claim_is_left_to_a_live_process_and_taken_from_an_ended_one(tmp_path):
+    fold = tmp_path / "fold0"
+    claim = claim_fold(fold)
+    assert claim == fold / "claim" and claim.read_text().split() == [socket.gethostname(), str(os.getpid())]
+    assert claim_fold(fold) == claim  # this process's own claim (a resumed loop) is kept
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        try:
+            claim.write_text(f"{socket.gethostname()} {other.pid}\n")
+            assert claim_fold(fold) is None
+        finally:
+            other.kill()
+            other.wait()
+    assert claim_fold(fold) == claim  # its process ended: taken over
+    claim.write_text("another-host 1\n")
+    assert claim_fold(fold) == claim  # left by another machine (a session that ended): taken over
+    claim.write_text("")  # half-written
+    assert claim_fold(fold) == claim
 
 
 def _scan(name, patient, score, on_nerve, dice=0.9):

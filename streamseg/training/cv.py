@@ -10,12 +10,20 @@ Layout of a CV folder (`streamseg train --folds K --out DIR/model.pt`):
     DIR/foldN/split.json           the fold's split (train = the other folds, test = fold N)
     DIR/foldN/model_last.pt        the fold's model after the last epoch (+ model.csv/.jsonl logs)
     DIR/foldN/predictions.json     held-out scans (boxes, scores, paper-rule result) and negatives
+    DIR/foldN/claim                the host and process training fold N now (removed when it ends)
     DIR/cv.json, DIR/cv.md         the pooled report (rewritten after every fold)
+
+Runs of the same command share the folds: a fold claimed by a live process on this host is left
+to it, so two processes (one per core or GPU) train two folds at once. A claim whose process has
+ended (a session that stopped) is taken over, and so is one from another host: processes are
+checked on this host only, so the folders of one CV are not to be shared between machines.
 """
 from __future__ import annotations
 
 import json
+import os
 import random
+import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -96,9 +104,53 @@ def run_cv(recipe: TrainConfig, out: Path, k: int, seed: int, progress=None, log
     """Train and predict every fold not done yet, then write the pooled report; returns it."""
     folds = load_or_make_folds(out, recipe, k, seed)
     for i in range(k):
-        run_fold(recipe, folds, out, i, progress, log)
+        claim = claim_fold(out / f"fold{i}")
+        if claim is None:
+            log(f"fold {i + 1}/{k}: another run is training it ({out / f'fold{i}' / 'claim'}); left to it")
+            continue
+        try:
+            run_fold(recipe, folds, out, i, progress, log)
+        finally:
+            claim.unlink(missing_ok=True)
         write_report(out, folds)
     return write_report(out, folds)
+
+
+def claim_fold(fold_dir: Path) -> Path | None:
+    """Claim a fold for this process: its claim file, or None when a live process on this host
+    holds it. A claim left by a process that has ended, or by this one, is taken over."""
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    path, me = fold_dir / "claim", f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if _claim_alive(path, me):
+                return None
+            path.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me + "\n")
+        return path
+    return None
+
+
+def _claim_alive(path: Path, me: str) -> bool:
+    """Whether the claim at `path` belongs to another live process on this host."""
+    try:
+        host, pid = path.read_text().split()
+        pid_n = int(pid)
+    except (OSError, ValueError):
+        return False  # unreadable or half-written: nobody's
+    if f"{host} {pid}" == me or host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid_n, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def run_fold(recipe: TrainConfig, folds: dict, out: Path, i: int, progress=None, log=print) -> Path:
