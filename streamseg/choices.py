@@ -3,7 +3,8 @@ them (`streamseg X --help` shows each as <a|b|c>), and the code that validates o
 imports them from here. A member is a `str` (`Backend.TORCH == "torch"`); `choice(Enum, value, what)`
 turns a plain string into a member or one StreamsegError line.
 
-The precision rule, also once: `resolve_precision` (INT8 is onnxruntime's, on the CPU, without FP16)."""
+The precision rule, also once: `resolve_precision` (INT8 is onnxruntime's, on the CPU; FP16 runs on
+CUDA, and auto picks it for the compiled backends there)."""
 from __future__ import annotations
 
 from enum import StrEnum
@@ -31,16 +32,10 @@ class ExportFormat(StrEnum):
 
 
 class Precision(StrEnum):
-    """`--precision` of file, live and export: auto is `resolve_precision`'s pick."""
+    """`--precision` of file, live, bench (a comma list, without auto) and export: auto is
+    `resolve_precision`'s pick."""
 
     AUTO = "auto"
-    FP32 = "fp32"
-    INT8 = "int8"
-
-
-class BenchPrecision(StrEnum):
-    """`bench --precision`: a comma list of these (fp16: CUDA only; int8: onnxruntime on the CPU)."""
-
     FP32 = "fp32"
     FP16 = "fp16"
     INT8 = "int8"
@@ -117,29 +112,52 @@ def choice(kind: type[E], value, what: str) -> E:
         raise StreamsegError(f"unknown {what} {value!r}: choose one of {', '.join(kind)}") from None
 
 
-def int8_runs(backend, device, half: bool = False) -> bool:
-    """The INT8 rule: INT8 is onnxruntime's, on the CPU, without FP16 (an INT8 dense graph,
-    backends/onnx_quant.py). `backend` or `device` "auto" (not picked yet) may still resolve so."""
-    return str(backend) in (Backend.AUTO, Backend.ONNXRUNTIME) and not str(device).startswith("cuda") and not half
+def int8_runs(backend, device) -> bool:
+    """The INT8 rule: INT8 is onnxruntime's, on the CPU (an INT8 dense graph, backends/onnx_quant.py).
+    `backend` or `device` "auto" (not picked yet) may still resolve so."""
+    return str(backend) in (Backend.AUTO, Backend.ONNXRUNTIME) and not str(device).startswith("cuda")
 
 
-def resolve_precision(precision, backend, device="auto", half: bool = False, *, export: bool = False) -> Precision:
-    """The precision a run (or `export`) uses: auto is INT8 where it runs (`int8_runs`: onnxruntime on
-    the CPU without FP16), else FP32; INT8 where it cannot run is one StreamsegError line.
+FP16_BY_DEFAULT = (Backend.COMPILED, Backend.TENSORRT)  # graphs built for FP16: auto picks it on CUDA
+
+
+def resolve_precision(precision, backend, device="auto", *, export: bool = False) -> Precision:
+    """The precision a run (or `export`) uses. auto: INT8 where it runs (`int8_runs`: onnxruntime on
+    the CPU), FP16 for the compiled backends on CUDA (eager torch stays FP32: FP16 did not make it
+    faster, benchmarks/RESULTS.md), else FP32. A precision that cannot run there is one
+    StreamsegError line.
 
     `backend` and `device` may still be "auto" (flags checked before the backend is picked): auto then
-    stays auto. With `export`, `backend` is the export format (onnx runs on onnxruntime), `device` the
-    one the graphs are for, and the message names --format (the INT8 copy is built on the CPU)."""
+    stays auto. With `export`, `backend` is the export format, `device` the one the graphs are for,
+    and the message names --format (the INT8 copy is built on the CPU)."""
     precision = choice(Precision, precision, "precision")
-    backend = {ExportFormat.ONNX: Backend.ONNXRUNTIME}.get(str(backend), str(backend)) if export else str(backend)
+    if export:
+        return _export_precision(precision, str(backend), str(device))
+    backend, device = str(backend), str(device)
+    cuda, picked = device.startswith("cuda"), Backend.AUTO not in (backend, device)
     if precision == Precision.INT8:
-        if export and not int8_runs(backend, "cpu", half):
-            raise StreamsegError("--precision int8 builds an ONNX graph for the CPU: use --format onnx without --half")
-        if not export and not int8_runs(backend, "cpu"):
+        if not int8_runs(backend, "cpu"):
             raise StreamsegError(f"--precision int8 runs on the onnxruntime backend, not {backend}")
-        if not export and not int8_runs(backend, device, half):
-            raise StreamsegError("--precision int8 runs on the CPU: use --compute cpu (or auto) without --half")
-        return precision
-    if precision == Precision.AUTO and Backend.AUTO not in (backend, str(device)):
-        return Precision.INT8 if int8_runs(backend, device, half) else Precision.FP32
+        if not int8_runs(backend, device):
+            raise StreamsegError("--precision int8 runs on the CPU: use --compute cpu (or auto)")
+    if precision == Precision.FP16:
+        if device != Backend.AUTO and not cuda:
+            raise StreamsegError("--precision fp16 runs on an NVIDIA GPU: use --compute cuda (the CPU runs fp32 or int8)")
+    if precision == Precision.AUTO and picked:
+        if int8_runs(backend, device):
+            return Precision.INT8
+        return Precision.FP16 if cuda and backend in FP16_BY_DEFAULT else Precision.FP32
+    return precision
+
+
+def _export_precision(precision: Precision, fmt: str, device: str) -> Precision:
+    """`export --precision`: int8 is an INT8 copy of the onnx graphs (built on the CPU); fp16 builds
+    FP16 artefacts (for a GPU: compiled ones on CUDA); auto is what `file` and `live` would run."""
+    if precision == Precision.INT8 and fmt != ExportFormat.ONNX:
+        raise StreamsegError("--precision int8 builds an ONNX graph for the CPU: use --format onnx")
+    if precision == Precision.FP16 and fmt == ExportFormat.COMPILED and not device.startswith("cuda"):
+        raise StreamsegError("a compiled FP16 artefact is built on the GPU it runs on: use --compute cuda")
+    if precision == Precision.AUTO:
+        backend = {ExportFormat.ONNX: Backend.ONNXRUNTIME, ExportFormat.ENGINE: Backend.TENSORRT}.get(fmt, fmt)
+        return resolve_precision(precision, backend, device if device != Backend.AUTO else "cpu")
     return precision

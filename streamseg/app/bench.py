@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from . import pipeline
-from ..choices import Backend, BenchPrecision, choice, int8_runs, resolve_precision
+from ..choices import Backend, Precision, choice, int8_runs, resolve_precision
 from .stats import percentiles
 from ..types import SHOWN_DETECTIONS, Frame, Hud, Inference, Result, StreamsegError, Thresholds
 
@@ -343,12 +343,13 @@ def default_plan(device: str, backends: list[str] | None, precisions: list[str] 
     avail = bk.available(device)
     names = backends or ["auto", *avail[1:]]
     names = [choice(Backend, n, "backend").value for n in names]
-    precisions = precisions and [choice(BenchPrecision, p, "precision").value for p in precisions]
+    precisions = precisions and [choice(Precision, p, "precision").value for p in precisions]
     cuda = device.startswith("cuda")
     plan: list[Entry] = []
     for i, n in enumerate(dict.fromkeys(names)):
         real = avail[0] if n == "auto" else n
         for p, track in _combos(real, i == 0, cuda, precisions, tracking):
+            p = resolve_precision(p, real, device).value if p == Precision.AUTO else p
             if (p == "fp16" and not cuda) or (p == "int8" and not int8_runs(real, device)):
                 continue
             if any(e.backend == real and e.precision == p and e.track == track for e in plan):

@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_errors
 
 from ..files import first_line
-from ..choices import (Backbone, Backend, BenchPrecision, BoxKind, ExportFormat, FnRule, Instances, MaskHead, Norm,
+from ..choices import (Backbone, Backend, BoxKind, ExportFormat, FnRule, Instances, MaskHead, Norm,
                       Precision, Schedule, Subset, Tracking, resolve_precision)
 from .interrupts import exit_at_once_on_interrupt, interrupt_raises
 from ..memory import memory_error, report as report_memory_error
@@ -133,7 +133,8 @@ _CSV = typer.Option(None, "--csv", help="one CSV row per processed frame")
 _JSONL = typer.Option(None, "--jsonl", help="one JSON line per processed frame")
 _MODEL = typer.Option(None, "--model", "-m", help="checkpoint (default: the bundled model)")
 _BACKEND = typer.Option(Backend.AUTO, "--backend", help="inference backend")
-_PRECISION = typer.Option(Precision.AUTO, "--precision", help="auto: int8 where onnxruntime runs on the CPU, else fp32. "
+_PRECISION = typer.Option(Precision.AUTO, "--precision", help="auto: int8 where onnxruntime runs on the CPU, fp16 for "
+                          "the compiled backends on CUDA, else fp32. fp16: an NVIDIA GPU (--compute cuda). "
                           "int8: an INT8 dense graph (dense part 2.2-2.6x faster, same detections on the test "
                           "patients, median Dice -0.003; README); fp32: as trained")
 _MMPX = typer.Option(None, "--mm-per-px", help="pixel spacing in mm")
@@ -325,8 +326,9 @@ def bench(
     mask_head: Optional[MaskHead] = typer.Option(None, help="mask head with --paper/--backbone (default 112)"),
     backend: Optional[str] = typer.Option(None, help=f"comma list of {','.join(Backend)}; the first is the baseline (default: "
                                           "auto's pick, then every other available one)"),
-    precision: Optional[str] = typer.Option(None, help=f"comma list of {','.join(BenchPrecision)} (default: fp32 on CPU, "
-                                            "fp32,fp16 on CUDA; int8: onnxruntime on the CPU)"),
+    precision: Optional[str] = typer.Option(None, help=f"comma list of {','.join(Precision)} (auto: what file and live "
+                                            "run; default: that, plus fp32 full frames on the CPU, fp32 and fp16 on "
+                                            "CUDA; fp16: CUDA; int8: onnxruntime on the CPU)"),
     tracking: Optional[str] = typer.Option(None, help=f"comma list of {','.join(Tracking)}: windows around the nerve as file/live "
                                            "run (on), or the full frame every time (off). Default: on, plus off "
                                            "for the first backend"),
@@ -380,10 +382,10 @@ def bench(
 @friendly
 def export(
     format: ExportFormat = typer.Option(ExportFormat.ONNX, "--format", help="onnx, engine (TensorRT) or compiled (AOTInductor)"),
-    half: bool = typer.Option(False, help="FP16 (engine, and onnx/compiled for CUDA)"),
     precision: Precision = typer.Option(Precision.AUTO, "--precision", help="int8: also an INT8 copy of the ONNX graphs "
-                                        "(CPU; calibrated on the bundled training-patient scans); auto: int8 for onnx "
-                                        "on the CPU without --half (what file and live run there), else fp32"),
+                                        "(CPU; calibrated on the bundled training-patient scans); fp16: FP16 artefacts "
+                                        "for a GPU (compiled: built on that GPU); auto: what file and live run "
+                                        "on this machine (onnx on the CPU: int8; engine/compiled on CUDA: fp16), else fp32"),
     model: Optional[Path] = typer.Option(None, help="checkpoint (default: the bundled model)"),
     out: Optional[Path] = typer.Option(None, help="artefact folder (default: the user cache, "
                                        "$XDG_CACHE_HOME/streamseg/engines); usable later as --engines DIR"),
@@ -397,15 +399,13 @@ def export(
     from ..backends.device import select_device
     from ..backends.export import build
 
-    # auto: what `file` and `live` run on the device the graphs are for
-    device = select_device(compute, "--compute") if precision == Precision.AUTO else compute
-    precision = resolve_precision(precision, format, device, half, export=True)
+    device = select_device(compute, "--compute")  # the device the graphs are for
+    precision = resolve_precision(precision, format, device, export=True)  # auto: what file and live run there
 
     out = DEFAULT_DIR if out is None else out
     check_out_dir("--out", out)
     from ..model.checkpoint import load_checkpoint
 
-    select_device(compute, "--compute")
     if format == "engine":
         from ..backends.tensorrt import import_tensorrt
 
@@ -420,8 +420,7 @@ def export(
 
     with progress_bar(console, "artefacts") as bar:  # one step, of unknown length: spinner and time elapsed
         bar.add_task(f"export {format}", total=None)
-        built = build(m, info, format, out, half=half, device=None if compute == "auto" else compute, log=log,
-                      precision=precision)
+        built = build(m, info, format, out, device=device, log=log, precision=precision)
     for p in built:
         console.print(f"built {p} ({p.stat().st_size / 2**20:.1f} MiB)", highlight=False, markup=False)
 

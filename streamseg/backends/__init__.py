@@ -62,15 +62,15 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", *, precision:
     artefacts into `engines_dir` (default: the user cache, `artefacts.DEFAULT_DIR`) on first use and reuse them while their
     sidecar matches. `onnx_heads` (onnxruntime on CPU) runs the RoI box/mask stacks as ONNX graphs
     too (None: as `settings.ort_heads`; see onnxrt.open_onnxruntime). `auto` picks the fastest available on `device`.
-    `precision`: "fp32", "fp16" (CUDA; FP32 elsewhere), "int8" (onnxruntime on CPU: an INT8 dense
-    graph, `onnx_quant`), or "auto" (`choices.resolve_precision` for the backend `auto` resolves to:
-    what `file` and `live` run); the backend's `precision` is the resolved one. `settings`: the
+    `precision`: "fp32", "fp16" (CUDA), "int8" (onnxruntime on CPU: an INT8 dense graph,
+    `onnx_quant`), or "auto" (`choices.resolve_precision` for the backend `auto` resolves to: what
+    `file` and `live` run, FP16 for the compiled backends on CUDA); the backend's `precision` is the
+    resolved one, and one that cannot run on `device` is one StreamsegError line. `settings`: the
     runtime knobs (`settings.Settings`; None: read from the environment now).
     """
     name = choice(choices.Backend, name, "backend")
     device = select_device(device, "device")
-    if precision != "fp16":  # fp16 is the backends' own (export --half, bench); the flags choose among Precision
-        choice(Precision, precision, "precision")
+    choice(Precision, precision, "precision")
     if name == "tensorrt":
         from .tensorrt import import_tensorrt
 
@@ -87,10 +87,7 @@ def load(name: str = "auto", model_path=None, device: str = "cpu", *, precision:
         raise TypeError("backends.load(model=...) needs the model's info (a ModelInfo) too")
     if name == choices.Backend.AUTO:
         name = available(device)[0]
-    if precision == "fp16":
-        precision = "fp16" if device.startswith("cuda") else "fp32"  # FP16 is a CUDA path; a CPU runs FP32
-    else:
-        precision = resolve_precision(precision, name, device).value
+    precision = resolve_precision(precision, name, device).value
     if name != "torch":
         info = info.with_sha256(model)  # artefacts are named by it
     module, opener = _OPENERS[name]

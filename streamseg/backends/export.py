@@ -18,12 +18,14 @@ from ..letterbox import ROI_SIZES, window_sizes
 
 
 
-def build(model: nn.Module, info: ModelInfo, fmt: str, out_dir: str | Path = DEFAULT_DIR, half: bool = False,
-          batch: int = 1, device: str | None = None, log=None, precision: str = "fp32") -> list[Path]:
+def build(model: nn.Module, info: ModelInfo, fmt: str, out_dir: str | Path = DEFAULT_DIR, batch: int = 1,
+          device: str | None = None, log=None, precision: str = "fp32") -> list[Path]:
     """Build one artefact format for `model`; returns the files written (sidecars included).
-    `precision="int8"` (onnx only): the FP32 graph and its INT8 copy (`onnx_quant.ensure_int8`)."""
+    `precision="int8"` (onnx only): the FP32 graph and its INT8 copy (`onnx_quant.ensure_int8`);
+    "fp16": FP16 artefacts (compiled ones on CUDA only: `choices.resolve_precision`)."""
     fmt = choice(ExportFormat, fmt, "export format")
-    precision = resolve_precision(precision, fmt, device or "cpu", half, export=True)
+    precision = resolve_precision(precision, fmt, device or "cpu", export=True)
+    half = precision == Precision.FP16
     if fmt in ("onnx", "engine"):  # TensorRT builds from the ONNX graph
         require_onnx(runtime=precision == Precision.INT8)
     info = info.with_sha256(model)

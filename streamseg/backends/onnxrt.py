@@ -122,7 +122,7 @@ def open_onnxruntime(model: nn.Module, info: ModelInfo, device: str = "cpu", pre
     dev = torch.device(device)
     half = precision == "fp16"
     if precision == "int8" and dev.type != "cpu":
-        raise StreamsegError("INT8 runs on the CPU only: use --compute cpu without --half")
+        raise StreamsegError("INT8 runs on the CPU only: use --compute cpu")
 
     def graph(size: int | None = None, path: str | Path | None = None) -> Path:
         """The dense graph at `size` (None: the model's), exported on first use; its INT8 copy for int8."""

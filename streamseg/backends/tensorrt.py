@@ -65,7 +65,7 @@ def build_engine(trt, onnx_path: Path, engine_path: Path, half: bool, log=None) 
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     if half:
         if not builder.platform_has_fast_fp16:
-            raise StreamsegError("this GPU has no fast FP16: build the engine without --half")
+            raise StreamsegError("this GPU has no fast FP16: use --precision fp32")
         config.set_flag(trt.BuilderFlag.FP16)
     if log:
         log(f"building TensorRT engine {engine_path.name} (a few minutes the first time)")
