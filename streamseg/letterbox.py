@@ -99,6 +99,14 @@ class Letterbox:
         """H×W(×C) frame -> size×size(×C): its crop resized, zero padding right and bottom."""
         return self._fit(img, cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR)
 
+    def resize_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """`image`'s resize as two matrices, rows (h × crop height) and columns (w × crop width):
+        inner = rows @ crop @ columns.T per channel, OpenCV's weights (`resize_weights`)."""
+        x0, y0, x1, y1 = self.crop
+        h, w = self.inner_hw
+        area = self.scale < 1
+        return resize_weights(y1 - y0, h, area), resize_weights(x1 - x0, w, area)
+
     def mask(self, mask: np.ndarray) -> np.ndarray:
         """Binary mask -> letterboxed binary mask (nearest neighbour)."""
         return self._fit(mask.astype(np.uint8), cv2.INTER_NEAREST_EXACT).astype(bool)
@@ -123,6 +131,38 @@ class Letterbox:
         out = np.zeros((self.src_h, self.src_w), dtype=bool)
         out[y0:y1, x0:x1] = cv2.resize(inner, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST_EXACT).astype(bool)
         return out
+
+
+def resize_weights(n_in: int, n_out: int, area: bool) -> np.ndarray:
+    """The n_out × n_in weights of OpenCV's resize along one axis: INTER_AREA's exact pixel-area
+    shares when `area` (shrinking), else INTER_LINEAR's (half-pixel centres, edge clamped). A torch
+    letterbox built from them (`backends.base.letterbox_tensor`) matches `Letterbox.image` to a grey
+    level (OpenCV rounds its linear weights to 1/2048), where torch's own resize modes differ."""
+    a = np.zeros((n_out, n_in), dtype=np.float64)
+    scale = n_in / n_out
+    for d in range(n_out):
+        if area and n_out < n_in:  # cv2 resizeArea's computeResizeAreaTab
+            f1 = d * scale
+            f2 = f1 + scale
+            cell = min(scale, n_in - f1)
+            s1, s2 = int(np.ceil(f1)), min(int(np.floor(f2)), n_in - 1)
+            s1 = min(s1, s2)
+            if s1 - f1 > 1e-3:
+                a[d, s1 - 1] += (s1 - f1) / cell
+            a[d, s1:s2] += 1.0 / cell
+            if f2 - s2 > 1e-3:
+                a[d, s2] += min(min(f2 - s2, 1.0), cell) / cell
+        else:  # INTER_LINEAR (also what INTER_AREA does along an axis it does not shrink)
+            f = (d + 0.5) * scale - 0.5
+            s = int(np.floor(f))
+            f -= s
+            if s < 0:
+                s, f = 0, 0.0
+            if s >= n_in - 1:
+                s, f = n_in - 1, 0.0
+            a[d, s] += 1.0 - f
+            a[d, min(s + 1, n_in - 1)] += f
+    return a.astype(np.float32)
 
 
 def mask_box(mask: np.ndarray) -> np.ndarray | None:

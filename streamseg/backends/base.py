@@ -4,6 +4,9 @@ differ only in how they run the network (`forward`).
 
 `BackendBase` keeps the contract (`types.Backend`): `infer(image, roi=None)` -> an `Inference`
 (detections, seconds per stage of that call), `name`, `precision`, `describe()`, `prepare_windows()`.
+On a GPU the frame is resident (`letterbox_tensor`): its uint8 bytes go up once, the letterbox and
+the mask paste run there, and only the detections' boxes, scores and masks come back; on the CPU
+the letterbox is OpenCV's (`letterbox.Letterbox.image`), as in training.
 With `roi` (x0, y0, x1, y1 in source pixels) only that window is run: cropped, letterboxed at the
 full frame's scale into the smallest of `roi_sizes` that holds it (`letterbox.Letterbox.window`), and the
 detections come back in full-frame pixels (masks H×W). A backend also holds its model's identity,
@@ -12,11 +15,13 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
 import torch
-from torchvision.models.detection.roi_heads import paste_masks_in_image
+import torch.nn.functional as F  # noqa: N812
+from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
 
 from ..letterbox import ROI_SIZES, Letterbox, Roi, ensure_bgr, mask_box
 from ..model.architecture import ModelInfo
@@ -32,28 +37,67 @@ def to_tensor(image_lb: np.ndarray) -> torch.Tensor:
 def paste_to_source(
     roi_masks: torch.Tensor, boxes_src: np.ndarray, src_h: int, src_w: int, threshold: float = 0.5
 ) -> np.ndarray:
-    """Paste N×1×M×M RoI mask probabilities at their source-space boxes -> N×H×W bool."""
-    if roi_masks.numel() == 0:
-        return np.zeros((0, src_h, src_w), dtype=bool)
-    boxes = torch.as_tensor(boxes_src, dtype=torch.float32, device=roi_masks.device)
-    full = paste_masks_in_image(roi_masks.float(), boxes, (src_h, src_w), padding=1)
-    return (full[:, 0] > threshold).cpu().numpy()
+    """Paste N×1×M×M RoI mask probabilities at their source-space boxes -> N×H×W bool.
+
+    torchvision's paste (`paste_masks_in_image`, padding 1: the same expanded boxes, the same
+    bilinear resize, so the same pixels), done box by box: each mask is resized and thresholded on
+    its own device inside its box only, and only that box's bits come back to the host; the box
+    arithmetic runs on the host, so a GPU is never asked for a box's size."""
+    n = roi_masks.shape[0]
+    out = np.zeros((n, src_h, src_w), dtype=bool)
+    if n == 0:
+        return out
+    masks, scale = expand_masks(roi_masks.float(), padding=1)
+    boxes = expand_boxes(torch.as_tensor(np.asarray(boxes_src), dtype=torch.float32).reshape(-1, 4), scale)
+    for i, (bx0, by0, bx1, by1) in enumerate(boxes.to(torch.int64).tolist()):
+        x0, x1, y0, y1 = max(bx0, 0), min(bx1 + 1, src_w), max(by0, 0), min(by1 + 1, src_h)
+        if x1 <= x0 or y1 <= y0:
+            continue  # the box lies outside the frame
+        size = (max(by1 - by0 + 1, 1), max(bx1 - bx0 + 1, 1))
+        m = F.interpolate(masks[i:i + 1], size=size, mode="bilinear", align_corners=False)[0, 0]
+        out[i, y0:y1, x0:x1] = (m[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0] > threshold).cpu().numpy()
+    return out
+
+
+@lru_cache(maxsize=16)
+def _resize_weights(lb: Letterbox, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`lb`'s resize matrices on `device`, made once per frame geometry (a stream keeps one)."""
+    rows, cols = lb.resize_weights()
+    return torch.from_numpy(rows).to(device), torch.from_numpy(cols.T.copy()).to(device)
+
+
+def letterbox_tensor(image: np.ndarray, lb: Letterbox, device: str | torch.device) -> torch.Tensor:
+    """`lb.image` made on `device` from the uint8 frame -> 1×3×S×S float RGB in [0, 1]. Only the
+    crop's bytes are uploaded; the resize runs there as two matrix products with OpenCV's own
+    weights (`Letterbox.resize_weights`: the model sees what it was trained on, to a grey level),
+    rounded to 8 bits as OpenCV's output is, zero padding right and bottom."""
+    device = torch.device(device)
+    x0, y0, x1, y1 = lb.crop
+    crop = torch.from_numpy(np.ascontiguousarray(ensure_bgr(image)[y0:y1, x0:x1]))
+    x = crop.to(device, non_blocking=True).permute(2, 0, 1).flip(0).float()  # 3×h×w RGB, 0-255
+    rows, cols = _resize_weights(lb, device)
+    h, w = lb.inner_hw
+    out = x.new_zeros((1, 3, lb.size, lb.size))
+    out[0, :, :h, :w] = torch.matmul(torch.matmul(rows, x), cols).round_().clamp_(0, 255)
+    return out.div_(255.0)
+
+
+def frame_letterbox(image: np.ndarray, size: int, roi: Roi | None = None, sizes: Sequence[int] = ()) -> Letterbox:
+    """The letterbox of one frame (`roi` None) or of its window `roi` (`Letterbox.window`: S from `sizes`)."""
+    h, w = image.shape[:2]
+    if roi is None:
+        return Letterbox(h, w, size)
+    try:
+        return Letterbox.window(roi, h, w, size, sizes)
+    except ValueError as e:
+        raise StreamsegError(str(e)) from None
 
 
 def preprocess(images: Sequence[np.ndarray], size: int) -> tuple[torch.Tensor, list[Letterbox]]:
-    lbs = [Letterbox(im.shape[0], im.shape[1], size) for im in images]
+    """Frames -> a B×3×S×S batch on the CPU (OpenCV's letterbox, as in training) and their letterboxes."""
+    lbs = [frame_letterbox(im, size) for im in images]
     batch = torch.stack([to_tensor(lb.image(ensure_bgr(im))) for lb, im in zip(lbs, images)])
     return batch, lbs
-
-
-def preprocess_window(image: np.ndarray, roi: Roi, size: int, sizes: Sequence[int]) -> tuple[torch.Tensor, list[Letterbox]]:
-    """One image's window `roi` -> a 1×3×S×S batch (S from `sizes`) and its letterbox (`Letterbox.window`)."""
-    h, w = image.shape[:2]
-    try:
-        lb = Letterbox.window(roi, h, w, size, sizes)
-    except ValueError as e:
-        raise StreamsegError(str(e)) from None
-    return to_tensor(lb.image(ensure_bgr(image)))[None], [lb]
 
 
 def postprocess(outputs: list[dict], lbs: list[Letterbox], mask_threshold: float = 0.5,
@@ -96,7 +140,7 @@ class BackendBase(ABC):
 
     @abstractmethod
     def forward(self, batch: torch.Tensor) -> tuple[list[dict], dict[str, float]]:
-        """Letterboxed batch (B×3×S×S float in [0,1], on CPU) -> (per-image dicts of boxes
+        """Letterboxed batch (B×3×S×S float in [0,1], on the CPU or already on the backend's device) -> (per-image dicts of boxes
         (letterbox px), labels, scores, masks (N×1×M×M probabilities); seconds per stage inside
         this call, e.g. dense, proposals, heads, or none)."""
 
@@ -117,10 +161,12 @@ class BackendBase(ABC):
         """One image (or its window `roi`) -> its detections in source pixels, best first, and the
         seconds per stage of this call."""
         t0 = time.perf_counter()
-        if roi is None:
-            batch, lbs = preprocess([image], self.config.image_size)
+        lb = frame_letterbox(image, self.config.image_size, roi, self.roi_sizes)
+        if self.device.type == "cuda":  # the frame resident on the GPU: one upload of its bytes
+            batch = letterbox_tensor(image, lb, self.device)
         else:
-            batch, lbs = preprocess_window(image, roi, self.config.image_size, self.roi_sizes)
+            batch = to_tensor(lb.image(ensure_bgr(image)))[None]
+        lbs = [lb]
         t1 = time.perf_counter()
         outputs, inner = self.forward(batch)
         t2 = time.perf_counter()
