@@ -7,6 +7,8 @@ sets the process-wide switches; no constructor flips a global flag.
     STREAMSEG_ORT_THREADS   onnxruntime intra-op threads (default: torch's, the physical cores)
     STREAMSEG_TORCH_THREADS torch's CPU threads (default: OMP_NUM_THREADS where set, else min(4,
                             physical cores) when inference runs on CUDA, else the physical cores)
+    STREAMSEG_ENCODE_THREADS libx264's threads for the overlay video (default: 1 when inference runs
+                            on the CPU, whose cores the model needs; min(4, cores) on CUDA)
     STREAMSEG_ORT_HEADS=0   the RoI box/mask heads in torch, not as ONNX graphs (onnxruntime on CPU)
     STREAMSEG_ORT_SPIN=1    onnxruntime's threads busy-wait after a run (default: they sleep)
     STREAMSEG_ENGINES       the compiled-artefacts folder (default: $XDG_CACHE_HOME/streamseg/engines)
@@ -31,6 +33,7 @@ from typing import Mapping
 from .types import StreamsegError
 
 GPU_CPU_THREADS = 4  # torch's CPU threads when the GPU does the work (issue 21: preprocess 3 ms at 4, 12-20 ms at 16)
+GPU_ENCODE_THREADS = 4  # libx264's when the GPU does the work (issue 21: one thread encoded at 6.3 ms a frame there)
 THREAD_VARS = ("STREAMSEG_TORCH_THREADS", "OMP_NUM_THREADS")
 
 
@@ -80,6 +83,26 @@ def cpu_threads(cores: int, device: str, env: Mapping[str, str]) -> int | None:
     return max(1, min(GPU_CPU_THREADS, cores))
 
 
+def encode_threads(cores: int, device: str, env: Mapping[str, str]) -> int:
+    """libx264's threads for the videos a run writes: $STREAMSEG_ENCODE_THREADS where set; 1 when
+    inference runs on the CPU (its cores are the model's); on CUDA min(GPU_ENCODE_THREADS, cores),
+    so that encoding keeps up with the GPU."""
+    asked = env.get("STREAMSEG_ENCODE_THREADS", "").strip()
+    if asked:
+        if not asked.isdigit() or int(asked) < 1:
+            raise StreamsegError(f"STREAMSEG_ENCODE_THREADS={asked}: expected a whole number >= 1")
+        return int(asked)
+    return max(1, min(GPU_ENCODE_THREADS, cores)) if device.startswith("cuda") else 1
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 @dataclass(frozen=True)
 class Settings:
     """How the backends run, beyond the flags (see the module doc for the variables)."""
@@ -91,6 +114,7 @@ class Settings:
     cudnn_benchmark: bool = True  # cuDNN picks its fastest kernels for the (static) input shapes
     device: str = "cpu"  # where inference runs: sizes torch's CPU threads (`cpu_threads`)
     thread_env: dict[str, str] = field(default_factory=dict)  # the THREAD_VARS that are set
+    encode_threads: int = 1  # libx264's threads for the overlay and input videos (`encode_threads`)
 
     @classmethod
     def from_env(cls, device: str = "cpu") -> Settings:
@@ -99,7 +123,8 @@ class Settings:
         return cls(ort_threads=int(env.get("STREAMSEG_ORT_THREADS", 0)) or None,
                    ort_heads=env.get("STREAMSEG_ORT_HEADS", "1") != "0",
                    ort_spin=env.get("STREAMSEG_ORT_SPIN", "0") not in ("", "0"), engines=engines_dir(),
-                   device=device, thread_env={k: env[k] for k in THREAD_VARS if k in env})
+                   device=device, thread_env={k: env[k] for k in THREAD_VARS if k in env},
+                   encode_threads=encode_threads(usable_cores(), device, env))
 
     def apply(self) -> None:
         """The process-wide switches, set once by the CLI or the runner before a backend runs."""

@@ -23,6 +23,7 @@ from ..outputs.overlay import Style, draw
 from ..outputs.progress import files_written
 from ..outputs.display import require_display
 from ..outputs.sinks import Geometry, OutputSpec, abort, open_outputs
+from ..settings import Settings
 from ..analysis.summary import CsaSummary, ScanSummary
 from ..inputs.sources import open_source
 from .stats import percentiles
@@ -166,6 +167,7 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
     exits (else they are restored on return: `interrupts.RunSignals`)."""
     cal = resolve(o.mm_per_px, o.depth_mm, o.profile)
     source = _open_source(o, cal, log)
+    settings = Settings.from_env()  # a backend handed in: the CPU's settings
     try:  # the input is checked first (cheap), then the model is loaded
         cal = source.calibration(cal, log)  # the input's own spacing (a DICOM's) when no flag gives one (issue 12)
         if backend is None:
@@ -173,7 +175,6 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
 
             compute = "cpu" if o.precision == Precision.INT8 else o.compute  # INT8 runs on the CPU (choices.int8_runs)
             from ..backends.artefacts import engine_log
-            from ..settings import Settings
 
             device = backends.select_device(compute, "--compute")
             settings = Settings.from_env(device)  # torch's CPU threads are sized for the device (settings.cpu_threads)
@@ -192,7 +193,8 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
     summary = ScanSummary(mm, th.display, th.csa, o.cts_cutoff_mm2)
     # outputs open from here: Ctrl-C finalises or discards them, and none cuts their commit short
     with RunSignals(until_exit=ignore_signals_after) as signals:
-        stats, files, video_frames = _stream(o, th, source, backend, mm, summary, log, progress, signals)
+        spec = _output_spec(o, th, source, mm, settings.encode_threads)
+        stats, files, video_frames = _stream(o, th, source, backend, spec, summary, log, progress, signals)
         if stats.stopped_by is None and signals.received:  # a signal between the pipeline's end and here
             stats.stopped_by = StopReason(signals.received[0])
         report = _finalise(o, source, stats, summary, files, video_frames, log,
@@ -243,16 +245,17 @@ def _infer(o: Options, th: Thresholds, backend: Backend) -> Callable:
     return track(backend, th.display) if o.track else backend.infer
 
 
-def _stream(o: Options, th: Thresholds, source: Source, backend: Backend, mm: float | None, summary: ScanSummary,
+def _stream(o: Options, th: Thresholds, source: Source, backend: Backend, spec: OutputSpec, summary: ScanSummary,
             log: Callable[[str], None], progress: Progress | None, signals: RunSignals
             ) -> tuple[pipeline.RunStats, list[StagedOutput], int | None]:
     """Open the outputs, run the pipeline, finish the output files (not yet renamed onto their targets)
     and close the source -> (stats, the outputs to commit, overlay video frames). On any failure
     every output file is discarded: the targets keep what they held before the run."""
+    mm = spec.mm_per_px
     style = Style(calibrated=mm is not None, score_thresh=th.display, cts_cutoff_mm2=o.cts_cutoff_mm2, live=o.live)
     outputs = None
     try:
-        outputs = open_outputs(_output_spec(o, th, source, mm), _geometry(o, source), others=[summary],
+        outputs = open_outputs(spec, _geometry(o, source), others=[summary],
                                progress=progress, on_event=lambda kind, msg: log(msg))
         signals.hold()  # the pipeline's handler stops capture on the first signal; after it, signals are only noted
         stats = pipeline.run(source, _infer(o, th, backend), Analyser(mm, o.stable_window, th.csa),
@@ -268,13 +271,15 @@ def _stream(o: Options, th: Thresholds, source: Source, backend: Backend, mm: fl
     return stats, files, outputs.video_frames
 
 
-def _output_spec(o: Options, th: Thresholds, source: Source, mm: float | None) -> OutputSpec:
-    """What the options ask to write: the files, the window (snapshots beside --out) and the progress
-    bar's task (frames up to --max-frames or the input's expected count; live: unknown)."""
+def _output_spec(o: Options, th: Thresholds, source: Source, mm: float | None, encode_threads: int) -> OutputSpec:
+    """What the options ask to write: the files, the window (snapshots beside --out), the progress
+    bar's task (frames up to --max-frames or the input's expected count; live: unknown) and the
+    encoder's threads (`settings.encode_threads`)."""
     total = [n for n in (o.max_frames, source.stats.expected_frames) if n]
     return OutputSpec(out=o.out, save_input=o.save_input, csv=o.csv, jsonl=o.jsonl, show=o.show,
                       snapshot_dir=Path(o.out).parent if o.out else Path("."), mm_per_px=mm, score_thresh=th.display,
-                      progress_label="live" if o.live else "frames", progress_total=min(total) if total else None)
+                      progress_label="live" if o.live else "frames", progress_total=min(total) if total else None,
+                      encode_threads=encode_threads)
 
 
 def _geometry(o: Options, source: Source) -> Geometry:

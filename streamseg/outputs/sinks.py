@@ -27,7 +27,8 @@ class OutputSpec:
     """What a run asks to write: the overlay video (`out`), the input's frames (`save_input`), the
     rows (`csv`, `jsonl`, measured with `mm_per_px`, a nerve shown at `score_thresh`), the window
     (`show`, saving its snapshots in `snapshot_dir`) and the progress bar's task (`progress_label`,
-    `progress_total` frames, None: unknown)."""
+    `progress_total` frames, None: unknown); `encode_threads`: libx264's, for the videos
+    (`settings.encode_threads`)."""
 
     out: Path | None = None
     save_input: Path | None = None
@@ -39,6 +40,7 @@ class OutputSpec:
     score_thresh: float = NERVE_SCORE
     progress_label: str = "frames"
     progress_total: int | None = None
+    encode_threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -122,10 +124,11 @@ def open_outputs(spec: OutputSpec, geometry: Geometry, others: Sequence[Sink] = 
     g = geometry
     try:
         if spec.out is not None:
-            outputs.video = VideoSink(spec.out, g.width, g.height, g.rate, g.time_base)
+            outputs.video = VideoSink(spec.out, g.width, g.height, g.rate, g.time_base, threads=spec.encode_threads)
             outputs.files.append(outputs.video)
         if spec.save_input is not None:
-            outputs.files.append(RawVideoSink(spec.save_input, g.width, g.height, g.rate, g.time_base))
+            outputs.files.append(RawVideoSink(spec.save_input, g.width, g.height, g.rate, g.time_base,
+                                              threads=spec.encode_threads))
         for path, fmt in ((spec.csv, RowFormat.CSV), (spec.jsonl, RowFormat.JSONL)):
             if path is not None:
                 outputs.files.append(RowSink(path, fmt, spec.mm_per_px, spec.score_thresh))
