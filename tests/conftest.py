@@ -78,14 +78,17 @@ def small_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    """The small model at a 256-px letterbox (~3x fewer pixels than 512): a real, valid checkpoint
-    for pipeline tests that must push hundreds of frames through on CPU. Untrained."""
+    """The small model at a 256-px letterbox (~3x fewer pixels than 512) with narrow FPN and heads
+    (32/64/32 channels; the paper's 112² mask head kept): a real, valid checkpoint for pipeline
+    tests that must push hundreds of frames through on CPU, 3.5x faster a frame than at the
+    default widths (100 lung-clip frames through `file`: 17 s against 61 s on one busy core). Untrained."""
     from streamseg.model.checkpoint import save_checkpoint
     from streamseg.model.architecture import ModelConfig, build_model
 
     torch.manual_seed(0)
-    cfg = ModelConfig(backbone="mobilenet_v3_large", mask_head="112", box_head_width=256, max_detections=2,
-                      rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50, image_size=256)
+    cfg = ModelConfig(backbone="mobilenet_v3_large", mask_head="112", fpn_channels=32, box_head_width=64,
+                      mask_head_width=32, max_detections=2, rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50,
+                      image_size=256)
     model = build_model(cfg)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     save_checkpoint(path, model.eval(), meta={"note": "untrained test model, 256-px input"}, config=cfg)
