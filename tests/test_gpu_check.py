@@ -61,6 +61,7 @@ def test_quick_cpu_mode_runs_every_step_and_reports_numbers(tmp_path):
         f = rep["file"][key]
         assert f["frames_seen"] == 30 and f["processed_fps"] > 0 and f["warmup_s"] > 0
         assert f["command_wall_s"] > f["wall_s"] > 0 and "--compute cpu" in f["command"]
+        assert any(ln.startswith("model: torch (cpu, fp32") for ln in f["log_head"]), f["log_head"]
     live = rep["live"]
     assert live["frames_released"] > 0 and 0 <= live["dropped_fraction"] <= 1 and live["warmup_s"] > 0
     assert 0 < live["capture_to_overlay_ms"]["p50"] <= live["capture_to_overlay_ms"]["p99"]
