@@ -1,160 +1,257 @@
-"""GPU check: parity (vs eager FP32) and stage latency for every backend available with CUDA, at
-FP32 and FP16, for the paper model (ResNet101, mask112) and the small model (MobileNetV3).
-Needs only torch/torchvision/numpy/opencv (+ onnxruntime-gpu, tensorrt, av when present).
-Writes $OUT/gpu_check.json (or benchmarks/results/) and ends with a short plain-text table.
-Run through benchmarks/gpu_check.sh."""
-from __future__ import annotations
+"""GPU check (issue 21): the one prepared command that measures streamseg's CUDA path. Run it
+through benchmarks/gpu_check.sh. Steps, in this order:
+
+  1-2. bundled model (trained) and the paper's R101 mask112 (untrained), eager torch FP32 and FP16:
+       parity with eager FP32 (bundled: detections, same count and mask Dice >= 0.99 on the sample
+       scans; R101: the dense outputs' error) and the stage table (gpu_check_models)
+  5.   `streamseg train --compute cuda`, the compact recipe, 2 epochs on the sample (s per epoch)
+  3.   a >= 3000-frame clip looping the demo; `streamseg file` on it with the CUDA defaults into a
+       fresh engines folder (first start: builds the compiled artefact), then again (cached start)
+  1-2. the bundled model on the CUDA default backend (compiled FP16, its artefact now cached)
+  4.   the clip replayed at its rate through the live pipeline (dropped share, capture->overlay)
+  1-2. every other backend and precision available (compiled artefacts take minutes to build).
+Each step starts only while the time budget (GPU_CHECK_BUDGET_S, 400 s from the start) leaves the
+time it may take, else it is skipped with that reason; each result is saved to $OUT/gpu_check.json
+at once, so a run cut short keeps what it measured. A plain table ends it. Exit 0, 1 when a parity
+check failed, 3 without CUDA. GPU_CHECK_ONLY=word,word runs only the steps whose names hold one of
+them; GPU_CHECK_KEEP=1 keeps the work folder (clip, videos, engines, training run).
+
+GPU_CHECK_DEVICE=cpu GPU_CHECK_QUICK=1 is the CPU smoke mode (tests/test_gpu_check.py): every step
+on the CPU with tiny sizes (2 scans, 3 timed frames, a 30-frame clip, 1 training step an epoch,
+a small architecture for R101), eager torch FP32 only (compared with unsplit eager torch): the same
+JSON keys, numbers that test the plumbing, not the GPU."""
+# (no `from __future__ import annotations`: tests/test_bench.py runs this file as an unregistered
+# module, where dataclasses cannot resolve string annotations)
 
 import json
 import os
+import shutil
+import signal
 import sys
+import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
-import cv2
-import torch
+T_START = time.perf_counter()  # the budget counts from here, the heavy imports included
+
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 
+import gpu_check_models as gm  # noqa: E402
+import gpu_check_runs as gr  # noqa: E402
+from gpu_check_table import print_tables  # noqa: E402
 from streamseg import backends  # noqa: E402
-from streamseg.backends.bn_warmup import bench_model  # noqa: E402
-from streamseg.backends.parity import compare  # noqa: E402
-from streamseg.app.bench import BenchOptions, machine, time_backend  # noqa: E402
+from streamseg.app.bench import BenchOptions, bench_frames, machine  # noqa: E402
 from streamseg.settings import Settings  # noqa: E402
 from streamseg.types import StreamsegError  # noqa: E402
 
-BUDGET_S = float(os.environ.get("GPU_CHECK_BUDGET_S", 330))  # steps start only before this; the shell caps at 470 s
-FRAMES, WARMUP = int(os.environ.get("GPU_CHECK_FRAMES", 50)), 10
-MODELS = {
-    "paper": dict(backbone="resnet101", mask_head="112"),
-    "small": dict(backbone="mobilenet_v3_large", mask_head="112", box_head_width=256, max_detections=2,
-                  fpn_channels=128, mask_head_width=128, rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50),
-}
-# compiled: FP16 only (the deployment precision; AOTInductor builds take minutes each)
-PLAN = [("torch", "fp32"), ("torch", "fp16"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"),
-        ("compiled", "fp16"), ("tensorrt", "fp16"), ("tensorrt", "fp32")]
+BUILD_S = {"bundled": 150.0, "paper": 240.0}  # an AOTInductor/TensorRT build, estimated (issue 21: ~2 min)
 
 
-def images() -> list:
-    paths = sorted((REPO / "streamseg" / "data" / "sample" / "images").glob("*.png"))
-    shared = Path(os.environ.get("STREAMSEG_SHARED", REPO.parent / "shared")) / "data" / "median-nerve-univpm" / "images"
-    if shared.is_dir():
-        paths += sorted(shared.glob("*.png"))[:2]
-    return [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
+@dataclass(frozen=True)
+class Sizes:
+    scans: int = 7  # sample scans for parity
+    frames: int = 50  # timed frames per row (after `warmup`)
+    warmup: int = 10
+    clip_frames: int = 3000
+    live_s: float = 15.0
+    train_iters: int | None = None  # --max-iters-per-epoch
+    precisions: tuple[str, ...] = ("fp32", "fp16")
 
 
-def open_on_cuda(name: str, prec: str, model, info, engines: Path):
-    """As `streamseg bench` opens them: eager torch through the split path (stage times)."""
-    return backends.load(name, model=model, info=info, device="cuda", precision=prec, split=name == "torch",
-                         engines_dir=engines, log=print)
+QUICK = Sizes(scans=2, frames=3, warmup=1, clip_frames=30, live_s=1.5, train_iters=1, precisions=("fp32",))
 
 
-def check_backend(row: dict, model, info, imgs: list, reference: list, engines: Path) -> bool:
-    """Parity against the eager FP32 reference, then stage timings, into `row`; False on an error."""
-    label, name, prec = row["model"], row["backend"], row["precision"]
-    try:
-        t = time.perf_counter()
-        be = open_on_cuda(name, prec, model, info, engines)
-        row["setup_s"] = time.perf_counter() - t
-        worst = [1.0, 1.0]
-        for im, ref in zip(imgs, reference):
-            d, iou = compare(ref, be.infer(im).detections)
-            worst = [min(worst[0], d), min(worst[1], iou)]
-        floor = 0.98 if prec == "fp16" else 0.99
-        row.update(min_dice=worst[0], min_box_iou=worst[1], parity=worst[0] >= floor and worst[1] >= floor)
-    except (StreamsegError, AssertionError) as e:
-        row.update(parity=False, error=str(e)[:300])
-        print(f"{label} {name}/{prec}: {e}", flush=True)
-        return False
-    summary, memory = time_backend(be, imgs, FRAMES, WARMUP)
-    row.update(asdict(summary), memory=memory)
-    st = summary.stages
-    print(f"{label} {name}/{prec}: Dice {worst[0]:.4f} IoU {worst[1]:.4f} dense p50 {st['dense'].p50:.2f} ms "
-          f"model p50 {st['model'].p50:.2f} ms", flush=True)
-    return True
+@dataclass
+class Step:
+    name: str
+    need_s: Callable[[], float]  # the seconds it may take: it starts only while the budget leaves them
+    run: Callable[[], str]  # measures, stores its result in the report, returns a one-line summary
+
+
+class Check:
+    """One run: the report (saved after every step), the time budget and what steps share."""
+
+    def __init__(self, device: str, quick: bool, out: Path, budget_s: float):
+        self.t0, self.device, self.quick, self.budget_s = T_START, device, quick, budget_s
+        self.sizes = QUICK if quick else Sizes()
+        if not device.startswith("cuda"):
+            self.sizes = replace(self.sizes, precisions=("fp32",))  # FP16 runs on CUDA only
+        self.out = out
+        self.work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+        self.engines = self.work / "engines"  # fresh: the first `file` start builds into it
+        self.models: dict[str, gm.Loaded] = {}
+        self._frames: list | None = None
+        self.report = {
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": device, "quick": quick,
+            "budget_s": budget_s, "sizes": asdict(self.sizes), "machine": machine().to_dict(),
+            "available": backends.available(device), "bundled": {"model": None, "rows": []},
+            "paper": {"model": None, "rows": []}, "clip": None, "file": {"first_start": None, "cached_start": None},
+            "live": None, "train": None, "steps": [], "parity_ok": None, "wall_s": None}
+
+    def left(self) -> float:
+        return self.budget_s - (time.perf_counter() - self.t0)
+
+    def save(self) -> Path:
+        path = self.out / "gpu_check.json"
+        tmp = path.with_name(".gpu_check.json.tmp")
+        tmp.write_text(json.dumps(self.report, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+        return path
+
+    def run(self, step: Step) -> None:
+        rec = {"name": step.name, "status": "skipped", "seconds": 0.0}
+        self.report["steps"].append(rec)
+        need = step.need_s()
+        if need > self.left():
+            rec["reason"] = f"time budget: needs up to {need:.0f} s, {max(0.0, self.left()):.0f} s left"
+        else:
+            t = time.perf_counter()
+            print(f"gpu_check: {step.name} ...", flush=True)
+            try:
+                rec.update(status="done", summary=step.run())
+            except (StreamsegError, gr.StepError) as e:
+                rec.update(status="failed", reason=str(e)[:300])
+            except Exception as e:  # noqa: BLE001 - one step's failure is recorded; the others still run
+                rec.update(status="failed", reason=f"{type(e).__name__}: {str(e)[:300]}")
+            rec["seconds"] = round(time.perf_counter() - t, 2)
+        print(f"gpu_check: {step.name}: {rec['status']} ({rec['seconds']:.0f} s) "
+              f"{rec.get('summary') or rec.get('reason', '')}", flush=True)
+        self.save()
+
+    def frames(self) -> list:
+        """The timed frames: consecutive frames of the demo (the sample scans without PyAV)."""
+        if self._frames is None:
+            s = self.sizes
+            self._frames, _ = bench_frames(BenchOptions(frames=s.frames, warmup=s.warmup), log=print)
+        return self._frames
+
+    def loaded(self, label: str) -> gm.Loaded:
+        if label not in self.models:
+            n = self.sizes.scans
+            m = gm.load_bundled(self.device, n) if label == "bundled" else gm.load_paper(self.device, n, self.quick)
+            self.models[label] = m
+            self.report[label]["model"] = m.description
+        return self.models[label]
+
+
+def row_step(c: Check, label: str, backend: str, precision: str) -> str:
+    """One model x backend x precision: parity, then the stage table (gm.run_row)."""
+    s = c.sizes
+    row = gm.run_row(c.loaded(label), backend, precision, c.device, c.engines, c.frames(), s.frames, s.warmup, print)
+    c.report[label]["rows"].append(row)
+    return gm.row_line(row)
+
+
+def row_need(c: Check, label: str, backend: str, precision: str) -> float:
+    if c.quick:
+        return 0.0
+    load = 0.0 if label in c.models else 30.0
+    build = gm.needs_build(c.models[label], backend, precision, c.device, c.engines) if label in c.models \
+        else backend != "torch"
+    return 30.0 + load + (BUILD_S[label] if build else 0.0)
+
+
+def clip_path(c: Check) -> Path:
+    return c.work / f"demo-loop-{c.sizes.clip_frames}.mp4"
+
+
+def clip_step(c: Check) -> str:
+    c.report["clip"] = clip = gr.make_clip(clip_path(c), c.sizes.clip_frames)
+    return f"{clip['frames']} frames at {clip['fps']:g} fps, {clip['writer']}, {clip['seconds']:.0f} s"
+
+
+def file_step(c: Check, key: str, reserve_s: float, cap_s: float) -> str:
+    """`streamseg file` on the clip (CUDA defaults; eager torch in the quick mode), killed after
+    min(cap_s, what the budget leaves beyond reserve_s)."""
+    if c.report["clip"] is None:
+        raise gr.StepError("no clip (its step did not run)")
+    timeout = cap_s if c.quick else min(cap_s, max(c.left() - reserve_s, 45.0), c.left() - 5.0)
+    r = gr.file_run(clip_path(c), c.work, key, c.device, "torch" if c.quick else None, c.engines, timeout)
+    c.report["file"][key] = r
+    return (f"{r['command_wall_s']:.1f} s in all, warm-up {r['warmup_s']:.1f} s, "
+            f"{r['processed_fps']:.1f} fps processed, {r['dropped']} dropped")
+
+
+def live_step(c: Check) -> str:
+    if c.report["clip"] is None:
+        raise gr.StepError("no clip (its step did not run)")
+    r = gr.live_replay(clip_path(c), c.device, "torch" if c.quick else "auto", c.engines, c.sizes.live_s,
+                       c.sizes.warmup, print)
+    c.report["live"] = r
+    e2e = r["capture_to_overlay_ms"] or {}
+    return (f"{r['describe']}: dropped {r['dropped_fraction']:.1%} of {r['frames_released']}, capture->overlay "
+            f"p50 {e2e.get('p50', float('nan')):.1f} p99 {e2e.get('p99', float('nan')):.1f} ms")
+
+
+def train_step(c: Check) -> str:
+    timeout = 600.0 if c.quick else min(150.0, c.left() - 5.0)
+    r = gr.train_run(c.work, c.device, 2, c.sizes.train_iters, timeout)
+    c.report["train"] = r
+    return f"epochs {r['epoch_s']} s (cumulative stamps' differences), {r['command_wall_s']:.0f} s in all"
+
+
+def plan(c: Check) -> list[Step]:
+    """The steps in their order (see the module's docstring)."""
+    precs, avail = c.sizes.precisions, c.report["available"]
+    backends_ = ["torch"] if c.quick else [b for b in ("torch", "compiled", "onnxruntime", "tensorrt") if b in avail]
+
+    def row(label, backend, prec) -> Step:
+        return Step(f"{label} {backend} {prec}", partial(row_need, c, label, backend, prec),
+                    partial(row_step, c, label, backend, prec))
+
+    first = [row(m, "torch", p) for m in ("bundled", "paper") for p in precs]
+    first.append(Step("train", lambda: 0.0 if c.quick else 60.0, partial(train_step, c)))
+    runs = [Step("clip", lambda: 0.0 if c.quick else 30.0, partial(clip_step, c)),
+            Step("file first start", lambda: 0.0 if c.quick else 200.0, partial(file_step, c, "first_start", 100.0, 330.0)),
+            Step("file cached start", lambda: 0.0 if c.quick else 60.0, partial(file_step, c, "cached_start", 55.0, 200.0))]
+    default = [row("bundled", "compiled", "fp16")] if "compiled" in backends_ else []
+    default.append(Step("live replay", lambda: 0.0 if c.quick else 35.0, partial(live_step, c)))
+    done = {s.name for s in first + default}
+    rest = [row(m, b, p) for b in backends_ for p in ("fp16", "fp32") if p in precs for m in ("paper", "bundled")]
+    steps = first + runs + default + [s for s in rest if s.name not in done]
+    only = [w.strip() for w in os.environ.get("GPU_CHECK_ONLY", "").split(",") if w.strip()]
+    return [s for s in steps if not only or any(w in s.name for w in only)]
+
+
+def parity_verdict(report: dict) -> bool | None:
+    """False when any row's parity check failed, True when some passed and none failed, else None."""
+    verdicts = [gm.row_ok(r) for m in ("bundled", "paper") for r in report[m]["rows"]]
+    verdicts = [v for v in verdicts if v is not None]
+    return None if not verdicts else all(verdicts)
 
 
 def main() -> int:
-    if not torch.cuda.is_available():
-        print("gpu_check: no CUDA GPU visible; nothing to check", file=sys.stderr)
+    device = os.environ.get("GPU_CHECK_DEVICE", "cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        print("gpu_check: no CUDA GPU visible (torch.cuda.is_available() is False); nothing to check", file=sys.stderr)
         return 3
-    Settings.from_env().apply()  # cudnn benchmark, as `file`, `live` and `bench` run
-    t_start = time.perf_counter()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))  # the shell's time limit: clean up, keep the JSON
+    quick = os.environ.get("GPU_CHECK_QUICK", "") == "1"
+    Settings.from_env(device).apply()  # cudnn benchmark and torch's threads, as file and live run on `device`
     out = Path(os.environ.get("OUT") or REPO / "benchmarks" / "results")
     out.mkdir(parents=True, exist_ok=True)
-    engines = Path(os.environ.get("ENGINES", "/tmp/streamseg-engines"))
-    avail = backends.available("cuda")
-    imgs = images()
-    report = {"machine": machine().to_dict(), "available": avail, "images": len(imgs), "frames": FRAMES, "rows": []}
-    print(f"gpu_check on {report['machine'].get('gpu')}: backends {avail}; {len(imgs)} images", flush=True)
-    for label, kw in MODELS.items():
-        model, info = bench_model(**kw)
-        ref_be = open_on_cuda("torch", "fp32", model, info, engines)
-        reference = [ref_be.infer(im).detections for im in imgs]
-        for name, prec in PLAN:
-            row = {"model": label, "backend": name, "precision": prec}
-            report["rows"].append(row)
-            if name not in avail:
-                row["skipped"] = "not available here"
-                continue
-            if time.perf_counter() - t_start > BUDGET_S:
-                row["skipped"] = "time budget spent"
-                continue
-            if check_backend(row, model, info, imgs, reference, engines):
-                save(report, out)
-        if label == "paper":
-            report["end_to_end"] = end_to_end(model, info, report, engines)
-        del model, ref_be
-        torch.cuda.empty_cache()
-    report["wall_s"] = time.perf_counter() - t_start
-    path = save(report, out)
-    print_table(report)
-    print(f"wrote {path}")
-    bad = [r for r in report["rows"] if r.get("parity") is False]
-    return 1 if bad else 0
-
-
-def save(report: dict, out: Path) -> Path:
-    path = out / "gpu_check.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def end_to_end(model, info, report, engines) -> dict:
-    done = [r for r in report["rows"] if r["model"] == "paper" and "stages" in r and r.get("parity")]
-    if not done:
-        return {"skipped": "no backend passed"}
-    best = min(done, key=lambda r: r["stages"]["model"]["p50"])
-    o = BenchOptions(engines_dir=engines, warmup=WARMUP, e2e_seconds=10.0)
+    c = Check(device, quick, out, float(os.environ.get("GPU_CHECK_BUDGET_S", 400 if not quick else 3600)))
+    print(f"gpu_check on {c.report['machine'].get('gpu') or 'the CPU'} ({device}{', quick' if quick else ''}): "
+          f"backends {c.report['available']}; budget {c.budget_s:.0f} s; work folder {c.work}", flush=True)
     try:
-        from streamseg.app.bench_live import run_live
-
-        return run_live(open_on_cuda(best["backend"], best["precision"], model, info, engines), o, print)
-    except Exception as e:  # noqa: BLE001 - e.g. no PyAV on this box: recorded, not fatal
-        return {"skipped": f"{type(e).__name__}: {str(e)[:200]}"}
-
-
-def print_table(report) -> None:
-    print(f"\n{'model':6} {'backend':12} {'prec':5} {'parity':>7} {'Dice':>7} {'IoU':>7} {'dense p50':>10} "
-          f"{'model p50':>10} {'model p99':>10} {'dets':>5}")
-    for r in report["rows"]:
-        if "stages" not in r:
-            why = r.get("skipped") or r.get("error", "")
-            print(f"{r['model']:6} {r['backend']:12} {r['precision']:5} {'-':>7}  {why[:60]}")
-            continue
-        st = r["stages"]
-        print(f"{r['model']:6} {r['backend']:12} {r['precision']:5} {str(r['parity']):>7} {r['min_dice']:7.4f} "
-              f"{r['min_box_iou']:7.4f} {st['dense']['p50']:9.2f}ms {st['model']['p50']:9.2f}ms "
-              f"{st['model']['p99']:9.2f}ms {r['detections_mean']:5.1f}")
-    e = report.get("end_to_end") or {}
-    if e.get("capture_to_overlay_ms"):
-        c = e["capture_to_overlay_ms"]
-        print(f"end-to-end paper {e['describe']}: capture->overlay p50 {c['p50']:.1f} "
-              f"p99 {c['p99']:.1f} ms, dropped {e['dropped']}/{e['frames_released']}")
+        for step in plan(c):
+            c.run(step)
+    finally:
+        if os.environ.get("GPU_CHECK_KEEP") != "1":
+            shutil.rmtree(c.work, ignore_errors=True)
+    c.report["parity_ok"] = parity_verdict(c.report)
+    c.report["wall_s"] = round(time.perf_counter() - c.t0, 1)
+    path = c.save()
+    print_tables(c.report)
+    print(f"wrote {path}")
+    return 1 if c.report["parity_ok"] is False else 0
 
 
 if __name__ == "__main__":
