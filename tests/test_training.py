@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from streamseg import build_model
 from streamseg.model.checkpoint import load_checkpoint, load_model, save_checkpoint
+from streamseg.types import StreamsegError
 from streamseg.model.architecture import ModelConfig
 from streamseg.app.cli import app
 from streamseg.training.dataset import NerveDataset, collate, scan_folder
@@ -167,3 +168,25 @@ def test_cosine_schedule_is_warm_up_times_cosine_from_torchs_schedulers():
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] == 0.003
+
+
+@pytest.mark.parametrize("asked, device, cores, want", [
+    (None, "cpu", 16, 0),  # the training process has the cores: no worker takes them from the model
+    (None, "cuda", 16, 4),  # augmentation beside the GPU's steps
+    (None, "cuda", 2, 1),
+    (None, "cuda", 1, 0),
+    (3, "cuda", 16, 3), (2, "cpu", 16, 2),  # --workers as given
+])
+def test_data_loading_workers_are_sized_for_the_device(asked, device, cores, want):
+    from streamseg.training.loop import loader_workers
+
+    assert loader_workers(asked, torch.device(device), cores) == want
+
+
+def test_a_loss_that_is_not_finite_stops_the_run_in_one_line():
+    from streamseg.training.loop import _check_finite
+
+    _check_finite(0.5, 0, "step 1")
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(StreamsegError, match="loss became .* at epoch 3, in its summed losses: lower --lr"):
+            _check_finite(bad, 2, "in its summed losses")

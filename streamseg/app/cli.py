@@ -465,7 +465,8 @@ def train(
     resume: bool = typer.Option(False, help="continue from OUT's *_last.pt"),
     seed: int = _SEED,
     compute: str = _compute(),
-    workers: int = typer.Option(0, help="data-loading worker processes (0: load in the training process)"),
+    workers: Optional[int] = typer.Option(None, help="data-loading worker processes (0: load in the training process; "
+                                          "default: 0 on the CPU, min(4, cores - 1) on CUDA, pinned memory there)"),
     max_iters_per_epoch: Optional[int] = _MAX_ITERS,
 ):
     """Train the paper's Mask R-CNN on labelled scans.

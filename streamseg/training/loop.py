@@ -22,7 +22,7 @@ from ..model.checkpoint import read_checkpoint, save_checkpoint
 from ..choices import Instances, Schedule, choice
 from ..files import file_sha256
 from ..model.architecture import ModelConfig, build_model, freeze_blocks, init_from_file, pretrained_weights
-from ..settings import torchrun_ranks
+from ..settings import torchrun_ranks, usable_cores
 from ..types import StreamsegError
 from .augment import PaperAugment
 from .dataset import (NerveDataset, collate, load_negative_split, load_split, patient_split, save_split, scan_folder,
@@ -41,7 +41,7 @@ class TrainConfig:
     schedule: str = "constant"  # paper; "cosine" = linear warm-up then cosine decay
     warmup_iters: int = 100
     batch_size: int = 2
-    workers: int = 0
+    workers: int | None = None  # data-loading processes (None: `loader_workers`)
     seed: int = 0
     split: str | None = None  # split JSON; created (and saved) when missing
     intensity_aug: bool = False
@@ -183,12 +183,23 @@ def _build(cfg: TrainConfig, mcfg: ModelConfig, log) -> tuple[torch.nn.Module, d
     return model, {**origin, "frozen_blocks": blocks}
 
 
-def _loader(cfg: TrainConfig, ds, world: int):
+def loader_workers(asked: int | None, device: torch.device, cores: int) -> int:
+    """Data-loading processes: `asked` where given; on the CPU none (the training process has the
+    cores, and a worker would take them from the model); on CUDA min(4, cores - 1), so augmentation
+    and decoding run beside the GPU's steps instead of between them."""
+    if asked is not None:
+        return asked
+    return max(0, min(4, cores - 1)) if device.type == "cuda" else 0
+
+
+def _loader(cfg: TrainConfig, ds, world: int, device: torch.device):
     sampler = torch.utils.data.DistributedSampler(ds, shuffle=True, seed=cfg.seed) if world > 1 else None
     gen = torch.Generator().manual_seed(cfg.seed)
+    workers = loader_workers(cfg.workers, device, usable_cores())
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-                                         num_workers=cfg.workers, collate_fn=collate, drop_last=len(ds) > cfg.batch_size,
-                                         generator=gen, persistent_workers=cfg.workers > 0)
+                                         num_workers=workers, collate_fn=collate, drop_last=len(ds) > cfg.batch_size,
+                                         generator=gen, persistent_workers=workers > 0,
+                                         pin_memory=device.type == "cuda")  # pinned: the copies to the GPU overlap
     return loader, sampler
 
 
@@ -208,7 +219,7 @@ def setup(cfg: TrainConfig, log=print) -> Run:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     ds, neg_val = _train_set(cfg, mcfg, train_s, log)
-    loader, sampler = _loader(cfg, ds, world)
+    loader, sampler = _loader(cfg, ds, world, device)
     meta_base = {"train": {k: v for k, v in asdict(cfg).items() if k != "model"},
                  "data": {"source": str(cfg.data), "images": len(samples), "patients": len({s.patient for s in samples}),
                           "train_images": len(train_s), "val_images": len(val_s)}, "split": split,
@@ -274,8 +285,10 @@ def _step(run: Run, images, targets, epoch: int, i: int) -> tuple[dict, torch.Te
     with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.device.type == "cuda"):
         losses = run.ddp(images, targets)
     loss = sum(losses.values())
-    if not torch.isfinite(loss):
-        raise StreamsegError(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}: lower --lr")
+    if not run.scaler.is_enabled():  # the CPU: checked every step (a float() costs nothing there)
+        _check_finite(float(loss), epoch, f"step {i + 1}")
+    # on CUDA the GPU is never waited for here: AMP's scaler skips a step whose gradients are not
+    # finite, and the epoch's summed losses are checked once at its end (`train_one_epoch`)
     run.opt.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     run.scaler.unscale_(run.opt)
@@ -285,28 +298,42 @@ def _step(run: Run, images, targets, epoch: int, i: int) -> tuple[dict, torch.Te
     return losses, loss
 
 
+def _check_finite(loss: float, epoch: int, where: str) -> None:
+    if not np.isfinite(loss):
+        raise StreamsegError(f"loss became {loss} at epoch {epoch + 1}, {where}: lower --lr")
+
+
+LOSS_SHOWN_EVERY = 20  # steps between the progress bar's loss readings on a GPU (each one waits for it)
+
+
 def train_one_epoch(run: Run, epoch: int, progress=None, task=None) -> dict[str, float]:
-    """One pass (at most --max-iters-per-epoch steps); the mean of each loss and of their sum."""
+    """One pass (at most --max-iters-per-epoch steps); the mean of each loss and of their sum. The
+    sums stay on the device, read once at the end (and every LOSS_SHOWN_EVERY steps for the bar on
+    a GPU), so the host queues steps without waiting for each one."""
     cfg = run.cfg
     if run.sampler is not None:
         run.sampler.set_epoch(epoch)
     run.ddp.train()
-    sums: dict[str, float] = {}
-    n = 0
+    sums: dict[str, torch.Tensor] = {}
+    n, lr = 0, run.opt.param_groups[0]["lr"]
     for i, (images, targets) in enumerate(run.loader):
         if i >= run.iters_per_epoch:
             break
-        sums["lr"] = run.opt.param_groups[0]["lr"]  # the lr of the epoch's last step (not a sum)
+        lr = run.opt.param_groups[0]["lr"]  # the lr of the epoch's last step
         losses, loss = _step(run, images, targets, epoch, i)
         run.sched.step()
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach())
-        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+        for k, v in [*losses.items(), ("loss", loss)]:
+            sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float()
         n += 1
         if task is not None:
-            progress.update(task, advance=1, description=f"epoch {epoch + 1}/{cfg.epochs} loss {sums['loss'] / n:.3f}")
-    lr = sums.pop("lr", run.opt.param_groups[0]["lr"])
-    return {"lr": lr, **{k: round(v / max(n, 1), 5) for k, v in sums.items()}}
+            shown = {}
+            if not run.scaler.is_enabled() or n % LOSS_SHOWN_EVERY == 0:
+                shown = {"description": f"epoch {epoch + 1}/{cfg.epochs} loss {float(sums['loss']) / n:.3f}"}
+            progress.update(task, advance=1, **shown)
+    means = {k: float(v) / max(n, 1) for k, v in sums.items()}
+    if "loss" in means:
+        _check_finite(means["loss"], epoch, "in its summed losses")
+    return {"lr": lr, **{k: round(v, 5) for k, v in means.items()}}
 
 
 def validate(model: torch.nn.Module, mcfg: ModelConfig, samples, negatives: list[Path], device) -> dict[str, float]:
