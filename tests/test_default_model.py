@@ -68,5 +68,10 @@ def test_file_without_model_uses_the_bundled_one(sample_dir, tmp_path):
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(table.open()))
     assert len(rows) == 6 and out.stat().st_size > 0
-    assert sum(int(row["nerve"]) for row in rows) >= 5  # the demo's first scan shows the nerve throughout
+    # the demo's first scan: the nerve found on every frame (scores 0.90-0.99), shown where it reaches
+    # the model's own display threshold (0.965, chosen on its CV), never below it
+    display = read_checkpoint(DEFAULT_WEIGHTS)["meta"]["thresholds"]["display"]
+    assert all(float(row["score"]) >= 0.85 for row in rows), [row["score"] for row in rows]
+    assert all(int(row["nerve"]) == (float(row["score"]) >= display) for row in rows)
+    assert "mobilenet_v2" in r.output
     assert all(row["csa_mm2"] == "" for row in rows)  # uncalibrated: never a made-up mm²

@@ -83,7 +83,8 @@ def test_the_demo_dicoms_assumed_spacing_is_said_wherever_its_mm2_are(tmp_path):
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     p = subprocess.run([sys.executable, "-c", "from streamseg.app.cli import main; main()", "file", str(DEMO_DCM),
-                        "--csv", str(tmp_path / "d.csv"), "--backend", "torch", "--no-track", "--max-frames", "2"],
+                        "--csv", str(tmp_path / "d.csv"), "--backend", "torch", "--no-track", "--max-frames", "2",
+                        "--score-thresh", "0.5", "--confident", "0.5"],  # the wording, whatever the model's confidence
                        capture_output=True, text=True, env=env, timeout=600)
     out = p.stdout + p.stderr
     assert p.returncode == 0, out
