@@ -23,7 +23,7 @@ from torch import nn
 from streamseg import backends
 from streamseg.app.bench import time_backend
 from streamseg.backends.artefacts import artefact_path
-from streamseg.backends.base import ensure_bgr, frame_letterbox, letterbox_tensor, to_tensor
+from streamseg.backends.base import frame_letterbox, input_batch
 from streamseg.backends.bn_warmup import bench_model, sample_images
 from streamseg.backends.parity import compare
 from streamseg.backends.split import DenseNet, SplitBackend
@@ -90,10 +90,7 @@ def load_paper(device: str, n_scans: int, quick: bool) -> Loaded:
 
 def model_input(image: np.ndarray, info: ModelInfo, device: str) -> torch.Tensor:
     """The 1×3×S×S letterboxed input a backend makes of `image` on `device` (`BackendBase.infer`)."""
-    lb = frame_letterbox(image, info.config.image_size)
-    if torch.device(device).type == "cuda":
-        return letterbox_tensor(image, lb, device)
-    return to_tensor(lb.image(ensure_bgr(image)))[None]
+    return input_batch(image, frame_letterbox(image, info.config.image_size), torch.device(device))
 
 
 def needs_build(loaded: Loaded, backend: str, precision: str, device: str, engines: Path) -> bool:

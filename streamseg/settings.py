@@ -67,17 +67,25 @@ def quiet_onnxruntime() -> None:
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
+def _threads_asked(env: Mapping[str, str], name: str) -> int | None:
+    """The thread count the variable `name` asks for (None: unset or empty), or one StreamsegError line."""
+    asked = env.get(name, "").strip()
+    if not asked:
+        return None
+    if not asked.isdigit() or int(asked) < 1:
+        raise StreamsegError(f"{name}={asked}: expected a whole number >= 1")
+    return int(asked)
+
+
 def cpu_threads(cores: int, device: str, env: Mapping[str, str]) -> int | None:
     """torch's CPU threads for inference on `device` ("cpu", "cuda", "cuda:N"), `cores` being torch's
     default (the physical cores): $STREAMSEG_TORCH_THREADS where set; None (torch's own count) where
     OMP_NUM_THREADS is set, torch having sized its pool from it, or on the CPU; on CUDA
     min(GPU_CPU_THREADS, cores): the CPU only prepares images and draws, and more threads than that
     cost more in handing work out than they save."""
-    asked = env.get("STREAMSEG_TORCH_THREADS", "").strip()
-    if asked:
-        if not asked.isdigit() or int(asked) < 1:
-            raise StreamsegError(f"STREAMSEG_TORCH_THREADS={asked}: expected a whole number >= 1")
-        return int(asked)
+    asked = _threads_asked(env, "STREAMSEG_TORCH_THREADS")
+    if asked is not None:
+        return asked
     if env.get("OMP_NUM_THREADS", "").strip() or not device.startswith("cuda"):
         return None
     return max(1, min(GPU_CPU_THREADS, cores))
@@ -87,11 +95,9 @@ def encode_threads(cores: int, device: str, env: Mapping[str, str]) -> int:
     """libx264's threads for the videos a run writes: $STREAMSEG_ENCODE_THREADS where set; 1 when
     inference runs on the CPU (its cores are the model's); on CUDA min(GPU_ENCODE_THREADS, cores),
     so that encoding keeps up with the GPU."""
-    asked = env.get("STREAMSEG_ENCODE_THREADS", "").strip()
-    if asked:
-        if not asked.isdigit() or int(asked) < 1:
-            raise StreamsegError(f"STREAMSEG_ENCODE_THREADS={asked}: expected a whole number >= 1")
-        return int(asked)
+    asked = _threads_asked(env, "STREAMSEG_ENCODE_THREADS")
+    if asked is not None:
+        return asked
     return max(1, min(GPU_ENCODE_THREADS, cores)) if device.startswith("cuda") else 1
 
 

@@ -167,7 +167,7 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
     exits (else they are restored on return: `interrupts.RunSignals`)."""
     cal = resolve(o.mm_per_px, o.depth_mm, o.profile)
     source = _open_source(o, cal, log)
-    settings = Settings.from_env()  # a backend handed in: the CPU's settings
+    settings = None  # the settings the backend is loaded with (a backend handed in: the CPU's)
     try:  # the input is checked first (cheap), then the model is loaded
         cal = source.calibration(cal, log)  # the input's own spacing (a DICOM's) when no flag gives one (issue 12)
         if backend is None:
@@ -193,7 +193,7 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
     summary = ScanSummary(mm, th.display, th.csa, o.cts_cutoff_mm2)
     # outputs open from here: Ctrl-C finalises or discards them, and none cuts their commit short
     with RunSignals(until_exit=ignore_signals_after) as signals:
-        spec = _output_spec(o, th, source, mm, settings.encode_threads)
+        spec = _output_spec(o, th, source, mm, (settings or Settings.from_env()).encode_threads)
         stats, files, video_frames = _stream(o, th, source, backend, spec, summary, log, progress, signals)
         if stats.stopped_by is None and signals.received:  # a signal between the pipeline's end and here
             stats.stopped_by = StopReason(signals.received[0])

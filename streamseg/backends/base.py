@@ -82,6 +82,14 @@ def letterbox_tensor(image: np.ndarray, lb: Letterbox, device: str | torch.devic
     return out.div_(255.0)
 
 
+def input_batch(image: np.ndarray, lb: Letterbox, device: torch.device) -> torch.Tensor:
+    """The 1×3×S×S model input of `image` letterboxed by `lb`: made on the GPU from the uploaded
+    frame where `device` is CUDA (`letterbox_tensor`), else OpenCV's letterbox on the CPU, as in training."""
+    if device.type == "cuda":
+        return letterbox_tensor(image, lb, device)
+    return to_tensor(lb.image(ensure_bgr(image)))[None]
+
+
 def frame_letterbox(image: np.ndarray, size: int, roi: Roi | None = None, sizes: Sequence[int] = ()) -> Letterbox:
     """The letterbox of one frame (`roi` None) or of its window `roi` (`Letterbox.window`: S from `sizes`)."""
     h, w = image.shape[:2]
@@ -162,15 +170,11 @@ class BackendBase(ABC):
         seconds per stage of this call."""
         t0 = time.perf_counter()
         lb = frame_letterbox(image, self.config.image_size, roi, self.roi_sizes)
-        if self.device.type == "cuda":  # the frame resident on the GPU: one upload of its bytes
-            batch = letterbox_tensor(image, lb, self.device)
-        else:
-            batch = to_tensor(lb.image(ensure_bgr(image)))[None]
-        lbs = [lb]
+        batch = input_batch(image, lb, self.device)  # on a GPU: one upload of the frame's bytes
         t1 = time.perf_counter()
         outputs, inner = self.forward(batch)
         t2 = time.perf_counter()
-        dets = postprocess(outputs, lbs, box_from_mask=self.config.box_from_mask)
+        dets = postprocess(outputs, [lb], box_from_mask=self.config.box_from_mask)
         t3 = time.perf_counter()
         return Inference(dets[0], {"preprocess": t1 - t0, "model": t2 - t1, "paste": t3 - t2, **inner})
 

@@ -149,7 +149,7 @@ def _claim_alive(path: Path, me: str) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # alive, another user's
     return True
 
 
