@@ -250,26 +250,57 @@ def test_window_opens_whichever_module_loads_pyav_first(first, xdisplay):
     assert r.returncode == 0 and r.stdout.strip() == "shown", r.stdout + r.stderr
 
 
-class NeverPainted(AssertionError):
-    """The window's area on the screen stayed black although the run shows a frame."""
+OPEN_CLOSE = r"""
+import sys, time
+import numpy as np
+import streamseg.outputs.video  # PyAV loaded, as in a run
+from streamseg.outputs.display import WindowSink
+img = np.full((240, 320, 3), 90, np.uint8)
+for k in range(int(sys.argv[1])):
+    w = WindowSink(title=f"window {k}")
+    print(f"open {k}", flush=True)
+    start = time.monotonic()
+    while time.monotonic() - start < 2.5:  # 20 frames a second for 2.5 s
+        w.show(img)
+        time.sleep(0.05)
+    w.close()
+    print(f"closed {k}: {w.watch.remaps} remaps", flush=True)
+"""
+
+
+def test_each_new_window_is_painted_although_qt_loses_its_map_event(xdisplay):
+    """Qt 5.15 (OpenCV's wheels) sometimes loses the events that follow mapping a new window on Xvfb,
+    MapNotify among them, and then never paints it: the window stayed black for the whole run (CI
+    failed so). WindowSink sees its window black where the overlay is not and maps it again. Eight
+    windows, one after another, each shown for 2.5 s: each shows the overlay within 2 s. Without the
+    fix this test failed 4 runs of 4 here (12 of 32 windows black; both cores busy)."""
+    n = 8
+    p = subprocess.Popen([sys.executable, "-c", OPEN_CLOSE, str(n)], env=child_env(xdisplay), text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        def shown() -> bool:  # the whole image is on the screen
+            try:
+                return (grab(xdisplay) == 90).all(axis=2).sum() >= 320 * 240
+            except subprocess.CalledProcessError:  # xwd fails now and then while a window maps
+                return False
+        black = []
+        for k in range(n):
+            assert p.stdout.readline().strip() == f"open {k}", p.stderr.read() if p.poll() is not None else ""
+            deadline = time.monotonic() + 2.0
+            while not shown() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not shown():
+                black.append(k)
+            assert p.stdout.readline().startswith(f"closed {k}")
+        assert not black, f"windows {black} of {n} never painted"
+    finally:
+        p.kill()
+        p.wait()
 
 
 def test_file_window_shows_the_overlay_and_its_keys_work(xdisplay, runs, tmp_path):
     """f freezes what is shown while the run goes on; s saves exactly what is shown beside --out;
-    space unfreezes; q ends the run with every output finalised and exit code 0.
-
-    A start-up race not yet understood: on about one run in four here (the first after a pause), the
-    window's area stays black on Xvfb although the run shows frames, and stays so for that X server.
-    The scenario then runs once more in a fresh run on a fresh Xvfb; a second black window fails."""
-    try:
-        return _window_keys_scenario(xdisplay, runs, tmp_path / "attempt1")
-    except NeverPainted:
-        with xvfb() as display:
-            return _window_keys_scenario(display, runs, tmp_path / "attempt2")
-
-
-def _window_keys_scenario(xdisplay, runs, tmp_path):
-    tmp_path.mkdir()
+    space unfreezes; q ends the run with every output finalised and exit code 0."""
     out, table = tmp_path / "o.mp4", tmp_path / "o.csv"
     run = runs(xdisplay, ["file", DEMO, "--show", "--out", out, "--csv", table, "--max-frames", 80], tmp_path)
     wid, box = run.window()
@@ -279,12 +310,7 @@ def _window_keys_scenario(xdisplay, runs, tmp_path):
 
     run.key(wid, "f")
     run.expect(r"^frozen$")
-    try:
-        frozen = wait_for(lambda: painted(xdisplay, box), 20, "the frozen frame on screen")[0]
-    except AssertionError:
-        run.p.kill()
-        run.p.wait()
-        raise NeverPainted("the window's area stayed black for 20 s after freezing") from None
+    frozen = wait_for(lambda: painted(xdisplay, box), 20, "the frozen frame on screen")[0]
     n = len(csv_rows(table))
     wait_for(lambda: len(csv_rows(table)) >= n + 3, SLOW, "three more frames while frozen")
     assert np.array_equal(grab(xdisplay, box), frozen)  # the run went on, the window did not

@@ -1,10 +1,9 @@
 """The live window (`--show`): whether one can open here (X11 probing, before anything else is
 loaded or written), and `WindowSink`, the OpenCV window with its keys (freeze, snapshot, quit).
-A snapshot is written at once (`files.atomic_write`)."""
+A snapshot is written at once (`files.atomic_write`). A new window that Qt leaves black is mapped
+again (`x11.PaintWatch`)."""
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 from ..files import atomic_write
 from ..settings import display_name
 from ..types import Result, StreamsegError
+from .x11 import PaintWatch, load_xcb
 
 
 def display_problem() -> str | None:
@@ -27,12 +27,9 @@ def display_problem() -> str | None:
     if not name:
         return "DISPLAY is not set"
     try:
-        xcb = ctypes.CDLL(ctypes.util.find_library("xcb") or "libxcb.so.1")
+        xcb = load_xcb()
     except OSError:
         return "libxcb (X11) is not installed"
-    xcb.xcb_connect.restype = ctypes.c_void_p
-    xcb.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
-    xcb.xcb_connection_has_error.argtypes = xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
     conn = xcb.xcb_connect(name.encode(), None)
     try:
         failed = xcb.xcb_connection_has_error(conn)
@@ -66,6 +63,7 @@ class WindowSink:
         self.frozen = False
         self.quit_requested = False
         self.snapshots: list[Path] = []
+        self.watch: PaintWatch | None = None
 
     def show(self, img: np.ndarray) -> None:
         """Display `img` (unless frozen) and handle the keys pressed since the last call."""
@@ -73,6 +71,7 @@ class WindowSink:
             if self.displayed is None:  # opened with the first image, at its size (Qt's default: 400x300, scaled)
                 cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
                 cv2.resizeWindow(self.title, img.shape[1], img.shape[0])
+                self.watch = PaintWatch(self.title, display_name() or "")
             self.displayed = img
             cv2.imshow(self.title, img)
         self.poll()
@@ -82,6 +81,8 @@ class WindowSink:
         if self.displayed is None:
             return
         key = cv2.waitKey(1) & 0xFF
+        if self.watch is not None:
+            self.watch.check(self.displayed)
         if key in (ord("q"), 27):
             self.quit_requested = True
         elif key in (ord("f"), ord(" ")):
@@ -116,6 +117,8 @@ class WindowSink:
         self.show(self.last)
 
     def close(self) -> None:
+        if self.watch is not None:
+            self.watch.stop()
         if self.displayed is not None:
             cv2.destroyWindow(self.title)
             cv2.waitKey(1)

@@ -286,7 +286,7 @@ def _step(run: Run, images, targets, epoch: int, i: int) -> tuple[dict, torch.Te
         losses = run.ddp(images, targets)
     loss = sum(losses.values())
     if not run.scaler.is_enabled():  # the CPU: checked every step (a float() costs nothing there)
-        _check_finite(float(loss), epoch, f"step {i + 1}")
+        _check_finite(float(loss.detach()), epoch, f"step {i + 1}")
     # on CUDA the GPU is never waited for here: AMP's scaler skips a step whose gradients are not
     # finite, and the epoch's summed losses are checked once at its end (`train_one_epoch`)
     run.opt.zero_grad(set_to_none=True)
