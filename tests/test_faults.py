@@ -430,6 +430,37 @@ def test_ctrl_c_in_the_first_seconds_is_one_line_and_exit_130(sample_dir, tmp_pa
     assert hidden(tmp_path) == []  # no temp output left behind
 
 
+WINDOWS_INTERRUPTED = """
+import os, signal, sys, time
+sys.argv = ["streamseg", *sys.argv[1:]]  # this process is the command, as its console script starts it
+from streamseg.backends.base import BackendBase
+from streamseg.backends.split import SplitBackend
+
+def prepare_windows(self):  # Ctrl-C while the tracking windows' engines are built (seconds, once a model)
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(2)
+
+BackendBase.prepare_windows = SplitBackend.prepare_windows = prepare_windows
+from streamseg.app.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_ctrl_c_while_the_tracking_windows_are_built_exits_at_once_with_nothing_written(sample_dir, tmp_path, backend):
+    """Ctrl-C while `file` built its tracking windows' engines (after the dense engine, 5-10 s on a
+    fresh cache here) was only noted: the outputs were open already, and the run went on through the
+    whole input (all 350 demo frames, 20 s) before it said "stopped by SIGINT". The windows are now
+    built before any output opens: one line, exit 130, nothing written."""
+    out = tmp_path / "o.mp4"
+    r = subprocess.run([sys.executable, "-c", WINDOWS_INTERRUPTED, "file", str(sample_dir / "demo.mp4"), "--out", str(out),
+                        "--backend", backend, "--compute", "cpu"], env={**os.environ, "PYTHONPATH": str(REPO)},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 130 and r.stderr.strip().splitlines()[-1] == "interrupted", r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and "frames seen" not in r.stdout + r.stderr
+    assert list(tmp_path.iterdir()) == []  # no output, no temp file
+
+
 @pytest.mark.parametrize("device", ["/dev/video97", "/dev/null"])
 def test_live_on_a_path_that_is_no_capture_device_is_one_line(device, tmp_path):
     """Defect 2b: a device path that is missing or is not a V4L2 capture device: one line, exit 2,

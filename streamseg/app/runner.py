@@ -182,19 +182,20 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
             backend = backends.load(o.backend, o.model, device=device,
                                     precision=o.precision, max_detections=o.max_detections,
                                     engines_dir=o.engines, log=engine_log(log), settings=settings)
+        log(f"model: {backend.describe()}")
+        th = o.thresholds(backend.thresholds)
+        log(f"shown as the nerve at score >= {th.display:g}, in the CSA at >= {th.csa:g}: {th.chosen_on}")
+        infer = _infer(o, th, backend)  # builds the tracking windows' engines (seconds, once): before any output opens
     except BaseException:
         source.close()
         raise
-    log(f"model: {backend.describe()}")
-    th = o.thresholds(backend.thresholds)
-    log(f"shown as the nerve at score >= {th.display:g}, in the CSA at >= {th.csa:g}: {th.chosen_on}")
     mm = cal.mm_per_px(source.height)
     log(f"source: {source.describe()}; calibration: {cal.describe(source.height)}")
     summary = ScanSummary(mm, th.display, th.csa, o.cts_cutoff_mm2)
     # outputs open from here: Ctrl-C finalises or discards them, and none cuts their commit short
     with RunSignals(until_exit=ignore_signals_after) as signals:
         spec = _output_spec(o, th, source, mm, (settings or Settings.from_env()).encode_threads)
-        stats, files, video_frames = _stream(o, th, source, backend, spec, summary, log, progress, signals)
+        stats, files, video_frames = _stream(o, th, source, backend, infer, spec, summary, log, progress, signals)
         if stats.stopped_by is None and signals.received:  # a signal between the pipeline's end and here
             stats.stopped_by = StopReason(signals.received[0])
         report = _finalise(o, source, stats, summary, files, video_frames, log,
@@ -245,8 +246,8 @@ def _infer(o: Options, th: Thresholds, backend: Backend) -> Callable:
     return track(backend, th.display) if o.track else backend.infer
 
 
-def _stream(o: Options, th: Thresholds, source: Source, backend: Backend, spec: OutputSpec, summary: ScanSummary,
-            log: Callable[[str], None], progress: Progress | None, signals: RunSignals
+def _stream(o: Options, th: Thresholds, source: Source, backend: Backend, infer: Callable, spec: OutputSpec,
+            summary: ScanSummary, log: Callable[[str], None], progress: Progress | None, signals: RunSignals
             ) -> tuple[pipeline.RunStats, list[StagedOutput], int | None]:
     """Open the outputs, run the pipeline, finish the output files (not yet renamed onto their targets)
     and close the source -> (stats, the outputs to commit, overlay video frames). On any failure
@@ -258,7 +259,7 @@ def _stream(o: Options, th: Thresholds, source: Source, backend: Backend, spec: 
         outputs = open_outputs(spec, _geometry(o, source), others=[summary],
                                progress=progress, on_event=lambda kind, msg: log(msg))
         signals.hold()  # the pipeline's handler stops capture on the first signal; after it, signals are only noted
-        stats = pipeline.run(source, _infer(o, th, backend), Analyser(mm, o.stable_window, th.csa),
+        stats = pipeline.run(source, infer, Analyser(mm, o.stable_window, th.csa),
                              lambda r, hud: draw(r, style, hud), outputs.all(), live=o.live, max_frames=o.max_frames,
                              duration_s=o.duration_s, on_tick=outputs.on_tick(), warm=backend.infer)
         files = outputs.finish()
