@@ -65,7 +65,7 @@ class Sizes:
     precisions: tuple[str, ...] = ("fp32", "fp16")
 
 
-QUICK = Sizes(scans=2, frames=3, warmup=1, clip_frames=30, live_s=1.5, train_iters=1, precisions=("fp32",))
+QUICK = Sizes(scans=2, frames=3, warmup=1, clip_frames=12, live_s=1.5, train_iters=1, precisions=("fp32",))
 
 
 @dataclass
