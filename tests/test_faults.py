@@ -373,28 +373,28 @@ def _streamseg(args, cwd=None, env=None, timeout=300):
     return p.returncode, p.stderr + p.stdout
 
 
-def test_exported_artefacts_are_used_by_file_engines_without_a_rebuild(sample_dir, tmp_path):
+def test_exported_artefacts_are_used_by_file_engines_without_a_rebuild(sample_dir, tiny_checkpoint, tmp_path):
     """Defect 12: `export --out DIR` wrote the dense graph only, so `file --engines DIR --backend
     onnxruntime` (CPU) then built the RoI heads graphs into DIR. Now the export holds them too and
     the folder, read-only (chmod 555), is used as it is: nothing in it is written or rebuilt.
     (Modes do not stop root, so the folder's files are compared before and after.)"""
     pytest.importorskip("onnxruntime")
     eng = tmp_path / "eng"
-    rc, text = _streamseg(["export", "--format", "onnx", "--out", eng, "--compute", "cpu"])
+    rc, text = _streamseg(["export", "--format", "onnx", "--out", eng, "--compute", "cpu", "--model", tiny_checkpoint])
     assert rc == 0, text
     before = _tree(eng)
     assert any("heads-box" in n for n in before) and any("heads-mask" in n for n in before), before
     eng.chmod(0o555)
     try:
         rc, text = _streamseg(["file", sample_dir / "demo.mp4", "--csv", tmp_path / "o.csv", "--max-frames", "3",
-                               "--engines", eng, "--backend", "onnxruntime", "--compute", "cpu"])
+                               "--engines", eng, "--backend", "onnxruntime", "--compute", "cpu", "--model", tiny_checkpoint])
     finally:
         eng.chmod(0o755)
     assert rc == 0 and "model: onnxruntime" in text and "rebuilding" not in text, text
     assert _tree(eng) == before
 
 
-def test_backend_auto_runs_from_a_read_only_folder(sample_dir, tmp_path):
+def test_backend_auto_runs_from_a_read_only_folder(sample_dir, tiny_checkpoint, tmp_path):
     """Defect 12: `--backend auto` from a read-only current folder builds its artefacts into the user
     cache ($XDG_CACHE_HOME/streamseg/engines) and writes nothing into the current folder."""
     cwd, cache = tmp_path / "ro", tmp_path / "cache"
@@ -402,7 +402,7 @@ def test_backend_auto_runs_from_a_read_only_folder(sample_dir, tmp_path):
     cwd.chmod(0o555)
     try:
         rc, text = _streamseg(["file", sample_dir / "demo.mp4", "--csv", tmp_path / "o.csv", "--max-frames", "2",
-                               "--compute", "cpu"], cwd=cwd, env={"XDG_CACHE_HOME": str(cache)})
+                               "--compute", "cpu", "--model", tiny_checkpoint], cwd=cwd, env={"XDG_CACHE_HOME": str(cache)})
     finally:
         cwd.chmod(0o755)
     assert rc == 0 and "Traceback" not in text, text
