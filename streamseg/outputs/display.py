@@ -28,7 +28,7 @@ def display_problem() -> str | None:
         return "DISPLAY is not set"
     try:
         xcb = load_xcb()
-    except OSError:
+    except (OSError, AttributeError):
         return "libxcb (X11) is not installed"
     conn = xcb.xcb_connect(name.encode(), None)
     try:

@@ -35,7 +35,8 @@ class _Geometry(ctypes.Structure):
 
 
 def load_xcb() -> ctypes.CDLL:
-    """libxcb with the signatures used here; OSError where it is not installed."""
+    """libxcb with the signatures used here; OSError where it is not installed (AttributeError where
+    it lacks one of them)."""
     xcb = ctypes.CDLL(ctypes.util.find_library("xcb") or "libxcb.so.1")
     p, u32, u16, i16 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint16, ctypes.c_int16
     sigs = {
@@ -83,7 +84,7 @@ class XConnection:
             self.conn = None
 
     def _reply(self, name: str, *args):
-        """The reply to request `name` (freed by the caller via `_free`), or None on an X error."""
+        """The reply to request `name` (the caller frees it: `_libc.free`), or None on an X error."""
         cookie = getattr(self.xcb, name)(self.conn, *args)
         err = ctypes.c_void_p()
         reply = getattr(self.xcb, name + "_reply")(self.conn, cookie, ctypes.byref(err))
@@ -178,7 +179,7 @@ class PaintWatch:
         self.deadline, self.next_check = now + give_up_s, now + grace
         try:
             self.x: XConnection | None = XConnection(display)
-        except OSError:
+        except (OSError, AttributeError):  # no libxcb, one without a symbol used here, or no server
             self.x = None
 
     def check(self, shown: np.ndarray) -> None:
