@@ -21,8 +21,9 @@ SMALL = ["--backbone", "mobilenet_v3_large", "--box-head-width", "128", "--mask-
 
 def test_a_few_steps_lower_the_loss_on_real_scans(sample_dir):
     torch.manual_seed(0)
-    model = build_model(backbone="mobilenet_v3_large", mask_head="112", box_head_width=128, mask_head_width=64).train()
-    images, targets = collate([NerveDataset(scan_folder(sample_dir)[:2])[i] for i in range(2)])
+    model = build_model(backbone="mobilenet_v3_large", mask_head="112", box_head_width=64, mask_head_width=32,
+                        fpn_channels=32, image_size=256).train()  # the tiny checkpoint's widths (conftest)
+    images, targets = collate([NerveDataset(scan_folder(sample_dir)[:2], size=256)[i] for i in range(2)])
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def loss_now():
