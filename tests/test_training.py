@@ -16,7 +16,7 @@ from streamseg.model.architecture import ModelConfig
 from streamseg.app.cli import app
 from streamseg.training.dataset import NerveDataset, collate, scan_folder
 
-SMALL = ["--backbone", "mobilenet_v3_large", "--box-head-width", "128", "--mask-head-width", "64"]
+SMALL = ["--backbone", "mobilenet_v3_large", "--fpn-channels", "32", "--box-head-width", "64", "--mask-head-width", "32"]
 
 
 def test_a_few_steps_lower_the_loss_on_real_scans(sample_dir):
@@ -140,7 +140,8 @@ def test_stop_after_ends_early_on_the_long_schedule_and_resume_goes_on(sample_di
 
     common = dict(data=str(sample_dir), out=str(tmp_path / "m.pt"), epochs=4, lr=0.01, schedule="cosine",
                   warmup_iters=1, batch_size=2, max_iters_per_epoch=1, split=str(tmp_path / "split.json"),
-                  model=ModelConfig(backbone="mobilenet_v3_large", box_head_width=128, mask_head_width=64))
+                  model=ModelConfig(backbone="mobilenet_v3_large", fpn_channels=32, box_head_width=64, mask_head_width=32,
+                                    image_size=256))
     first = train(TrainConfig(**common, stop_after=1), log=lambda s: None)
     assert [r["epoch"] for r in first.history] == [1]
     assert first.history[0]["lr"] > 0.5 * 0.01  # 1 of 4 epochs of the cosine: lr still high
