@@ -6,8 +6,8 @@
 #     nothing held out; the CV is the estimate), 20 epochs, the last epoch kept;
 #  3. the lung-clip check, then FP16 storage into the package with the CV's display and CSA thresholds.
 # Time on a 2-core CPU, one training per core: about 2.5 h a fold and 2.5 h for step 2.
-# As bundled, the CV had folds 0 and 1 done (train/results/cv/mnv2-e20: cv.sh copies the finished
-# folds in first, so this goes on with folds 2 and 3; their thresholds may then differ).
+# As bundled, all 4 folds are done (train/results/cv/mnv2-e20: cv.sh copies the finished folds in
+# first, so step 1 only pools them again).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${DATA:-../shared/data/median-nerve-univpm}"
