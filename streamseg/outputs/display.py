@@ -13,7 +13,7 @@ import numpy as np
 from ..files import atomic_write
 from ..settings import display_name
 from ..types import Result, StreamsegError
-from .x11 import PaintWatch, load_xcb
+from .x11 import PaintWatch, XConnection, load_xcb
 
 
 def display_problem() -> str | None:
@@ -27,15 +27,14 @@ def display_problem() -> str | None:
     if not name:
         return "DISPLAY is not set"
     try:
-        xcb = load_xcb()
+        load_xcb()
     except (OSError, AttributeError):
         return "libxcb (X11) is not installed"
-    conn = xcb.xcb_connect(name.encode(), None)
     try:
-        failed = xcb.xcb_connection_has_error(conn)
-    finally:
-        xcb.xcb_disconnect(conn)
-    return f"cannot open display {name}" if failed else None
+        XConnection(name).close()
+    except OSError:
+        return f"cannot open display {name}"
+    return None
 
 
 def has_display() -> bool:

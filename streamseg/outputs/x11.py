@@ -18,6 +18,7 @@ import numpy as np
 
 ATOM_ANY, ATOM_WM_NAME = 0, 39
 Z_PIXMAP = 2
+PATCH = 16  # side of the square read at the window's centre
 
 
 class _Cookie(ctypes.Structure):
@@ -136,7 +137,7 @@ class XConnection:
         finally:
             _libc.free(reply)
 
-    def centre(self, window: int, size: int = 16) -> np.ndarray | None:
+    def centre(self, window: int, size: int = PATCH) -> np.ndarray | None:
         """The `size`² pixels at the window's centre as BGR (None when the server will not say: the
         window is gone or unmapped). Only a 24/32-bit TrueColor screen is read."""
         g = self._reply("xcb_get_geometry", window)
@@ -191,7 +192,8 @@ class PaintWatch:
         window = self.window = self.window or self.x.find(self.title)
         seen = None if window is None else self.x.centre(window)
         h, w = shown.shape[:2]
-        expected = shown[max(0, h // 2 - 8): h // 2 + 8, max(0, w // 2 - 8): w // 2 + 8]
+        half = PATCH // 2
+        expected = shown[max(0, h // 2 - half): h // 2 + half, max(0, w // 2 - half): w // 2 + half]
         if seen is not None and seen.any():
             return self.stop()  # painted: the race is only at mapping
         if seen is not None and expected.max() > 8 and self.remaps < self.max_remaps:
