@@ -9,7 +9,10 @@ input, one of the backend's `roi_sizes`) is `letterbox.Letterbox.window`; this m
   shifted inside the frame.
   Full frame again when the window's best detection drops below the threshold (the same frame is
   re-run on the full frame at once, so tracking never hides a nerve the full frame shows), when
-  nothing is found, and every `recheck` frames.
+  nothing is found, and every `recheck` frames. A lost window costs a window and a full frame, so
+  windows back off while they keep being lost: after a loss the next 1, 2, 4, ... `max_backoff`
+  frames (doubling with each loss in a row) run the full frame only; a window that holds ends it.
+  When the nerve's scores sit at the threshold, tracking then costs about a full frame, not two.
 - `tracked(infer, tracker)`: a plain `infer(image) -> Inference`, as `backend.infer`,
   for the pipeline, the runner and the bench. A tracked frame's stages carry `track` (the seconds
   the policy took); a full-frame one has no `track` entry.
@@ -54,11 +57,17 @@ class Tracker:
     margin: float = 1.5  # window side / the box's longer side, wanted ...
     min_margin: float = 1.25  # ... and at least (else the full frame): a long nerve gets the largest window
     recheck: int = 30  # a full frame at least every `recheck` frames
+    max_backoff: int = 16  # at most this many full frames after a lost window before the next one
     box: np.ndarray | None = None  # the last confident box, source pixels
     since_full: int = 0
+    backoff: int = 0  # full frames after the next lost window (0: no window lost since one held)
+    wait: int = 0  # full frames still to run before the next window
 
     def roi(self, src_h: int, src_w: int) -> Roi | None:
         """The window for the next frame, or None for the full frame."""
+        if self.wait > 0:
+            self.wait -= 1
+            return None
         if self.box is None or not self.sizes or self.since_full + 1 >= self.recheck:
             return None
         scale = self.image_size / max(src_h, src_w)
@@ -80,6 +89,9 @@ class Tracker:
         found = best is not None and best.score >= self.threshold
         self.since_full = 0 if roi is None else self.since_full + 1
         self.box = np.asarray(best.box, dtype=np.float64) if found else None
+        if roi is not None:
+            self.backoff = 0 if found else min(max(1, 2 * self.backoff), self.max_backoff)
+            self.wait = 0 if found else self.backoff
         return found or roi is None
 
 
