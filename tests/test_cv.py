@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import SHARED, in_ci
+from conftest import REPO, SHARED, in_ci
 from streamseg.app.cli import app
 from streamseg.model.checkpoint import read_checkpoint
 from streamseg.model.architecture import ModelConfig, build_model, freeze_blocks, pretrained_weights
@@ -128,6 +128,15 @@ def test_cv_on_the_sample_trains_each_fold_once_and_resumes(torch_home, sample_d
     assert (cv / "fold1" / "model_last.pt").stat().st_mtime_ns == before
     r = CliRunner().invoke(app, [*args[:-4], "--folds", "3", "--out", str(out)])
     assert r.exit_code == 2 and "use another --out" in r.output
+    # the mirror lever (train/cv_tta.py) predicts the same held-out scans again with each fold's model
+    mirror = tmp_path / "cv-mirror"
+    run = subprocess.run([sys.executable, str(REPO / "train" / "cv_tta.py"), str(cv), str(mirror)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    for i in range(2):
+        a, b = (json.loads((d / f"fold{i}" / "predictions.json").read_text()) for d in (cv, mirror))
+        assert b["mirror"] is True and [s["name"] for s in b["scans"]] == [s["name"] for s in a["scans"]]
+    assert json.loads((mirror / "cv.json").read_text())["pooled"]["images"] == 7
 
 
 def test_a_fold_claim_is_left_to_a_live_process_and_taken_from_an_ended_one(tmp_path):

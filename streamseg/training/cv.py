@@ -189,9 +189,11 @@ def _train_seconds(jsonl: Path) -> float | None:
     return round(total, 1)
 
 
-def predict_fold(model_path: Path, recipe: TrainConfig, folds: dict, i: int, device: str = "cpu") -> dict:
+def predict_fold(model_path: Path, recipe: TrainConfig, folds: dict, i: int, device: str = "cpu",
+                 mirror: bool = False) -> dict:
     """Held-out predictions of fold i: per scan the detections (box, score, Dice with the expert's
-    mask) and the expert's box and area; per nerve-free image its top score."""
+    mask) and the expert's box and area; per nerve-free image its top score. `mirror`: each image's
+    detections merged with its mirror's (`tta.mirror_merged`)."""
     from ..backends.device import select_device
     from .evaluate import predict_samples
     from .metrics import dice
@@ -202,16 +204,17 @@ def predict_fold(model_path: Path, recipe: TrainConfig, folds: dict, i: int, dev
     model, info = load_checkpoint(model_path, device=device)
     samples = select(scan_folder(recipe.data, recipe.nerve_label), folds["patients"][i])
     scans = []
-    for s, _img, gt, dets in predict_samples(model, samples, device, config=info.config):
+    for s, _img, gt, dets in predict_samples(model, samples, device, config=info.config, mirror=mirror):
         scans.append({"name": s.name, "patient": s.patient, "gt_box": [float(v) for v in mask_box(gt)],
                       "area_gt_px": float(gt.sum()),
                       "detections": [{"box": [float(v) for v in d.box], "score": float(d.score),
                                       "dice": dice(d.mask, gt), "area_px": float(d.mask.sum())} for d in dets]})
     neg_names = folds["negatives"][i]
     neg_paths = [Path(folds["negatives_root"]) / n for n in neg_names]
-    scores = top_scores(model, neg_paths, device, config=info.config) if neg_paths else []
+    scores = top_scores(model, neg_paths, device, config=info.config, mirror=mirror) if neg_paths else []
     negs = [{"image": n, "group": group_of(Path(n)), "top_score": float(t)} for n, t in zip(neg_names, scores)]
-    return {"fold": i, "model": str(model_path), "epochs": recipe.epochs, "scans": scans, "negatives": negs}
+    return {"fold": i, "model": str(model_path), "epochs": recipe.epochs, "mirror": mirror, "scans": scans,
+            "negatives": negs}
 
 
 def load_predictions(out: Path, k: int) -> list[dict]:

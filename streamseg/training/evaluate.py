@@ -21,14 +21,17 @@ from .results import CsaAgreement, EvalReport, EvalScores, NerveFreeReport, User
 
 
 def predict_samples(model: torch.nn.Module, samples: list[Sample], device="cpu", progress=None, *,
-                    config: ModelConfig):
-    """-> list of (sample, image, gt_mask, detections); `config` is the one `model` was built from."""
+                    config: ModelConfig, mirror: bool = False):
+    """-> list of (sample, image, gt_mask, detections); `config` is the one `model` was built from.
+    `mirror`: detections of the image and its mirror merged (`tta.mirror_merged`)."""
+    from .tta import mirror_merged
+
     backend = TorchBackend(model, ModelInfo(config), device=str(device))
     task = progress.add_task("eval", total=len(samples)) if progress else None
     out = []
     for s in samples:
         img, gt = load_pair(s)
-        dets = backend.infer(img).detections
+        dets = mirror_merged(backend.infer, img) if mirror else backend.infer(img).detections
         out.append((s, img, gt, dets))
         if task is not None:
             progress.update(task, advance=1)

@@ -110,10 +110,16 @@ class MixedDataset(torch.utils.data.Dataset):
 
 
 @torch.no_grad()
-def top_scores(model: torch.nn.Module, paths: list[Path], device="cpu", *, config) -> list[float]:
-    """The highest detection score on each nerve-free image (0 when nothing is detected)."""
+def top_scores(model: torch.nn.Module, paths: list[Path], device="cpu", *, config, mirror: bool = False) -> list[float]:
+    """The highest detection score on each nerve-free image (0 when nothing is detected); `mirror`:
+    of the image's and its mirror's detections merged (`tta.mirror_merged`)."""
     from ..backends.torch_eager import TorchBackend
     from ..model.architecture import ModelInfo
+    from .tta import mirror_merged
 
     backend = TorchBackend(model, ModelInfo(config), device=str(device))
-    return [max((d.score for d in backend.infer(read_image(p)).detections), default=0.0) for p in paths]
+
+    def found(image):
+        return mirror_merged(backend.infer, image) if mirror else backend.infer(image).detections
+
+    return [max((d.score for d in found(read_image(p))), default=0.0) for p in paths]
