@@ -104,9 +104,9 @@ def test_tracked_reruns_the_full_frame_at_once_when_the_window_loses_the_nerve()
 
 def test_windows_back_off_while_they_keep_losing_the_nerve():
     """Regression: with the nerve's scores at the threshold (confident on the full frame, just under
-    it in the window) every frame ran a window and then the full frame again, so the tracked default
-    path cost more than full frames alone (72 against 67 ms a frame on the demo at 0.995). Lost
-    windows now back off (1, 2, 4, ... 16 full frames); a window that holds resumes tracking."""
+    it in the window) every frame ran a window and then the full frame again: two model calls a
+    frame, more than full frames alone. Lost windows now back off (1, 2, 4, ... 16 full frames); a
+    window that holds resumes tracking."""
     calls = []
 
     def infer(image, roi=None):
