@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ def run(src: Path, dst: Path) -> dict:
         raise StreamsegError(f"{src}: no folds.json (not a cross-validation folder)")
     folds = json.loads(folds_path.read_text())
     dst.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(folds_path, dst / "folds.json")
+    _write_json(dst / "folds.json", folds)  # temp file + rename, as every CV output
     for i in range(folds["k"]):
         model, done = src / f"fold{i}" / "model_last.pt", src / f"fold{i}" / "predictions.json"
         out = dst / f"fold{i}" / "predictions.json"

@@ -91,7 +91,7 @@ class Tracker:
         self.box = np.asarray(best.box, dtype=np.float64) if found else None
         if roi is not None:
             self.backoff = 0 if found else min(max(1, 2 * self.backoff), self.max_backoff)
-            self.wait = 0 if found else self.backoff
+            self.wait = self.backoff  # 0 when the window held
         return found or roi is None
 
 
