@@ -13,7 +13,11 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "streamseg" / "data" / "sample"
 SHARED = Path(os.environ.get("STREAMSEG_SHARED", REPO.parent / "shared")) / "data"
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# The suite runs in pytest-xdist workers (README: `-n 2`): each worker's own torch gets its share of
+# the cores, so two workers on a 2-core machine do not fight over four spinning OpenMP threads (the
+# bundled-model tests ran 7x slower so). The CLI subprocesses the tests start size their own pools.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // WORKERS)))
 
 
 @pytest.fixture(scope="session")
