@@ -20,7 +20,7 @@ OUTCOMES = ["correct", "wrong structure", "nothing shown"]
 OPERATING_POINT = (["operating_point", "operating_point.score_thresh", "operating_point.iou_thresh",
                     "operating_point.images", "operating_point.counts"]
                    + [f"operating_point.counts.{k}" for k in OUTCOMES] + ["operating_point.shares"]
-                   + [f"operating_point.shares.{k}" for k in OUTCOMES])
+                   + [f"operating_point.shares.{k}" for k in OUTCOMES] + ["operating_point.wrong_on_nerve"])
 RELIABILITY = ["reliability", "reliability[].bin", "reliability[].scans", "reliability[].on_nerve_share",
                "reliability[].nerve_free"]
 PER_PATIENT = ["per_patient", "per_patient.*"] + [f"per_patient.*.{k}" for k in PAPER]

@@ -31,6 +31,8 @@ def test_operating_point_counts_what_is_shown_at_the_display_threshold():
     op = operating_point(scans, 0.95)
     assert op.counts == {"correct": 2, "wrong structure": 2, "nothing shown": 2}
     assert op.shares["correct"] == pytest.approx(2 / 6) and op.images == 6
+    assert op.wrong_on_nerve == 1  # the loose box over the nerve; the outline on something else is not
+    assert ("wrong structure (1 loose on the nerve)", "2 (33.3%)") in report.operating_rows(op)
     assert [shown_outcome(s, 0.98) for s in scans] == ["nothing shown", "wrong structure", "wrong structure",
                                                         "nothing shown", "nothing shown", "nothing shown"]
 

@@ -120,14 +120,15 @@ def _row(label: str, r: dict) -> str:
     return (f"| {label} | {r['patients']} / {r['images']} | {r['tp']}/{r['fp']}/{r['fn']} | {_f(r['precision'])} | "
             f"{_f(r['recall'])} | {_f(r['map_07'])} | {_f(r['dice_median'])} ({_f(r['dice_q1'])}–{_f(r['dice_q3'])}) | "
             f"{_f(r['dice_mean'])} | {_f(r['area_abs_rel_error_median'], pct=True)} | "
-            f"{c['correct']} / {c['wrong structure']} / {c['nothing shown']} | "
+            f"{c['correct']} / {c['wrong structure']} ({uv['wrong_on_nerve']}) / {c['nothing shown']} | "
             f"{neg['shown']}/{neg['images']} ({groups}) | {neg['over_098']}/{neg['images']} |")
 
 
 def report_markdown(rep: dict) -> str:
     t = rep["thresholds"]
     head = ("| fold | patients / scans | TP/FP/FN | Prec | Rec | mAP@0.7 | Dice median (IQR) | Dice mean | "
-            "median abs. area error | correct / wrong / nothing at display | nerve-free shown | nerve-free > 0.98 |\n"
+            "median abs. area error | correct / wrong (of which loose on the nerve) / nothing at display | "
+            "nerve-free shown | nerve-free > 0.98 |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     rows = [_row(f"{p['fold']}", p) for p in rep["per_fold"]]
     rows.append(_row("**pooled**", rep["pooled"]))

@@ -276,19 +276,24 @@ class OperatingPoint:
     images: int
     counts: dict[str, int]
     shares: dict[str, float | None]
+    wrong_on_nerve: int = 0  # of the "wrong structure": a loose outline over the nerve (0 < box IoU < iou)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def operating_point(results: list[ImageResult], thresh: float, iou: float = IOU_THRESH) -> OperatingPoint:
-    """Counts and shares of the three outcomes over the scans with a nerve."""
+    """Counts and shares of the three outcomes over the scans with a nerve, and how many of the
+    wrong-structure outlines overlap the expert's box (on the nerve, too loose to count)."""
     counts = {k: 0 for k in OUTCOMES}
+    on_nerve = 0
     for r in results:
-        counts[shown_outcome(r, thresh, iou)] += 1
+        outcome = shown_outcome(r, thresh, iou)
+        counts[outcome] += 1
+        on_nerve += outcome == "wrong structure" and (r.top_iou or 0.0) > 0.0
     n = len(results)
     return OperatingPoint(score_thresh=thresh, iou_thresh=iou, images=n, counts=counts,
-                          shares={k: (v / n if n else None) for k, v in counts.items()})
+                          shares={k: (v / n if n else None) for k, v in counts.items()}, wrong_on_nerve=on_nerve)
 
 
 RELIABILITY_BINS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0001)

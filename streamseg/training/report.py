@@ -190,8 +190,11 @@ def _v(v, fmt="{:.3f}"):
 
 
 def operating_rows(op: OperatingPoint) -> list[tuple[str, str]]:
-    """The outcome a user sees per scan with a nerve: count and share."""
-    return [(k, f"{op.counts[k]} ({_v(op.shares[k], '{:.1%}')})") for k in op.counts]
+    """The outcome a user sees per scan with a nerve: count and share; the wrong-structure row says
+    how many of those outlines lie over the nerve, too loosely to count (box IoU under the rule's)."""
+    def label(k: str) -> str:
+        return f"{k} ({op.wrong_on_nerve} loose on the nerve)" if k == "wrong structure" else k
+    return [(label(k), f"{op.counts[k]} ({_v(op.shares[k], '{:.1%}')})") for k in op.counts]
 
 
 def reliability_rows(rows: list[ReliabilityBin]) -> list[tuple[str, str, str]]:
