@@ -28,6 +28,7 @@ BAD_CONFIGS = {
     "fpn_channels 0": ("fpn_channels", 0),
     "max_detections 1e9": ("max_detections", 10 ** 9),
     "box_score_thresh nan": ("box_score_thresh", float("nan")),
+    "box_iou 1": ("box_iou", 1.0),
     "box_from_mask text": ("box_from_mask", "yes"),
     "num_classes bool": ("num_classes", True),
 }

@@ -104,6 +104,7 @@ OTHER_CASES = {
     "train epochs 0": ["train", "--data", "{sample}", "--epochs", "0", "--out", "m.pt"],
     "train lr -1": ["train", "--data", "{sample}", "--lr", "-1", "--out", "m.pt"],
     "train lr nan": ["train", "--data", "{sample}", "--lr", "nan", "--out", "m.pt"],
+    "train box-iou 1": ["train", "--data", "{sample}", "--box-iou", "1", "--out", "m.pt"],
     "train out /proc": ["train", "--data", "{sample}", "--out", "/proc/x.pt"],
     "train compute tpu": ["train", "--data", "{sample}", "--compute", "tpu", "--out", "m.pt"],
     "train coco with bad annotations": ["train", "--data", "bad.json", "--epochs", "1", "--out", "m.pt"],

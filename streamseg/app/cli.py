@@ -460,6 +460,7 @@ def train(
     keep_epochs: bool = typer.Option(False, help="also keep every epoch's checkpoint (OUT_eNNN.pt)"),
     stop_after: Optional[int] = typer.Option(None, min=1, help="end after this epoch; the schedule still spans --epochs"),
     box_head_width: int = typer.Option(1024, help="box head MLP width (1024 = torchvision)"),
+    box_iou: float = typer.Option(0.5, help="box IoU with the expert's box from which a proposal trains the box and mask heads as the nerve (below: background; 0.5 = torchvision)"),
     mask_head_width: int = typer.Option(256, help="mask head filters (256 = Table I)"),
     fpn_channels: int = typer.Option(256, help="FPN width (256 = torchvision/paper)"),
     resume: bool = typer.Option(False, help="continue from OUT's *_last.pt"),
@@ -478,6 +479,7 @@ def train(
                    ("--batch-size", batch_size, 1, 1024), ("--workers", workers, 0, 256),
                    ("--box-head-width", box_head_width, 1, 65536), ("--mask-head-width", mask_head_width, 1, 65536),
                    ("--fpn-channels", fpn_channels, 1, 65536), ("--negative-share", negative_share, 0, 4),
+                   ("--box-iou", box_iou, 0.05, 0.95),
                    ("--freeze-blocks", freeze_blocks or 0, 0, 64), ("--folds", folds or 2, 2, 100),
                    ("--nerve-label", nerve_label or 1, 1, 65535)])
     _check_train_inputs(out, data, split, negatives, folds, pretrained, init)
@@ -493,7 +495,7 @@ def train(
         negative_share=negative_share, keep_epochs=keep_epochs, stop_after=stop_after,
         pretrained=pretrained, freeze_blocks=freeze_blocks, nerve_label=nerve_label, instances=instances,
         model=ModelConfig(backbone=backbone, mask_head=mask_head, norm=norm, box_head_width=box_head_width,
-                          mask_head_width=mask_head_width, fpn_channels=fpn_channels),
+                          mask_head_width=mask_head_width, fpn_channels=fpn_channels, box_iou=box_iou),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     _run_training(cfg, out, folds, seed)

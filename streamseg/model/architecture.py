@@ -84,6 +84,9 @@ class ModelConfig:
     rpn_post_nms_top_n_test: int = 150
     rpn_post_nms_top_n_train: int = 1000
     box_batch_size_per_image: int = 128
+    # training's RoI sampling: a proposal is the nerve at box IoU >= box_iou with the expert's box,
+    # background below (torchvision: 0.5 for both; Cascade R-CNN's tighter stages use 0.6-0.7)
+    box_iou: float = 0.5
     box_score_thresh: float = 0.05
     max_detections: int = 3
     # the reported box: the tight box of the mask pasted at source resolution (True), or the box
@@ -97,6 +100,7 @@ class ModelConfig:
         for name, (lo, hi) in _INT_RANGES.items():
             _check("config " + name, getattr(self, name), int, lo, hi)
         _check("config box_score_thresh", self.box_score_thresh, float, 0, 1)
+        _check("config box_iou", self.box_iou, float, 0.05, 0.95)
         if not isinstance(self.box_from_mask, bool):
             raise StreamsegError(f"config box_from_mask {self.box_from_mask!r}: expected true or false")
         if len(self.anchor_sizes) != 5 or not self.aspect_ratios:
@@ -316,6 +320,8 @@ def build_model(config: ModelConfig | None = None, *, backbone_weights=None, **o
         box_head=TwoMLPHead(c * 7 * 7, cfg.box_head_width),
         box_predictor=FastRCNNPredictor(cfg.box_head_width, cfg.num_classes),
         box_batch_size_per_image=cfg.box_batch_size_per_image,
+        box_fg_iou_thresh=cfg.box_iou,
+        box_bg_iou_thresh=cfg.box_iou,
         box_score_thresh=cfg.box_score_thresh,
         box_detections_per_img=cfg.max_detections,
         mask_roi_pool=mask_pool,
