@@ -185,3 +185,14 @@ def test_thresholds_keep_wrong_outlines_and_nerve_free_detections_within_the_tar
     # at the chosen threshold at most 3 of the 5 wrong outlines are shown and no nerve-free image
     assert sum(s["detections"][0]["score"] >= t["display"] for s in scans[95:]) <= 3
     assert t["csa_summary"] > 0.968  # the CSA keeps only outlines above every wrong one
+
+
+def test_thresholds_are_chosen_finely_where_the_top_scores_crowd_near_1():
+    # regression: candidates 0.005 apart jumped from 0.99 (4 % wrong) to 0.995 and hid every outline
+    # scored 0.990-0.995; the bundled model's CV had 22 of its 92 right outlines there
+    scans = [_scan(f"s{i}", f"p{i}", 0.990 + i * 0.0001, True) for i in range(96)]  # 0.9900-0.9995
+    scans += [_scan(f"w{i}", f"q{i}", 0.9925, False) for i in range(4)]  # 4 % wrong, all at 0.9925
+    t = choose_thresholds(scans, [])
+    assert t["display_targets_met"] and 0.9925 < t["display"] <= 0.993
+    assert sum(s["detections"][0]["score"] >= t["display"] for s in scans[:96]) == 66  # 0.993-0.9995, not 46
+    assert t["csa_summary"] == t["display"]  # no wrong outline left above it

@@ -10,7 +10,10 @@ from ..types import NERVE_SCORE
 from .metrics import (CONF_THRESH, IOU_THRESH, ImageResult, coco_ap, operating_point, paper_match, reliability,
                       shown_outcome, summarize, top_detection)
 
-GRID = tuple(round(float(t), 3) for t in np.arange(0.5, 0.9951, 0.005))
+# Candidate thresholds: 0.005 apart up to 0.95, then 0.001 apart up to 0.999. A trained detector's
+# top scores crowd near 1 (most of them over 0.99), where 0.005 steps jump over most of the choices.
+GRID = tuple(sorted({round(float(t), 3) for t in np.arange(0.5, 0.95, 0.005)}
+                    | {round(float(t), 3) for t in np.arange(0.95, 0.9991, 0.001)}))
 MAX_WRONG = 0.03  # display threshold: at most 3 % of scans outlined off the nerve ...
 MAX_NEG_SHOWN = 0.01  # ... and at most 1 % of nerve-free images showing an outline
 MAX_WRONG_AMONG_SHOWN = 0.01  # CSA summary threshold: at most 1 % of the outlines it keeps are off the nerve
@@ -88,7 +91,8 @@ def choose_thresholds(scans: list[dict], negs: list[dict]) -> dict:
                    None)
     return {"display": display, "display_targets_met": met, "csa_summary": summary,
             "rule": {"max_wrong": MAX_WRONG, "max_nerve_free_shown": MAX_NEG_SHOWN,
-                     "max_wrong_among_kept": MAX_WRONG_AMONG_SHOWN, "grid": [GRID[0], GRID[-1], 0.005]}}
+                     "max_wrong_among_kept": MAX_WRONG_AMONG_SHOWN,
+                     "grid": {"from": GRID[0], "to": GRID[-1], "step below 0.95": 0.005, "step from 0.95": 0.001}}}
 
 
 def pooled_report(preds: list[dict], k: int) -> dict:
