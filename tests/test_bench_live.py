@@ -26,7 +26,7 @@ class FakeBackend:
         h, w = image.shape[:2]
         mask = np.zeros((h, w), bool)
         mask[h // 3:h // 2, w // 3:w // 2] = True
-        dets = [Detection(box=np.array([w // 3, h // 3, w // 2, h // 2], np.float32), score=0.99, mask=mask)]
+        dets = [Detection(box=np.array([w // 3, h // 3, w // 2, h // 2], np.float32), score=0.99, mask=mask, mask_score=1.0)]
         return Inference(dets, {"model": time.perf_counter() - t})
 
 

@@ -128,9 +128,9 @@ def test_cv_on_the_sample_trains_each_fold_once_and_resumes(torch_home, sample_d
     assert (cv / "fold1" / "model_last.pt").stat().st_mtime_ns == before
     r = CliRunner().invoke(app, [*args[:-4], "--folds", "3", "--out", str(out)])
     assert r.exit_code == 2 and "use another --out" in r.output
-    # the mirror lever (train/cv_tta.py) predicts the same held-out scans again with each fold's model
+    # the mirror lever (train/cv_predict.py --mirror) predicts the same held-out scans again with each fold's model
     mirror = tmp_path / "cv-mirror"
-    run = subprocess.run([sys.executable, str(REPO / "train" / "cv_tta.py"), str(cv), str(mirror)],
+    run = subprocess.run([sys.executable, str(REPO / "train" / "cv_predict.py"), str(cv), str(mirror), "--mirror"],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     for i in range(2):
@@ -161,13 +161,14 @@ def test_a_fold_claim_is_left_to_a_live_process_and_taken_from_an_ended_one(tmp_
 def _scan(name, patient, score, on_nerve, dice=0.9):
     box = [10.0, 10.0, 50.0, 50.0] if on_nerve else [200.0, 200.0, 240.0, 240.0]
     return {"name": name, "patient": patient, "gt_box": [10.0, 10.0, 50.0, 50.0], "area_gt_px": 1600.0,
-            "detections": [{"box": box, "score": score, "dice": dice if on_nerve else 0.0, "area_px": 1500.0}]}
+            "detections": [{"box": box, "score": score, "mask_score": 1.0, "dice": dice if on_nerve else 0.0,
+                            "area_px": 1500.0}]}
 
 
 def test_the_report_pools_predictions_not_fold_means():
     fold0 = {"fold": 0, "epochs": 1, "scans": [_scan("a", "p1", 0.99, True)], "negatives": []}
     fold1 = {"fold": 1, "epochs": 1, "scans": [_scan(f"b{i}", "p2", 0.99 if i else 0.5, True) for i in range(4)],
-             "negatives": [{"image": "muscle/x.png", "group": "muscle/x", "top_score": 0.2}]}
+             "negatives": [{"image": "muscle/x.png", "group": "muscle/x", "top_score": 0.2, "top_confidence": 0.2}]}
     rep = pooled_report([fold0, fold1], 2)
     assert [f["recall"] for f in rep["per_fold"]] == [1.0, 0.75]  # the 0.5 scan is an FN (nothing over 0.98)
     assert rep["pooled"]["recall"] == 0.8 and rep["pooled"]["images"] == 5  # 4 of 5, not (1 + 0.75) / 2
@@ -179,7 +180,8 @@ def test_the_report_pools_predictions_not_fold_means():
 def test_thresholds_keep_wrong_outlines_and_nerve_free_detections_within_the_targets():
     scans = [_scan(f"s{i}", f"p{i}", 0.90 + i * 0.001, True) for i in range(95)]
     scans += [_scan(f"w{i}", f"q{i}", 0.96 + i * 0.002, False) for i in range(5)]  # 5 % wrong, scored 0.96-0.968
-    negs = [{"image": f"n{i}", "group": "muscle/n", "top_score": 0.93} for i in range(100)]
+    negs = [{"image": f"n{i}", "group": "muscle/n", "top_score": 0.93, "top_confidence": 0.93}
+            for i in range(100)]
     t = choose_thresholds(scans, negs)
     assert t["display_targets_met"] and 0.93 < t["display"] <= 0.965
     # at the chosen threshold at most 3 of the 5 wrong outlines are shown and no nerve-free image

@@ -13,7 +13,8 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from conftest import SHARED, shared_data
 from streamseg import backends
-from streamseg.backends.base import frame_letterbox, letterbox_tensor, paste_to_source, postprocess, to_tensor
+from streamseg.backends.base import (frame_letterbox, letterbox_tensor, mask_scores, paste_to_source, postprocess,
+                                     to_tensor)
 from streamseg.backends.parity import compare
 from streamseg.letterbox import ROI_SIZES, Letterbox
 
@@ -80,6 +81,16 @@ def test_the_paste_brings_back_the_same_pixels_as_torchvisions():
     assert got[4, 5:-5, 5:-5].all() and got[4, :, -1].any() and got[4, -1].any()  # clipped at the edges
     assert not got[5].any()  # a box outside the frame (torchvision: an error) pastes nothing
     assert paste_to_source(probs[:0], boxes[:0], h, w).shape == (0, h, w)
+
+
+def test_a_mask_score_is_the_mean_probability_over_its_outline():
+    probs = torch.zeros((3, 1, 4, 4))
+    probs[0, 0, :2, :2] = torch.tensor([[0.9, 0.7], [0.6, 0.4]])  # outline 0.9, 0.7, 0.6; 0.4 is outside it
+    probs[1] = 1.0
+    got = mask_scores(probs)
+    assert got.shape == (3,) and got[0] == pytest.approx(0.7333, abs=1e-4) and got[1] == 1.0
+    assert got[2] == 0.0  # an empty mask: nothing to be sure of
+    assert mask_scores(probs[:0]).shape == (0,)
 
 
 def test_the_bundled_model_finds_the_same_nerves_from_the_device_letterbox(scans):

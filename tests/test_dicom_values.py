@@ -129,7 +129,7 @@ def test_no_non_finite_number_reaches_a_csv_or_json_output():
 
     m = Measurement(area_px=5, csa_mm2=0.02, perimeter_px=10.0, perimeter_mm=0.6, major_axis_px=5.0, minor_axis_px=0.0,
                     circularity=0.6, flattening=float("inf"))
-    d = Detection(box=np.array([0, 0, 5, 1], np.float32), score=0.99, mask=np.ones((1, 5), bool))
+    d = Detection(box=np.array([0, 0, 5, 1], np.float32), score=0.99, mask=np.ones((1, 5), bool), mask_score=1.0)
     row = result_row(Result(frame=Frame(np.zeros((4, 8, 3), np.uint8), 0, 0.0), detections=[d], measurement=m), 0.06, 0.5)
     assert row["flattening"] is None and row["csa_mm2"] == 0.02
     text = json_text({"median": float("nan"), "q": [float("inf"), np.float64("-inf"), 1.0]})

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streamseg.app.cli import app
+from streamseg.training.metrics import RELIABILITY_BINS
 
 PAPER = ["images", "tp", "fp", "fn", "precision", "recall", "dice_median", "dice_q1", "dice_q3", "dice_iqr",
          "dice_mean", "dice_sd", "hd95_median_px", "hd95_mean_px", "area_error_mean_px2", "area_abs_error_median_px2",
@@ -26,7 +27,8 @@ RELIABILITY = ["reliability", "reliability[].bin", "reliability[].scans", "relia
 PER_PATIENT = ["per_patient", "per_patient.*"] + [f"per_patient.*.{k}" for k in PAPER]
 BLAND_ALTMAN = ["n", "bias", "sd", "loa_low", "loa_high", "mae", "rel_abs_error_median"]
 PER_IMAGE = ["per_image"] + [f"per_image[].{k}" for k in ("name", "tp", "fp", "fn", "dice", "hd95", "area_gt_px",
-                                                          "area_pred_px", "top_score", "top_iou", "top_area_px",
+                                                          "area_pred_px", "top_score", "top_confidence", "top_iou",
+                                                          "top_area_px",
                                                           "top_dice", "patient")]
 
 
@@ -43,8 +45,9 @@ def labelled_keys(mm: bool) -> list[str]:
 NERVE_FREE_KEYS = (["summary", "summary.kind", "summary.model", "summary.data", "summary.subset",
                     "summary.false_detections"]
                    + [f"summary.false_detections.{k}" for k in ("images", "conf_thresh", "score_thresh", "over_conf",
-                                                                "over_conf_share", "shown", "shown_share", "max_score")]
-                   + ["per_image", "per_image[].image", "per_image[].top_score"])
+                                                                "over_conf_share", "shown", "shown_share", "max_score",
+                                                                "max_confidence")]
+                   + ["per_image", "per_image[].image", "per_image[].top_score", "per_image[].top_confidence"])
 
 
 def key_paths(doc, prefix: str = "") -> list[str]:
@@ -75,7 +78,7 @@ def test_eval_json_of_the_sample_keeps_its_keys(sample_dir, tmp_path, mm):
     doc = _eval_json(["--data", str(sample_dir)] + (["--mm-per-px", "0.08"] if mm else []), tmp_path / "e.json")
     assert key_paths(doc) == labelled_keys(mm)
     assert sorted(doc["summary"]["per_patient"]) == ["Pz065", "Pz074", "Pz089", "Pz097"]
-    assert len(doc["per_image"]) == 7 and len(doc["summary"]["reliability"]) == 7
+    assert len(doc["per_image"]) == 7 and len(doc["summary"]["reliability"]) == len(RELIABILITY_BINS) - 1
 
 
 def test_eval_json_of_a_nerve_free_folder_keeps_its_keys(sample_dir, tmp_path):

@@ -12,9 +12,10 @@ from streamseg.training.metrics import (bland_altman, false_detections, operatin
 from conftest import GT_BOX, box_mask as _mask
 
 
-def _scan(boxes, scores, patient="P1", name="x"):
+def _scan(boxes, scores, patient="P1", name="x", mask_scores=None):
     boxes = np.array(boxes, np.float32).reshape(-1, 4)
-    return paper_rule(name, GT_BOX, _mask(GT_BOX), boxes, np.array(scores, float), [_mask(b) for b in boxes],
+    ms = np.ones(len(boxes)) if mask_scores is None else np.array(mask_scores, float)
+    return paper_rule(name, GT_BOX, _mask(GT_BOX), boxes, np.array(scores, float), [_mask(b) for b in boxes], ms,
                       patient=patient)
 
 
@@ -37,13 +38,22 @@ def test_operating_point_counts_what_is_shown_at_the_display_threshold():
                                                         "nothing shown", "nothing shown", "nothing shown"]
 
 
-def test_reliability_tells_what_a_top_score_means():
-    scans = [_scan([[100, 100, 200, 160]], [0.97]), _scan([[10, 10, 60, 60]], [0.96]), _scan([[100, 100, 200, 160]], [0.995]),
-             _scan([], [])]
+def test_the_user_view_shows_on_the_confidence_and_counts_on_the_score():
+    # a sure box (0.99) on the nerve with an unsure outline (mask score 0.9): the paper's rule counts
+    # it (score > 0.98), the user is not shown it at 0.95 (confidence 0.891)
+    r = _scan([[100, 100, 200, 160]], [0.99], mask_scores=[0.9])
+    assert r.tp == 1 and r.top_confidence == pytest.approx(0.891)
+    assert shown_outcome(r, 0.95) == "nothing shown" and shown_outcome(r, 0.89) == "correct"
+
+
+def test_reliability_tells_what_a_top_confidence_means():
+    scans = [_scan([[100, 100, 200, 160]], [0.99], mask_scores=[0.94]), _scan([[10, 10, 60, 60]], [0.96]),
+             _scan([[100, 100, 200, 160]], [0.995], mask_scores=[0.97]), _scan([], [])]
     rows = {r.bin: r for r in reliability(scans, nerve_free_scores=[0.955, 0.2])}
-    assert rows["0.95-0.98"].scans == 2 and rows["0.95-0.98"].on_nerve_share == 0.5
-    assert rows["0.95-0.98"].nerve_free == 1 and rows["0.00-0.50"].nerve_free == 1
-    assert rows["0.99-1.00"].on_nerve_share == 1.0 and rows["0.00-0.50"].scans == 1  # no detection: score 0
+    assert rows["0.92-0.94"].scans == 1 and rows["0.92-0.94"].on_nerve_share == 1.0  # 0.99 x 0.94 = 0.9306
+    assert rows["0.96-1.00"].scans == 2 and rows["0.96-1.00"].on_nerve_share == 0.5
+    assert rows["0.94-0.96"].nerve_free == 1 and rows["0.00-0.50"].nerve_free == 1
+    assert rows["0.00-0.50"].scans == 1  # no detection: confidence 0
     assert rows["0.50-0.80"].on_nerve_share is None
     assert sum(r.scans for r in rows.values()) == 4
     assert user_view(scans, 0.95, 0.7, None).reliability == reliability(scans)
@@ -80,16 +90,17 @@ def test_per_patient_results():
 
 
 def test_false_detection_rates_use_both_thresholds():
-    fd = false_detections([0.0, 0.5, 0.95, 0.98, 0.99], thresh=0.95, conf=0.98)
-    assert (fd.over_conf, fd.shown, fd.images) == (1, 3, 5)  # > 0.98 strictly; >= 0.95
-    assert fd.over_conf_share == pytest.approx(0.2) and fd.shown_share == pytest.approx(0.6)
-    assert fd.max_score == 0.99
+    # (score, confidence): the paper's rule on the score, what is shown on the confidence
+    fd = false_detections([(0.0, 0.0), (0.5, 0.5), (0.95, 0.95), (0.98, 0.98), (0.99, 0.94)], thresh=0.95, conf=0.98)
+    assert (fd.over_conf, fd.shown, fd.images) == (1, 2, 5)  # > 0.98 strictly; >= 0.95 (0.99 x mask 0.95 is not shown)
+    assert fd.over_conf_share == pytest.approx(0.2) and fd.shown_share == pytest.approx(0.4)
+    assert fd.max_score == 0.99 and fd.max_confidence == 0.98
 
 
 def test_figures_are_written_whole(tmp_path):
     ba = bland_altman([100, 200, 300], [110, 190, 330])
     report.bland_altman_plot(tmp_path / "ba.png", [100, 200, 300], [110, 190, 330], ba)
-    report.score_histogram(tmp_path / "h.png", [0.1, 0.97, 0.99], 0.95, 0.98)
+    report.score_histogram(tmp_path / "h.png", [(0.1, 0.1), (0.97, 0.9), (0.99, 0.97)], 0.95, 0.98)
     report.dice_boxplot(tmp_path / "d.png", {"mask112": [0.9, 0.92, 0.95, 0.7]})
     for name in ("ba.png", "h.png", "d.png"):
         img = cv2.imread(str(tmp_path / name))

@@ -10,7 +10,8 @@ from conftest import GT_BOX, box_mask as _mask
 
 def _rule(boxes, scores, **kw):
     boxes = np.array(boxes, np.float32).reshape(-1, 4)
-    return paper_rule("x", GT_BOX, _mask(GT_BOX), boxes, np.array(scores, float), [_mask(b) for b in boxes], **kw)
+    return paper_rule("x", GT_BOX, _mask(GT_BOX), boxes, np.array(scores, float), [_mask(b) for b in boxes],
+                      np.ones(len(boxes)), **kw)
 
 
 def test_tp_needs_iou_07_and_confidence_above_098():
@@ -89,8 +90,9 @@ def test_a_stored_cv_scan_scores_as_its_masks_do(boxes, scores):
     gt = _mask(GT_BOX)
     masks = [_mask(b) for b in boxes]
     scan = {"name": "x", "patient": "p", "gt_box": GT_BOX.tolist(), "area_gt_px": float(gt.sum()),
-            "detections": [{"box": b, "score": s, "dice": dice(m, gt), "area_px": float(m.sum())}
+            "detections": [{"box": b, "score": s, "mask_score": 1.0, "dice": dice(m, gt), "area_px": float(m.sum())}
                            for b, s, m in zip(boxes, scores, masks)]}
     stored, r = image_result(scan), _rule(boxes, scores)
-    fields = ("tp", "fp", "fn", "dice", "area_pred_px", "top_score", "top_iou", "top_area_px", "top_dice")
+    fields = ("tp", "fp", "fn", "dice", "area_pred_px", "top_score", "top_confidence", "top_iou", "top_area_px",
+              "top_dice")
     assert {f: vars(stored)[f] for f in fields} == {f: vars(r)[f] for f in fields}

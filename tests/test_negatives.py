@@ -134,7 +134,7 @@ def test_one_training_step_with_empty_targets(tiny_checkpoint, empty_batch):
 def test_top_scores_is_the_best_score_per_image_and_zero_without_detections(tiny_checkpoint, negatives):
     paths = negatives[:2] + negatives[-1:]
     model, info = load_checkpoint(tiny_checkpoint, box_score_thresh=0.0)
-    found = top_scores(model, paths, config=info.config)
-    assert len(found) == 3 and all(0 < s <= 1 for s in found)
+    found = top_scores(model, paths, config=info.config)  # (score, score x mask score) of each top detection
+    assert len(found) == 3 and all(0 < s <= 1 and 0 <= c <= s for s, c in found)
     model, info = load_checkpoint(tiny_checkpoint, box_score_thresh=1.0)
-    assert top_scores(model, paths, config=info.config) == [0.0, 0.0, 0.0]
+    assert top_scores(model, paths, config=info.config) == [(0.0, 0.0)] * 3

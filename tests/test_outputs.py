@@ -43,7 +43,7 @@ class EllipseBackend:
     def infer(self, image, roi=None):
         mask = np.zeros(image.shape[:2], np.uint8)
         cv2.ellipse(mask, (image.shape[1] // 3, image.shape[0] // 3), (40, 22), 0, 0, 360, 1, -1)
-        return Inference([Detection(np.array([0, 0, 10, 10], np.float32), 0.99, mask.astype(bool))], {"model": 0.001})
+        return Inference([Detection(np.array([0, 0, 10, 10], np.float32), 0.99, mask.astype(bool), 1.0)], {"model": 0.001})
 
 
 def probe(path):
@@ -156,7 +156,7 @@ def summary_with(mm_per_px):
         m = Measurement(area_px=3000.0 + i, csa_mm2=None if mm_per_px is None else 10.8 + i, perimeter_px=1.0,
                         perimeter_mm=None, major_axis_px=1.0, minor_axis_px=1.0, circularity=1.0, flattening=1.0)
         m.csa_mm2_stable, m.area_px_stable = m.csa_mm2, m.area_px
-        det = Detection(np.zeros(4, np.float32), score, np.ones((200, 200), bool))
+        det = Detection(np.zeros(4, np.float32), score, np.ones((200, 200), bool), 1.0)
         s.write(Result(Frame(img, i, pts=5.0 + 0.05 * i), [det], m))
     return s
 

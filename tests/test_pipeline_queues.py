@@ -106,7 +106,7 @@ def test_stage_times_and_detections_travel_on_the_result():
     times, converted to ms (`Result.speed`); the analyse step sees the same detections."""
     from streamseg.types import Detection
 
-    dets = [Detection(box=np.zeros(4, np.float32), score=s, mask=np.zeros((48, 64), bool)) for s in (0.9, 0.4)]
+    dets = [Detection(box=np.zeros(4, np.float32), score=s, mask=np.zeros((48, 64), bool), mask_score=1.0) for s in (0.9, 0.4)]
     seen = []
 
     def infer(image):

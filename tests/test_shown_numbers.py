@@ -22,10 +22,10 @@ MEASURED = ("area_px", "area_px_stable", "csa_mm2", "csa_mm2_stable", "perimeter
             "major_axis_px", "minor_axis_px", "circularity", "flattening")
 
 
-def _result(index: int, score: float, analyse: Analyser) -> Result:
+def _result(index: int, score: float, analyse: Analyser, mask_score: float = 1.0) -> Result:
     mask = np.zeros((120, 160), bool)
     mask[40:80, 50:110] = True
-    dets = [Detection(np.array([50, 40, 110, 80], np.float32), score, mask)]
+    dets = [Detection(np.array([50, 40, 110, 80], np.float32), score, mask, mask_score)]
     return Result(Frame(np.zeros((120, 160, 3), np.uint8), index, pts=index / 25), dets, analyse(dets))
 
 
@@ -52,6 +52,26 @@ def test_a_frame_without_a_shown_nerve_has_no_area_in_the_csv_or_jsonl(tmp_path)
         empty = "" if kind is RowFormat.CSV else None
         assert all(got[1][k] == empty for k in MEASURED) and got[0]["csa_mm2"] not in ("", None), (kind, got[1])
         sink.abort()
+
+
+def test_an_outline_is_shown_on_its_confidence_score_times_mask_score():
+    """A sure detection (0.99) whose mask head is unsure of the outline (mean probability 0.9 over
+    it) is not shown at 0.95, nor tracked, nor counted in the CSA; the row says all three numbers."""
+    from streamseg.analysis.summary import ScanSummary
+    from streamseg.analysis.tracking import Tracker
+
+    analyse = Analyser(mm_per_px=0.06)
+    sure, loose = _result(0, 0.99, analyse, mask_score=0.99), _result(1, 0.99, analyse, mask_score=0.9)
+    rows = [result_row(r, 0.06, 0.95) for r in (sure, loose)]
+    assert [r["nerve"] for r in rows] == [1, 0]
+    assert (rows[1]["score"], rows[1]["mask_score"], rows[1]["confidence"]) == (0.99, 0.9, pytest.approx(0.891))
+    assert rows[1]["area_px"] is None and rows[0]["area_px"] == 2400
+    summary = ScanSummary(0.06, 0.95, 0.95)
+    for r in (sure, loose):
+        summary.write(r)
+    assert (summary.with_nerve, sum(summary.conf)) == (1, 1)
+    tracker = Tracker(threshold=0.95)
+    assert tracker.update(sure.detections, (0, 0, 80, 80)) and not tracker.update(loose.detections, (0, 0, 80, 80))
 
 
 def _pydicom():

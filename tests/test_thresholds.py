@@ -80,7 +80,7 @@ class Scored:
 
         mask = np.zeros(image.shape[:2], bool)
         mask[100:140, 150:220] = True
-        return Inference([Detection(np.array([150, 100, 220, 140], np.float32), 0.9, mask)], {"model": 0.001})
+        return Inference([Detection(np.array([150, 100, 220, 140], np.float32), 0.9, mask, 1.0)], {"model": 0.001})
 
 
 def shown(sample_dir, tmp_path, model: Thresholds, **flags) -> tuple[list[int], list[str]]:
@@ -97,7 +97,7 @@ def test_the_run_shows_at_the_models_threshold_unless_the_user_gives_one(sample_
     low, high = Thresholds(0.85, 0.85, "a CV"), Thresholds(0.95, 0.95, "another CV")
     nerve, logged = shown(sample_dir, tmp_path, low)
     assert nerve == [1, 1, 1, 1]
-    assert any("shown as the nerve at score >= 0.85, in the CSA at >= 0.85: a CV" in m for m in logged)
+    assert any("shown as the nerve at confidence >= 0.85, in the CSA at >= 0.85: a CV" in m for m in logged)
     assert shown(sample_dir, tmp_path, high)[0] == [0, 0, 0, 0]
     nerve, logged = shown(sample_dir, tmp_path, high, score_thresh=0.8)
     assert nerve == [1, 1, 1, 1] and any(": --score-thresh/--confident" in m for m in logged)

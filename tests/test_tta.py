@@ -1,4 +1,4 @@
-"""Mirror test-time augmentation (streamseg.training.tta): the lever train/cv_tta.py measures."""
+"""Mirror test-time augmentation (streamseg.training.tta): the lever train/cv_predict.py --mirror measures."""
 import numpy as np
 
 from streamseg.training.tta import merge_views, mirror_merged, unmirror
@@ -9,7 +9,7 @@ def det(box, score, shape=(40, 60)) -> Detection:
     mask = np.zeros(shape, bool)
     x1, y1, x2, y2 = (int(v) for v in box)
     mask[y1:y2, x1:x2] = True
-    return Detection(np.array(box, np.float32), score, mask)
+    return Detection(np.array(box, np.float32), score, mask, 1.0)
 
 
 def test_unmirror_maps_box_and_mask_back_to_the_original_pixels():

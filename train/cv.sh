@@ -5,8 +5,9 @@
 # Each writes runs/cv/RECIPE/{folds.json,foldN/,cv.md,cv.json}; about 40 min a fold on 2 idle CPU cores.
 # The folds already done are kept in train/results/cv/RECIPE (folds, splits, logs and held-out
 # predictions; no checkpoints) and copied in first, so a fresh clone goes on where the last run stopped.
-# The mirror test-time lever re-predicts a finished CV with its fold models (train/RESULTS.md):
-#   python train/cv_tta.py runs/cv/mnv2-e20 runs/cv/mnv2-e20-mirror
+# train/cv_predict.py predicts a finished CV again with its fold models (after what a prediction
+# records changed), and with --mirror is the mirror test-time lever (train/RESULTS.md):
+#   python train/cv_predict.py runs/cv/mnv2-e20 runs/cv/mnv2-e20-mirror --mirror
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${DATA:-../shared/data/median-nerve-univpm}"

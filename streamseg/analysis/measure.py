@@ -88,4 +88,4 @@ class Analyser:
         if not detections:
             return None
         best = detections[0]  # backends return the best first
-        return self.stabiliser.update(best.score, measure(best.mask, self.mm_per_px))
+        return self.stabiliser.update(best.confidence, measure(best.mask, self.mm_per_px))

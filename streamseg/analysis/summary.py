@@ -53,14 +53,14 @@ class ScanSummary:
     def write(self, r: Result) -> None:
         self.processed += 1
         d, m = r.best, r.measurement
-        present = d is not None and m is not None and d.score >= self.score_thresh
+        present = d is not None and m is not None and d.confidence >= self.score_thresh
         self.with_nerve += present
         cal = self.mm_per_px is not None
         t = r.frame.pts if r.frame.pts is not None else r.frame.t_capture
         self.t.append(t)
         self.value.append((m.csa_mm2 if cal else m.area_px) if present else math.nan)
         self.stable.append(((m.csa_mm2_stable if cal else m.area_px_stable) or math.nan) if present else math.nan)
-        self.conf.append(bool(present and d.score >= self.confident))
+        self.conf.append(bool(present and d.confidence >= self.confident))
 
     def summary(self) -> CsaSummary:
         vals = np.array([v for v, c in zip(self.value, self.conf) if c], dtype=float)

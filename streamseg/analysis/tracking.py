@@ -86,7 +86,7 @@ class Tracker:
         """Take the detections of a frame run on `roi` (None: full frame); False when a window lost
         the nerve (its best detection is missing or below the threshold)."""
         best = detections[0] if detections else None
-        found = best is not None and best.score >= self.threshold
+        found = best is not None and best.confidence >= self.threshold
         self.since_full = 0 if roi is None else self.since_full + 1
         self.box = np.asarray(best.box, dtype=np.float64) if found else None
         if roi is not None:

@@ -143,11 +143,11 @@ _PROFILE = typer.Option(None, "--profile", help="saved calibration profile (stre
 _CROP = typer.Option(None, "--crop", help="x,y,w,h of the ultrasound image in the frame")
 _MAXF = typer.Option(None, "--max-frames", help="stop after N frames")
 _CUTOFF = typer.Option(CTS_CUTOFF_MM2, "--cts-cutoff", help="CTS flag cut-off, mm²")
-_SCORE = typer.Option(None, "--score-thresh", help="score at which a detection is shown as the nerve (default: the "
-                      "model's, chosen on its cross-validation; 0.95 for a checkpoint that names none)")
+_SCORE = typer.Option(None, "--score-thresh", help="confidence (score × mask score) at which a detection is shown as the "
+                      "nerve (default: the model's, chosen on its cross-validation; 0.95 for a checkpoint that names none)")
 _TRACK = typer.Option(True, "--track/--no-track", help="after a confident nerve, run the model on a window around it "
                       "until it is lost (faster); --no-track runs the full frame every time")
-_CONF = typer.Option(None, "--confident", help="score for frames counted in the CSA summary (default: the model's)")
+_CONF = typer.Option(None, "--confident", help="confidence for frames counted in the CSA summary (default: the model's)")
 
 
 def _compute(default: str = "auto"):
@@ -168,7 +168,7 @@ def _pipeline(o: Options) -> None:
                 ignore_signals_after=True)
     c = r.csa
     if c.median is None:
-        csa = f"CSA: no confident frames (score >= {c.confident_threshold:g})"
+        csa = f"CSA: no confident frames (confidence >= {c.confident_threshold:g})"
     else:
         unit = c.unit + ("" if c.calibrated else " (uncalibrated)")
         csa = f"CSA median {c.median:g} {unit}, IQR {c.q1:g}–{c.q3:g} over {c.confident_frames} confident frames"
@@ -591,10 +591,10 @@ def _print_eval(result) -> None:
     view = result.view
     table(where, report.summary_rows(result.scores))
     op = view.operating_point
-    table(f"What a user sees (top detection shown at score >= {op.score_thresh:g}; correct = box IoU >= "
+    table(f"What a user sees (top detection shown at confidence >= {op.score_thresh:g}; correct = box IoU >= "
           f"{op.iou_thresh:g} with the expert's)", report.operating_rows(op), ("outcome", "scans (share)"))
-    table("What a top score means (scans by their top detection's score)", report.reliability_rows(view.reliability),
-          ("top score", "scans", "on the nerve"))
+    table("What a shown confidence means (scans by their top detection's score × mask score)",
+          report.reliability_rows(view.reliability), ("top confidence", "scans", "on the nerve"))
     ba = view.csa_agreement
     rows = report.agreement_rows(ba.px2, "px²") + (report.agreement_rows(ba.mm2, "mm²") if ba.mm2 is not None else [])
     table("CSA agreement on the correct scans (model − expert)", rows)

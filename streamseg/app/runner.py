@@ -184,7 +184,7 @@ def run(o: Options, log: Callable[[str], None] = print, backend: Backend | None 
                                     engines_dir=o.engines, log=engine_log(log), settings=settings)
         log(f"model: {backend.describe()}")
         th = o.thresholds(backend.thresholds)
-        log(f"shown as the nerve at score >= {th.display:g}, in the CSA at >= {th.csa:g}: {th.chosen_on}")
+        log(f"shown as the nerve at confidence >= {th.display:g}, in the CSA at >= {th.csa:g}: {th.chosen_on}")
         infer = _infer(o, th, backend)  # builds the tracking windows' engines (seconds, once): before any output opens
     except BaseException:
         source.close()

@@ -60,6 +60,16 @@ def paste_to_source(
 
 
 @lru_cache(maxsize=16)
+def mask_scores(roi_masks: torch.Tensor, threshold: float = 0.5) -> np.ndarray:
+    """N×1×M×M RoI mask probabilities -> (N,) the mean probability over each mask's outline (its
+    pixels over `threshold`; 0 for an empty mask): how sure the mask head is of the outline. One
+    reduction on the masks' device; only N numbers come back."""
+    p = roi_masks.float().flatten(1)
+    fg = p > threshold
+    mean = (p * fg).sum(1) / fg.sum(1).clamp(min=1)
+    return mean.cpu().numpy().astype(np.float64)
+
+
 def _resize_weights(lb: Letterbox, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """`lb`'s resize matrices on `device`, made once per frame geometry (a stream keeps one)."""
     rows, cols = lb.resize_weights()
@@ -110,7 +120,8 @@ def preprocess(images: Sequence[np.ndarray], size: int) -> tuple[torch.Tensor, l
 
 def postprocess(outputs: list[dict], lbs: list[Letterbox], mask_threshold: float = 0.5,
                 box_from_mask: bool = True) -> list[list[Detection]]:
-    """Model outputs (letterbox-space boxes, RoI masks) -> detections in source pixels, best first.
+    """Model outputs (letterbox-space boxes, RoI masks) -> detections in source pixels, best first
+    (by the detector's score), each with its mask score (`mask_scores`).
 
     With `box_from_mask` the reported box is the tight box of the pasted mask (the regressed box
     when the mask is empty): the outline the user sees and the box the metrics score agree."""
@@ -120,10 +131,11 @@ def postprocess(outputs: list[dict], lbs: list[Letterbox], mask_threshold: float
         order = np.argsort(-scores, kind="stable")
         boxes_src = lb.boxes_to_source(out["boxes"].float().cpu().numpy()[order])
         masks = paste_to_source(out["masks"][order], boxes_src, lb.src_h, lb.src_w, mask_threshold)
+        certainty = mask_scores(out["masks"][order], mask_threshold)
         dets = []
-        for i, b, m in zip(order, boxes_src, masks):
+        for i, b, m, c in zip(order, boxes_src, masks, certainty):
             tight = mask_box(m) if box_from_mask else None
-            dets.append(Detection(box=b if tight is None else tight, score=float(scores[i]), mask=m))
+            dets.append(Detection(box=b if tight is None else tight, score=float(scores[i]), mask=m, mask_score=float(c)))
         results.append(dets)
     return results
 

@@ -89,7 +89,7 @@ def draw(r: Result, style: Style, hud: Hud | None = None) -> np.ndarray:
     scale = max(0.3, min(1.0, W / 1000))
     thick = 1 if scale < 0.6 else 2
     d, m = r.best, r.measurement
-    present = d is not None and m is not None and d.score >= style.score_thresh
+    present = d is not None and m is not None and d.confidence >= style.score_thresh
 
     if present:
         mask = d.mask
@@ -114,9 +114,9 @@ def draw(r: Result, style: Style, hud: Hud | None = None) -> np.ndarray:
         else:
             shown = m.area_px_stable if m.area_px_stable is not None else m.area_px
             y += _text(img, f"area {shown:.0f} px² (uncalibrated)", (x, y), scale, WHITE, thick)
-        y += _text(img, f"score {d.score:.2f}", (x, y), scale, CYAN, thick)
+        y += _text(img, f"confidence {d.confidence:.2f}", (x, y), scale, CYAN, thick)
     else:
-        why = "no nerve" if d is None else f"no nerve (best score {d.score:.2f})"
+        why = "no nerve" if d is None else f"no nerve (best confidence {d.confidence:.2f})"
         y += _text(img, why, (x, y), scale, YELLOW, thick)
 
     if hud is not None:

@@ -13,7 +13,8 @@ from pathlib import Path
 from ..files import StagedFile, check_writable, json_text, write_error
 from ..types import Result
 
-FIELDS = ["frame", "pts_s", "nerve", "score", "x1", "y1", "x2", "y2", "area_px", "area_px_stable", "mm_per_px",
+FIELDS = ["frame", "pts_s", "nerve", "score", "mask_score", "confidence", "x1", "y1", "x2", "y2", "area_px",
+          "area_px_stable", "mm_per_px",
           "csa_mm2", "csa_mm2_stable", "perimeter_px", "perimeter_mm", "major_axis_px", "minor_axis_px",
           "circularity", "flattening", "model_ms", "end_to_end_ms"]
 
@@ -27,18 +28,19 @@ class RowFormat(StrEnum):
 
 
 def result_row(r: Result, mm_per_px: float | None, score_thresh: float) -> dict:
-    """One flat record per processed frame: the best detection's raw score and box, and the nerve's
+    """One flat record per processed frame: the best detection's raw score, mask score and their
+    product (`confidence`, what `score_thresh` is compared with) and box, and the nerve's
     measurements (mm fields only when calibrated). The measurements are those of the outline shown:
     on a frame without a shown nerve (`nerve` 0: nothing, or a best detection below `score_thresh`)
     they stay empty, so an area column never holds a number for a structure that is not shown."""
     d, m, t = r.best, r.measurement, r.timings
     row = dict.fromkeys(FIELDS)
-    shown = d is not None and d.score >= score_thresh and m is not None
+    shown = d is not None and d.confidence >= score_thresh and m is not None
     row.update(frame=r.frame.index, pts_s=None if r.frame.pts is None else round(r.frame.pts, 6),
                nerve=int(shown), mm_per_px=mm_per_px, model_ms=round(t.model_ms, 2),
                end_to_end_ms=round(t.end_to_end_ms, 2))
     if d is not None:
-        row.update(score=round(d.score, 5), **{k: round(float(v), 2) for k, v in zip(("x1", "y1", "x2", "y2"), d.box)})
+        row.update(score=round(d.score, 5), mask_score=round(d.mask_score, 5), confidence=round(d.confidence, 5), **{k: round(float(v), 2) for k, v in zip(("x1", "y1", "x2", "y2"), d.box)})
     if shown:
         row.update(area_px=m.area_px, area_px_stable=m.area_px_stable, csa_mm2=_r(m.csa_mm2), csa_mm2_stable=_r(m.csa_mm2_stable),
                    perimeter_px=_r(m.perimeter_px), perimeter_mm=_r(m.perimeter_mm), major_axis_px=_r(m.major_axis_px),

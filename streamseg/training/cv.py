@@ -208,11 +208,13 @@ def predict_fold(model_path: Path, recipe: TrainConfig, folds: dict, i: int, dev
         scans.append({"name": s.name, "patient": s.patient, "gt_box": [float(v) for v in mask_box(gt)],
                       "area_gt_px": float(gt.sum()),
                       "detections": [{"box": [float(v) for v in d.box], "score": float(d.score),
-                                      "dice": dice(d.mask, gt), "area_px": float(d.mask.sum())} for d in dets]})
+                                      "mask_score": float(d.mask_score), "dice": dice(d.mask, gt),
+                                      "area_px": float(d.mask.sum())} for d in dets]})
     neg_names = folds["negatives"][i]
     neg_paths = [Path(folds["negatives_root"]) / n for n in neg_names]
-    scores = top_scores(model, neg_paths, device, config=info.config, mirror=mirror) if neg_paths else []
-    negs = [{"image": n, "group": group_of(Path(n)), "top_score": float(t)} for n, t in zip(neg_names, scores)]
+    tops = top_scores(model, neg_paths, device, config=info.config, mirror=mirror) if neg_paths else []
+    negs = [{"image": n, "group": group_of(Path(n)), "top_score": float(s), "top_confidence": float(c)}
+            for n, (s, c) in zip(neg_names, tops)]
     return {"fold": i, "model": str(model_path), "epochs": recipe.epochs, "mirror": mirror, "scans": scans,
             "negatives": negs}
 

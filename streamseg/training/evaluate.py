@@ -47,7 +47,8 @@ def score_predictions(preds, conf: float = CONF_THRESH, iou: float = IOU_THRESH,
         boxes = np.array([d.box for d in dets], dtype=np.float32).reshape(-1, 4)
         scores = np.array([d.score for d in dets], dtype=np.float64)
         masks = [d.mask for d in dets]
-        r = paper_rule(s.name, gt_box, gt, boxes, scores, masks, conf, iou, fn_rule, patient=s.patient)
+        r = paper_rule(s.name, gt_box, gt, boxes, scores, masks, np.array([d.mask_score for d in dets]), conf, iou,
+                       fn_rule, patient=s.patient)
         per_image.append(r)
         top1.append(r.top_dice or 0.0)
         ap_box.append(([gt_box], scores, list(boxes)))
@@ -191,20 +192,19 @@ def _write_figures(out: Path, rep: EvalReport, preds, areas: tuple[list[float], 
 
 
 def run_negatives(data, model_path, split, subset, json_out, out_dir, conf, device, score_thresh) -> NerveFreeReport:
-    """False detections on nerve-free images: the top score of each, and the shares over the paper's
-    confidence and over the display threshold."""
+    """False detections on nerve-free images: the top detection of each, and the shares whose score is
+    over the paper's confidence and whose confidence is over the display threshold."""
     paths = nerve_free_paths(data, split, subset)
     model, info = load_checkpoint(model_path, device=device)
     model.eval()
-    scores = top_scores(model, paths, device, config=info.config)
+    tops = top_scores(model, paths, device, config=info.config)
     score_thresh = info.thresholds.display if score_thresh is None else score_thresh
     rep = NerveFreeReport(model=info.source, data=str(data), subset=subset or "all",
-                          false_detections=false_detections(scores, score_thresh, conf),
-                          images=paths, top_scores=scores)
+                          false_detections=false_detections(tops, score_thresh, conf), images=paths, tops=tops)
     if json_out:
         report.write_json(json_out, rep.to_dict())
     if out_dir:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        report.score_histogram(out / "score_histogram.png", scores, score_thresh, conf)
+        report.score_histogram(out / "score_histogram.png", tops, score_thresh, conf)
     return rep

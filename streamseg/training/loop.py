@@ -347,7 +347,7 @@ def validate(model: torch.nn.Module, mcfg: ModelConfig, samples, negatives: list
     cols = {"val_dice_median": p.dice_median, "val_dice_mean": p.dice_mean, "val_precision": p.precision,
             "val_recall": p.recall, "val_top1_dice_mean": scores.top1_dice_mean, "val_map": scores.map}
     if negatives:
-        tops = np.array(top_scores(model, negatives, device=device, config=mcfg))
+        tops = np.array([s for s, _c in top_scores(model, negatives, device=device, config=mcfg)])
         cols.update({"val_neg_over_098": float((tops > 0.98).mean()), "val_neg_over_095": float((tops > 0.95).mean())})
     model.train()
     return cols

@@ -77,6 +77,7 @@ class ImageResult:
     area_gt_px: float = 0.0
     area_pred_px: float | None = None
     top_score: float | None = None
+    top_confidence: float | None = None  # its score × mask score: what the display threshold is compared with
     top_iou: float | None = None
     top_area_px: float | None = None  # pixels of the top detection's mask (what a user is shown)
     top_dice: float | None = None  # Dice of the top detection's mask, TP or not
@@ -119,13 +120,15 @@ def paper_match(gt_box: np.ndarray, boxes: np.ndarray, scores: np.ndarray, conf:
 
 
 def paper_rule(name: str, gt_box: np.ndarray, gt_mask: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
-               masks: list[np.ndarray], conf: float = CONF_THRESH, iou: float = IOU_THRESH,
+               masks: list[np.ndarray], mask_scores: np.ndarray, conf: float = CONF_THRESH, iou: float = IOU_THRESH,
                fn_rule: str = "paper", patient: str = "") -> ImageResult:
-    """Apply the TP/FP/FN rule to one image with one ground-truth nerve."""
+    """Apply the TP/FP/FN rule (on the detector's `scores`) to one image with one ground-truth nerve;
+    the top detection's confidence (score × its mask score) is kept for the user's view."""
     r = ImageResult(name=name, area_gt_px=float(gt_mask.sum()), patient=patient)
     top = top_detection(gt_box, boxes, scores)
     if top is not None:
         r.top_score, r.top_iou = top.score, top.iou
+        r.top_confidence = top.score * float(mask_scores[top.index])
         r.top_area_px = float(masks[top.index].sum())
         r.top_dice = dice(masks[top.index], gt_mask)
     match, r.fp, r.fn = paper_match(gt_box, boxes, scores, conf, iou, fn_rule)
@@ -256,12 +259,14 @@ OUTCOMES = ("correct", "wrong structure", "nothing shown")
 
 
 def shown_outcome(r: ImageResult, thresh: float, iou: float = IOU_THRESH) -> str:
-    """What the runtime shows on a scan with a nerve: only its top detection, if it scores >= thresh.
+    """What the runtime shows on a scan with a nerve: only its top detection, if its confidence
+    (score × mask score) is >= thresh.
 
     "correct": shown, and its box (the tight box of the shown outline) has box IoU >= `iou` with the
     expert's box; "wrong structure": shown, box IoU < `iou` (the outline is on something else, or
-    covers the nerve too loosely to count); "nothing shown": no detection scores >= thresh."""
-    if r.top_score is None or r.top_score < thresh:
+    covers the nerve too loosely to count); "nothing shown": the top detection's confidence is under
+    thresh, or there is none."""
+    if r.top_confidence is None or r.top_confidence < thresh:
         return "nothing shown"
     return "correct" if (r.top_iou or 0.0) >= iou else "wrong structure"
 
@@ -296,13 +301,14 @@ def operating_point(results: list[ImageResult], thresh: float, iou: float = IOU_
                           shares={k: (v / n if n else None) for k, v in counts.items()}, wrong_on_nerve=on_nerve)
 
 
-RELIABILITY_BINS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0001)
+# confidences (score x mask score) of a trained model crowd at 0.85-0.95: the bins are finest there
+RELIABILITY_BINS = (0.0, 0.5, 0.8, 0.85, 0.9, 0.92, 0.94, 0.96, 1.0001)
 
 
 @dataclass
 class ReliabilityBin:
-    """One row of the reliability table: the scans whose top score falls in `bin`, the share of them
-    outlined on the nerve (None: no scan there), and the nerve-free images scoring there."""
+    """One row of the reliability table: the scans whose top detection's confidence falls in `bin`,
+    the share of them outlined on the nerve (None: no scan there), and the nerve-free images there."""
 
     bin: str
     scans: int
@@ -314,9 +320,10 @@ class ReliabilityBin:
 
 
 def reliability(results: list[ImageResult], nerve_free_scores=(), iou: float = IOU_THRESH) -> list[ReliabilityBin]:
-    """What a top score means: per score bin, the scans whose top detection falls there, the share
-    of those outlined on the nerve (box IoU >= `iou`), and the nerve-free images scoring there."""
-    tops = [(r.top_score or 0.0, (r.top_iou or 0.0) >= iou) for r in results]
+    """What the shown confidence means: per bin, the scans whose top detection's confidence falls
+    there, the share of those outlined on the nerve (box IoU >= `iou`), and the nerve-free images
+    whose top confidence falls there (`nerve_free_scores`: their top detections' confidences)."""
+    tops = [(r.top_confidence or 0.0, (r.top_iou or 0.0) >= iou) for r in results]
     neg = [float(t) for t in nerve_free_scores]
     rows = []
     for lo, hi in zip(RELIABILITY_BINS[:-1], RELIABILITY_BINS[1:]):
@@ -377,17 +384,20 @@ class FalseDetections:
     shown: int
     shown_share: float | None
     max_score: float | None
+    max_confidence: float | None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def false_detections(top_scores: list[float], thresh: float, conf: float = CONF_THRESH) -> FalseDetections:
-    """On nerve-free images (top score per image, 0 when nothing is detected): the share with a top
-    detection > conf (the paper's rule) and >= thresh (what a user would be shown), and the max."""
-    s = np.asarray(top_scores, dtype=float)
+def false_detections(tops: list[tuple[float, float]], thresh: float, conf: float = CONF_THRESH) -> FalseDetections:
+    """On nerve-free images (per image its top detection's (score, confidence), (0, 0) when nothing
+    is detected): the share whose score is > conf (the paper's rule) and whose confidence is
+    >= thresh (what a user would be shown), and the maxima."""
+    t = np.asarray(tops, dtype=float).reshape(-1, 2)
+    s, c = t[:, 0], t[:, 1]
     n = len(s)
     return FalseDetections(images=n, conf_thresh=conf, score_thresh=thresh,
                            over_conf=int((s > conf).sum()), over_conf_share=float((s > conf).mean()) if n else None,
-                           shown=int((s >= thresh).sum()), shown_share=float((s >= thresh).mean()) if n else None,
-                           max_score=float(s.max()) if n else None)
+                           shown=int((c >= thresh).sum()), shown_share=float((c >= thresh).mean()) if n else None,
+                           max_score=float(s.max()) if n else None, max_confidence=float(c.max()) if n else None)

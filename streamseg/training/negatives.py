@@ -110,9 +110,11 @@ class MixedDataset(torch.utils.data.Dataset):
 
 
 @torch.no_grad()
-def top_scores(model: torch.nn.Module, paths: list[Path], device="cpu", *, config, mirror: bool = False) -> list[float]:
-    """The highest detection score on each nerve-free image (0 when nothing is detected); `mirror`:
-    of the image's and its mirror's detections merged (`tta.mirror_merged`)."""
+def top_scores(model: torch.nn.Module, paths: list[Path], device="cpu", *, config,
+               mirror: bool = False) -> list[tuple[float, float]]:
+    """Each nerve-free image's top detection (the one the runtime would show): (its score, its
+    confidence = score × mask score); (0, 0) when nothing is detected. `mirror`: of the image's and
+    its mirror's detections merged (`tta.mirror_merged`)."""
     from ..backends.torch_eager import TorchBackend
     from ..model.architecture import ModelInfo
     from .tta import mirror_merged
@@ -122,4 +124,8 @@ def top_scores(model: torch.nn.Module, paths: list[Path], device="cpu", *, confi
     def found(image):
         return mirror_merged(backend.infer, image) if mirror else backend.infer(image).detections
 
-    return [max((d.score for d in found(read_image(p))), default=0.0) for p in paths]
+    tops = []
+    for p in paths:
+        dets = found(read_image(p))  # best first
+        tops.append((dets[0].score, dets[0].confidence) if dets else (0.0, 0.0))
+    return tops

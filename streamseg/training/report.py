@@ -29,7 +29,7 @@ def _plain(o):
 
 def write_per_image_csv(path, results: list[ImageResult], mm_per_px: float | None = None) -> None:
     cols = ["image", "patient", "tp", "fp", "fn", "dice", "hd95_px", "area_gt_px2", "area_pred_px2", "top_score",
-            "top_box_iou"] + (["area_gt_mm2", "area_pred_mm2"] if mm_per_px else [])
+            "top_confidence", "top_box_iou"] + (["area_gt_mm2", "area_pred_mm2"] if mm_per_px else [])
 
     def write(tmp):
         with open(tmp, "w", newline="") as f:
@@ -37,7 +37,7 @@ def write_per_image_csv(path, results: list[ImageResult], mm_per_px: float | Non
             w.writerow(cols)
             for r in results:
                 row = [r.name, r.patient, r.tp, r.fp, r.fn, _f(r.dice), _f(r.hd95), r.area_gt_px,
-                       _f(r.area_pred_px), _f(r.top_score), _f(r.top_iou)]
+                       _f(r.area_pred_px), _f(r.top_score), _f(r.top_confidence), _f(r.top_iou)]
                 if mm_per_px:
                     a = mm_per_px ** 2
                     row += [_f(r.area_gt_px * a), _f(r.area_pred_px * a if r.area_pred_px is not None else None)]
@@ -132,15 +132,18 @@ def bland_altman_plot(path, expert, predicted, stats: BlandAltman, unit: str = "
     _save(path, fig)
 
 
-def score_histogram(path, top_scores, thresh: float, conf: float) -> None:
-    """Histogram of the top detection score on nerve-free images, with both thresholds marked."""
+def score_histogram(path, tops, thresh: float, conf: float) -> None:
+    """Histograms of the top detection's score (against the paper's confidence) and confidence
+    (score × mask score, against the display threshold) on nerve-free images."""
+    t = np.asarray(tops, float).reshape(-1, 2)
     fig = _figure(6.5, 4.2)
     ax = fig.add_subplot()
-    ax.hist(np.asarray(top_scores, float), bins=np.linspace(0, 1, 41), color="#8fb3de", edgecolor="#1f5fa8",
-            label=f"nerve-free images (n={len(top_scores)})")
-    ax.axvline(thresh, color="#e08000", linestyle="--", label=f"display threshold {thresh:g}")
-    ax.axvline(conf, color="#c00000", linestyle="-", label=f"paper confidence {conf:g}")
-    ax.set_xlabel("top detection score (0 = nothing detected)")
+    bins = np.linspace(0, 1, 41)
+    ax.hist(t[:, 0], bins=bins, color="#8fb3de", edgecolor="#1f5fa8", label=f"score (n={len(t)} nerve-free images)")
+    ax.hist(t[:, 1], bins=bins, histtype="step", color="#e08000", label="confidence (score × mask score)")
+    ax.axvline(thresh, color="#e08000", linestyle="--", label=f"display threshold {thresh:g} (confidence)")
+    ax.axvline(conf, color="#c00000", linestyle="-", label=f"paper confidence {conf:g} (score)")
+    ax.set_xlabel("top detection (0 = nothing detected)")
     ax.set_ylabel("images")
     ax.set_title("False detections on nerve-free images")
     ax.legend(loc="upper center", fontsize="small")
@@ -198,7 +201,7 @@ def operating_rows(op: OperatingPoint) -> list[tuple[str, str]]:
 
 
 def reliability_rows(rows: list[ReliabilityBin]) -> list[tuple[str, str, str]]:
-    """Top-score bin, scans there, share of them outlined on the nerve."""
+    """Top-confidence bin, scans there, share of them outlined on the nerve."""
     return [(r.bin, str(r.scans), _v(r.on_nerve_share, "{:.0%}")) for r in rows]
 
 
@@ -216,5 +219,5 @@ def patient_rows(patients: dict[str, PaperScores]) -> list[tuple[str, ...]]:
 def negatives_rows(fd: FalseDetections) -> list[tuple[str, str]]:
     return [("nerve-free images", str(fd.images)),
             (f"top score > {fd.conf_thresh:g} (paper rule)", f"{fd.over_conf} ({_v(fd.over_conf_share, '{:.1%}')})"),
-            (f"top score >= {fd.score_thresh:g} (shown)", f"{fd.shown} ({_v(fd.shown_share, '{:.1%}')})"),
-            ("max score", _v(fd.max_score))]
+            (f"top confidence >= {fd.score_thresh:g} (shown)", f"{fd.shown} ({_v(fd.shown_share, '{:.1%}')})"),
+            ("max score", _v(fd.max_score)), ("max confidence", _v(fd.max_confidence))]

@@ -101,16 +101,18 @@ class EvalReport:
 
 @dataclass
 class NerveFreeReport:
-    """`streamseg eval` on nerve-free images: the false detections, and each image's top score."""
+    """`streamseg eval` on nerve-free images: the false detections, and each image's top detection's
+    (score, confidence)."""
 
     model: str
     data: str
     subset: str
     false_detections: FalseDetections
     images: list[Path] = field(default_factory=list)
-    top_scores: list[float] = field(default_factory=list)
+    tops: list[tuple[float, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"summary": {"kind": "nerve-free", "model": self.model, "data": self.data, "subset": self.subset,
                             "false_detections": self.false_detections.to_dict()},
-                "per_image": [{"image": str(p), "top_score": s} for p, s in zip(self.images, self.top_scores)]}
+                "per_image": [{"image": str(p), "top_score": s, "top_confidence": c}
+                              for p, (s, c) in zip(self.images, self.tops)]}

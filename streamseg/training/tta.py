@@ -1,4 +1,4 @@
-"""Mirror test-time augmentation, a lever the cross-validation measures (`train/cv_tta.py`):
+"""Mirror test-time augmentation, a lever the cross-validation measures (`train/cv_predict.py --mirror`):
 run the model on the image and on its left-right mirror, and score each detection by the mean of
 its two views' scores (a view that did not find it counts 0), so an outline is only as sure as the
 two views agree. Boxes and masks are the original view's (the mirror's for what only it found).
