@@ -144,7 +144,7 @@ _CROP = typer.Option(None, "--crop", help="x,y,w,h of the ultrasound image in th
 _MAXF = typer.Option(None, "--max-frames", help="stop after N frames")
 _CUTOFF = typer.Option(CTS_CUTOFF_MM2, "--cts-cutoff", help="CTS flag cut-off, mm²")
 _SCORE = typer.Option(None, "--score-thresh", help="confidence (score × mask score) at which a detection is shown as the "
-                      "nerve (default: the model's, chosen on its cross-validation; 0.95 for a checkpoint that names none)")
+                      "nerve (default: the model's, chosen on its cross-validation; 0.9 for a checkpoint that names none)")
 _TRACK = typer.Option(True, "--track/--no-track", help="after a confident nerve, run the model on a window around it "
                       "until it is lost (faster); --no-track runs the full frame every time")
 _CONF = typer.Option(None, "--confident", help="confidence for frames counted in the CSA summary (default: the model's)")

@@ -135,7 +135,8 @@ def postprocess(outputs: list[dict], lbs: list[Letterbox], mask_threshold: float
         dets = []
         for i, b, m, c in zip(order, boxes_src, masks, certainty):
             tight = mask_box(m) if box_from_mask else None
-            dets.append(Detection(box=b if tight is None else tight, score=float(scores[i]), mask=m, mask_score=float(c)))
+            dets.append(Detection(box=b if tight is None else tight, score=float(scores[i]), mask=m,
+                                  mask_score=float(c)))
         results.append(dets)
     return results
 

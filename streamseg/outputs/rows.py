@@ -40,7 +40,8 @@ def result_row(r: Result, mm_per_px: float | None, score_thresh: float) -> dict:
                nerve=int(shown), mm_per_px=mm_per_px, model_ms=round(t.model_ms, 2),
                end_to_end_ms=round(t.end_to_end_ms, 2))
     if d is not None:
-        row.update(score=round(d.score, 5), mask_score=round(d.mask_score, 5), confidence=round(d.confidence, 5), **{k: round(float(v), 2) for k, v in zip(("x1", "y1", "x2", "y2"), d.box)})
+        row.update(score=round(d.score, 5), mask_score=round(d.mask_score, 5), confidence=round(d.confidence, 5),
+                   **{k: round(float(v), 2) for k, v in zip(("x1", "y1", "x2", "y2"), d.box)})
     if shown:
         row.update(area_px=m.area_px, area_px_stable=m.area_px_stable, csa_mm2=_r(m.csa_mm2), csa_mm2_stable=_r(m.csa_mm2_stable),
                    perimeter_px=_r(m.perimeter_px), perimeter_mm=_r(m.perimeter_mm), major_axis_px=_r(m.major_axis_px),

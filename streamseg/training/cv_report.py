@@ -149,4 +149,5 @@ def report_markdown(rep: dict) -> str:
             f"(targets {'met' if t['display_targets_met'] else 'not met'}); CSA summary threshold: "
             f"**{t['csa_summary']}**. Rows at the chosen display threshold unless named.\n\n"
             + head + "\n".join(rows) + "\n\nReliability of the top detection (pooled):\n\n"
-            "| top confidence (score × mask score) | scans | on the nerve | nerve-free images |\n|---|---|---|---|\n" + rel + "\n")
+            "| top confidence (score × mask score) | scans | on the nerve | nerve-free images |\n"
+            "|---|---|---|---|\n" + rel + "\n")
