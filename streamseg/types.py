@@ -92,8 +92,14 @@ class Detection:
 
     @property
     def confidence(self) -> float:
-        """score × mask_score: compared with the display and CSA thresholds."""
-        return self.score * self.mask_score
+        """Compared with the display and CSA thresholds (`confidence`)."""
+        return confidence(self.score, self.mask_score)
+
+
+def confidence(score: float, mask_score: float) -> float:
+    """What is shown is decided on: the detector's score × the mask score (`Detection`). The one
+    definition, also for detections stored as numbers (evaluation, cross-validation reports)."""
+    return score * mask_score
 
 
 @dataclass

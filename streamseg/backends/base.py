@@ -130,8 +130,9 @@ def postprocess(outputs: list[dict], lbs: list[Letterbox], mask_threshold: float
         scores = out["scores"].float().cpu().numpy()
         order = np.argsort(-scores, kind="stable")
         boxes_src = lb.boxes_to_source(out["boxes"].float().cpu().numpy()[order])
-        masks = paste_to_source(out["masks"][order], boxes_src, lb.src_h, lb.src_w, mask_threshold)
-        certainty = mask_scores(out["masks"][order], mask_threshold)
+        roi_masks = out["masks"][order]
+        masks = paste_to_source(roi_masks, boxes_src, lb.src_h, lb.src_w, mask_threshold)
+        certainty = mask_scores(roi_masks, mask_threshold)
         dets = []
         for i, b, m, c in zip(order, boxes_src, masks, certainty):
             tight = mask_box(m) if box_from_mask else None

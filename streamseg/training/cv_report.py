@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..types import NERVE_SCORE
+from ..types import NERVE_SCORE, confidence
 from .metrics import (CONF_THRESH, IOU_THRESH, ImageResult, coco_ap, operating_point, paper_match, reliability,
                       shown_outcome, summarize, top_detection)
 
@@ -28,7 +28,7 @@ def image_result(scan: dict) -> ImageResult:
     top = top_detection(gt_box, boxes, scores)
     if top is not None:
         r.top_score, r.top_iou = top.score, top.iou
-        r.top_confidence = top.score * dets[top.index]["mask_score"]
+        r.top_confidence = confidence(top.score, dets[top.index]["mask_score"])
         r.top_area_px, r.top_dice = dets[top.index]["area_px"], dets[top.index]["dice"]
     match, r.fp, r.fn = paper_match(gt_box, boxes, scores, CONF_THRESH, IOU_THRESH)
     if match is not None:

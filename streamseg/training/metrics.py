@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from ..types import confidence
+
 CONF_THRESH = 0.98
 IOU_THRESH = 0.7
 COCO_IOUS = np.linspace(0.5, 0.95, 10)
@@ -128,7 +130,7 @@ def paper_rule(name: str, gt_box: np.ndarray, gt_mask: np.ndarray, boxes: np.nda
     top = top_detection(gt_box, boxes, scores)
     if top is not None:
         r.top_score, r.top_iou = top.score, top.iou
-        r.top_confidence = top.score * float(mask_scores[top.index])
+        r.top_confidence = confidence(top.score, float(mask_scores[top.index]))
         r.top_area_px = float(masks[top.index].sum())
         r.top_dice = dice(masks[top.index], gt_mask)
     match, r.fp, r.fn = paper_match(gt_box, boxes, scores, conf, iou, fn_rule)
