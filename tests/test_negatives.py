@@ -10,7 +10,7 @@ import torch
 from streamseg.model.checkpoint import load_checkpoint, load_model
 from streamseg.training.augment import PaperAugment
 from streamseg.training.dataset import NerveDataset, collate, load_pair, scan_folder
-from streamseg.training.negatives import MixedDataset, crop_out, group_of, scan_negatives, split_negatives, top_scores
+from streamseg.training.negatives import MixedDataset, crop_out, group_of, scan_negatives, split_negatives, top_detections
 
 
 @pytest.fixture(scope="module")
@@ -131,10 +131,10 @@ def test_one_training_step_with_empty_targets(tiny_checkpoint, empty_batch):
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, params))
 
 
-def test_top_scores_is_the_best_score_per_image_and_zero_without_detections(tiny_checkpoint, negatives):
+def test_top_detections_are_the_best_score_and_confidence_per_image_or_zero(tiny_checkpoint, negatives):
     paths = negatives[:2] + negatives[-1:]
     model, info = load_checkpoint(tiny_checkpoint, box_score_thresh=0.0)
-    found = top_scores(model, paths, config=info.config)  # (score, score x mask score) of each top detection
+    found = top_detections(model, paths, config=info.config)  # (score, score x mask score) of each top detection
     assert len(found) == 3 and all(0 < s <= 1 and 0 <= c <= s for s, c in found)
     model, info = load_checkpoint(tiny_checkpoint, box_score_thresh=1.0)
-    assert top_scores(model, paths, config=info.config) == [(0.0, 0.0)] * 3
+    assert top_detections(model, paths, config=info.config) == [(0.0, 0.0)] * 3

@@ -27,14 +27,19 @@ recipe() {
     # today's bundled architecture from scratch (BatchNorm), the same epochs
     v3-scratch) streamseg train "${COMMON[@]}" --epochs 10 --backbone mobilenet_v3_large --norm batch --lr 0.01 --out "$OUT/v3-scratch/model.pt" ;;
     # the pretrained recipe, first trained on usgra-seg's other nerves (label 1, each component a
-    # nerve; its train/ part, 204 scans), then on the median nerve from that checkpoint for as many
-    # epochs as mnv2-e20, the recipe it is compared with
+    # nerve; its train/ part, 204 scans), then on the median nerve from that model's FP16 copy
+    # (usgra/init.pt, kept in train/results/cv/mnv2-usgra so every fold starts from the same
+    # weights, whichever session trains it) for as many epochs as mnv2-e20, the recipe it is compared with
     mnv2-usgra)
-      streamseg train --data ../shared/data/usgra-seg/train --nerve-label 1 --instances components \
-        --backbone mobilenet_v2 --pretrained --norm frozen --mask-head 112 --fpn-channels 128 --mask-head-width 128 \
-        --box-head-width 256 --intensity-aug --hflip --batch-size 4 --schedule cosine --lr 0.005 --epochs 10 \
-        --split "$OUT/usgra/split.json" --resume --out "$OUT/usgra/model.pt"  # a finished run resumes to nothing
-      streamseg train "${COMMON[@]}" --epochs 20 --backbone mobilenet_v2 --init "$OUT/usgra/model_last.pt" --norm frozen --freeze-blocks 4 \
+      PRE="$OUT/mnv2-usgra/usgra"
+      if [ ! -f "$PRE/init.pt" ]; then
+        streamseg train --data ../shared/data/usgra-seg/train --nerve-label 1 --instances components \
+          --backbone mobilenet_v2 --pretrained --norm frozen --mask-head 112 --fpn-channels 128 --mask-head-width 128 \
+          --box-head-width 256 --intensity-aug --hflip --batch-size 4 --schedule cosine --lr 0.005 --epochs 10 \
+          --split "$PRE/split.json" --resume --out "$PRE/model.pt"
+        python train/bundle.py "$PRE/model_last.pt" "$PRE/init.pt"
+      fi
+      streamseg train "${COMMON[@]}" --epochs 20 --backbone mobilenet_v2 --init "$PRE/init.pt" --norm frozen --freeze-blocks 4 \
         --lr 0.005 --out "$OUT/mnv2-usgra/model.pt" ;;
     *) echo "unknown recipe $1 (mnv2, mnv2-e20, mnv2-iou6, v3-scratch, mnv2-usgra)" >&2; exit 2 ;;
   esac

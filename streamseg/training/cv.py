@@ -197,7 +197,7 @@ def predict_fold(model_path: Path, recipe: TrainConfig, folds: dict, i: int, dev
     from ..backends.device import select_device
     from .evaluate import predict_samples
     from .metrics import dice
-    from .negatives import top_scores
+    from .negatives import top_detections
     from ..letterbox import mask_box
 
     device = select_device(device)
@@ -212,7 +212,7 @@ def predict_fold(model_path: Path, recipe: TrainConfig, folds: dict, i: int, dev
                                       "area_px": float(d.mask.sum())} for d in dets]})
     neg_names = folds["negatives"][i]
     neg_paths = [Path(folds["negatives_root"]) / n for n in neg_names]
-    tops = top_scores(model, neg_paths, device, config=info.config, mirror=mirror) if neg_paths else []
+    tops = top_detections(model, neg_paths, device, config=info.config, mirror=mirror) if neg_paths else []
     negs = [{"image": n, "group": group_of(Path(n)), "top_score": float(s), "top_confidence": float(c)}
             for n, (s, c) in zip(neg_names, tops)]
     return {"fold": i, "model": str(model_path), "epochs": recipe.epochs, "mirror": mirror, "scans": scans,

@@ -16,7 +16,7 @@ from . import report
 from .dataset import Sample, load_pair, load_split, scan_folder, select
 from .metrics import (CONF_THRESH, IOU_THRESH, ImageResult, bland_altman, coco_ap, false_detections,
                       operating_point, paper_rule, per_patient, reliability, shown_outcome, summarize)
-from .negatives import scan_negatives, split_negatives, top_scores
+from .negatives import scan_negatives, split_negatives, top_detections
 from .results import CsaAgreement, EvalReport, EvalScores, NerveFreeReport, UserView
 
 
@@ -197,7 +197,7 @@ def run_negatives(data, model_path, split, subset, json_out, out_dir, conf, devi
     paths = nerve_free_paths(data, split, subset)
     model, info = load_checkpoint(model_path, device=device)
     model.eval()
-    tops = top_scores(model, paths, device, config=info.config)
+    tops = top_detections(model, paths, device, config=info.config)
     score_thresh = info.thresholds.display if score_thresh is None else score_thresh
     rep = NerveFreeReport(model=info.source, data=str(data), subset=subset or "all",
                           false_detections=false_detections(tops, score_thresh, conf), images=paths, tops=tops)

@@ -27,7 +27,7 @@ from ..types import StreamsegError
 from .augment import PaperAugment
 from .dataset import (NerveDataset, collate, load_negative_split, load_split, patient_split, save_split, scan_folder,
                       select)
-from .negatives import MixedDataset, scan_negatives, split_negatives, top_scores
+from .negatives import MixedDataset, scan_negatives, split_negatives, top_detections
 
 
 @dataclass
@@ -347,7 +347,7 @@ def validate(model: torch.nn.Module, mcfg: ModelConfig, samples, negatives: list
     cols = {"val_dice_median": p.dice_median, "val_dice_mean": p.dice_mean, "val_precision": p.precision,
             "val_recall": p.recall, "val_top1_dice_mean": scores.top1_dice_mean, "val_map": scores.map}
     if negatives:
-        tops = np.array([s for s, _c in top_scores(model, negatives, device=device, config=mcfg)])
+        tops = np.array([s for s, _c in top_detections(model, negatives, device=device, config=mcfg)])
         cols.update({"val_neg_over_098": float((tops > 0.98).mean()), "val_neg_over_095": float((tops > 0.95).mean())})
     model.train()
     return cols
