@@ -16,7 +16,7 @@ from streamseg.app.cli import app
 from streamseg.model.checkpoint import read_checkpoint
 from streamseg.model.architecture import ModelConfig, build_model, freeze_blocks, pretrained_weights
 from streamseg.training.cv import assign_folds, claim_fold, fold_split, make_folds
-from streamseg.training.cv_report import choose_thresholds, pooled_report
+from streamseg.training.cv_report import choose_thresholds, compared, pooled_report
 from streamseg.training.dataset import scan_folder
 from streamseg.training.negatives import group_of, scan_negatives
 from streamseg.types import StreamsegError
@@ -198,3 +198,18 @@ def test_thresholds_are_chosen_finely_where_the_top_scores_crowd_near_1():
     assert t["display_targets_met"] and 0.9925 < t["display"] <= 0.993
     assert sum(s["detections"][0]["score"] >= t["display"] for s in scans[:96]) == 66  # 0.993-0.9995, not 46
     assert t["csa_summary"] == t["display"]  # no wrong outline left above it
+
+
+def test_recipes_are_compared_on_the_folds_all_of_them_have_done():
+    a = [{"fold": 0, "epochs": 1, "scans": [_scan("a", "p1", 0.99, True), _scan("b", "p2", 0.5, False)],
+          "negatives": []},
+         {"fold": 1, "epochs": 1, "scans": [_scan("c", "p3", 0.99, True)], "negatives": []}]
+    b = [{"fold": 0, "epochs": 1, "scans": [_scan("a", "p1", 0.95, True, dice=0.8), _scan("b", "p2", 0.97, True)],
+          "negatives": [{"image": "muscle/x.png", "group": "muscle/x", "top_score": 0.96, "top_confidence": 0.96}]}]
+    rep = compared({"a": a, "b": b}, 0.9)
+    assert rep["folds"] == [0]  # b has not done fold 1: a's fold 1 is left out
+    ra, rb = rep["recipes"]["a"], rep["recipes"]["b"]
+    assert ra["images"] == rb["images"] == 2
+    assert (ra["top_on_nerve"], rb["top_on_nerve"]) == (1, 2)
+    assert ra["user_view"]["counts"] == {"correct": 1, "wrong structure": 0, "nothing shown": 1}
+    assert rb["top_on_nerve_dice_median"] == pytest.approx(0.85) and rb["negatives"]["all"]["shown"] == 1

@@ -114,6 +114,23 @@ def pooled_report(preds: list[dict], k: int) -> dict:
                                                              [n["top_confidence"] for n in negs])]}
 
 
+def compared(recipes: dict[str, list[dict]], thresh: float) -> dict:
+    """Recipes' held-out predictions pooled over the folds all of them have done, at one display
+    threshold: each recipe's report row, plus its top detections on the nerve (box IoU >= 0.7,
+    whatever their score) with their median Dice and median |area error|."""
+    common = set.intersection(*({p["fold"] for p in preds} for preds in recipes.values()))
+    rows = {}
+    for name, preds in recipes.items():
+        kept = [p for p in preds if p["fold"] in common]
+        scans, negs = [s for p in kept for s in p["scans"]], [n for p in kept for n in p["negatives"]]
+        on = [r for r in map(image_result, scans) if (r.top_iou or 0.0) >= IOU_THRESH]
+        rows[name] = {**scores_table(scans, negs, thresh), "top_on_nerve": len(on),
+                      "top_on_nerve_dice_median": float(np.median([r.top_dice for r in on])) if on else None,
+                      "top_on_nerve_area_abs_rel_error_median": float(np.median(
+                          [abs(r.top_area_px - r.area_gt_px) / r.area_gt_px for r in on])) if on else None}
+    return {"folds": sorted(common), "threshold": thresh, "recipes": rows}
+
+
 def _f(v, digits=3, pct=False) -> str:
     if v is None:
         return "—"

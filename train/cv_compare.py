@@ -1,0 +1,69 @@
+"""Cross-validations of several recipes compared on the folds they have all done (the same
+folds.json), at one display threshold: pooled Prec / Rec (paper's rule), mAP@0.7, the top
+detection on the nerve (how many, their median Dice and |area error|), what a user is shown
+(correct / wrong structure / nothing) and nerve-free images shown. Used while a recipe's CV is
+part-way (folds trained in different sessions) and for the rows of train/RESULTS.md.
+
+    python train/cv_compare.py train/results/cv/mnv2-e20 train/results/cv/mnv2-usgra [--thresh 0.918]
+
+The threshold defaults to the first recipe's chosen display threshold (its cv.json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from streamseg.training.cv import load_predictions
+from streamseg.training.cv_report import compared
+from streamseg.types import StreamsegError
+
+
+def _folds(cv_dir: Path) -> dict:
+    path = cv_dir / "folds.json"
+    if not path.is_file():
+        raise StreamsegError(f"{cv_dir}: no folds.json (not a cross-validation folder)")
+    return json.loads(path.read_text())
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.1f} %"
+
+
+def table(rep: dict) -> str:
+    head = (f"Folds {rep['folds']}, display threshold {rep['threshold']} (score × mask score)\n\n"
+            "| recipe | scans | Prec | Rec | mAP@0.7 | top on the nerve | its Dice median | its area error median | "
+            "correct / wrong / nothing shown | nerve-free shown |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for name, r in rep["recipes"].items():
+        c, neg = r["user_view"]["counts"], r["negatives"]["all"]
+        dice = r["top_on_nerve_dice_median"]
+        lines.append(f"| {name} | {r['images']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['map_07']:.3f} | "
+                     f"{r['top_on_nerve']} | {'—' if dice is None else f'{dice:.3f}'} | "
+                     f"{_pct(r['top_on_nerve_area_abs_rel_error_median'])} | "
+                     f"{c['correct']} / {c['wrong structure']} / {c['nothing shown']} | {neg['shown']}/{neg['images']} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def main(dirs: list[Path], thresh: float | None) -> str:
+    folds = [_folds(d) for d in dirs]
+    if any(f["patients"] != folds[0]["patients"] for f in folds[1:]):
+        raise StreamsegError("the recipes were cross-validated on different folds: not comparable")
+    if thresh is None:
+        thresh = json.loads((dirs[0] / "cv.json").read_text())["thresholds"]["display"]
+    preds = {d.name: load_predictions(d, folds[0]["k"]) for d in dirs}
+    if not all(preds.values()) or not set.intersection(*({p["fold"] for p in v} for v in preds.values())):
+        raise StreamsegError("no fold is done by every recipe")
+    return table(compared(preds, thresh))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dirs", nargs="+", type=Path, help="CV folders (runs/cv/RECIPE or train/results/cv/RECIPE)")
+    ap.add_argument("--thresh", type=float, help="display threshold (default: the first recipe's chosen one)")
+    args = ap.parse_args()
+    try:
+        print(main(args.dirs, args.thresh), end="")
+    except (StreamsegError, OSError, KeyError, ValueError) as e:  # one line, no traceback
+        sys.exit(f"cv_compare: {e}")
