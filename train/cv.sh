@@ -2,7 +2,10 @@
 # Patient-wise 4-fold cross-validation of the recipes compared in train/RESULTS.md, on the same
 # folds (seed 0), each fold resumable: rerun after an interruption and it goes on where it stopped.
 #   bash train/cv.sh [RECIPE ...]      RECIPE: mnv2 (default) | mnv2-e20 | mnv2-iou6 | v3-scratch | mnv2-usgra
-# Each writes runs/cv/RECIPE/{folds.json,foldN/,cv.md,cv.json}; about 40 min a fold on 2 idle CPU cores.
+# Each writes runs/cv/RECIPE/{folds.json,foldN/,cv.md,cv.json}. Two runs share the folds, so on a
+# 2-core machine run one per core, each with one torch thread (a 20-epoch fold: about 2 h):
+#   for c in 0 1; do taskset -c $c env OMP_NUM_THREADS=1 bash train/cv.sh mnv2-usgra & sleep 60; done
+# (mnv2-usgra pre-trains first where its init.pt is missing: start the second run after that.)
 # The folds already done are kept in train/results/cv/RECIPE (folds, splits, logs and held-out
 # predictions; no checkpoints) and copied in first, so a fresh clone goes on where the last run stopped.
 # train/cv_predict.py predicts a finished CV again with its fold models (after what a prediction
@@ -27,7 +30,8 @@ recipe() {
     # today's bundled architecture from scratch (BatchNorm), the same epochs
     v3-scratch) streamseg train "${COMMON[@]}" --epochs 10 --backbone mobilenet_v3_large --norm batch --lr 0.01 --out "$OUT/v3-scratch/model.pt" ;;
     # the pretrained recipe, first trained on usgra-seg's other nerves (label 1, each component a
-    # nerve; its train/ part, 204 scans), then on the median nerve from that model's FP16 copy
+    # nerve; its train/ folder of 204 scans, of which the default split trains on 142), then on the
+    # median nerve from that model's FP16 copy
     # (usgra/init.pt, kept in train/results/cv/mnv2-usgra so every fold starts from the same
     # weights, whichever session trains it) for as many epochs as mnv2-e20, the recipe it is compared with
     mnv2-usgra)
