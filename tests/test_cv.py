@@ -213,3 +213,5 @@ def test_recipes_are_compared_on_the_folds_all_of_them_have_done():
     assert (ra["top_on_nerve"], rb["top_on_nerve"]) == (1, 2)
     assert ra["user_view"]["counts"] == {"correct": 1, "wrong structure": 0, "nothing shown": 1}
     assert rb["top_on_nerve_dice_median"] == pytest.approx(0.85) and rb["negatives"]["all"]["shown"] == 1
+    with pytest.raises(StreamsegError, match="no fold is done by every recipe"):
+        compared({"a": a[1:], "b": b}, 0.9)

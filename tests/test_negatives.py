@@ -10,7 +10,8 @@ import torch
 from streamseg.model.checkpoint import load_checkpoint, load_model
 from streamseg.training.augment import PaperAugment
 from streamseg.training.dataset import NerveDataset, collate, load_pair, scan_folder
-from streamseg.training.negatives import MixedDataset, crop_out, group_of, scan_negatives, split_negatives, top_detections
+from streamseg.training.negatives import (MixedDataset, crop_out, group_of, scan_negatives, split_negatives,
+                                         top_detections)
 
 
 @pytest.fixture(scope="module")

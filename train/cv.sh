@@ -31,9 +31,9 @@ recipe() {
     v3-scratch) streamseg train "${COMMON[@]}" --epochs 10 --backbone mobilenet_v3_large --norm batch --lr 0.01 --out "$OUT/v3-scratch/model.pt" ;;
     # the pretrained recipe, first trained on usgra-seg's other nerves (label 1, each component a
     # nerve; its train/ folder of 204 scans, of which the default split trains on 142), then on the
-    # median nerve from that model's FP16 copy
-    # (usgra/init.pt, kept in train/results/cv/mnv2-usgra so every fold starts from the same
-    # weights, whichever session trains it) for as many epochs as mnv2-e20, the recipe it is compared with
+    # median nerve from that model's FP16 copy (usgra/init.pt, kept in train/results/cv/mnv2-usgra so
+    # every fold starts from the same weights, whichever session trains it) for as many epochs as
+    # mnv2-e20, the recipe it is compared with
     mnv2-usgra)
       PRE="$OUT/mnv2-usgra/usgra"
       if [ ! -f "$PRE/init.pt" ]; then

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from streamseg.training.cv import load_predictions
-from streamseg.training.cv_report import compared
+from streamseg.training.cv_report import compared, compared_markdown
 from streamseg.types import StreamsegError
 
 
@@ -27,25 +27,6 @@ def _folds(cv_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _pct(v) -> str:
-    return "—" if v is None else f"{100 * v:.1f} %"
-
-
-def table(rep: dict) -> str:
-    head = (f"Folds {rep['folds']}, display threshold {rep['threshold']} (score × mask score)\n\n"
-            "| recipe | scans | Prec | Rec | mAP@0.7 | top on the nerve | its Dice median | its area error median | "
-            "correct / wrong / nothing shown | nerve-free shown |\n|---|---|---|---|---|---|---|---|---|---|\n")
-    lines = []
-    for name, r in rep["recipes"].items():
-        c, neg = r["user_view"]["counts"], r["negatives"]["all"]
-        dice = r["top_on_nerve_dice_median"]
-        lines.append(f"| {name} | {r['images']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['map_07']:.3f} | "
-                     f"{r['top_on_nerve']} | {'—' if dice is None else f'{dice:.3f}'} | "
-                     f"{_pct(r['top_on_nerve_area_abs_rel_error_median'])} | "
-                     f"{c['correct']} / {c['wrong structure']} / {c['nothing shown']} | {neg['shown']}/{neg['images']} |")
-    return head + "\n".join(lines) + "\n"
-
-
 def main(dirs: list[Path], thresh: float | None) -> str:
     folds = [_folds(d) for d in dirs]
     if any(f["patients"] != folds[0]["patients"] for f in folds[1:]):
@@ -53,9 +34,7 @@ def main(dirs: list[Path], thresh: float | None) -> str:
     if thresh is None:
         thresh = json.loads((dirs[0] / "cv.json").read_text())["thresholds"]["display"]
     preds = {d.name: load_predictions(d, folds[0]["k"]) for d in dirs}
-    if not all(preds.values()) or not set.intersection(*({p["fold"] for p in v} for v in preds.values())):
-        raise StreamsegError("no fold is done by every recipe")
-    return table(compared(preds, thresh))
+    return compared_markdown(compared(preds, thresh))
 
 
 if __name__ == "__main__":

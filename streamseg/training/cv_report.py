@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..types import NERVE_SCORE, confidence
+from ..types import NERVE_SCORE, StreamsegError, confidence
 from .metrics import (CONF_THRESH, IOU_THRESH, ImageResult, coco_ap, operating_point, paper_match, reliability,
                       shown_outcome, summarize, top_detection)
 
@@ -119,6 +119,8 @@ def compared(recipes: dict[str, list[dict]], thresh: float) -> dict:
     threshold: each recipe's report row, plus its top detections on the nerve (box IoU >= 0.7,
     whatever their score) with their median Dice and median |area error|."""
     common = set.intersection(*({p["fold"] for p in preds} for preds in recipes.values()))
+    if not common:
+        raise StreamsegError("no fold is done by every recipe")
     rows = {}
     for name, preds in recipes.items():
         kept = [p for p in preds if p["fold"] in common]
@@ -168,3 +170,18 @@ def report_markdown(rep: dict) -> str:
             + head + "\n".join(rows) + "\n\nReliability of the top detection (pooled):\n\n"
             "| top confidence (score × mask score) | scans | on the nerve | nerve-free images |\n"
             "|---|---|---|---|\n" + rel + "\n")
+
+
+def compared_markdown(rep: dict) -> str:
+    """`compared` as a table, one row a recipe."""
+    head = (f"Folds {rep['folds']}, display threshold {rep['threshold']} (score × mask score)\n\n"
+            "| recipe | scans | Prec | Rec | mAP@0.7 | top on the nerve | its Dice median | its area error median | "
+            "correct / wrong / nothing shown | nerve-free shown |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for name, r in rep["recipes"].items():
+        c, neg = r["user_view"]["counts"], r["negatives"]["all"]
+        lines.append(f"| {name} | {r['images']} | {_f(r['precision'])} | {_f(r['recall'])} | {_f(r['map_07'])} | "
+                     f"{r['top_on_nerve']} | {_f(r['top_on_nerve_dice_median'])} | "
+                     f"{_f(r['top_on_nerve_area_abs_rel_error_median'], pct=True)} | "
+                     f"{c['correct']} / {c['wrong structure']} / {c['nothing shown']} | {neg['shown']}/{neg['images']} |")
+    return head + "\n".join(lines) + "\n"

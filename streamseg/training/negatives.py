@@ -111,7 +111,7 @@ class MixedDataset(torch.utils.data.Dataset):
 
 @torch.no_grad()
 def top_detections(model: torch.nn.Module, paths: list[Path], device="cpu", *, config,
-               mirror: bool = False) -> list[tuple[float, float]]:
+                   mirror: bool = False) -> list[tuple[float, float]]:
     """Each nerve-free image's top detection (the one the runtime would show): (its score, its
     confidence = score × mask score); (0, 0) when nothing is detected. `mirror`: of the image's and
     its mirror's detections merged (`tta.mirror_merged`)."""
