@@ -58,17 +58,22 @@ def negative_rates(negs: list[dict], thresh: float) -> dict:
     return out
 
 
+def _top_area_error_median(results: list[ImageResult]) -> float | None:
+    """Median |area error| of these scans' top detections, relative to the expert's area."""
+    rel = [abs(r.top_area_px - r.area_gt_px) / r.area_gt_px for r in results]
+    return float(np.median(rel)) if rel else None
+
+
 def scores_table(scans: list[dict], negs: list[dict], thresh: float) -> dict:
     """One row of the report: paper metrics, the user's view at `thresh`, negatives."""
     results = [image_result(s) for s in scans]
     p = summarize(results)
     shown = [r for r in results if shown_outcome(r, thresh, IOU_THRESH) == "correct"]
-    rel = [abs(r.top_area_px - r.area_gt_px) / r.area_gt_px for r in shown]
     return {"images": len(scans), "patients": len({s["patient"] for s in scans}),
             "tp": p.tp, "fp": p.fp, "fn": p.fn, "precision": p.precision, "recall": p.recall, "map_07": box_map(scans),
             "dice_median": p.dice_median, "dice_q1": p.dice_q1, "dice_q3": p.dice_q3,
             "dice_mean": p.dice_mean, "area_abs_rel_error_median": p.area_abs_rel_error_median,
-            "shown_area_abs_rel_error_median": float(np.median(rel)) if rel else None,
+            "shown_area_abs_rel_error_median": _top_area_error_median(shown),
             "user_view": operating_point(results, thresh).to_dict(), "negatives": negative_rates(negs, thresh)}
 
 
@@ -128,8 +133,7 @@ def compared(recipes: dict[str, list[dict]], thresh: float) -> dict:
         on = [r for r in map(image_result, scans) if (r.top_iou or 0.0) >= IOU_THRESH]
         rows[name] = {**scores_table(scans, negs, thresh), "top_on_nerve": len(on),
                       "top_on_nerve_dice_median": float(np.median([r.top_dice for r in on])) if on else None,
-                      "top_on_nerve_area_abs_rel_error_median": float(np.median(
-                          [abs(r.top_area_px - r.area_gt_px) / r.area_gt_px for r in on])) if on else None}
+                      "top_on_nerve_area_abs_rel_error_median": _top_area_error_median(on)}
     return {"folds": sorted(common), "threshold": thresh, "recipes": rows}
 
 
