@@ -79,6 +79,23 @@ def test_init_from_file_loads_matching_layers_and_keeps_predictors_fresh(tmp_pat
         init_from_file(model, str(bad))
 
 
+def test_init_from_a_streamseg_checkpoint_keeps_its_lineage(tmp_path):
+    """A model started from another streamseg model (the bundled recipe: ImageNet -> usgra-seg's nerves
+    -> median nerve) records what that one was trained on and from which weights, not only its file."""
+    from streamseg.model.architecture import init_from_file
+    from streamseg.model.checkpoint import save_checkpoint
+
+    imagenet = {"kind": "torchvision weights", "weights": "MobileNet_V2_Weights.IMAGENET1K_V1"}
+    cfg = ModelConfig(backbone="resnet18", mask_head="28")
+    path = tmp_path / "init.pt"
+    save_checkpoint(path, build_model(cfg), {"data": {"source": "usgra-seg/train"}, "initial_weights": imagenet},
+                    half=True, config=cfg)
+    info = init_from_file(build_model(cfg), str(path))
+    assert info["lineage"] == {"data": "usgra-seg/train", "initial_weights": imagenet}
+    save_checkpoint(path, build_model(cfg), config=cfg)  # no record: no lineage made up
+    assert "lineage" not in init_from_file(build_model(cfg), str(path))
+
+
 @pytest.mark.parametrize("backbone", ["mobilenet_v3_large", "resnet18"])
 def test_fpn_levels_at_strides_4_to_64(backbone):
     model = build_model(backbone=backbone, fpn_channels=64).eval()

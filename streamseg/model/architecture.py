@@ -352,6 +352,7 @@ def init_from_file(model: nn.Module, path: str) -> dict:
     # a streamseg checkpoint (fine-tuning, e.g. the bundled model on your own scans): same classes,
     # so its predictors are kept too
     own_ckpt = isinstance(sd, dict) and sd.get("format") == "streamseg-checkpoint"
+    lineage = _lineage(sd) if own_ckpt else None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
@@ -373,4 +374,15 @@ def init_from_file(model: nn.Module, path: str) -> dict:
     if not loaded:
         raise StreamsegError(f"{path}: no tensor matches this model's {len(own)} (names or shapes differ)")
     model.load_state_dict(loaded, strict=False)
-    return {"loaded": len(loaded), "skipped": len(skipped), "total_model": len(own)}
+    info = {"loaded": len(loaded), "skipped": len(skipped), "total_model": len(own)}
+    return {**info, "lineage": lineage} if lineage else info
+
+
+def _lineage(blob: dict) -> dict | None:
+    """What a streamseg checkpoint was trained on and from which weights (its own record), so a model
+    initialised from it records the whole chain, e.g. ImageNet -> usgra-seg -> median nerve."""
+    meta = blob.get("meta")
+    if not isinstance(meta, dict) or not isinstance(meta.get("initial_weights"), dict):
+        return None
+    data = meta.get("data")
+    return {"data": data.get("source") if isinstance(data, dict) else None, "initial_weights": meta["initial_weights"]}

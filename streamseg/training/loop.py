@@ -176,6 +176,8 @@ def _build(cfg: TrainConfig, mcfg: ModelConfig, log) -> tuple[torch.nn.Module, d
     if cfg.init:
         info = init_from_file(model, cfg.init)
         origin = {"kind": "file", "file": str(cfg.init), "sha256": file_sha256(cfg.init)}
+        if "lineage" in info:  # a streamseg checkpoint: what it was trained on, from which weights
+            origin["trained"] = info["lineage"]
         log(f"initialised {info['loaded']} tensors from {cfg.init} ({info['skipped']} left fresh/skipped)")
     blocks = cfg.freeze_blocks if cfg.freeze_blocks is not None else (4 if cfg.pretrained else 0)
     if blocks:
