@@ -16,7 +16,7 @@ from streamseg.app.cli import app
 from streamseg.model.checkpoint import read_checkpoint
 from streamseg.model.architecture import ModelConfig, build_model, freeze_blocks, pretrained_weights
 from streamseg.training.cv import assign_folds, claim_fold, fold_split, make_folds
-from streamseg.training.cv_report import choose_thresholds, compared, pooled_report
+from streamseg.training.cv_report import choose_thresholds, compared, cross_fitted, pooled_report
 from streamseg.training.dataset import scan_folder
 from streamseg.training.negatives import group_of, scan_negatives
 from streamseg.types import StreamsegError
@@ -215,3 +215,18 @@ def test_recipes_are_compared_on_the_folds_all_of_them_have_done():
     assert rb["top_on_nerve_dice_median"] == pytest.approx(0.85) and rb["negatives"]["all"]["shown"] == 1
     with pytest.raises(StreamsegError, match="no fold is done by every recipe"):
         compared({"a": a[1:], "b": b}, 0.9)
+
+
+def test_the_display_rule_is_counted_on_the_folds_it_was_not_chosen_on():
+    """Fold 0 holds a wrong outline at 0.95 among right ones at 0.91-0.99: chosen there, the rule stays
+    above 0.95; fold 1 has no wrong outline, so chosen there it goes down to its lowest (0.91) and, counted on fold 0,
+    shows its wrong outline. Pooled on both, that wrong outline is 1 of 60 scans (within 3 %)."""
+    f0 = [_scan(f"a{i}", f"p{i}", 0.91 + i * 0.003, True) for i in range(29)] + [_scan("w", "q", 0.95, False)]
+    f1 = [_scan(f"b{i}", f"r{i}", 0.91 + i * 0.003, True) for i in range(30)]
+    preds = [{"fold": 0, "scans": f0, "negatives": []}, {"fold": 1, "scans": f1, "negatives": []}]
+    cf = cross_fitted(preds)
+    assert cf["halvings"] == 2 and cf["thresholds"][0] > 0.95 and cf["thresholds"][1] == 0.91
+    above = sum(s["detections"][0]["score"] >= cf["thresholds"][0] for s in f1)  # fold 1 at fold 0's choice
+    assert cf["counts"] == {"correct": 29 + above, "wrong structure": 1, "nothing shown": 30 - above}
+    assert cross_fitted(preds[:1]) is None
+    assert compared({"a": preds}, 0.9)["recipes"]["a"]["cross_fitted"] == cf

@@ -4,6 +4,8 @@ false-detection rates by acquisition, a reliability table, and the display and C
 thresholds chosen on the pooled predictions."""
 from __future__ import annotations
 
+from itertools import combinations
+
 import numpy as np
 
 from ..types import NERVE_SCORE, StreamsegError, confidence
@@ -119,10 +121,30 @@ def pooled_report(preds: list[dict], k: int) -> dict:
                                                              [n["top_confidence"] for n in negs])]}
 
 
+def cross_fitted(preds: list[dict]) -> dict | None:
+    """The display rule checked on scans it was not chosen on: for every way of halving the folds,
+    the threshold `choose_thresholds` picks on one half's pooled predictions, counted on the other
+    half (4 folds: 6 halvings, every scan counted 3 times). None with fewer than 2 folds."""
+    folds = sorted(p["fold"] for p in preds)
+    if len(folds) < 2:
+        return None
+    by_fold = {p["fold"]: p for p in preds}
+    counts, chosen = {"correct": 0, "wrong structure": 0, "nothing shown": 0}, []
+    for half in combinations(folds, len(folds) // 2):
+        pick = [by_fold[f] for f in half]
+        t = choose_thresholds([s for p in pick for s in p["scans"]], [n for p in pick for n in p["negatives"]])
+        chosen.append(t["display"])
+        held = [image_result(s) for f in folds if f not in half for s in by_fold[f]["scans"]]
+        for k, v in operating_point(held, t["display"]).counts.items():
+            counts[k] += v
+    return {"halvings": len(chosen), "thresholds": chosen, "counts": counts}
+
+
 def compared(recipes: dict[str, list[dict]], thresh: float) -> dict:
     """Recipes' held-out predictions pooled over the folds all of them have done, at one display
     threshold: each recipe's report row, plus its top detections on the nerve (box IoU >= 0.7,
-    whatever their score) with their median Dice and median |area error|."""
+    whatever their score) with their median Dice and median |area error|, and its own display rule
+    cross-fitted over halves of those folds (`cross_fitted`)."""
     common = set.intersection(*({p["fold"] for p in preds} for preds in recipes.values()))
     if not common:
         raise StreamsegError("no fold is done by every recipe")
@@ -133,7 +155,8 @@ def compared(recipes: dict[str, list[dict]], thresh: float) -> dict:
         on = [r for r in map(image_result, scans) if (r.top_iou or 0.0) >= IOU_THRESH]
         rows[name] = {**scores_table(scans, negs, thresh), "top_on_nerve": len(on),
                       "top_on_nerve_dice_median": float(np.median([r.top_dice for r in on])) if on else None,
-                      "top_on_nerve_area_abs_rel_error_median": _top_area_error_median(on)}
+                      "top_on_nerve_area_abs_rel_error_median": _top_area_error_median(on),
+                      "cross_fitted": cross_fitted(kept)}
     return {"folds": sorted(common), "threshold": thresh, "recipes": rows}
 
 
@@ -176,16 +199,26 @@ def report_markdown(rep: dict) -> str:
             "|---|---|---|---|\n" + rel + "\n")
 
 
+def _cross_fitted_cell(cf: dict | None) -> str:
+    if cf is None:
+        return "—"
+    c = cf["counts"]
+    return (f"{c['correct']} / {c['wrong structure']} / {c['nothing shown']} over {cf['halvings']} halvings "
+            f"({min(cf['thresholds']):.3f}–{max(cf['thresholds']):.3f})")
+
+
 def compared_markdown(rep: dict) -> str:
     """`compared` as a table, one row a recipe."""
     head = (f"Folds {rep['folds']}, display threshold {rep['threshold']} (score × mask score)\n\n"
             "| recipe | scans | Prec | Rec | mAP@0.7 | top on the nerve | its Dice median | its area error median | "
-            "correct / wrong / nothing shown | nerve-free shown |\n|---|---|---|---|---|---|---|---|---|---|\n")
+            "correct / wrong / nothing shown | nerve-free shown | own rule, chosen on half the folds: correct / "
+            "wrong / nothing on the other half (thresholds) |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for name, r in rep["recipes"].items():
         c, neg = r["user_view"]["counts"], r["negatives"]["all"]
         lines.append(f"| {name} | {r['images']} | {_f(r['precision'])} | {_f(r['recall'])} | {_f(r['map_07'])} | "
                      f"{r['top_on_nerve']} | {_f(r['top_on_nerve_dice_median'])} | "
                      f"{_f(r['top_on_nerve_area_abs_rel_error_median'], pct=True)} | "
-                     f"{c['correct']} / {c['wrong structure']} / {c['nothing shown']} | {neg['shown']}/{neg['images']} |")
+                     f"{c['correct']} / {c['wrong structure']} / {c['nothing shown']} | {neg['shown']}/{neg['images']} | "
+                     f"{_cross_fitted_cell(r['cross_fitted'])} |")
     return head + "\n".join(lines) + "\n"
