@@ -1,7 +1,7 @@
 """Store a trained checkpoint as the package's bundled default: FP16 weights (half the size), the
 same config and training metadata, plus where it came from. Loading casts back to FP32.
 
-    python train/bundle.py runs/all/model_last.pt streamseg/weights/default.pt --thresholds runs/cv/mnv2-e20/cv.json
+    python train/bundle.py runs/all/model_last.pt streamseg/weights/default.pt --thresholds runs/cv/mnv2-usgra/cv.json
 
 `--thresholds CV_JSON` stores the display and CSA-summary thresholds that a cross-validation
 (`streamseg train --folds K`) chose on its pooled held-out predictions; the runtime then uses them
