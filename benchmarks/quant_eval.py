@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,8 +25,10 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from streamseg import backends  # noqa: E402
+from streamseg.app.bench import load_verdict, read_load  # noqa: E402
 from streamseg.backends.onnx_quant import CALIB_DIR, METHODS  # noqa: E402
 from streamseg.files import atomic_write  # noqa: E402
+from streamseg.settings import usable_cores  # noqa: E402
 from streamseg.training.dataset import load_pair, load_split, scan_folder, select  # noqa: E402
 from streamseg.training.evaluate import score_predictions  # noqa: E402
 
@@ -76,7 +79,7 @@ def report(result: dict) -> None:
     for name, s in result["accuracy"].items():
         acc.add_row(name, str(s["tp"]), str(s["fp"]), str(s["fn"]), f"{s['dice_median']:.4f}")
     con.print(acc)
-    sp = Table(title=f"median ms, {result['frames']} frames alternated (loaded machine: read the ratio)")
+    sp = Table(title=f"median ms, {result['frames']} frames alternated (compare the ratio, not the ms)")
     for col in ("stage", "fp32", "int8", "fp32/int8"):
         sp.add_column(col)
     for part in ("dense", "heads", "frame"):
@@ -84,6 +87,8 @@ def report(result: dict) -> None:
         sp.add_row(part, f"{a:.1f}", f"{b:.1f}", f"{a / b:.2f}x")
     con.print(sp)
     con.print(f"CPU: {result['cpu']}")
+    if result["load"]["warning"]:
+        con.print(result["load"]["warning"], markup=False)
 
 
 def main(argv=None) -> int:
@@ -100,6 +105,7 @@ def main(argv=None) -> int:
     from streamseg.backends.onnxrt import open_onnxruntime
 
     scans = test_scans(args.data)
+    loads = [read_load(os.getloadavg, "before")]
     with tempfile.TemporaryDirectory() as tmp:
         engines = args.engines or Path(tmp)
         fp32 = backends.load("onnxruntime", engines_dir=engines)
@@ -111,9 +117,10 @@ def main(argv=None) -> int:
         accuracy = {"eager fp32": score(backends.load("torch"), scans), "onnxruntime fp32": score(fp32, scans),
                     "onnxruntime int8": score(int8, scans)}
         speed = side_by_side({"fp32": fp32, "int8": int8}, [img for _, img, _ in scans], args.frames)
+    loads.append(read_load(os.getloadavg, "after"))
     result = {"test_scans": len(scans), "frames": args.frames, "method": args.method, "calibration": str(args.calib),
               "quantise_s": quant_s, "accuracy": accuracy, "speed": speed, "cpu": cpu_flags(),
-              "note": "shared 2-core machine, loaded by other jobs: compare the ratios, not the ms"}
+              "load": load_verdict(loads, usable_cores()).to_dict()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out, lambda p: Path(p).write_text(json.dumps(result, indent=2)))
     report(result)

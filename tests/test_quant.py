@@ -131,3 +131,23 @@ def test_precision_choices_are_one_list():
 
     PRECISIONS = tuple(Precision)
     assert tuple(cli.Precision) == PRECISIONS
+
+
+def test_quant_eval_reports_the_load_it_measured_not_a_fixed_note(sample_dir, calib4, tmp_path, monkeypatch):
+    """Regression: benchmarks/quant_eval.py wrote "shared 2-core machine, loaded by other jobs" into every
+    JSON, idle or not. It now records the load averages before and after, as `streamseg bench` does."""
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "quant_eval.py"
+    spec = importlib.util.spec_from_file_location("quant_eval", script)
+    quant_eval = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quant_eval)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.3, 0.4))
+    out = tmp_path / "q.json"
+    assert quant_eval.main(["--out", str(out), "--data", str(sample_dir), "--frames", "1", "--calib", str(calib4)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["test_scans"] == 7 and set(doc["accuracy"]) == {"eager fp32", "onnxruntime fp32", "onnxruntime int8"}
+    assert doc["load"]["loaded"] is False and doc["load"]["warning"] is None
+    assert [s["when"] for s in doc["load"]["samples"]] == ["before", "after"] and "note" not in doc
