@@ -219,8 +219,9 @@ def test_recipes_are_compared_on_the_folds_all_of_them_have_done():
 
 def test_the_display_rule_is_counted_on_the_folds_it_was_not_chosen_on():
     """Fold 0 holds a wrong outline at 0.95 among right ones at 0.91-0.99: chosen there, the rule stays
-    above 0.95; fold 1 has no wrong outline, so chosen there it goes down to its lowest (0.91) and, counted on fold 0,
-    shows its wrong outline. Pooled on both, that wrong outline is 1 of 60 scans (within 3 %)."""
+    above 0.95; fold 1 has no wrong outline, so chosen there it goes down to its lowest (0.91) and,
+    counted on fold 0, shows its wrong outline. Pooled on both, that wrong outline is 1 of 60 scans
+    (within 3 %)."""
     f0 = [_scan(f"a{i}", f"p{i}", 0.91 + i * 0.003, True) for i in range(29)] + [_scan("w", "q", 0.95, False)]
     f1 = [_scan(f"b{i}", f"r{i}", 0.91 + i * 0.003, True) for i in range(30)]
     preds = [{"fold": 0, "scans": f0, "negatives": []}, {"fold": 1, "scans": f1, "negatives": []}]

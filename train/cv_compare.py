@@ -2,8 +2,8 @@
 folds.json), at one display threshold: pooled Prec / Rec (paper's rule), mAP@0.7, the top
 detection on the nerve (how many, their median Dice and |area error|), what a user is shown
 (correct / wrong structure / nothing) and nerve-free images shown, and each recipe's own display
-rule chosen on half of the folds and counted on the other half (every halving). Used while a recipe's CV is
-part-way (folds trained in different sessions) and for the rows of train/RESULTS.md.
+rule chosen on half of the folds and counted on the other half (every halving). Used while a
+recipe's CV is part-way (folds trained in different sessions) and for the rows of train/RESULTS.md.
 
     python train/cv_compare.py train/results/cv/mnv2-e20 train/results/cv/mnv2-usgra [--thresh 0.918]
 

@@ -9,8 +9,8 @@ from itertools import combinations
 import numpy as np
 
 from ..types import NERVE_SCORE, StreamsegError, confidence
-from .metrics import (CONF_THRESH, IOU_THRESH, ImageResult, coco_ap, operating_point, paper_match, reliability,
-                      shown_outcome, summarize, top_detection)
+from .metrics import (CONF_THRESH, IOU_THRESH, OUTCOMES, ImageResult, coco_ap, operating_point, paper_match,
+                      reliability, shown_outcome, summarize, top_detection)
 
 # Candidate thresholds 0.001 apart from 0.5 to 0.999: a trained model's top confidences crowd in a
 # few hundredths (0.90-0.95 for score x mask score), where 0.005 steps jump over most of the choices.
@@ -129,7 +129,7 @@ def cross_fitted(preds: list[dict]) -> dict | None:
     if len(folds) < 2:
         return None
     by_fold = {p["fold"]: p for p in preds}
-    counts, chosen = {"correct": 0, "wrong structure": 0, "nothing shown": 0}, []
+    counts, chosen = {k: 0 for k in OUTCOMES}, []
     for half in combinations(folds, len(folds) // 2):
         pick = [by_fold[f] for f in half]
         t = choose_thresholds([s for p in pick for s in p["scans"]], [n for p in pick for n in p["negatives"]])
@@ -219,6 +219,6 @@ def compared_markdown(rep: dict) -> str:
         lines.append(f"| {name} | {r['images']} | {_f(r['precision'])} | {_f(r['recall'])} | {_f(r['map_07'])} | "
                      f"{r['top_on_nerve']} | {_f(r['top_on_nerve_dice_median'])} | "
                      f"{_f(r['top_on_nerve_area_abs_rel_error_median'], pct=True)} | "
-                     f"{c['correct']} / {c['wrong structure']} / {c['nothing shown']} | {neg['shown']}/{neg['images']} | "
-                     f"{_cross_fitted_cell(r['cross_fitted'])} |")
+                     f"{c['correct']} / {c['wrong structure']} / {c['nothing shown']} | "
+                     f"{neg['shown']}/{neg['images']} | {_cross_fitted_cell(r['cross_fitted'])} |")
     return head + "\n".join(lines) + "\n"
